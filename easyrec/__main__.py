@@ -1,0 +1,3 @@
+from easyrec.cli import main
+
+main()

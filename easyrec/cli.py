@@ -1,0 +1,70 @@
+"""The ``easyrec`` command: dispatches ``easyrec <command> [args]`` to the command's Hydra app.
+
+User errors (a bad override, an unknown option, an impossible value, unreadable data) end with one line
+on stderr and a non-zero exit code, never a traceback. ``HYDRA_FULL_ERROR=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module:function of the Hydra app, one-line description)
+    "train": (
+        "easyrec.run:main",
+        "train a model and log the run to MLflow (Hydra app: see `easyrec train --help`)",
+    ),
+}
+
+USAGE = """usage: easyrec <command> [args ...]
+
+Train CTR and ranking models, configured by Hydra and tracked in MLflow.
+
+commands:
+{commands}
+
+`easyrec <command> --help` shows a command's config groups and options."""
+
+
+def _print_usage(stream=sys.stdout) -> None:
+    width = max(map(len, COMMANDS))
+    lines = "\n".join(f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items())
+    print(USAGE.format(commands=lines), file=stream)
+
+
+def _load(target: str) -> Callable[[], object]:
+    module_name, func_name = target.split(":")
+    module = __import__(module_name, fromlist=[func_name])
+    return getattr(module, func_name)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``easyrec`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        _print_usage()
+        return
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        print(f"easyrec: unknown command '{command}'; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        sys.exit(2)
+    app = _load(COMMANDS[command][0])
+    # Hydra reads its arguments from sys.argv.
+    sys.argv = [f"easyrec-{command}", *rest]
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    # Let exceptions reach us, so we can report user errors as one line.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("easyrec: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as error:
+        from easyrec.user_errors import describe, exit_with
+
+        message = None if full_error else describe(error)
+        if message is None:
+            raise
+        exit_with(command, error, message)

@@ -1,0 +1,266 @@
+"""Typed schemas of every config group option, registered in Hydra's ConfigStore.
+
+Each YAML option in ``conf/<group>/`` starts from its schema (``- /schema/<group>/<name>@_here_`` in its
+defaults list), so a wrong type fails while Hydra composes the config, and the ``checked`` rules catch
+impossible values before any work. This module imports no torch, so ``easyrec train --cfg job`` is fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, SI
+
+from easyrec.config.checks import between, checked, each, ge, gt, non_empty, one_of
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class DenseFeaturesConfig:
+    """Float columns, transformed alike."""
+
+    names: list[str] = checked([], non_empty())
+    transform: str = checked("none", one_of("none", "log1p"))
+    standardize: bool = False
+    fill_value: float = 0.0
+
+
+@dataclass
+class CategoricalFeaturesConfig:
+    """Id columns, encoded alike into embedding rows."""
+
+    names: list[str] = checked([], non_empty())
+    encoding: str = checked("vocab", one_of("vocab", "hash"))
+    num_buckets: int | None = checked(None, gt(1))
+    min_count: int = checked(1, ge(1))
+    max_vocab_size: int | None = checked(None, gt(0))
+
+
+@dataclass
+class FeaturesConfig:
+    dense: list[DenseFeaturesConfig] = field(default_factory=list)
+    categorical: list[CategoricalFeaturesConfig] = field(default_factory=list)
+    label: str = "label"
+    weight: str | None = None
+
+
+@dataclass
+class DataConfig:
+    _target_: str = MISSING
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    batch_size: int = checked(1024, gt(0))
+    eval_batch_size: int = checked(16384, gt(0))
+    shuffle: bool = True
+    seed: int = SI("${seed}")
+
+    @staticmethod
+    def consistency(node: Any) -> str | None:
+        for group in node.features.categorical:
+            if group.encoding == "hash" and group.num_buckets is None:
+                return f"features.categorical: {list(group.names)} use encoding=hash without num_buckets"
+        return None
+
+
+@dataclass
+class SyntheticDataConfig(DataConfig):
+    _target_: str = "easyrec.data.SyntheticCTRData"
+    num_rows: int = checked(200_000, ge(100))
+    eval_fraction: float = checked(0.1, between(0, 1, low_open=True, high_open=True))
+    positive_rate: float = checked(0.25, between(0, 1, low_open=True, high_open=True))
+
+
+@dataclass
+class CSVDataConfig(DataConfig):
+    _target_: str = "easyrec.data.CSVData"
+    train_path: str = MISSING
+    eval_path: str = MISSING
+    delimiter: str = ","
+    header: bool = True
+    columns: list[str] | None = None
+
+    @staticmethod
+    def consistency(node: Any) -> str | None:
+        if not node.header and not node.columns:
+            return "columns: required when header=false (the names of the file's columns, in order)"
+        return DataConfig.consistency(node)
+
+
+@dataclass
+class ParquetDataConfig(DataConfig):
+    _target_: str = "easyrec.data.ParquetData"
+    train_path: str = MISSING
+    eval_path: str = MISSING
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass
+class DeepFMConfig:
+    _target_: str = "easyrec.models.DeepFM"
+    _partial_: bool = True
+    embedding_dim: int = checked(16, gt(0))
+    hidden_units: list[int] = checked([400, 400, 400], each(gt(0)))
+    dropout: float = checked(0.0, between(0, 1, high_open=True))
+    sparse_embeddings: bool = False
+
+
+# --------------------------------------------------------------------------- optimizer
+
+
+@dataclass
+class AdamConfig:
+    _target_: str = "torch.optim.Adam"
+    _partial_: bool = True
+    lr: float = checked(1e-3, gt(0))
+    betas: list[float] = checked([0.9, 0.999], each(between(0, 1, high_open=True)))
+    eps: float = checked(1e-8, ge(0))
+    weight_decay: float = checked(0.0, ge(0))
+    amsgrad: bool = False
+
+
+@dataclass
+class AdagradConfig:
+    _target_: str = "torch.optim.Adagrad"
+    _partial_: bool = True
+    lr: float = checked(1e-2, gt(0))
+    lr_decay: float = checked(0.0, ge(0))
+    weight_decay: float = checked(0.0, ge(0))
+    initial_accumulator_value: float = checked(0.1, ge(0))
+    eps: float = checked(1e-10, ge(0))
+
+
+@dataclass
+class SGDConfig:
+    _target_: str = "torch.optim.SGD"
+    _partial_: bool = True
+    lr: float = checked(1e-2, gt(0))
+    momentum: float = checked(0.0, ge(0))
+    dampening: float = checked(0.0, ge(0))
+    weight_decay: float = checked(0.0, ge(0))
+    nesterov: bool = False
+
+
+# --------------------------------------------------------------------------- loss
+
+
+@dataclass
+class BinaryCrossEntropyConfig:
+    _target_: str = "easyrec.losses.BinaryCrossEntropy"
+    label_smoothing: float = checked(0.0, between(0, 1, high_open=True))
+
+
+@dataclass
+class BinaryFocalLossConfig:
+    _target_: str = "easyrec.losses.BinaryFocalLoss"
+    gamma: float = checked(2.0, ge(0))
+    alpha: float | None = checked(None, between(0, 1, low_open=True, high_open=True))
+    ohem_ratio: float = checked(1.0, between(0, 1, low_open=True))
+    label_smoothing: float = checked(0.0, between(0, 1, high_open=True))
+
+
+# --------------------------------------------------------------------------- early stopping
+
+
+@dataclass
+class NeverStopConfig:
+    _target_: str = "easyrec.early_stopping.NeverStop"
+
+
+@dataclass
+class PatienceConfig:
+    _target_: str = "easyrec.early_stopping.StopOnPlateau"
+    monitor: str = "eval/auc"
+    mode: str = checked("max", one_of("max", "min"))
+    patience: int = checked(3, gt(0))
+    min_delta: float = checked(0.0, ge(0))
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+@dataclass
+class SingleProcessConfig:
+    _target_: str = "easyrec.distributed.SingleProcess"
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+@dataclass
+class TrainerConfig:
+    _target_: str = "easyrec.trainer.Trainer"
+    _partial_: bool = True
+    max_epochs: int = checked(1, ge(0))
+    max_steps: int | None = checked(None, gt(0))
+    eval_every_n_steps: int | None = checked(None, gt(0))
+    log_every_n_steps: int = checked(50, gt(0))
+    progress_bar: bool = True
+    device: str = checked("auto", one_of("auto", "cpu", "cuda"))
+    num_threads: int | None = checked(None, gt(0))
+
+    @staticmethod
+    def consistency(node: Any) -> str | None:
+        if node.max_epochs == 0 and node.max_steps is None:
+            return "max_epochs=0 and max_steps=null: set at least one limit"
+        return None
+
+
+# --------------------------------------------------------------------------- logger
+
+
+@dataclass
+class MLflowLoggerConfig:
+    _target_: str = "easyrec.loggers.MLflowLogger"
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment_name: str = "easyrec"
+    run_name: str | None = None
+    asynchronous: bool = True
+
+
+@dataclass
+class NullLoggerConfig:
+    _target_: str = "easyrec.loggers.NullLogger"
+
+
+# --------------------------------------------------------------------------- root
+
+
+@dataclass
+class TrainConfig:
+    """The whole ``easyrec train`` config: one node per config group plus the run-wide keys."""
+
+    seed: int = 42
+    optimized_metric: str = "eval/auc"
+    model: Any = MISSING
+    data: Any = MISSING
+    optimizer: Any = MISSING
+    loss: Any = MISSING
+    early_stopping: Any = MISSING
+    distributed: Any = MISSING
+    trainer: Any = MISSING
+    logger: Any = MISSING
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "data": {"synthetic": SyntheticDataConfig, "csv": CSVDataConfig, "parquet": ParquetDataConfig},
+    "model": {"deepfm": DeepFMConfig},
+    "optimizer": {"adam": AdamConfig, "adagrad": AdagradConfig, "sgd": SGDConfig},
+    "loss": {"bce": BinaryCrossEntropyConfig, "focal": BinaryFocalLossConfig},
+    "early_stopping": {"none": NeverStopConfig, "patience": PatienceConfig},
+    "distributed": {"none": SingleProcessConfig},
+    "trainer": {"default": TrainerConfig},
+    "logger": {"mlflow": MLflowLoggerConfig, "none": NullLoggerConfig},
+}
+
+
+def register_configs() -> None:
+    """Store every schema as ``schema/<group>/<name>`` and the root as ``schema/train``."""
+    store = ConfigStore.instance()
+    store.store(group="schema", name="train", node=TrainConfig)
+    for group, options in SCHEMAS.items():
+        for name, schema in options.items():
+            store.store(group=f"schema/{group}", name=name, node=schema)

@@ -1,0 +1,293 @@
+"""Feature specs and the encoder that turns table columns into model inputs.
+
+The encoder is fitted on the training split only (vocabularies, standardisation statistics) and then
+encodes any split into contiguous tensors, vectorised with pyarrow and numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from easyrec.data.batches import EncodedSplit
+from easyrec.data.hashing import hash_buckets
+from easyrec.errors import DataError
+
+NUMBER_PATTERN = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$|^\s*[-+]?(nan|inf|infinity)\s*$"
+
+
+@dataclass
+class DenseFeatures:
+    """Float columns that share a transform.
+
+    ``transform="log1p"`` maps x to sign(x)·log(1+|x|); ``standardize`` then subtracts the training
+    mean and divides by the training std. Empty cells take ``fill_value`` before the transform.
+    """
+
+    names: list[str]
+    transform: str = "none"
+    standardize: bool = False
+    fill_value: float = 0.0
+
+
+@dataclass
+class CategoricalFeatures:
+    """Id columns that share an encoding.
+
+    ``encoding="vocab"``: ids seen at least ``min_count`` times in the training split (the
+    ``max_vocab_size`` most frequent) get rows 1..V; row 0 is for every other id and for empty cells.
+    ``encoding="hash"``: id -> hash(id) mod ``num_buckets``.
+    """
+
+    names: list[str]
+    encoding: str = "vocab"
+    num_buckets: int | None = None
+    min_count: int = 1
+    max_vocab_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.encoding == "hash" and not self.num_buckets:
+            raise ValueError(f"categorical features {self.names}: encoding 'hash' needs num_buckets")
+
+
+@dataclass
+class FeatureSpec:
+    """Which columns are dense features, categorical features, the label and the sample weight."""
+
+    dense: list[DenseFeatures] = field(default_factory=list)
+    categorical: list[CategoricalFeatures] = field(default_factory=list)
+    label: str = "label"
+    weight: str | None = None
+
+    @classmethod
+    def from_config(cls, spec: FeatureSpec | Mapping[str, Any]) -> FeatureSpec:
+        """Accept a spec or its plain-dict form (as Hydra passes it)."""
+        if isinstance(spec, FeatureSpec):
+            return spec
+        return cls(
+            dense=[DenseFeatures(**group) for group in spec.get("dense") or []],
+            categorical=[CategoricalFeatures(**group) for group in spec.get("categorical") or []],
+            label=spec.get("label", "label"),
+            weight=spec.get("weight"),
+        )
+
+    @property
+    def dense_names(self) -> list[str]:
+        return [name for group in self.dense for name in group.names]
+
+    @property
+    def categorical_names(self) -> list[str]:
+        return [name for group in self.categorical for name in group.names]
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column the spec reads, in a fixed order."""
+        extra = [self.label] + ([self.weight] if self.weight else [])
+        return self.dense_names + self.categorical_names + extra
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model needs to know about its inputs: field names, dense width and embedding rows."""
+
+    dense_names: tuple[str, ...]
+    categorical_names: tuple[str, ...]
+    cardinalities: tuple[int, ...]
+
+    @property
+    def num_dense(self) -> int:
+        return len(self.dense_names)
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.categorical_names)
+
+
+class FeatureEncoder:
+    """Fits per-column encodings on the training table and encodes any table into an EncodedSplit.
+
+    Example::
+
+        spec = FeatureSpec(dense=[DenseFeatures(["age"], transform="log1p", standardize=True)],
+                           categorical=[CategoricalFeatures(["city"])])
+        encoder = FeatureEncoder(spec).fit(train_table, source="train.csv")
+        split = encoder.encode(eval_table, source="eval.csv")  # split.dense: (N, 1), split.sparse: (N, 1)
+    """
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.spec = spec
+        self.vocabularies: dict[str, pa.Array] = {}
+        self.mean: dict[str, float] = {}
+        self.std: dict[str, float] = {}
+        self.fitted = False
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, table: pa.Table, source: str) -> FeatureEncoder:
+        """Learn vocabularies and standardisation statistics from the training split."""
+        require_columns(table, self.spec.columns, source)
+        for group in self.spec.dense:
+            for name in group.names:
+                if group.standardize:
+                    values = self._transformed(table, name, group, source)
+                    self.mean[name] = float(values.mean()) if len(values) else 0.0
+                    std = float(values.std()) if len(values) else 1.0
+                    self.std[name] = std if std > 1e-12 else 1.0
+        for group in self.spec.categorical:
+            if group.encoding == "vocab":
+                for name in group.names:
+                    self.vocabularies[name] = build_vocabulary(
+                        table[name], group.min_count, group.max_vocab_size
+                    )
+        self.fitted = True
+        return self
+
+    @property
+    def input_spec(self) -> InputSpec:
+        cardinalities = []
+        for group in self.spec.categorical:
+            for name in group.names:
+                if group.encoding == "vocab":
+                    cardinalities.append(len(self.vocabularies[name]) + 1)
+                else:
+                    cardinalities.append(int(group.num_buckets))
+        return InputSpec(
+            tuple(self.spec.dense_names), tuple(self.spec.categorical_names), tuple(cardinalities)
+        )
+
+    # ------------------------------------------------------------------ encoding
+
+    def encode(self, table: pa.Table, source: str) -> EncodedSplit:
+        """Encode ``table`` into ``dense (N, D) float32``, ``sparse (N, F) int32``, ``labels (N,)``."""
+        if not self.fitted:
+            raise RuntimeError("FeatureEncoder.encode called before fit")
+        require_columns(table, self.spec.columns, source)
+        n = table.num_rows
+        dense = np.empty((n, len(self.spec.dense_names)), dtype=np.float32)
+        column = 0
+        for group in self.spec.dense:
+            for name in group.names:
+                values = self._transformed(table, name, group, source)
+                if group.standardize:
+                    values = (values - self.mean[name]) / self.std[name]
+                dense[:, column] = values
+                column += 1
+        sparse = np.empty((n, len(self.spec.categorical_names)), dtype=np.int32)
+        column = 0
+        for group in self.spec.categorical:
+            for name in group.names:
+                if group.encoding == "vocab":
+                    sparse[:, column] = lookup(table[name], self.vocabularies[name], source, name)
+                else:
+                    sparse[:, column] = hash_buckets(table[name], int(group.num_buckets))
+                column += 1
+        labels = numeric_column(table, self.spec.label, source, fill_value=None)
+        weights = None
+        if self.spec.weight:
+            weights = torch.from_numpy(numeric_column(table, self.spec.weight, source, fill_value=None))
+        return EncodedSplit(
+            dense=torch.from_numpy(dense),
+            sparse=torch.from_numpy(sparse),
+            labels=torch.from_numpy(labels),
+            weights=weights,
+            source=source,
+        )
+
+    def _transformed(self, table: pa.Table, name: str, group: DenseFeatures, source: str) -> np.ndarray:
+        values = numeric_column(table, name, source, fill_value=group.fill_value).astype(np.float64)
+        if group.transform == "log1p":
+            values = np.sign(values) * np.log1p(np.abs(values))
+        return values
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to encode new data the same way (plain types, safe to load)."""
+        return {
+            "spec": asdict(self.spec),
+            "vocabularies": {name: vocab.to_pylist() for name, vocab in self.vocabularies.items()},
+            "mean": dict(self.mean),
+            "std": dict(self.std),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.vocabularies = {name: pa.array(values) for name, values in state["vocabularies"].items()}
+        self.mean, self.std = dict(state["mean"]), dict(state["std"])
+        self.fitted = True
+
+
+def require_columns(table: pa.Table, columns: list[str], source: str) -> None:
+    if table.num_rows == 0:
+        raise DataError(f"{source}: no data rows")
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise DataError(
+            f"{source}: column {', '.join(repr(c) for c in missing)} not found; "
+            f"the columns are: {', '.join(table.column_names)}"
+        )
+
+
+def numeric_column(table: pa.Table, name: str, source: str, fill_value: float | None) -> np.ndarray:
+    """Column ``name`` as ``(N,) float32``; empty cells take ``fill_value`` or, if None, are an error."""
+    column = table[name]
+    if not (
+        pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_null(column.type)
+    ):
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            bad = pc.invert(pc.match_substring_regex(column, NUMBER_PATTERN, ignore_case=True))
+            first = first_true(bad)
+            if first is not None:
+                value = column[first].as_py()
+                raise DataError(f"{source}: column '{name}', row {first + 1}: {value!r} is not a number")
+        try:
+            column = column.cast(pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+            raise DataError(
+                f"{source}: column '{name}' of type {column.type} is not numeric ({error})"
+            ) from None
+    if column.null_count:
+        if fill_value is None:
+            first = first_true(pc.is_null(column))
+            raise DataError(f"{source}: column '{name}', row {first + 1}: empty value")
+        column = pc.fill_null(column.cast(pa.float64()), fill_value)
+    values = column.to_numpy().astype(np.float32)
+    if fill_value is not None:
+        values[np.isnan(values)] = fill_value
+    return values
+
+
+def first_true(mask: pa.ChunkedArray | pa.Array) -> int | None:
+    """Index of the first true value of a boolean column, or None."""
+    flags = pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+    hits = np.flatnonzero(flags)
+    return int(hits[0]) if len(hits) else None
+
+
+def build_vocabulary(column: pa.ChunkedArray, min_count: int, max_size: int | None) -> pa.Array:
+    """Distinct non-null ids seen ``min_count`` times or more, most frequent first (ties by value)."""
+    counts = pc.value_counts(column.drop_null())
+    table = pa.table({"value": counts.field("values"), "count": counts.field("counts")})
+    table = table.filter(pc.greater_equal(table["count"], min_count))
+    table = table.sort_by([("count", "descending"), ("value", "ascending")])
+    if max_size is not None:
+        table = table.slice(0, max_size)
+    return table["value"].combine_chunks()
+
+
+def lookup(column: pa.ChunkedArray, vocabulary: pa.Array, source: str, name: str) -> np.ndarray:
+    """Row of every id: 1 + its position in ``vocabulary``, 0 when absent or empty. ``(N,) -> (N,)``."""
+    if column.type != vocabulary.type:
+        try:
+            column = column.cast(vocabulary.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise DataError(
+                f"{source}: column '{name}' has type {column.type}, the training split had {vocabulary.type}"
+            ) from None
+    positions = pc.index_in(column, value_set=vocabulary)
+    return pc.fill_null(positions, -1).to_numpy().astype(np.int32) + 1

@@ -1,0 +1,134 @@
+"""Seeded Criteo-like CTR data drawn from a hidden click model whose true probabilities are kept.
+
+Layout: 13 non-negative heavy-tailed count features ``I1..I13``, 26 categorical features ``C1..C26``
+whose ids follow Zipf laws over vocabularies from 10 to 100,000, and a 0/1 ``label``.
+
+Hidden model (logit), each block rescaled to a fixed standard deviation:
+    bias + dense part (linear in standardised log1p(I) + one dense x dense term)
+         + first-order categorical effects e_f[id]
+         + 10 low-rank (k=4) field-pair interactions <U_f[id_f], V_g[id_g]>
+         + 2 dense x categorical interactions z_j * a_f[id_f]
+The bias is solved so that the mean click probability is ``positive_rate``; ``label ~ Bernoulli(p)``.
+Since p is known, the Bayes-optimal ("oracle") AUC and logloss of the eval split are exact.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import Tensor
+
+from easyrec.data.features import FeatureSpec
+from easyrec.data.tabular import TabularData
+
+log = logging.getLogger(__name__)
+
+NUM_DENSE, NUM_CATEGORICAL = 13, 26
+FIELD_PAIRS = [(0, 5), (1, 9), (2, 14), (4, 20), (6, 11), (7, 23), (10, 17), (12, 25), (15, 19), (3, 22)]
+DENSE_BY_CATEGORICAL = [(2, 8), (5, 16)]
+BLOCK_STD = {"dense": 0.55, "first_order": 0.95, "field_pairs": 0.75, "dense_by_categorical": 0.35}
+
+
+def _rescale(x: np.ndarray, target_std: float) -> np.ndarray:
+    std = x.std()
+    return x * (target_std / std) if std > 0 else x
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _zipf_ids(rng: np.random.Generator, vocab: int, exponent: float, n: int) -> np.ndarray:
+    probs = np.arange(1, vocab + 1, dtype=np.float64) ** (-exponent)
+    ids = rng.choice(vocab, size=n, p=probs / probs.sum())
+    return rng.permutation(vocab)[ids].astype(np.int32)  # an id's value says nothing about its frequency
+
+
+def generate_clicks(num_rows: int, seed: int, positive_rate: float = 0.25) -> tuple[pa.Table, np.ndarray]:
+    """Draw ``num_rows`` rows; return the table (``I1..I13, C1..C26, label``) and the true ``(N,)`` p."""
+    rng = np.random.default_rng(seed)
+    vocab = np.round(np.geomspace(10, 100_000, NUM_CATEGORICAL)).astype(np.int64)
+    exponents = rng.uniform(1.05, 1.35, size=NUM_CATEGORICAL)
+    cat = np.empty((num_rows, NUM_CATEGORICAL), dtype=np.int32)
+    for f in range(NUM_CATEGORICAL):
+        cat[:, f] = _zipf_ids(rng, int(vocab[f]), exponents[f], num_rows)
+
+    mu = rng.uniform(0.5, 4.0, size=NUM_DENSE)
+    sigma = rng.uniform(0.5, 1.5, size=NUM_DENSE)
+    shift = rng.normal(0, 0.5, size=int(vocab[3]))  # a few counts depend on a categorical field, as in Criteo
+    raw = rng.normal(mu, sigma, size=(num_rows, NUM_DENSE))
+    raw[:, :4] += shift[cat[:, 3]][:, None]
+    dense = np.floor(np.expm1(np.clip(raw, 0, None))).astype(np.float32)
+    z = np.log1p(dense.astype(np.float64))
+    z = (z - z.mean(0)) / (z.std(0) + 1e-9)
+
+    dense_part = _rescale(z @ rng.normal(0, 1, size=NUM_DENSE) + 0.8 * z[:, 0] * z[:, 1], BLOCK_STD["dense"])
+    first = np.zeros(num_rows)
+    for f in range(NUM_CATEGORICAL):
+        first += rng.normal(0, rng.uniform(0.2, 1.0), size=int(vocab[f]))[cat[:, f]]
+    first = _rescale(first, BLOCK_STD["first_order"])
+    pairs = np.zeros(num_rows)
+    for a, b in FIELD_PAIRS:
+        u = rng.normal(0, 1, size=(int(vocab[a]), 4))
+        v = rng.normal(0, 1, size=(int(vocab[b]), 4))
+        pairs += np.einsum("nk,nk->n", u[cat[:, a]], v[cat[:, b]])
+    pairs = _rescale(pairs, BLOCK_STD["field_pairs"])
+    crossed = np.zeros(num_rows)
+    for j, f in DENSE_BY_CATEGORICAL:
+        crossed += z[:, j] * rng.normal(0, 1, size=int(vocab[f]))[cat[:, f]]
+    crossed = _rescale(crossed, BLOCK_STD["dense_by_categorical"])
+
+    logit = dense_part + first + pairs + crossed
+    low, high = -10.0, 10.0
+    for _ in range(60):  # bisection for the bias that gives the target positive rate
+        mid = (low + high) / 2
+        low, high = (mid, high) if _sigmoid(logit + mid).mean() < positive_rate else (low, mid)
+    p = _sigmoid(logit + (low + high) / 2)
+    label = (rng.random(num_rows) < p).astype(np.float32)
+
+    columns: dict[str, np.ndarray] = {f"I{j + 1}": dense[:, j] for j in range(NUM_DENSE)}
+    columns.update({f"C{f + 1}": cat[:, f] for f in range(NUM_CATEGORICAL)})
+    columns["label"] = label
+    return pa.table(columns), p.astype(np.float32)
+
+
+class SyntheticCTRData(TabularData):
+    """Criteo-like data generated in memory (see the module docstring); the last rows are the eval split.
+
+    Args:
+        num_rows: train + eval rows.
+        eval_fraction: share of the rows in the eval split.
+        positive_rate: mean click probability.
+        **kwargs: see :class:`TabularData` (``seed`` also seeds the generator).
+    """
+
+    def __init__(
+        self,
+        features: FeatureSpec | Mapping[str, Any],
+        num_rows: int = 200_000,
+        eval_fraction: float = 0.1,
+        positive_rate: float = 0.25,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(features, **kwargs)
+        self.num_rows, self.eval_fraction, self.positive_rate = num_rows, eval_fraction, positive_rate
+        self._eval_p: Tensor | None = None
+
+    def read_splits(self) -> tuple[tuple[pa.Table, str], tuple[pa.Table, str]]:
+        table, p = generate_clicks(self.num_rows, self.seed, self.positive_rate)
+        num_eval = max(1, int(round(self.num_rows * self.eval_fraction)))
+        num_train = self.num_rows - num_eval
+        self._eval_p = torch.from_numpy(p[num_train:])
+        return (
+            (table.slice(0, num_train), f"synthetic train split (seed {self.seed})"),
+            (table.slice(num_train), f"synthetic eval split (seed {self.seed})"),
+        )
+
+    @property
+    def eval_oracle_probs(self) -> Tensor | None:
+        return self._eval_p

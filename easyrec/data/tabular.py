@@ -1,0 +1,108 @@
+"""The data component shared by every source: read train and eval tables, encode, serve batches."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pyarrow as pa
+import torch
+from torch import Tensor
+
+from easyrec.data.batches import Batch, EncodedSplit
+from easyrec.data.features import FeatureEncoder, FeatureSpec, InputSpec
+from easyrec.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+class TabularData:
+    """Train and eval splits of a table, encoded once into contiguous tensors and served as batches.
+
+    Subclasses say where the tables come from (:meth:`read_splits`). Call :meth:`setup` once before
+    asking for batches. Training batches follow a seeded permutation per epoch, so a run is repeatable
+    and a position in it is just ``(epoch, batch index)``.
+
+    Args:
+        features: a :class:`FeatureSpec` or its dict form.
+        batch_size: training rows per batch.
+        eval_batch_size: rows per batch when evaluating.
+        shuffle: shuffle the training rows every epoch.
+        seed: seeds the shuffling.
+    """
+
+    def __init__(
+        self,
+        features: FeatureSpec | Mapping[str, Any],
+        batch_size: int = 1024,
+        eval_batch_size: int = 16384,
+        shuffle: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.spec = FeatureSpec.from_config(features)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.encoder = FeatureEncoder(self.spec)
+        self.train: EncodedSplit | None = None
+        self.eval: EncodedSplit | None = None
+
+    def read_splits(self) -> tuple[tuple[pa.Table, str], tuple[pa.Table, str]]:
+        """Return ``((train_table, train_source), (eval_table, eval_source))``."""
+        raise NotImplementedError
+
+    def setup(self) -> None:
+        """Read both splits, fit the encoder on the training split, encode both."""
+        (train_table, train_source), (eval_table, eval_source) = self.read_splits()
+        self.encoder.fit(train_table, train_source)
+        self.train = self.encoder.encode(train_table, train_source)
+        self.eval = self.encoder.encode(eval_table, eval_source)
+        log.info(
+            "data: %d train rows (%s), %d eval rows (%s), %d dense + %d categorical features, %d embedding rows",
+            len(self.train),
+            train_source,
+            len(self.eval),
+            eval_source,
+            self.input_spec.num_dense,
+            self.input_spec.num_fields,
+            sum(self.input_spec.cardinalities),
+        )
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return self.encoder.input_spec
+
+    @property
+    def eval_oracle_probs(self) -> Tensor | None:
+        """``(N_eval,)`` true click probabilities where the source knows them (synthetic data)."""
+        return None
+
+    def check_labels(self, allowed: tuple[float, ...], required_by: str) -> None:
+        """Raise :class:`DataError` naming the source and row of the first label not in ``allowed``."""
+        for split in (self.train, self.eval):
+            row = split.first_row_not_in(allowed)
+            if row is not None:
+                value = split.labels[row].item()
+                raise DataError(
+                    f"{split.source}: column '{self.spec.label}', row {row + 1}: label {value:g} is not one of "
+                    f"{{{', '.join(f'{v:g}' for v in allowed)}}} (required by {required_by})"
+                )
+
+    def num_train_batches(self) -> int:
+        return self.train.num_batches(self.batch_size)
+
+    def train_batches(self, epoch: int) -> Iterator[Batch]:
+        """The training batches of ``epoch``, shuffled by a generator seeded with ``(seed, epoch)``."""
+        order = None
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            order = torch.randperm(len(self.train), generator=generator)
+        return self.train.batches(self.batch_size, order)
+
+    def eval_batches(self) -> Iterator[Batch]:
+        return self.eval.batches(self.eval_batch_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"encoder": self.encoder.state_dict()}

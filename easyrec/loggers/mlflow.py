@@ -1,0 +1,160 @@
+"""MLflow tracking: one MLflow run per ``easyrec train`` job."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from easyrec import __version__
+from easyrec.loggers.base import Logger
+
+log = logging.getLogger(__name__)
+
+HYDRA_KEYS = ("_partial_", "_convert_", "_recursive_")
+MAX_PARAM_VALUE, MAX_KEY, MAX_RUN_NAME = 6000, 250, 250
+
+
+def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Dotted params from a nested config: ``{"optimizer.lr": "0.001", "optimizer": "torch.optim.Adam"}``.
+
+    A node's ``_target_`` becomes the node's own value, Hydra's other ``_..._`` keys are dropped, lists of
+    plain values are kept whole, lists of nodes get ``.i`` keys (MLflow allows no brackets).
+    """
+    params: dict[str, str] = {}
+    for key, value in config.items():
+        if key in HYDRA_KEYS:
+            continue
+        name = prefix if key == "_target_" else (f"{prefix}.{key}" if prefix else str(key))
+        if isinstance(value, Mapping):
+            params.update(flatten_params(value, name))
+        elif isinstance(value, list) and any(isinstance(item, Mapping) for item in value):
+            for i, item in enumerate(value):
+                params.update(flatten_params(item, f"{name}.{i}") if isinstance(item, Mapping) else {})
+        else:
+            params[name[:MAX_KEY]] = str(value)[:MAX_PARAM_VALUE]
+    return params
+
+
+def run_name_from(overrides: Sequence[str]) -> str:
+    """``"optimizer=adagrad,loss=focal"`` from the command-line overrides; ``"defaults"`` if none."""
+    shown = [o for o in overrides if not o.startswith(("hydra.", "logger."))]
+    return (",".join(shown) or "defaults")[:MAX_RUN_NAME]
+
+
+def git_tags(directory: Path) -> dict[str, str]:
+    """The commit (and whether the tree is dirty) of the git repository around ``directory``, if any."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=directory, capture_output=True, text=True, timeout=5, check=True
+        )
+        return done.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"mlflow.source.git.commit": commit, "git.commit": commit, "git.dirty": str(dirty).lower()}
+
+
+class MLflowLogger(Logger):
+    """Logs params, metrics, tags and artifacts of one run to an MLflow tracking store.
+
+    Args:
+        tracking_uri: ``sqlite:///mlflow.db`` (a file in the launch directory), ``http://host:5000``, ...
+        experiment_name: created on first use.
+        run_name: None builds one from the command-line overrides.
+        asynchronous: send metrics from a background thread (flushed in :meth:`finish`).
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str = "sqlite:///mlflow.db",
+        experiment_name: str = "easyrec",
+        run_name: str | None = None,
+        asynchronous: bool = True,
+    ) -> None:
+        self.tracking_uri, self.experiment_name, self.run_name = tracking_uri, experiment_name, run_name
+        self.asynchronous = asynchronous
+        self.client = None
+        self.run_id: str | None = None
+        self._pending: list[Any] = []
+
+    def start(self, config: Mapping[str, Any], overrides: Sequence[str], output_dir: Path) -> None:
+        # MLflow's own INFO lines (database migrations) and usage telemetry are off unless asked for.
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        from mlflow import MlflowClient
+        from mlflow.entities import Param
+
+        self.client = MlflowClient(self.tracking_uri)
+        experiment_id = self._experiment_id()
+        tags = {
+            "easyrec.overrides": " ".join(overrides),
+            "easyrec.version": __version__,
+            "easyrec.output_dir": str(output_dir),
+            **git_tags(Path.cwd()),
+        }
+        run = self.client.create_run(
+            experiment_id, run_name=self.run_name or run_name_from(overrides), tags=tags
+        )
+        self.run_id = run.info.run_id
+        params = [Param(k, v) for k, v in flatten_params(config).items()]
+        self.client.log_batch(self.run_id, params=params)
+        self.client.log_dict(self.run_id, dict(config), "config/resolved.yaml")
+        hydra_dir = output_dir / ".hydra"
+        if hydra_dir.is_dir():
+            self.client.log_artifacts(self.run_id, str(hydra_dir), "hydra")
+        log.info(
+            "MLflow run %s in experiment '%s' at %s", self.run_id, self.experiment_name, self.tracking_uri
+        )
+
+    def _experiment_id(self) -> str:
+        experiment = self.client.get_experiment_by_name(self.experiment_name)
+        if experiment is not None:
+            return experiment.experiment_id
+        try:
+            return self.client.create_experiment(self.experiment_name)
+        except Exception:  # another job created it first
+            experiment = self.client.get_experiment_by_name(self.experiment_name)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000)
+        batch = [Metric(key, float(value), timestamp, step) for key, value in metrics.items()]
+        operation = self.client.log_batch(self.run_id, metrics=batch, synchronous=not self.asynchronous)
+        if operation is not None:
+            self._pending.append(operation)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        if self.run_id is None:
+            return
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        elif path.is_file():
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        if self.run_id is None:
+            return
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
+    def finish(self, status: str) -> None:
+        if self.run_id is None:
+            return
+        for operation in self._pending:
+            operation.wait()
+        self._pending.clear()
+        self.client.set_terminated(self.run_id, status)
+        log.info("MLflow run %s ended %s", self.run_id, status)

@@ -1,0 +1,7 @@
+"""Building blocks of models, one job each."""
+
+from easyrec.modules.embedding import FieldEmbedding
+from easyrec.modules.fm import FactorizationMachine
+from easyrec.modules.mlp import MLP
+
+__all__ = ["MLP", "FactorizationMachine", "FieldEmbedding"]

@@ -1,0 +1,36 @@
+"""Multi-layer perceptron."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+
+class MLP(nn.Module):
+    """``Linear -> ReLU (-> Dropout)`` per hidden layer, then a linear output layer.
+
+    Args:
+        in_features: input width.
+        hidden_units: width of each hidden layer.
+        out_features: output width.
+        dropout: dropout after each hidden activation (0 = none).
+    """
+
+    def __init__(
+        self, in_features: int, hidden_units: Sequence[int], out_features: int = 1, dropout: float = 0.0
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for units in hidden_units:
+            layers += [nn.Linear(width, units), nn.ReLU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = units
+        layers.append(nn.Linear(width, out_features))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, in_features) -> (B, out_features)``."""
+        return self.layers(x)

@@ -1,0 +1,278 @@
+"""The training loop: one class that reads top to bottom."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from torch import nn
+
+from easyrec.data.tabular import TabularData
+from easyrec.distributed import SingleProcess
+from easyrec.early_stopping import EarlyStopping, NeverStop
+from easyrec.loggers import Logger, NullLogger
+from easyrec.metrics import binary_metrics
+
+log = logging.getLogger(__name__)
+
+
+class Trainer:
+    """Trains ``model`` on ``data`` with ``optimizer`` and ``loss``, evaluates, logs and checkpoints.
+
+    Args:
+        model: ``forward(dense (B, D), sparse (B, F)) -> logits (B,)``.
+        data: a set-up :class:`~easyrec.data.TabularData`.
+        optimizer: any torch optimizer over the model's parameters.
+        loss: ``forward(logits (B,), labels (B,), weights (B,) | None) -> scalar``.
+        output_dir: the run directory; the checkpoint goes to ``output_dir/checkpoints/last.pt``.
+        logger: where metrics go (MLflow, or nowhere).
+        early_stopping: asked after each evaluation whether to stop.
+        distributed: rank and world size; only the main process writes files and prints.
+        max_epochs: passes over the training split (0: no epoch limit, ``max_steps`` must be set).
+        max_steps: optimizer steps, whichever limit comes first (None: no step limit).
+        eval_every_n_steps: evaluate every N steps (None: at the end of each epoch); always at the end.
+        log_every_n_steps: interval of ``train/loss``, ``train/lr`` and ``train/samples_per_s``.
+        progress_bar: show a rich progress bar when the terminal is interactive.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        num_threads: torch intra-op threads (None: torch's default).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: TabularData,
+        optimizer: torch.optim.Optimizer,
+        loss: nn.Module,
+        output_dir: str | Path,
+        logger: Logger | None = None,
+        early_stopping: EarlyStopping | None = None,
+        distributed: SingleProcess | None = None,
+        max_epochs: int = 1,
+        max_steps: int | None = None,
+        eval_every_n_steps: int | None = None,
+        log_every_n_steps: int = 50,
+        progress_bar: bool = True,
+        device: str = "auto",
+        num_threads: int | None = None,
+    ) -> None:
+        if max_epochs <= 0 and not max_steps:
+            raise ValueError("set trainer.max_epochs > 0 or trainer.max_steps")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.data, self.optimizer, self.loss = data, optimizer, loss
+        self.output_dir = Path(output_dir)
+        self.logger = logger or NullLogger()
+        self.early_stopping = early_stopping or NeverStop()
+        self.distributed = distributed or SingleProcess()
+        self.max_epochs, self.max_steps = max_epochs, max_steps
+        self.eval_every_n_steps, self.log_every_n_steps = eval_every_n_steps, log_every_n_steps
+        self.console = Console(stderr=True)
+        self.show_progress = progress_bar and self.distributed.is_main and self.console.is_terminal
+        self.step = 0
+        self.epoch = 0
+        self.stop_reason: str | None = None
+        self._oracle: dict[str, float] | None = None
+        self.early_stopping.check_metrics(self.metric_names())
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self) -> dict[str, float]:
+        """Train to the epoch/step limit or an early stop; return the final eval metrics."""
+        total_steps = self._planned_steps()
+        log.info("training for %d steps (%s)", total_steps, self._limits())
+        metrics: dict[str, float] = {}
+        window_loss, window_steps, window_samples = torch.zeros((), device=self.device), 0, 0
+        window_start = train_start = time.perf_counter()
+        with self._progress_bar(total_steps) as advance:
+            while not self._done():
+                for batch in self.data.train_batches(self.epoch):
+                    window_loss += self._train_step(batch.to(self.device))
+                    self.step += 1
+                    window_steps += 1
+                    window_samples += len(batch)
+                    if self.step % self.log_every_n_steps == 0 or self.step == total_steps:
+                        elapsed = time.perf_counter() - window_start
+                        train = {
+                            "train/loss": float(window_loss) / window_steps,
+                            "train/lr": self.optimizer.param_groups[0]["lr"],
+                            "train/samples_per_s": window_samples / max(elapsed, 1e-9),
+                        }
+                        self.logger.log_metrics(train, self.step)
+                        advance(window_steps, train)
+                        window_loss.zero_()
+                        window_steps, window_samples, window_start = 0, 0, time.perf_counter()
+                    if self.eval_every_n_steps and self.step % self.eval_every_n_steps == 0:
+                        metrics = self._evaluate_and_decide()
+                    if self._done():
+                        break
+                else:
+                    self.epoch += 1
+                    if not self.eval_every_n_steps and not self._done():
+                        metrics = self._evaluate_and_decide()
+        train_seconds = time.perf_counter() - train_start
+        if metrics.get("step") != self.step:
+            metrics = self._evaluate_and_decide()
+        metrics = {k: v for k, v in metrics.items() if k != "step"}
+        summary = {"train/seconds": train_seconds, "train/steps": float(self.step)}
+        self.logger.log_metrics(summary, self.step)
+        if self.stop_reason:
+            self.logger.set_tags({"easyrec.stop_reason": self.stop_reason})
+        self.save_checkpoint(metrics)
+        self._print_summary({**metrics, **summary})
+        return metrics
+
+    def _train_step(self, batch) -> torch.Tensor:
+        self.model.train()
+        logits = self.model(batch.dense, batch.sparse)
+        loss = self.loss(logits, batch.labels, batch.weights)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def _done(self) -> bool:
+        if self.stop_reason is not None:
+            return True
+        if self.max_steps and self.step >= self.max_steps:
+            return True
+        return self.max_epochs > 0 and self.epoch >= self.max_epochs
+
+    # ------------------------------------------------------------------ evaluation
+
+    def metric_names(self) -> list[str]:
+        """The keys :meth:`evaluate` returns."""
+        names = ["eval/auc", "eval/logloss"]
+        if self.data.eval_oracle_probs is not None:
+            names += ["eval/oracle_auc", "eval/oracle_logloss"]
+        return names
+
+    @torch.inference_mode()
+    def evaluate(self) -> dict[str, float]:
+        """Eval metrics over the whole eval split: ``eval/auc``, ``eval/logloss`` (+ the oracle's)."""
+        self.model.eval()
+        probs, labels = [], []
+        for batch in self.data.eval_batches():
+            batch = batch.to(self.device)
+            probs.append(torch.sigmoid(self.model(batch.dense, batch.sparse).float()).cpu())
+            labels.append(batch.labels.cpu())
+        metrics = {f"eval/{k}": v for k, v in binary_metrics(torch.cat(probs), torch.cat(labels)).items()}
+        return {**metrics, **self._oracle_metrics(torch.cat(labels))}
+
+    def _oracle_metrics(self, labels: torch.Tensor) -> dict[str, float]:
+        oracle = self.data.eval_oracle_probs
+        if oracle is None:
+            return {}
+        if self._oracle is None:
+            self._oracle = {f"eval/oracle_{k}": v for k, v in binary_metrics(oracle, labels).items()}
+        return self._oracle
+
+    def _evaluate_and_decide(self) -> dict[str, float]:
+        metrics = self.evaluate()
+        self.logger.log_metrics(metrics, self.step)
+        log.info(
+            "step %d: %s",
+            self.step,
+            ", ".join(f"{k} {v:.5f}" for k, v in metrics.items() if math.isfinite(v)),
+        )
+        if self.early_stopping.should_stop(metrics, self.step):
+            self.stop_reason = self.early_stopping.reason or "early stopping"
+            log.info("stopping early: %s", self.stop_reason)
+        return {**metrics, "step": self.step}
+
+    # ------------------------------------------------------------------ checkpoint and reporting
+
+    def save_checkpoint(self, metrics: dict[str, float]) -> Path | None:
+        """Write ``checkpoints/last.pt`` atomically (main process only); return its path."""
+        if not self.distributed.is_main:
+            return None
+        path = self.output_dir / "checkpoints" / "last.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "data": self.data.state_dict(),
+            "early_stopping": self.early_stopping.state_dict(),
+            "metrics": metrics,
+        }
+        partial = path.with_suffix(".pt.partial")
+        torch.save(state, partial)
+        os.replace(partial, path)
+        log.info("checkpoint: %s", path)
+        return path
+
+    def _planned_steps(self) -> int:
+        per_epoch = self.data.num_train_batches()
+        steps = per_epoch * self.max_epochs if self.max_epochs > 0 else self.max_steps
+        return min(steps, self.max_steps) if self.max_steps else steps
+
+    def _limits(self) -> str:
+        limits = [f"max_epochs={self.max_epochs}"] if self.max_epochs > 0 else []
+        limits += [f"max_steps={self.max_steps}"] if self.max_steps else []
+        return ", ".join(limits + [f"batch_size={self.data.batch_size}", f"device={self.device}"])
+
+    @contextmanager
+    def _progress_bar(self, total: int) -> Iterator:
+        """Yield ``advance(steps, train_metrics)``; a no-op unless the bar is shown."""
+        if not self.show_progress:
+
+            def advance_log(steps: int, train: dict[str, float]) -> None:
+                log.info(
+                    "step %d/%d: loss %.5f, lr %.3g, %.0f samples/s",
+                    self.step,
+                    total,
+                    train["train/loss"],
+                    train["train/lr"],
+                    train["train/samples_per_s"],
+                )
+
+            yield advance_log
+            return
+        progress = Progress(
+            TextColumn("step {task.completed}/{task.total}"),
+            BarColumn(),
+            TextColumn(
+                "{task.fields[speed]:>8.0f} samples/s  loss {task.fields[loss]:.5f}  lr {task.fields[lr]:.3g}"
+            ),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        task = progress.add_task("train", total=total, speed=0.0, loss=float("nan"), lr=0.0)
+
+        def advance(steps: int, train: dict[str, float]) -> None:
+            progress.update(
+                task,
+                advance=steps,
+                speed=train["train/samples_per_s"],
+                loss=train["train/loss"],
+                lr=train["train/lr"],
+            )
+
+        with progress:
+            yield advance
+
+    def _print_summary(self, metrics: dict[str, float]) -> None:
+        if not self.distributed.is_main:
+            return
+        table = Table(title=f"easyrec: {self.step} steps, {self.epoch} epochs")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in metrics.items():
+            table.add_row(
+                key, f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 1e4 else f"{value:.5f}"
+            )
+        Console().print(table)

@@ -245,9 +245,7 @@ class Trainer:
         progress = Progress(
             TextColumn("step {task.completed}/{task.total}"),
             BarColumn(),
-            TextColumn(
-                "{task.fields[speed]:>8.0f} samples/s  loss {task.fields[loss]:.5f}  lr {task.fields[lr]:.3g}"
-            ),
+            TextColumn("{task.fields[speed]:>8.0f} samples/s  loss {task.fields[loss]:.5f}  lr {task.fields[lr]:.3g}"),
             TimeRemainingColumn(),
             console=self.console,
         )
@@ -272,7 +270,5 @@ class Trainer:
         table.add_column("metric")
         table.add_column("value", justify="right")
         for key, value in metrics.items():
-            table.add_row(
-                key, f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 1e4 else f"{value:.5f}"
-            )
+            table.add_row(key, f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 1e4 else f"{value:.5f}")
         Console().print(table)

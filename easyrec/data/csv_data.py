@@ -14,9 +14,7 @@ from easyrec.data.features import FeatureSpec
 from easyrec.data.files import FileData, missing_columns_error
 from easyrec.errors import ConfigError, DataError
 
-_CONVERSION_ERROR = re.compile(
-    r"CSV column #(\d+): Row #(\d+): CSV conversion error to (\w+): invalid value '(.*)'"
-)
+_CONVERSION_ERROR = re.compile(r"CSV column #(\d+): Row #(\d+): CSV conversion error to (\w+): invalid value '(.*)'")
 
 
 class CSVData(FileData):
@@ -43,9 +41,7 @@ class CSVData(FileData):
     ) -> None:
         super().__init__(features, train_path, eval_path, **kwargs)
         if not header and not columns:
-            raise ConfigError(
-                "data.columns: required when data.header=false (the names of the columns, in order)"
-            )
+            raise ConfigError("data.columns: required when data.header=false (the names of the columns, in order)")
         if len(delimiter) != 1:
             raise ConfigError(f"data.delimiter={delimiter!r}: must be one character")
         self.delimiter, self.header, self.columns = delimiter, header, columns
@@ -81,7 +77,5 @@ class CSVData(FileData):
             column, row, kind, value = match.groups()
             # pyarrow counts lines from 1 including the header; we count data rows.
             data_row = int(row) - (1 if self.header else 0)
-            return (
-                f"{path}: column '{names[int(column)]}', row {data_row}: {value!r} is not a number ({kind})"
-            )
+            return f"{path}: column '{names[int(column)]}', row {data_row}: {value!r} is not a number ({kind})"
         return f"{path}: {message.splitlines()[0]}"

@@ -142,9 +142,7 @@ class FeatureEncoder:
         for group in self.spec.categorical:
             if group.encoding == "vocab":
                 for name in group.names:
-                    self.vocabularies[name] = build_vocabulary(
-                        table[name], group.min_count, group.max_vocab_size
-                    )
+                    self.vocabularies[name] = build_vocabulary(table[name], group.min_count, group.max_vocab_size)
         self.fitted = True
         return self
 
@@ -157,9 +155,7 @@ class FeatureEncoder:
                     cardinalities.append(len(self.vocabularies[name]) + 1)
                 else:
                     cardinalities.append(int(group.num_buckets))
-        return InputSpec(
-            tuple(self.spec.dense_names), tuple(self.spec.categorical_names), tuple(cardinalities)
-        )
+        return InputSpec(tuple(self.spec.dense_names), tuple(self.spec.categorical_names), tuple(cardinalities))
 
     # ------------------------------------------------------------------ encoding
 
@@ -236,9 +232,7 @@ def require_columns(table: pa.Table, columns: list[str], source: str) -> None:
 def numeric_column(table: pa.Table, name: str, source: str, fill_value: float | None) -> np.ndarray:
     """Column ``name`` as ``(N,) float32``; empty cells take ``fill_value`` or, if None, are an error."""
     column = table[name]
-    if not (
-        pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_null(column.type)
-    ):
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_null(column.type)):
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
             bad = pc.invert(pc.match_substring_regex(column, NUMBER_PATTERN, ignore_case=True))
             first = first_true(bad)
@@ -248,9 +242,7 @@ def numeric_column(table: pa.Table, name: str, source: str, fill_value: float | 
         try:
             column = column.cast(pa.float64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-            raise DataError(
-                f"{source}: column '{name}' of type {column.type} is not numeric ({error})"
-            ) from None
+            raise DataError(f"{source}: column '{name}' of type {column.type} is not numeric ({error})") from None
     if column.null_count:
         if fill_value is None:
             first = first_true(pc.is_null(column))

@@ -20,9 +20,7 @@ class StopOnPlateau(EarlyStopping):
         min_delta: smallest change that counts as an improvement.
     """
 
-    def __init__(
-        self, monitor: str = "eval/auc", mode: str = "max", patience: int = 3, min_delta: float = 0.0
-    ):
+    def __init__(self, monitor: str = "eval/auc", mode: str = "max", patience: int = 3, min_delta: float = 0.0):
         if mode not in ("max", "min"):
             raise ConfigError(f"early_stopping.mode={mode}: must be one of: max, min")
         if patience < 1:
@@ -35,9 +33,7 @@ class StopOnPlateau(EarlyStopping):
     def _improves(self, value: float) -> bool:
         if self.best is None:
             return True
-        return (
-            value > self.best + self.min_delta if self.mode == "max" else value < self.best - self.min_delta
-        )
+        return value > self.best + self.min_delta if self.mode == "max" else value < self.best - self.min_delta
 
     def check_metrics(self, names: Collection[str]) -> None:
         if self.monitor not in names:

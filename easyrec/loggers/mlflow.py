@@ -50,9 +50,7 @@ def git_tags(directory: Path) -> dict[str, str]:
     """The commit (and whether the tree is dirty) of the git repository around ``directory``, if any."""
 
     def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=directory, capture_output=True, text=True, timeout=5, check=True
-        )
+        done = subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True, timeout=5, check=True)
         return done.stdout.strip()
 
     try:
@@ -101,9 +99,7 @@ class MLflowLogger(Logger):
             "easyrec.output_dir": str(output_dir),
             **git_tags(Path.cwd()),
         }
-        run = self.client.create_run(
-            experiment_id, run_name=self.run_name or run_name_from(overrides), tags=tags
-        )
+        run = self.client.create_run(experiment_id, run_name=self.run_name or run_name_from(overrides), tags=tags)
         self.run_id = run.info.run_id
         params = [Param(k, v) for k, v in flatten_params(config).items()]
         self.client.log_batch(self.run_id, params=params)
@@ -111,9 +107,7 @@ class MLflowLogger(Logger):
         hydra_dir = output_dir / ".hydra"
         if hydra_dir.is_dir():
             self.client.log_artifacts(self.run_id, str(hydra_dir), "hydra")
-        log.info(
-            "MLflow run %s in experiment '%s' at %s", self.run_id, self.experiment_name, self.tracking_uri
-        )
+        log.info("MLflow run %s in experiment '%s' at %s", self.run_id, self.experiment_name, self.tracking_uri)
 
     def _experiment_id(self) -> str:
         experiment = self.client.get_experiment_by_name(self.experiment_name)

@@ -26,9 +26,7 @@ class FieldEmbedding(nn.Module):
         emb(torch.tensor([[3, 999], [0, 7]])).shape  # torch.Size([2, 2, 8])
     """
 
-    def __init__(
-        self, cardinalities: Sequence[int], dim: int, sparse: bool = False, init_std: float = 1e-2
-    ) -> None:
+    def __init__(self, cardinalities: Sequence[int], dim: int, sparse: bool = False, init_std: float = 1e-2) -> None:
         super().__init__()
         sizes = torch.as_tensor(list(cardinalities), dtype=torch.long)
         self.register_buffer("offsets", (torch.cumsum(sizes, 0) - sizes).to(torch.int32), persistent=False)

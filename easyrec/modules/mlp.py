@@ -17,9 +17,7 @@ class MLP(nn.Module):
         dropout: dropout after each hidden activation (0 = none).
     """
 
-    def __init__(
-        self, in_features: int, hidden_units: Sequence[int], out_features: int = 1, dropout: float = 0.0
-    ):
+    def __init__(self, in_features: int, hidden_units: Sequence[int], out_features: int = 1, dropout: float = 0.0):
         super().__init__()
         layers: list[nn.Module] = []
         width = in_features

@@ -14,13 +14,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from easyrec.config import register_configs, validate
+from easyrec.config import validate
 from easyrec.errors import ConfigError, EasyrecError
 from easyrec.user_errors import describe, exit_with
 
 log = logging.getLogger("easyrec")
-
-register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://easyrec.conf", config_name="train")

@@ -6,7 +6,7 @@ import sys
 from typing import NoReturn
 
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from easyrec.errors import EasyrecError
 
@@ -35,6 +35,8 @@ def describe(error: BaseException) -> str | None:
         return _first_line(str(error))
     if isinstance(error, HydraException):
         cause = error.__cause__
+        if isinstance(cause, ConfigKeyError | ConfigAttributeError) and cause.full_key:
+            return f"{cause.full_key}: no such key (to add a new key, write +{cause.full_key}=...)"
         if isinstance(cause, OmegaConfBaseException):
             return _omegaconf_message(cause)
         return _first_line(str(error))

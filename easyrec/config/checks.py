@@ -1,7 +1,7 @@
-"""Value rules for config schemas, and the walk that applies them to a composed config.
+"""Value rules for config schemas, and the validation of a composed config against the schemas.
 
-OmegaConf checks types when Hydra merges the YAML files and overrides into the schemas; these rules
-check what types cannot express (``optimizer.lr > 0``) before any work starts.
+OmegaConf checks types and keys when a node is merged into its schema; the rules check what types
+cannot express (``optimizer.lr > 0``). Both run before any work starts.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from easyrec.errors import ConfigError
 
@@ -64,8 +65,65 @@ def checked(default: Any = dataclasses.MISSING, rule: Rule | None = None, **kwar
     return dataclasses.field(metadata={"rule": rule}, **kwargs)
 
 
-def validate(cfg: DictConfig, path: str = "") -> None:
-    """Apply every schema rule in ``cfg``; raise :class:`ConfigError` naming the first bad key.
+def validate(cfg: DictConfig) -> None:
+    """Check a composed ``train`` config; raise :class:`ConfigError` naming the first bad key.
+
+    The root is checked against :class:`TrainConfig`; each group node against the schema of its
+    ``_target_`` (types, unknown keys, then the ``checked`` rules). Nodes whose ``_target_`` has no
+    schema (the user's own components) are left to their constructors.
+    """
+    from easyrec.config.schema import SCHEMAS, TrainConfig
+
+    _require_values(cfg, "")
+    try:
+        resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{error.full_key}: {_first_line(error)}") from None
+    root = _typed(TrainConfig, resolved, "")
+    _check_rules(root, "")
+    for group, node in resolved.items():
+        if isinstance(node, DictConfig) and node.get("_target_") in SCHEMAS:
+            _check_rules(_typed(SCHEMAS[node._target_], node, f"{group}."), str(group))
+
+
+def _require_values(cfg: DictConfig, path: str) -> None:
+    """Refuse ``???`` (mandatory) values that were left unset."""
+    for key in cfg.keys():
+        if OmegaConf.is_missing(cfg, key):
+            raise ConfigError(f"{path}{key}: a value is required (e.g. {path}{key}=...)")
+        if isinstance(cfg[key], DictConfig):
+            _require_values(cfg[key], f"{path}{key}.")
+
+
+def _typed(schema: type, node: DictConfig, prefix: str) -> DictConfig:
+    """``node`` merged into ``schema``: wrong types and unknown keys raise a ConfigError."""
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), node)
+    except OmegaConfBaseException as error:
+        key = _locate(OmegaConf.to_container(node), str(error.key), getattr(error, "value", None)) or error.full_key
+        raise ConfigError(f"{prefix}{key}: {_first_line(error)}") from None
+
+
+def _locate(container: Any, key: str, value: Any, path: str = "") -> str | None:
+    """Dotted path of the first ``key`` holding ``value`` (OmegaConf loses the path inside lists)."""
+    items = container.items() if isinstance(container, dict) else enumerate(container)
+    for name, child in items:
+        here = f"{path}.{name}" if path else str(name)
+        if str(name) == key and (value is None or child == value):
+            return here
+        if isinstance(child, dict | list):
+            found = _locate(child, key, value, here)
+            if found:
+                return found
+    return None
+
+
+def _first_line(error: OmegaConfBaseException) -> str:
+    return str(getattr(error, "msg", error)).strip().splitlines()[0]
+
+
+def _check_rules(cfg: DictConfig, path: str) -> None:
+    """Apply every ``checked`` rule of the typed ``cfg`` and its children.
 
     A schema may also define ``consistency(node) -> str | None`` for rules that span several keys;
     the string it returns starts with the node's key names, relative to the node.
@@ -79,8 +137,6 @@ def validate(cfg: DictConfig, path: str = "") -> None:
             raise ConfigError(f"{path}.{problem}" if path else problem)
     for key in cfg.keys():
         full_key = f"{path}.{key}" if path else str(key)
-        if OmegaConf.is_missing(cfg, key):
-            raise ConfigError(f"{full_key}: a value is required (e.g. {full_key}=...)")
         value = cfg[key]
         rule = rules.get(key)
         if rule is not None and value is not None:
@@ -88,8 +144,8 @@ def validate(cfg: DictConfig, path: str = "") -> None:
             if not rule.test(plain):
                 raise ConfigError(f"{full_key}={plain}: {rule.requires}")
         if isinstance(value, DictConfig):
-            validate(value, full_key)
+            _check_rules(value, full_key)
         elif isinstance(value, ListConfig):
             for i, item in enumerate(value):
                 if isinstance(item, DictConfig):
-                    validate(item, f"{full_key}[{i}]")
+                    _check_rules(item, f"{full_key}.{i}")  # the form overrides use: key.0.sub=...

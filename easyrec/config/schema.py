@@ -1,8 +1,9 @@
-"""Typed schemas of every config group option, registered in Hydra's ConfigStore.
+"""Typed schemas of the components easyrec ships, keyed by the ``_target_`` they configure.
 
-Each YAML option in ``conf/<group>/`` starts from its schema (``- /schema/<group>/<name>@_here_`` in its
-defaults list), so a wrong type fails while Hydra composes the config, and the ``checked`` rules catch
-impossible values before any work. This module imports no torch, so ``easyrec train --cfg job`` is fast.
+:func:`easyrec.config.validate` merges each config group's node into the schema of its ``_target_``, so a
+wrong type or an unknown key is refused, and the ``checked`` rules catch impossible values, before any
+work. Keying by ``_target_`` also checks the user's own options (``--config-dir``) that build our
+components. This module imports no torch, so ``easyrec train --cfg job`` stays fast.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, SI
+from omegaconf import MISSING
 
 from easyrec.config.checks import between, checked, each, ge, gt, non_empty, one_of
 
@@ -54,13 +54,14 @@ class DataConfig:
     batch_size: int = checked(1024, gt(0))
     eval_batch_size: int = checked(16384, gt(0))
     shuffle: bool = True
-    seed: int = SI("${seed}")
+    seed: int = 0
 
     @staticmethod
     def consistency(node: Any) -> str | None:
         for group in node.features.categorical:
             if group.encoding == "hash" and group.num_buckets is None:
-                return f"features.categorical: {list(group.names)} use encoding=hash without num_buckets"
+                shown = ", ".join(group.names) if len(group.names) < 4 else f"{group.names[0]}, ..., {group.names[-1]}"
+                return f"features.categorical: encoding=hash needs num_buckets (features {shown})"
         return None
 
 
@@ -245,22 +246,16 @@ class TrainConfig:
     logger: Any = MISSING
 
 
-SCHEMAS: dict[str, dict[str, type]] = {
-    "data": {"synthetic": SyntheticDataConfig, "csv": CSVDataConfig, "parquet": ParquetDataConfig},
-    "model": {"deepfm": DeepFMConfig},
-    "optimizer": {"adam": AdamConfig, "adagrad": AdagradConfig, "sgd": SGDConfig},
-    "loss": {"bce": BinaryCrossEntropyConfig, "focal": BinaryFocalLossConfig},
-    "early_stopping": {"none": NeverStopConfig, "patience": PatienceConfig},
-    "distributed": {"none": SingleProcessConfig},
-    "trainer": {"default": TrainerConfig},
-    "logger": {"mlflow": MLflowLoggerConfig, "none": NullLoggerConfig},
+GROUP_SCHEMAS: dict[str, list[type]] = {
+    "data": [SyntheticDataConfig, CSVDataConfig, ParquetDataConfig],
+    "model": [DeepFMConfig],
+    "optimizer": [AdamConfig, AdagradConfig, SGDConfig],
+    "loss": [BinaryCrossEntropyConfig, BinaryFocalLossConfig],
+    "early_stopping": [NeverStopConfig, PatienceConfig],
+    "distributed": [SingleProcessConfig],
+    "trainer": [TrainerConfig],
+    "logger": [MLflowLoggerConfig, NullLoggerConfig],
 }
 
-
-def register_configs() -> None:
-    """Store every schema as ``schema/<group>/<name>`` and the root as ``schema/train``."""
-    store = ConfigStore.instance()
-    store.store(group="schema", name="train", node=TrainConfig)
-    for group, options in SCHEMAS.items():
-        for name, schema in options.items():
-            store.store(group=f"schema/{group}", name=name, node=schema)
+#: The schema of each ``_target_`` that easyrec ships a schema for.
+SCHEMAS: dict[str, type] = {schema._target_: schema for schemas in GROUP_SCHEMAS.values() for schema in schemas}

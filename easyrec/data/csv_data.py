@@ -10,11 +10,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pv
 
-from easyrec.data.features import FeatureSpec
+from easyrec.data.features import FeatureSpec, numeric_column
 from easyrec.data.files import FileData, missing_columns_error
 from easyrec.errors import ConfigError, DataError
 
-_CONVERSION_ERROR = re.compile(r"CSV column #(\d+): Row #(\d+): CSV conversion error to (\w+): invalid value '(.*)'")
+# pyarrow names the column by its position in the file, and not the row.
+_CONVERSION_ERROR = re.compile(r"CSV column #(\d+):.* conversion error")
 
 
 class CSVData(FileData):
@@ -55,27 +56,36 @@ class CSVData(FileData):
         types = {name: pa.float64() for name in self.spec.columns}
         types.update({name: pa.string() for name in self.spec.categorical_names})
         try:
-            return pv.read_csv(
-                path,
-                read_options=pv.ReadOptions(column_names=None if self.header else names),
-                parse_options=pv.ParseOptions(delimiter=self.delimiter),
-                convert_options=pv.ConvertOptions(
-                    column_types=types, include_columns=self.spec.columns, strings_can_be_null=True
-                ),
-            )
+            return self._read_csv(path, names, types)
         except pa.ArrowInvalid as error:
             raise DataError(self._describe(path, names, str(error))) from None
 
+    def _read_csv(self, path: Path, names: list[str], types: dict[str, pa.DataType]) -> pa.Table:
+        """The columns named in ``types``, converted to those types; empty cells are null."""
+        return pv.read_csv(
+            path,
+            read_options=pv.ReadOptions(column_names=None if self.header else names),
+            parse_options=pv.ParseOptions(delimiter=self.delimiter),
+            convert_options=pv.ConvertOptions(
+                column_types=types, include_columns=list(types), strings_can_be_null=True
+            ),
+        )
+
     def _header(self, path: Path) -> list[str]:
-        with path.open("r", encoding="utf-8", errors="replace") as handle:
+        """The names pyarrow will read from the first line (it drops a UTF-8 BOM and keeps spaces)."""
+        with path.open("r", encoding="utf-8-sig", errors="replace") as handle:
             first = handle.readline().rstrip("\r\n")
-        return [name.strip().strip('"') for name in first.split(self.delimiter)]
+        return [name.strip('"') for name in first.split(self.delimiter)]
 
     def _describe(self, path: Path, names: list[str], message: str) -> str:
         match = _CONVERSION_ERROR.search(message)
         if match:
-            column, row, kind, value = match.groups()
-            # pyarrow counts lines from 1 including the header; we count data rows.
-            data_row = int(row) - (1 if self.header else 0)
-            return f"{path}: column '{names[int(column)]}', row {data_row}: {value!r} is not a number ({kind})"
+            # Read that column again as text to find the first value that is not a number, by data row.
+            name = names[int(match.group(1))]
+            try:
+                numeric_column(self._read_csv(path, names, {name: pa.string()}), name, str(path), fill_value=0.0)
+            except DataError as error:
+                return str(error)
+            except pa.ArrowInvalid:
+                pass  # the file also has a parse error further on: report pyarrow's message
         return f"{path}: {message.splitlines()[0]}"

@@ -274,6 +274,8 @@ def build_vocabulary(column: pa.ChunkedArray, min_count: int, max_size: int | No
 
 def lookup(column: pa.ChunkedArray, vocabulary: pa.Array, source: str, name: str) -> np.ndarray:
     """Row of every id: 1 + its position in ``vocabulary``, 0 when absent or empty. ``(N,) -> (N,)``."""
+    if len(vocabulary) == 0:  # no id met min_count; such a vocabulary also reloads with type null
+        return np.zeros(len(column), dtype=np.int32)
     if column.type != vocabulary.type:
         try:
             column = column.cast(vocabulary.type)

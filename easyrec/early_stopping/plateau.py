@@ -49,10 +49,8 @@ class StopOnPlateau(EarlyStopping):
             return False
         self.bad_evaluations += 1
         if self.bad_evaluations >= self.patience:
-            self.reason = (
-                f"{self.monitor} has not improved for {self.patience} evaluations "
-                f"(best {self.best:.6g} at step {self.best_step})"
-            )
+            best = "no finite value yet" if self.best is None else f"best {self.best:.6g} at step {self.best_step}"
+            self.reason = f"{self.monitor} has not improved for {self.patience} evaluations ({best})"
             return True
         return False
 

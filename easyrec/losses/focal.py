@@ -40,6 +40,8 @@ class BinaryFocalLoss(nn.Module):
             raise ValueError(f"alpha={alpha}: must be in (0, 1)")
         if not 0.0 < ohem_ratio <= 1.0:
             raise ValueError(f"ohem_ratio={ohem_ratio}: must be in (0, 1]")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing={label_smoothing}: must be in [0, 1)")
         self.gamma, self.alpha, self.ohem_ratio, self.label_smoothing = (
             gamma,
             alpha,

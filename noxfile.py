@@ -1,0 +1,28 @@
+"""Developer sessions: ``nox -s tests`` (what CI runs), ``nox -s lint``."""
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["lint", "tests"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Install easyrec with its dev extras and run the whole test suite (slow end-to-end tests included)."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def fast(session: nox.Session) -> None:
+    """The unit tests only, without the end-to-end CLI runs."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", "-m", "not slow", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff lint and format checks."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")

@@ -1,0 +1,184 @@
+"""The real ``easyrec`` command, run in a subprocess in an empty directory, as a user runs it."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.csv as pv
+import pyarrow.parquet as pq
+import pytest
+from mlflow import MlflowClient
+
+from easyrec.data import generate_clicks
+from tests.conftest import QUICK
+
+pytestmark = pytest.mark.slow
+
+
+def runs(directory: Path) -> list:
+    client = MlflowClient(f"sqlite:///{directory}/mlflow.db")
+    experiment = client.get_experiment_by_name("easyrec")
+    return [] if experiment is None else client.search_runs([experiment.experiment_id], order_by=["start_time"])
+
+
+def only_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def write_synthetic_files(directory: Path, fmt: str) -> tuple[Path, Path]:
+    table, _ = generate_clicks(6000, seed=3)
+    train, test = table.slice(0, 5000), table.slice(5000)
+    paths = directory / f"train.{fmt}", directory / f"eval.{fmt}"
+    for part, path in zip((train, test), paths, strict=True):
+        pv.write_csv(part, path) if fmt == "csv" else pq.write_table(part, path)
+    return paths
+
+
+def test_top_level_help_lists_the_commands(easyrec_cli):
+    done = easyrec_cli("--help")
+    assert done.returncode == 0
+    assert "train" in done.stdout and "usage: easyrec" in done.stdout
+    unknown = easyrec_cli("fly")
+    assert unknown.returncode == 2
+    assert only_line(unknown.stderr) == "easyrec: unknown command 'fly'; choose one of: train"
+
+
+def test_train_help_and_cfg_job(easyrec_cli, tmp_path):
+    helped = easyrec_cli("train", "--help")
+    assert helped.returncode == 0
+    assert "optimizer: adagrad, adam, sgd" in helped.stdout
+    shown = easyrec_cli("train", "--cfg", "job", "optimizer=sgd", "optimizer.lr=0.5")
+    assert shown.returncode == 0
+    assert "_target_: torch.optim.SGD" in shown.stdout and "lr: 0.5" in shown.stdout
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_train_end_to_end_lands_a_finished_mlflow_run(easyrec_cli, tmp_path):
+    done = easyrec_cli("train", *QUICK, "trainer.max_epochs=2")
+    assert done.returncode == 0, done.stderr
+    assert "eval/auc" in done.stdout and "eval/oracle_auc" in done.stdout  # the metrics table
+    [run] = runs(tmp_path)
+    assert run.info.status == "FINISHED"
+    assert len(run.data.params) >= 20
+    assert run.data.params["optimizer.lr"] == "0.001" and run.data.params["optimizer"] == "torch.optim.Adam"
+    assert not any(key.endswith(("_target_", "_partial_")) for key in run.data.params)
+    for metric in ("eval/auc", "eval/logloss", "eval/oracle_auc", "eval/oracle_logloss", "train/loss", "train/lr"):
+        assert metric in run.data.metrics, metric
+    assert 0.5 < run.data.metrics["eval/auc"] <= run.data.metrics["eval/oracle_auc"] + 0.02
+    assert run.data.tags["easyrec.overrides"] == " ".join([*QUICK, "trainer.max_epochs=2"])
+    assert run.info.run_name.startswith("data.num_rows=6000,")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config", "hydra", "train.log"} <= artifacts
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "config")} == {"config/resolved.yaml"}
+    assert "hydra/overrides.yaml" in {a.path for a in client.list_artifacts(run.info.run_id, "hydra")}
+    history = client.get_metric_history(run.info.run_id, "eval/auc")
+    assert [m.step for m in history] == [22, 44]  # evaluated after each epoch of ceil(5400 / 256) steps
+    output_dir = Path(run.data.tags["easyrec.output_dir"])
+    assert (output_dir / "checkpoints" / "last.pt").is_file()
+    assert (output_dir / "train.log").read_text().count("eval/auc") >= 2
+
+
+def test_optimizer_and_loss_options(easyrec_cli, tmp_path):
+    done = easyrec_cli("train", *QUICK, "optimizer=adagrad", "loss=focal", "loss.gamma=1.5")
+    assert done.returncode == 0, done.stderr
+    [run] = runs(tmp_path)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["optimizer"] == "torch.optim.Adagrad" and run.data.params["loss.gamma"] == "1.5"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_train_from_files(easyrec_cli, tmp_path, fmt):
+    train, test = write_synthetic_files(tmp_path, fmt)
+    done = easyrec_cli(
+        "train",
+        f"data={fmt}",
+        f"data.train_path={train.name}",
+        f"data.eval_path={test.name}",
+        *QUICK[1:],
+        "trainer.max_epochs=3",
+    )
+    assert done.returncode == 0, done.stderr
+    [run] = runs(tmp_path)
+    assert run.info.status == "FINISHED" and run.data.metrics["eval/auc"] > 0.5
+    assert "eval/oracle_auc" not in run.data.metrics
+
+
+def test_multirun_makes_one_run_per_job(easyrec_cli, tmp_path):
+    done = easyrec_cli("train", "-m", "optimizer=adam,sgd", *QUICK, "trainer.max_steps=5")
+    assert done.returncode == 0, done.stderr
+    found = runs(tmp_path)
+    assert [r.info.status for r in found] == ["FINISHED", "FINISHED"]
+    assert sorted(r.data.params["optimizer"] for r in found) == ["torch.optim.Adam", "torch.optim.SGD"]
+    assert len({r.info.run_name for r in found}) == 2
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (
+            ["optimizer=nope"],
+            "easyrec train: error: unknown option 'nope' for 'optimizer'; choose one of: adagrad, adam, sgd",
+        ),
+        (["optimizer.lr=-1"], "easyrec train: error: optimizer.lr=-1.0: must be > 0"),
+        (["loss=focal", "loss.gamma=-2"], "easyrec train: error: loss.gamma=-2.0: must be >= 0"),
+        (["data.batch_size=0"], "easyrec train: error: data.batch_size=0: must be > 0"),
+        (
+            ["optimizer.lr=fast"],
+            "easyrec train: error: optimizer.lr: Value 'fast' of type 'str' could not be converted",
+        ),
+        (
+            ["trainer.max_epoch=2"],
+            "easyrec train: error: trainer.max_epoch: no such key (to add a new key, write +trainer.max_epoch=...)",
+        ),
+    ],
+)
+def test_config_errors_are_one_line_and_open_no_run(easyrec_cli, tmp_path, args, expected):
+    done = easyrec_cli("train", *args)
+    assert done.returncode == 2
+    assert only_line(done.stderr).startswith(expected)
+    assert runs(tmp_path) == []
+
+
+def test_bad_data_is_one_line_and_the_run_ends_failed(easyrec_cli, tmp_path):
+    train, test = write_synthetic_files(tmp_path, "csv")
+    lines = train.read_text().splitlines()
+    lines[5] = ",".join([*lines[5].split(",")[:-1], "2"])  # data row 5: label 2
+    train.write_text("\n".join(lines) + "\n")
+    done = easyrec_cli("train", "data=csv", f"data.train_path={train.name}", f"data.eval_path={test.name}", *QUICK[1:])
+    assert done.returncode == 1
+    message = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert message == [
+        "easyrec train: error: train.csv: column 'label', row 5: label 2 is not one of {0, 1} "
+        "(required by loss BinaryCrossEntropy)"
+    ]
+    assert "Traceback" not in done.stderr
+    [run] = runs(tmp_path)
+    assert run.info.status == "FAILED"
+    assert "row 5" in run.data.tags["easyrec.error"]
+
+
+def test_ctrl_c_ends_the_run_killed(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "easyrec", "train", "data.num_rows=400000", "trainer.max_epochs=5"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    for line in process.stdout:
+        if "training for" in line:
+            break
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    assert process.returncode == 130
+    [run] = runs(tmp_path)
+    assert run.info.status == "KILLED"

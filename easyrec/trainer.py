@@ -111,7 +111,7 @@ class Trainer:
                             "train/samples_per_s": window_samples / max(elapsed, 1e-9),
                         }
                         self.logger.log_metrics(train, self.step)
-                        advance(window_steps, train)
+                        advance(train)
                         window_loss.zero_()
                         window_steps, window_samples, window_start = 0, 0, time.perf_counter()
                     if self.eval_every_n_steps and self.step % self.eval_every_n_steps == 0:
@@ -227,10 +227,10 @@ class Trainer:
 
     @contextmanager
     def _progress_bar(self, total: int) -> Iterator:
-        """Yield ``advance(steps, train_metrics)``; a no-op unless the bar is shown."""
+        """Yield ``advance(train_metrics)``, called at each logging interval: it moves the bar, or logs a line."""
         if not self.show_progress:
 
-            def advance_log(steps: int, train: dict[str, float]) -> None:
+            def advance_log(train: dict[str, float]) -> None:
                 log.info(
                     "step %d/%d: loss %.5f, lr %.3g, %.0f samples/s",
                     self.step,
@@ -251,10 +251,10 @@ class Trainer:
         )
         task = progress.add_task("train", total=total, speed=0.0, loss=float("nan"), lr=0.0)
 
-        def advance(steps: int, train: dict[str, float]) -> None:
+        def advance(train: dict[str, float]) -> None:
             progress.update(
                 task,
-                advance=steps,
+                completed=self.step,
                 speed=train["train/samples_per_s"],
                 loss=train["train/loss"],
                 lr=train["train/lr"],

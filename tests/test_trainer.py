@@ -42,6 +42,15 @@ class RecordingLogger(Logger):
         return [step for step, metrics in self.calls if key in metrics]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: as fast for this small model, and 50x less slow when other jobs share the CPUs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def data() -> SyntheticCTRData:
     data = SyntheticCTRData(CRITEO_FEATURES, num_rows=30_000, batch_size=512, seed=0)

@@ -68,7 +68,7 @@ class DataConfig:
 @dataclass
 class SyntheticDataConfig(DataConfig):
     _target_: str = "easyrec.data.SyntheticCTRData"
-    num_rows: int = checked(200_000, ge(100))
+    num_rows: int = checked(500_000, ge(100))
     eval_fraction: float = checked(0.1, between(0, 1, low_open=True, high_open=True))
     positive_rate: float = checked(0.25, between(0, 1, low_open=True, high_open=True))
 

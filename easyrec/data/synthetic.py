@@ -110,7 +110,7 @@ class SyntheticCTRData(TabularData):
     def __init__(
         self,
         features: FeatureSpec | Mapping[str, Any],
-        num_rows: int = 200_000,
+        num_rows: int = 500_000,
         eval_fraction: float = 0.1,
         positive_rate: float = 0.25,
         **kwargs: Any,

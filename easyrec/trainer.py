@@ -19,6 +19,7 @@ from torch import nn
 from easyrec.data.tabular import TabularData
 from easyrec.distributed import SingleProcess
 from easyrec.early_stopping import EarlyStopping, NeverStop
+from easyrec.errors import ConfigError
 from easyrec.loggers import Logger, NullLogger
 from easyrec.metrics import binary_metrics
 
@@ -65,9 +66,11 @@ class Trainer:
         num_threads: int | None = None,
     ) -> None:
         if max_epochs <= 0 and not max_steps:
-            raise ValueError("set trainer.max_epochs > 0 or trainer.max_steps")
+            raise ConfigError("trainer.max_epochs=0 and trainer.max_steps unset: set at least one limit")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("trainer.device=cuda: torch finds no CUDA device here (use cpu or auto)")
         if num_threads:
             torch.set_num_threads(num_threads)
         self.device = torch.device(device)
@@ -84,6 +87,8 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.stop_reason: str | None = None
+        self.eval_metrics: dict[str, float] = {}
+        self.last_eval_step: int | None = None
         self._oracle: dict[str, float] | None = None
         self.early_stopping.check_metrics(self.metric_names())
 
@@ -93,46 +98,34 @@ class Trainer:
         """Train to the epoch/step limit or an early stop; return the final eval metrics."""
         total_steps = self._planned_steps()
         log.info("training for %d steps (%s)", total_steps, self._limits())
-        metrics: dict[str, float] = {}
-        window_loss, window_steps, window_samples = torch.zeros((), device=self.device), 0, 0
-        window_start = train_start = time.perf_counter()
+        window = _LogWindow(self.device)
+        train_start = time.perf_counter()
         with self._progress_bar(total_steps) as advance:
             while not self._done():
                 for batch in self.data.train_batches(self.epoch):
-                    window_loss += self._train_step(batch.to(self.device))
+                    window.add(self._train_step(batch.to(self.device)), len(batch))
                     self.step += 1
-                    window_steps += 1
-                    window_samples += len(batch)
                     if self.step % self.log_every_n_steps == 0 or self.step == total_steps:
-                        elapsed = time.perf_counter() - window_start
-                        train = {
-                            "train/loss": float(window_loss) / window_steps,
-                            "train/lr": self.optimizer.param_groups[0]["lr"],
-                            "train/samples_per_s": window_samples / max(elapsed, 1e-9),
-                        }
+                        train = window.close(lr=self.optimizer.param_groups[0]["lr"])
                         self.logger.log_metrics(train, self.step)
                         advance(train)
-                        window_loss.zero_()
-                        window_steps, window_samples, window_start = 0, 0, time.perf_counter()
                     if self.eval_every_n_steps and self.step % self.eval_every_n_steps == 0:
-                        metrics = self._evaluate_and_decide()
+                        self._evaluate_and_decide()
                     if self._done():
                         break
-                else:
+                else:  # the epoch ran out
                     self.epoch += 1
                     if not self.eval_every_n_steps and not self._done():
-                        metrics = self._evaluate_and_decide()
-        train_seconds = time.perf_counter() - train_start
-        if metrics.get("step") != self.step:
-            metrics = self._evaluate_and_decide()
-        metrics = {k: v for k, v in metrics.items() if k != "step"}
-        summary = {"train/seconds": train_seconds, "train/steps": float(self.step)}
+                        self._evaluate_and_decide()
+        summary = {"train/seconds": time.perf_counter() - train_start, "train/steps": float(self.step)}
+        if self.last_eval_step != self.step:
+            self._evaluate_and_decide()
         self.logger.log_metrics(summary, self.step)
         if self.stop_reason:
             self.logger.set_tags({"easyrec.stop_reason": self.stop_reason})
-        self.save_checkpoint(metrics)
-        self._print_summary({**metrics, **summary})
-        return metrics
+        self.save_checkpoint(self.eval_metrics)
+        self._print_summary({**self.eval_metrics, **summary})
+        return self.eval_metrics
 
     def _train_step(self, batch) -> torch.Tensor:
         self.model.train()
@@ -179,8 +172,10 @@ class Trainer:
             self._oracle = {f"eval/oracle_{k}": v for k, v in binary_metrics(oracle, labels).items()}
         return self._oracle
 
-    def _evaluate_and_decide(self) -> dict[str, float]:
-        metrics = self.evaluate()
+    def _evaluate_and_decide(self) -> None:
+        """Evaluate, log, and ask the early-stopping rule whether to stop."""
+        metrics = self.eval_metrics = self.evaluate()
+        self.last_eval_step = self.step
         self.logger.log_metrics(metrics, self.step)
         log.info(
             "step %d: %s",
@@ -190,7 +185,6 @@ class Trainer:
         if self.early_stopping.should_stop(metrics, self.step):
             self.stop_reason = self.early_stopping.reason or "early stopping"
             log.info("stopping early: %s", self.stop_reason)
-        return {**metrics, "step": self.step}
 
     # ------------------------------------------------------------------ checkpoint and reporting
 
@@ -272,3 +266,28 @@ class Trainer:
         for key, value in metrics.items():
             table.add_row(key, f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 1e4 else f"{value:.5f}")
         Console().print(table)
+
+
+class _LogWindow:
+    """Loss and throughput since the last logging interval (the loss stays on the device until read)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss_sum = torch.zeros((), device=device)
+        self.steps, self.samples, self.start = 0, 0, time.perf_counter()
+
+    def add(self, loss: torch.Tensor, samples: int) -> None:
+        self.loss_sum += loss
+        self.steps += 1
+        self.samples += samples
+
+    def close(self, lr: float) -> dict[str, float]:
+        """The window's ``train/loss``, ``train/lr`` and ``train/samples_per_s``; starts the next window."""
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        metrics = {
+            "train/loss": float(self.loss_sum) / self.steps,
+            "train/lr": lr,
+            "train/samples_per_s": self.samples / elapsed,
+        }
+        self.loss_sum.zero_()
+        self.steps, self.samples, self.start = 0, 0, time.perf_counter()
+        return metrics

@@ -86,12 +86,33 @@ def test_train_end_to_end_lands_a_finished_mlflow_run(easyrec_cli, tmp_path):
     assert (output_dir / "train.log").read_text().count("eval/auc") >= 2
 
 
-def test_optimizer_and_loss_options(easyrec_cli, tmp_path):
+def test_optimizer_and_loss_options_in_a_git_checkout(easyrec_cli, tmp_path):
+    for command in (
+        ["init", "-q"],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"],
+    ):
+        subprocess.run(["git", *command], cwd=tmp_path, check=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
     done = easyrec_cli("train", *QUICK, "optimizer=adagrad", "loss=focal", "loss.gamma=1.5")
     assert done.returncode == 0, done.stderr
     [run] = runs(tmp_path)
     assert run.info.status == "FINISHED"
     assert run.data.params["optimizer"] == "torch.optim.Adagrad" and run.data.params["loss.gamma"] == "1.5"
+    assert run.data.tags["git.commit"] == commit == run.data.tags["mlflow.source.git.commit"]
+
+
+def test_user_options_from_config_dir(easyrec_cli, tmp_path):
+    mine = tmp_path / "my-conf" / "optimizer"
+    mine.mkdir(parents=True)
+    (mine / "fast_adam.yaml").write_text("_target_: torch.optim.Adam\n_partial_: true\nlr: 0.02\n")
+    done = easyrec_cli("train", "--config-dir", "my-conf", "optimizer=fast_adam", *QUICK, "trainer.max_steps=3")
+    assert done.returncode == 0, done.stderr
+    [run] = runs(tmp_path)
+    assert run.data.params["optimizer.lr"] == "0.02"
+    (mine / "bad_adam.yaml").write_text("_target_: torch.optim.Adam\n_partial_: true\nlr: -0.02\n")
+    refused = easyrec_cli("train", "--config-dir", "my-conf", "optimizer=bad_adam", *QUICK)
+    assert refused.returncode == 2
+    assert only_line(refused.stderr) == "easyrec train: error: optimizer.lr=-0.02: must be > 0"
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])

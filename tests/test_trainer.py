@@ -62,13 +62,13 @@ def make_trainer(data, output_dir, seed: int = 0, lr: float = 1e-3, **kwargs) ->
     torch.manual_seed(seed)
     model = DeepFM(data.input_spec, embedding_dim=8, hidden_units=[64, 32])
     kwargs.setdefault("progress_bar", False)
+    kwargs.setdefault("device", "cpu")
     return Trainer(
         model=model,
         data=data,
         optimizer=torch.optim.Adam(model.parameters(), lr=lr),
         loss=BinaryCrossEntropy(),
         output_dir=output_dir,
-        device="cpu",
         **kwargs,
     )
 
@@ -153,8 +153,14 @@ def test_max_steps_without_epoch_limit_runs_across_epochs(data, tmp_path):
 
 
 def test_needs_an_epoch_or_step_limit(data, tmp_path):
-    with pytest.raises(ValueError, match="max_steps"):
+    with pytest.raises(ConfigError, match="max_steps"):
         make_trainer(data, tmp_path, max_epochs=0, max_steps=None)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_config_error(data, tmp_path):
+    with pytest.raises(ConfigError, match="trainer.device=cuda: torch finds no CUDA device"):
+        make_trainer(data, tmp_path, device="cuda")
 
 
 def test_eval_and_train_metrics_are_logged_at_their_steps(data, tmp_path):

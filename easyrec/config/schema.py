@@ -127,7 +127,7 @@ class AdamConfig:
 class AdagradConfig:
     _target_: str = "torch.optim.Adagrad"
     _partial_: bool = True
-    lr: float = checked(1e-2, gt(0))
+    lr: float = checked(0.1, gt(0))
     lr_decay: float = checked(0.0, ge(0))
     weight_decay: float = checked(0.0, ge(0))
     initial_accumulator_value: float = checked(0.1, ge(0))
@@ -138,7 +138,7 @@ class AdagradConfig:
 class SGDConfig:
     _target_: str = "torch.optim.SGD"
     _partial_: bool = True
-    lr: float = checked(1e-2, gt(0))
+    lr: float = checked(0.1, gt(0))
     momentum: float = checked(0.0, ge(0))
     dampening: float = checked(0.0, ge(0))
     weight_decay: float = checked(0.0, ge(0))

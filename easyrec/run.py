@@ -7,10 +7,13 @@ torch and the components are imported when a run starts.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -40,12 +43,15 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
     validate(cfg)
     import torch
 
+    from easyrec.optim import build_optimizer, build_schedules
+
     torch.manual_seed(cfg.seed)
     # Constructors only check their arguments: a bad config fails here, before a run is opened.
     distributed = instantiate(cfg.distributed)
     data = instantiate(cfg.data, _convert_="all")
     loss = instantiate(cfg.loss)
     early_stopping = instantiate(cfg.early_stopping)
+    gradients = instantiate(cfg.gradients, _convert_="all")
     logger = instantiate(cfg.logger)
     status = "FAILED"
     try:
@@ -54,12 +60,12 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
         if getattr(loss, "label_values", None):
             data.check_labels(loss.label_values, required_by=f"loss {type(loss).__name__}")
         model = instantiate(cfg.model, _convert_="all")(data.input_spec)
-        log.info(
-            "model: %s, %s parameters",
-            type(model).__name__,
-            f"{sum(p.numel() for p in model.parameters()):,}",
-        )
-        optimizer = instantiate(cfg.optimizer, _convert_="all")(model.parameters())
+        log.info("model: %s, %s parameters", type(model).__name__, f"{sum(p.numel() for p in model.parameters()):,}")
+        gradients.prepare(model)
+        with config_errors("optimizer"):
+            optimizer = build_optimizer(instantiate(cfg.optimizer, _convert_="all"), model)
+        with config_errors("lr_schedule"):
+            lr_schedulers = build_schedules(instantiate(cfg.lr_schedule, _convert_="all"), optimizer)
         trainer = instantiate(cfg.trainer)(
             model=model,
             data=data,
@@ -69,6 +75,8 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
             logger=logger,
             early_stopping=early_stopping,
             distributed=distributed,
+            lr_schedulers=lr_schedulers,
+            gradients=gradients,
         )
         if cfg.optimized_metric not in trainer.metric_names():
             raise ConfigError(
@@ -88,3 +96,13 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
             logger.log_artifact(log_file)
         logger.finish(status)
     return metrics[cfg.optimized_metric]
+
+
+@contextmanager
+def config_errors(key: str) -> Iterator[None]:
+    """Report a constructor's refusal of its arguments (ValueError) as a ConfigError naming ``key``."""
+    try:
+        yield
+    except (ValueError, InstantiationException) as error:
+        cause = error.__cause__ if isinstance(error, InstantiationException) and error.__cause__ else error
+        raise ConfigError(f"{key}: {cause}") from error

@@ -6,7 +6,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from easyrec.data.tabular import TabularData
 from easyrec.distributed import SingleProcess
@@ -22,6 +23,8 @@ from easyrec.early_stopping import EarlyStopping, NeverStop
 from easyrec.errors import ConfigError
 from easyrec.loggers import Logger, NullLogger
 from easyrec.metrics import binary_metrics
+from easyrec.optim.gradients import GradientTreatment
+from easyrec.optim.grouped import GroupedOptimizer
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +35,20 @@ class Trainer:
     Args:
         model: ``forward(dense (B, D), sparse (B, F)) -> logits (B,)``.
         data: a set-up :class:`~easyrec.data.TabularData`.
-        optimizer: any torch optimizer over the model's parameters.
+        optimizer: a torch optimizer over the model's parameters, or a GroupedOptimizer.
         loss: ``forward(logits (B,), labels (B,), weights (B,) | None) -> scalar``.
         output_dir: the run directory; the checkpoint goes to ``output_dir/checkpoints/last.pt``.
         logger: where metrics go (MLflow, or nowhere).
         early_stopping: asked after each evaluation whether to stop.
         distributed: rank and world size; only the main process writes files and prints.
+        lr_schedulers: step-based schedulers, stepped after every optimizer step.
+        gradients: clipping, multipliers, noise and the non-finite check, prepared on ``model``
+            (default: only the check, skipping non-finite steps).
         max_epochs: passes over the training split (0: no epoch limit, ``max_steps`` must be set).
         max_steps: optimizer steps, whichever limit comes first (None: no step limit).
         eval_every_n_steps: evaluate every N steps (None: at the end of each epoch); always at the end.
-        log_every_n_steps: interval of ``train/loss``, ``train/lr`` and ``train/samples_per_s``.
+        log_every_n_steps: interval of ``train/loss``, ``train/lr`` (and ``train/lr/<group>``),
+            ``train/grad_norm``, ``train/skipped_steps`` and ``train/samples_per_s``.
         progress_bar: show a rich progress bar when the terminal is interactive.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         num_threads: torch intra-op threads (None: torch's default).
@@ -51,12 +58,14 @@ class Trainer:
         self,
         model: nn.Module,
         data: TabularData,
-        optimizer: torch.optim.Optimizer,
+        optimizer: torch.optim.Optimizer | GroupedOptimizer,
         loss: nn.Module,
         output_dir: str | Path,
         logger: Logger | None = None,
         early_stopping: EarlyStopping | None = None,
         distributed: SingleProcess | None = None,
+        lr_schedulers: Sequence[LRScheduler] = (),
+        gradients: GradientTreatment | None = None,
         max_epochs: int = 1,
         max_steps: int | None = None,
         eval_every_n_steps: int | None = None,
@@ -80,6 +89,12 @@ class Trainer:
         self.logger = logger or NullLogger()
         self.early_stopping = early_stopping or NeverStop()
         self.distributed = distributed or SingleProcess()
+        self.lr_schedulers = list(lr_schedulers)
+        torch.sparse.check_sparse_tensor_invariants.disable()  # sparse embedding gradients are valid by construction
+        if gradients is None:
+            gradients = GradientTreatment()
+            gradients.prepare(model)
+        self.gradients = gradients
         self.max_epochs, self.max_steps = max_epochs, max_steps
         self.eval_every_n_steps, self.log_every_n_steps = eval_every_n_steps, log_every_n_steps
         self.console = Console(stderr=True)
@@ -103,10 +118,11 @@ class Trainer:
         with self._progress_bar(total_steps) as advance:
             while not self._done():
                 for batch in self.data.train_batches(self.epoch):
-                    window.add(self._train_step(batch.to(self.device)), len(batch))
+                    window.add(*self._train_step(batch.to(self.device)), len(batch))
                     self.step += 1
                     if self.step % self.log_every_n_steps == 0 or self.step == total_steps:
-                        train = window.close(lr=self.optimizer.param_groups[0]["lr"])
+                        train = {**window.close(), **self._learning_rates()}
+                        train["train/skipped_steps"] = float(self.gradients.skipped_steps)
                         self.logger.log_metrics(train, self.step)
                         advance(train)
                     if self.eval_every_n_steps and self.step % self.eval_every_n_steps == 0:
@@ -127,14 +143,28 @@ class Trainer:
         self._print_summary({**self.eval_metrics, **summary})
         return self.eval_metrics
 
-    def _train_step(self, batch) -> torch.Tensor:
+    def _train_step(self, batch) -> tuple[torch.Tensor, float]:
+        """One optimizer step; returns the loss and the gradient norm before clipping."""
         self.model.train()
         logits = self.model(batch.dense, batch.sparse)
         loss = self.loss(logits, batch.labels, batch.weights)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
-        return loss.detach()
+        report = self.gradients.apply(self.step + 1)
+        if report.apply:
+            self.optimizer.step()
+        else:
+            log.warning("step %d: non-finite gradient norm, step skipped", self.step + 1)
+        for scheduler in self.lr_schedulers:
+            scheduler.step()
+        return loss.detach(), report.norm
+
+    def _learning_rates(self) -> dict[str, float]:
+        """``train/lr`` (the first param group's) and, with named groups, ``train/lr/<group>`` for each."""
+        groups = self.optimizer.param_groups
+        rates = {"train/lr": groups[0]["lr"]}
+        rates.update({f"train/lr/{g['group']}": g["lr"] for g in groups if "group" in g})
+        return rates
 
     def _done(self) -> bool:
         if self.stop_reason is not None:
@@ -197,6 +227,7 @@ class Trainer:
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "lr_schedulers": [scheduler.state_dict() for scheduler in self.lr_schedulers],
             "step": self.step,
             "epoch": self.epoch,
             "data": self.data.state_dict(),
@@ -269,25 +300,26 @@ class Trainer:
 
 
 class _LogWindow:
-    """Loss and throughput since the last logging interval (the loss stays on the device until read)."""
+    """Loss, gradient norm and throughput since the last logging interval (the loss stays on the device)."""
 
     def __init__(self, device: torch.device) -> None:
         self.loss_sum = torch.zeros((), device=device)
-        self.steps, self.samples, self.start = 0, 0, time.perf_counter()
+        self.norm_sum, self.steps, self.samples, self.start = 0.0, 0, 0, time.perf_counter()
 
-    def add(self, loss: torch.Tensor, samples: int) -> None:
+    def add(self, loss: torch.Tensor, grad_norm: float, samples: int) -> None:
         self.loss_sum += loss
+        self.norm_sum += grad_norm
         self.steps += 1
         self.samples += samples
 
-    def close(self, lr: float) -> dict[str, float]:
-        """The window's ``train/loss``, ``train/lr`` and ``train/samples_per_s``; starts the next window."""
+    def close(self) -> dict[str, float]:
+        """The window's ``train/loss``, ``train/grad_norm`` and ``train/samples_per_s``; starts the next one."""
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         metrics = {
             "train/loss": float(self.loss_sum) / self.steps,
-            "train/lr": lr,
+            "train/grad_norm": self.norm_sum / self.steps,
             "train/samples_per_s": self.samples / elapsed,
         }
         self.loss_sum.zero_()
-        self.steps, self.samples, self.start = 0, 0, time.perf_counter()
+        self.norm_sum, self.steps, self.samples, self.start = 0.0, 0, 0, time.perf_counter()
         return metrics

@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib import resources
 
 import pytest
+import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -12,9 +13,22 @@ from easyrec.config import validate
 from easyrec.config.schema import GROUP_SCHEMAS, SCHEMAS
 from easyrec.data import InputSpec
 from easyrec.errors import ConfigError
+from easyrec.models import WideAndDeep
+from easyrec.optim import build_optimizer
 
 CONF = resources.files("easyrec.conf")
-GROUPS = ["model", "data", "optimizer", "loss", "early_stopping", "distributed", "trainer", "logger"]
+GROUPS = [
+    "model",
+    "data",
+    "optimizer",
+    "lr_schedule",
+    "gradients",
+    "loss",
+    "early_stopping",
+    "distributed",
+    "trainer",
+    "logger",
+]
 FILE_DATA = ["data.train_path=train.csv", "data.eval_path=eval.csv"]
 
 
@@ -43,10 +57,16 @@ def test_every_option_composes_validates_and_instantiates(compose_train, group, 
         model = built(InputSpec(("d",), ("a", "b"), (5, 7)))
         assert sum(p.numel() for p in model.parameters()) > 0
     elif group == "optimizer":
-        import torch
-
-        optimizer = built([torch.nn.Parameter(torch.zeros(3))])
-        assert optimizer.param_groups[0]["lr"] == cfg.optimizer.lr
+        model = WideAndDeep(InputSpec(("d",), ("a", "b"), (5, 7)), embedding_dim=2, hidden_units=[4])
+        optimizer = build_optimizer(built, model)
+        assert all(group["lr"] > 0 for group in optimizer.param_groups)
+        assert sum(len(group["params"]) for group in optimizer.param_groups) == len(list(model.parameters()))
+    elif group == "lr_schedule":
+        model = torch.nn.Linear(2, 1)
+        scheduler = built(torch.optim.SGD(model.parameters(), lr=0.1))
+        assert scheduler.get_last_lr()[0] >= 0
+    elif group == "gradients":
+        built.prepare(torch.nn.Linear(2, 1))
     else:
         assert type(built).__name__ == node._target_.rsplit(".", 1)[1]
 

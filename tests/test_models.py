@@ -160,13 +160,13 @@ def manual_deepfm_logit(model: DeepFM, dense: torch.Tensor, sparse: torch.Tensor
     """First-order + dense linear + FM + MLP from the model's weights, without its forward: ``(B,)``."""
     offsets = torch.tensor([0, *itertools.accumulate(CARDINALITIES)][:-1])
     rows = sparse.long() + offsets
-    first_order = model.first_order.table.weight[rows].sum(dim=(1, 2))
+    first_order = model.linear.categorical.table.weight[rows].sum(dim=(1, 2))
     embeddings = model.embedding.table.weight[rows]  # (B, F, D)
     fm = brute_force_fm(embeddings)
     deep_input = embeddings.flatten(1)
     logit = first_order + fm
     if dense.shape[1]:
-        logit = logit + dense @ model.dense_linear.weight[0] + model.dense_linear.bias[0]
+        logit = logit + dense @ model.linear.dense.weight[0] + model.linear.dense.bias[0]
         deep_input = torch.cat([deep_input, dense], dim=1)
     return logit + model.mlp(deep_input)[:, 0]
 
@@ -176,12 +176,12 @@ def test_deepfm_logit_is_sum_of_its_parts(num_dense):
     torch.manual_seed(0)
     model = DeepFM(spec(num_dense), embedding_dim=4, hidden_units=[8, 8]).double()
     # The first-order table starts at zero; give it values so that its term is checked too.
-    nn.init.normal_(model.first_order.table.weight)
+    nn.init.normal_(model.linear.categorical.table.weight)
     dense = torch.randn(10, num_dense, dtype=torch.float64)
     sparse = random_ids(10)
     out = model(dense, sparse)
     assert out.shape == (10,)
-    assert (model.dense_linear is None) == (num_dense == 0)
+    assert (model.linear.dense is None) == (num_dense == 0)
     torch.testing.assert_close(out, manual_deepfm_logit(model, dense, sparse))
 
 
@@ -201,7 +201,7 @@ def test_deepfm_sparse_embeddings_give_sparse_gradients():
     model = DeepFM(spec(), embedding_dim=4, hidden_units=[8], sparse_embeddings=True)
     model(torch.randn(4, 2), random_ids(4)).sum().backward()
     assert model.embedding.table.weight.grad.is_sparse
-    assert model.first_order.table.weight.grad.is_sparse
+    assert model.linear.categorical.table.weight.grad.is_sparse
     assert not model.mlp.layers[0].weight.grad.is_sparse
 
 

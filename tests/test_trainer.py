@@ -21,7 +21,7 @@ CRITEO_FEATURES = {
     "categorical": [{"names": [f"C{i}" for i in range(1, 27)], "encoding": "vocab"}],
 }
 EVAL_KEYS = {"eval/auc", "eval/logloss", "eval/oracle_auc", "eval/oracle_logloss"}
-TRAIN_KEYS = {"train/loss", "train/lr", "train/samples_per_s"}
+TRAIN_KEYS = {"train/loss", "train/lr", "train/samples_per_s", "train/grad_norm", "train/skipped_steps"}
 BATCHES_PER_EPOCH = 53  # 27,000 train rows / 512
 
 

@@ -58,8 +58,8 @@ def non_empty() -> Rule:
 
 def checked(default: Any = dataclasses.MISSING, rule: Rule | None = None, **kwargs: Any) -> Any:
     """A dataclass field whose value must satisfy ``rule`` (``None`` values are not checked)."""
-    if isinstance(default, list):
-        kwargs["default_factory"] = lambda d=default: list(d)
+    if isinstance(default, list | dict):
+        kwargs["default_factory"] = lambda d=default: type(d)(d)
     else:
         kwargs["default"] = default
     return dataclasses.field(metadata={"rule": rule}, **kwargs)
@@ -68,22 +68,31 @@ def checked(default: Any = dataclasses.MISSING, rule: Rule | None = None, **kwar
 def validate(cfg: DictConfig) -> None:
     """Check a composed ``train`` config; raise :class:`ConfigError` naming the first bad key.
 
-    The root is checked against :class:`TrainConfig`; each group node against the schema of its
-    ``_target_`` (types, unknown keys, then the ``checked`` rules). Nodes whose ``_target_`` has no
-    schema (the user's own components) are left to their constructors.
+    The root is checked against :class:`TrainConfig`; every node with a ``_target_`` that has a schema,
+    at any depth, against that schema (types, unknown keys, then the ``checked`` rules). Nodes whose
+    ``_target_`` has no schema (the user's own components) are left to their constructors.
     """
-    from easyrec.config.schema import SCHEMAS, TrainConfig
+    from easyrec.config.schema import TrainConfig
 
     _require_values(cfg, "")
     try:
         resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     except OmegaConfBaseException as error:
         raise ConfigError(f"{error.full_key}: {_first_line(error)}") from None
-    root = _typed(TrainConfig, resolved, "")
-    _check_rules(root, "")
-    for group, node in resolved.items():
-        if isinstance(node, DictConfig) and node.get("_target_") in SCHEMAS:
-            _check_rules(_typed(SCHEMAS[node._target_], node, f"{group}."), str(group))
+    _check_rules(_typed(TrainConfig, resolved, ""), "")
+    _check_targets(resolved, "")
+
+
+def _check_targets(node: DictConfig | ListConfig, path: str) -> None:
+    from easyrec.config.schema import SCHEMAS
+
+    items = node.items() if isinstance(node, DictConfig) else enumerate(node)
+    for key, child in items:
+        child_path = f"{path}.{key}" if path else str(key)
+        if isinstance(child, DictConfig) and child.get("_target_") in SCHEMAS:
+            _check_rules(_typed(SCHEMAS[child._target_], child, f"{child_path}."), child_path)
+        if isinstance(child, DictConfig | ListConfig):
+            _check_targets(child, child_path)
 
 
 def _require_values(cfg: DictConfig, path: str) -> None:

@@ -109,6 +109,12 @@ class DeepFMConfig:
     sparse_embeddings: bool = False
 
 
+@dataclass
+class WideAndDeepConfig(DeepFMConfig):
+    _target_: str = "easyrec.models.WideAndDeep"
+    hidden_units: list[int] = checked([256, 128, 64], each(gt(0)))
+
+
 # --------------------------------------------------------------------------- optimizer
 
 
@@ -143,6 +149,141 @@ class SGDConfig:
     dampening: float = checked(0.0, ge(0))
     weight_decay: float = checked(0.0, ge(0))
     nesterov: bool = False
+
+
+@dataclass
+class AdamWConfig(AdamConfig):
+    _target_: str = "torch.optim.AdamW"
+    weight_decay: float = checked(0.01, ge(0))
+
+
+@dataclass
+class LazyAdamConfig:
+    _target_: str = "easyrec.optim.LazyAdam"
+    _partial_: bool = True
+    lr: float = checked(1e-3, gt(0))
+    betas: list[float] = checked([0.9, 0.999], each(between(0, 1, high_open=True)))
+    eps: float = checked(1e-8, ge(0))
+
+
+@dataclass
+class TFRMSPropConfig:
+    _target_: str = "easyrec.optim.TFRMSProp"
+    _partial_: bool = True
+    lr: float = checked(0.01, gt(0))
+    decay: float = checked(0.9, between(0, 1, high_open=True))
+    momentum: float = checked(0.9, ge(0))
+    eps: float = checked(1.0, gt(0))
+
+
+@dataclass
+class FtrlConfig:
+    _target_: str = "easyrec.optim.Ftrl"
+    _partial_: bool = True
+    lr: float = checked(0.05, gt(0))
+    lr_power: float = checked(-0.5, between(-1e9, 0))
+    initial_accumulator_value: float = checked(0.1, ge(0))
+    l1: float = checked(0.0, ge(0))
+    l2: float = checked(0.0, ge(0))
+    l2_shrinkage: float = checked(0.0, ge(0))
+
+
+@dataclass
+class LambConfig:
+    _target_: str = "easyrec.optim.Lamb"
+    _partial_: bool = True
+    lr: float = checked(0.01, gt(0))
+    betas: list[float] = checked([0.9, 0.999], each(between(0, 1, high_open=True)))
+    eps: float = checked(1e-6, gt(0))
+    weight_decay: float = checked(0.0, ge(0))
+
+
+@dataclass
+class ParamGroupConfig:
+    """One group of a GroupedOptimizer; ``optimizer`` and ``lr_schedule`` are checked by their own schemas."""
+
+    params: str = MISSING
+    optimizer: Any = MISSING
+    sparse_gradients: bool = False
+    lr_schedule: Any = None
+
+
+@dataclass
+class GroupedOptimizerConfig:
+    _target_: str = "easyrec.optim.GroupedOptimizer"
+    _partial_: bool = True
+    groups: dict[str, ParamGroupConfig] = checked({}, non_empty())
+
+
+# --------------------------------------------------------------------------- learning-rate schedule
+
+
+@dataclass
+class ConstantLRConfig:
+    _target_: str = "easyrec.optim.ConstantLR"
+    _partial_: bool = True
+
+
+@dataclass
+class ExponentialDecayConfig:
+    _target_: str = "easyrec.optim.ExponentialDecayWithBurnin"
+    _partial_: bool = True
+    decay_steps: int = checked(10000, gt(0))
+    decay_factor: float = checked(0.95, gt(0))
+    staircase: bool = True
+    burnin_learning_rate: float = checked(0.0, ge(0))
+    burnin_steps: int = checked(0, ge(0))
+    min_learning_rate: float = checked(0.0, ge(0))
+
+
+@dataclass
+class ManualStepConfig:
+    _target_: str = "easyrec.optim.ManualStepLR"
+    _partial_: bool = True
+    schedule: list[Any] = checked([[1000, 5e-4], [2000, 1e-4]], non_empty())  # [step, lr] pairs
+    warmup: bool = False
+
+
+@dataclass
+class CosineConfig:
+    _target_: str = "easyrec.optim.CosineDecayWithWarmup"
+    _partial_: bool = True
+    total_steps: int = checked(10000, gt(0))
+    warmup_learning_rate: float = checked(0.0, ge(0))
+    warmup_steps: int = checked(0, ge(0))
+    hold_base_rate_steps: int = checked(0, ge(0))
+
+
+@dataclass
+class PolynomialConfig:
+    _target_: str = "easyrec.optim.PolynomialDecay"
+    _partial_: bool = True
+    total_steps: int = checked(10000, gt(0))
+    power: float = checked(1.0, gt(0))
+    end_learning_rate: float = checked(0.0, ge(0))
+
+
+@dataclass
+class TransformerConfig:
+    _target_: str = "easyrec.optim.TransformerLR"
+    _partial_: bool = True
+    hidden_size: int = checked(400, gt(0))
+    warmup_steps: int = checked(1000, gt(0))
+    step_scaling_rate: float = checked(1.0, gt(0))
+
+
+# --------------------------------------------------------------------------- gradients
+
+
+@dataclass
+class GradientTreatmentConfig:
+    _target_: str = "easyrec.optim.GradientTreatment"
+    clip_norm: float | None = checked(None, gt(0))
+    clip_value: float | None = checked(None, gt(0))
+    multipliers: dict[str, float] = field(default_factory=dict)
+    noise_scale: float = checked(0.0, ge(0))
+    freeze: list[str] = field(default_factory=list)
+    non_finite: str = checked("skip", one_of("skip", "error"))
 
 
 # --------------------------------------------------------------------------- loss
@@ -239,6 +380,8 @@ class TrainConfig:
     model: Any = MISSING
     data: Any = MISSING
     optimizer: Any = MISSING
+    lr_schedule: Any = MISSING
+    gradients: Any = MISSING
     loss: Any = MISSING
     early_stopping: Any = MISSING
     distributed: Any = MISSING
@@ -248,8 +391,27 @@ class TrainConfig:
 
 GROUP_SCHEMAS: dict[str, list[type]] = {
     "data": [SyntheticDataConfig, CSVDataConfig, ParquetDataConfig],
-    "model": [DeepFMConfig],
-    "optimizer": [AdamConfig, AdagradConfig, SGDConfig],
+    "model": [DeepFMConfig, WideAndDeepConfig],
+    "optimizer": [
+        AdamConfig,
+        AdamWConfig,
+        AdagradConfig,
+        SGDConfig,
+        LazyAdamConfig,
+        TFRMSPropConfig,
+        FtrlConfig,
+        LambConfig,
+        GroupedOptimizerConfig,
+    ],
+    "lr_schedule": [
+        ConstantLRConfig,
+        ExponentialDecayConfig,
+        ManualStepConfig,
+        CosineConfig,
+        PolynomialConfig,
+        TransformerConfig,
+    ],
+    "gradients": [GradientTreatmentConfig],
     "loss": [BinaryCrossEntropyConfig, BinaryFocalLossConfig],
     "early_stopping": [NeverStopConfig, PatienceConfig],
     "distributed": [SingleProcessConfig],

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from easyrec.data.features import InputSpec
-from easyrec.modules import MLP, FactorizationMachine, FieldEmbedding
+from easyrec.modules import MLP, FactorizationMachine, FieldEmbedding, LinearTerms
 
 
 class DeepFM(nn.Module):
@@ -42,17 +42,12 @@ class DeepFM(nn.Module):
         if inputs.num_fields == 0:
             raise ValueError("DeepFM needs at least one categorical feature")
         self.embedding = FieldEmbedding(inputs.cardinalities, embedding_dim, sparse=sparse_embeddings)
-        self.first_order = FieldEmbedding(inputs.cardinalities, 1, sparse=sparse_embeddings, init_std=0.0)
-        self.dense_linear = nn.Linear(inputs.num_dense, 1) if inputs.num_dense else None
+        self.linear = LinearTerms(inputs.cardinalities, inputs.num_dense, sparse=sparse_embeddings)
         self.fm = FactorizationMachine()
         self.mlp = MLP(inputs.num_fields * embedding_dim + inputs.num_dense, hidden_units, 1, dropout)
 
     def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
         """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> logits ``(B,)``."""
         embeddings = self.embedding(sparse)  # (B, F, D)
-        logit = self.first_order(sparse).sum(dim=(1, 2)) + self.fm(embeddings)
-        deep_input = embeddings.flatten(1)
-        if self.dense_linear is not None:
-            logit = logit + self.dense_linear(dense).squeeze(1)
-            deep_input = torch.cat([deep_input, dense], dim=1)
-        return logit + self.mlp(deep_input).squeeze(1)
+        deep_input = torch.cat([embeddings.flatten(1), dense], dim=1) if dense.shape[1] else embeddings.flatten(1)
+        return self.linear(dense, sparse) + self.fm(embeddings) + self.mlp(deep_input).squeeze(1)

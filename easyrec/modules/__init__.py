@@ -2,6 +2,7 @@
 
 from easyrec.modules.embedding import FieldEmbedding
 from easyrec.modules.fm import FactorizationMachine
+from easyrec.modules.linear import LinearTerms
 from easyrec.modules.mlp import MLP
 
-__all__ = ["MLP", "FactorizationMachine", "FieldEmbedding"]
+__all__ = ["MLP", "FactorizationMachine", "FieldEmbedding", "LinearTerms"]

@@ -1,0 +1,75 @@
+"""Wide & Deep (Cheng et al., 2016)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from easyrec.data.features import InputSpec
+from easyrec.modules import MLP, FieldEmbedding, LinearTerms
+
+
+class DeepTower(nn.Module):
+    """Field embeddings, concatenated with the dense features, through an MLP to one logit.
+
+    Args:
+        inputs: field names and cardinalities.
+        embedding_dim: D.
+        hidden_units: widths of the MLP's hidden layers.
+        dropout: MLP dropout.
+        sparse: sparse gradients for the embedding table.
+    """
+
+    def __init__(
+        self, inputs: InputSpec, embedding_dim: int, hidden_units: Sequence[int], dropout: float, sparse: bool
+    ) -> None:
+        super().__init__()
+        self.embedding = FieldEmbedding(inputs.cardinalities, embedding_dim, sparse=sparse)
+        self.mlp = MLP(inputs.num_fields * embedding_dim + inputs.num_dense, hidden_units, 1, dropout)
+
+    def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
+        """``dense (B, D_dense)``, ``sparse (B, F)`` -> ``(B,)``."""
+        deep_input = self.embedding(sparse).flatten(1)  # (B, F·D)
+        if dense.shape[1]:
+            deep_input = torch.cat([deep_input, dense], dim=1)
+        return self.mlp(deep_input).squeeze(1)
+
+
+class WideAndDeep(nn.Module):
+    """``logit = wide(x) + deep(x)``: a linear model over the ids and dense features, plus a deep tower.
+
+    The two parts are the modules ``wide`` and ``deep``, so ``optimizer=wide_deep`` can give each its own
+    optimizer (EasyRec trains the wide part with FTRL and the deep part with Adam).
+
+    Args:
+        inputs: field names and cardinalities (from the data component).
+        embedding_dim: D of the deep tower's embeddings.
+        hidden_units: widths of the deep tower's hidden layers.
+        dropout: deep tower dropout.
+        sparse_embeddings: sparse gradients for both parts' id tables.
+
+    Example::
+
+        model = WideAndDeep(InputSpec(("age",), ("city", "item"), (50, 1000)), embedding_dim=8, hidden_units=[32])
+        model(torch.randn(4, 1), torch.randint(0, 50, (4, 2))).shape  # torch.Size([4])
+    """
+
+    def __init__(
+        self,
+        inputs: InputSpec,
+        embedding_dim: int = 16,
+        hidden_units: Sequence[int] = (256, 128, 64),
+        dropout: float = 0.0,
+        sparse_embeddings: bool = False,
+    ) -> None:
+        super().__init__()
+        if inputs.num_fields == 0:
+            raise ValueError("WideAndDeep needs at least one categorical feature")
+        self.wide = LinearTerms(inputs.cardinalities, inputs.num_dense, sparse=sparse_embeddings)
+        self.deep = DeepTower(inputs, embedding_dim, hidden_units, dropout, sparse_embeddings)
+
+    def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
+        """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> logits ``(B,)``."""
+        return self.wide(dense, sparse) + self.deep(dense, sparse)

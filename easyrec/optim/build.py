@@ -1,0 +1,69 @@
+"""Building the optimizer(s) and learning-rate schedules of a model from their config factories."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from easyrec.errors import ConfigError
+from easyrec.optim.grouped import GroupedOptimizer, embedding_parameter_names, set_sparse_gradients
+
+#: torch optimizers that take sparse gradients (easyrec's own say so with ``supports_sparse_gradients``).
+TORCH_SPARSE_CAPABLE = (torch.optim.SGD, torch.optim.Adagrad, torch.optim.SparseAdam)
+
+Optimizer = torch.optim.Optimizer | GroupedOptimizer
+ScheduleFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+def build_optimizer(factory: Callable[..., Optimizer], model: nn.Module) -> Optimizer:
+    """Build the optimizer from its config factory.
+
+    ``factory`` is a torch optimizer partial, given the trainable named parameters (an optimizer built for
+    row-sparse updates, such as LazyAdam or Ftrl, first turns on sparse embedding gradients), or a
+    :class:`GroupedOptimizer` partial, given the model. Raise a ConfigError if sparse gradients would reach
+    an optimizer that cannot take them.
+    """
+    target = factory.func if isinstance(factory, functools.partial) else factory
+    if isinstance(target, type) and issubclass(target, GroupedOptimizer):
+        optimizer = factory(model)
+    else:
+        if getattr(target, "prefers_sparse_gradients", False):
+            set_sparse_gradients(model, embedding_parameter_names(model))
+        optimizer = factory([(n, p) for n, p in model.named_parameters() if p.requires_grad])
+    check_sparse_support(optimizer, model)
+    return optimizer
+
+
+def inner_optimizers(optimizer: Optimizer) -> dict[str, torch.optim.Optimizer]:
+    """``{group name: torch optimizer}``; a plain optimizer is the single group ``""``."""
+    return dict(optimizer.optimizers) if isinstance(optimizer, GroupedOptimizer) else {"": optimizer}
+
+
+def check_sparse_support(optimizer: Optimizer, model: nn.Module) -> None:
+    sparse = {
+        id(module.weight)
+        for module in model.modules()
+        if isinstance(module, nn.Embedding | nn.EmbeddingBag) and module.sparse
+    }
+    for name, inner in inner_optimizers(optimizer).items():
+        takes_sparse = getattr(inner, "supports_sparse_gradients", isinstance(inner, TORCH_SPARSE_CAPABLE))
+        if not takes_sparse and any(id(p) in sparse for group in inner.param_groups for p in group["params"]):
+            where = f"optimizer.groups.{name}" if name else "optimizer"
+            raise ConfigError(
+                f"{where}: {type(inner).__name__} cannot take the sparse gradients of the embedding tables; "
+                "use sgd, adagrad, lazy_adam or ftrl for them, or model.sparse_embeddings=false"
+            )
+
+
+def build_schedules(shared: ScheduleFactory | None, optimizer: Optimizer) -> list:
+    """One step-based scheduler per torch optimizer: its group's own ``lr_schedule``, else ``shared``."""
+    own = optimizer.schedule_factories if isinstance(optimizer, GroupedOptimizer) else {}
+    schedules = []
+    for name, inner in inner_optimizers(optimizer).items():
+        factory = own.get(name) or shared
+        if factory is not None:
+            schedules.append(factory(inner))
+    return schedules

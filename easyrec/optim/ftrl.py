@@ -1,0 +1,107 @@
+"""FTRL-proximal, as TensorFlow's FtrlOptimizer computes it (EasyRec's ``ftrl_optimizer``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.optim.optimizer import Optimizer, ParamsT
+
+from easyrec.optim.sparse_rows import touched
+
+
+class Ftrl(Optimizer):
+    """FTRL-proximal (McMahan et al., 2013) with TensorFlow's exact per-element update (``ApplyFtrlV2``).
+
+    With ``p = −lr_power`` and the state ``n`` (accumulator) and ``z`` (linear), for a gradient ``g``::
+
+        g̃  = g + 2·l2_shrinkage·w
+        n' = n + g²                          (raw g as current TF; early TF 1.x added g̃², tensorflow#18317)
+        z  = z + g̃ − (n'^p − n^p)/lr · w
+        w  = (sign(z)·l1 − z) / (n'^p/lr + 2·l2)  if |z| > l1  else 0
+        n  = n'
+
+    The new ``w`` depends only on ``z`` and ``n``, so the first step replaces the initial weights. A sparse
+    gradient (``nn.Embedding(sparse=True)``) is coalesced, duplicate rows summed, and only its rows of
+    ``w``, ``n`` and ``z`` change, as TF's ``SparseApplyFtrl``; a dense gradient updates every element.
+
+    Args:
+        params: parameters or parameter groups.
+        lr: learning rate α, > 0. TF's FtrlOptimizer has no default; 0.05 is a usual FTRL α.
+        lr_power: −p, <= 0; −0.5 is AdaGrad-like decay, 0 a fixed learning rate.
+        initial_accumulator_value: starting ``n``, >= 0.
+        l1: L1 strength, >= 0; weights with ``|z| <= l1`` are exactly 0.
+        l2: L2 strength of the proximal step, >= 0.
+        l2_shrinkage: L2 strength added to the loss (the gradient), >= 0.
+
+    State per parameter (same shape as it): ``accumulator`` (n) and ``linear`` (z).
+    """
+
+    supports_sparse_gradients = True
+    #: Built for row-sparse updates: as the only optimizer of a model, it turns on sparse embedding gradients.
+    prefers_sparse_gradients = True
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 0.05,
+        lr_power: float = -0.5,
+        initial_accumulator_value: float = 0.1,
+        l1: float = 0.0,
+        l2: float = 0.0,
+        l2_shrinkage: float = 0.0,
+    ) -> None:
+        if not lr > 0:
+            raise ValueError(f"lr={lr}: must be > 0")
+        if not lr_power <= 0:
+            raise ValueError(f"lr_power={lr_power}: must be <= 0")
+        if not initial_accumulator_value >= 0:
+            raise ValueError(f"initial_accumulator_value={initial_accumulator_value}: must be >= 0")
+        if not l1 >= 0:
+            raise ValueError(f"l1={l1}: must be >= 0")
+        if not l2 >= 0:
+            raise ValueError(f"l2={l2}: must be >= 0")
+        if not l2_shrinkage >= 0:
+            raise ValueError(f"l2_shrinkage={l2_shrinkage}: must be >= 0")
+        defaults = {
+            "lr": lr,
+            "lr_power": lr_power,
+            "initial_accumulator_value": initial_accumulator_value,
+            "l1": l1,
+            "l2": l2,
+            "l2_shrinkage": l2_shrinkage,
+        }
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """One FTRL update of every parameter with a gradient; returns ``closure()`` if given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, power = group["lr"], -group["lr_power"]
+            l1, l2, l2_shrinkage = group["l1"], group["l2"], group["l2_shrinkage"]
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = self.state[param]
+                if not state:
+                    state["accumulator"] = torch.full_like(param, group["initial_accumulator_value"])
+                    state["linear"] = torch.zeros_like(param)
+                rows, grad = touched(param.grad)
+                weight, accum, linear = param[rows], state["accumulator"][rows], state["linear"][rows]
+                new_accum = accum + grad * grad
+                # TF computes the common lr_power = −0.5 with sqrt, not pow; match it bit for bit.
+                if power == 0.5:
+                    accum_pow, new_accum_pow = accum.sqrt(), new_accum.sqrt()
+                else:
+                    accum_pow, new_accum_pow = accum.pow(power), new_accum.pow(power)
+                linear = linear + grad + 2 * l2_shrinkage * weight - (new_accum_pow - accum_pow) / lr * weight
+                quadratic = new_accum_pow / lr + 2 * l2
+                new_weight = torch.where(linear.abs() > l1, (l1 * linear.sign() - linear) / quadratic, 0.0)
+                param[rows] = new_weight
+                state["accumulator"][rows] = new_accum
+                state["linear"][rows] = linear
+        return loss

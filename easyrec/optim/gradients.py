@@ -1,0 +1,117 @@
+"""What EasyRec's ``optimize_loss`` does to the gradients between backward and the optimizer step."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from easyrec.errors import ConfigError, EasyrecError
+from easyrec.optim.grouped import EMBEDDINGS, embedding_parameter_names
+
+
+class NonFiniteGradientError(EasyrecError):
+    """A gradient held NaN or infinity and ``non_finite="error"`` was asked for."""
+
+
+@dataclass
+class GradientReport:
+    """The global gradient norm of one step (before clipping) and whether the step may be applied."""
+
+    norm: float
+    apply: bool
+
+
+class GradientTreatment:
+    """Freezing, multipliers, noise, a finiteness check and clipping, in EasyRec's order.
+
+    After backward, :meth:`apply` does: ``g ← g·m`` for each parameter matched by a multiplier regex;
+    ``g ← g + noise_scale·N(0, 1)``; the global norm ``‖g‖₂`` over every gradient (the values of sparse
+    gradients, coalesced); a non-finite norm skips the step (``non_finite="skip"``, counted) or raises
+    (``"error"``); ``g ← g·clip_norm / max(‖g‖, clip_norm)``; ``g ← clamp(g, −clip_value, clip_value)``.
+
+    Args:
+        clip_norm: clip by global norm (None: no clipping).
+        clip_value: clip each element to ``[−clip_value, clip_value]`` (None: no clipping).
+        multipliers: ``{regex: factor}`` on parameter names; the key ``embeddings`` means every embedding
+            table (EasyRec's ``embedding_learning_rate_multiplier``, which is a gradient multiplier).
+        noise_scale: standard deviation of Gaussian noise added to every gradient (0: none).
+        freeze: regexes of parameter names that are not trained (``requires_grad=False``).
+        non_finite: ``"skip"`` or ``"error"``.
+    """
+
+    def __init__(
+        self,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+        multipliers: Mapping[str, float] | None = None,
+        noise_scale: float = 0.0,
+        freeze: Sequence[str] = (),
+        non_finite: str = "skip",
+    ) -> None:
+        if non_finite not in ("skip", "error"):
+            raise ConfigError(f"gradients.non_finite={non_finite}: must be one of: skip, error")
+        self.clip_norm, self.clip_value, self.noise_scale = clip_norm, clip_value, noise_scale
+        self.multipliers = dict(multipliers or {})
+        self.freeze = list(freeze)
+        self.non_finite = non_finite
+        self.skipped_steps = 0
+        self._scaled: list[tuple[nn.Parameter, float]] = []
+        self._params: list[nn.Parameter] = []
+
+    def prepare(self, model: nn.Module) -> None:
+        """Freeze the matched parameters and resolve the multipliers; call once, before building optimizers."""
+        names = dict(model.named_parameters())
+        for pattern in self.freeze:
+            matched = [n for n in names if re.search(pattern, n)]
+            if not matched:
+                raise ConfigError(f"gradients.freeze: '{pattern}' matches no parameter of {type(model).__name__}")
+            for name in matched:
+                names[name].requires_grad_(False)
+        embeddings = embedding_parameter_names(model)
+        for pattern, factor in self.multipliers.items():
+            matched = [n for n in names if (n in embeddings if pattern == EMBEDDINGS else re.search(pattern, n))]
+            if not matched:
+                raise ConfigError(f"gradients.multipliers: '{pattern}' matches no parameter of {type(model).__name__}")
+            self._scaled += [(names[n], float(factor)) for n in matched if names[n].requires_grad]
+        self._params = [p for p in names.values() if p.requires_grad]
+
+    def apply(self, step: int) -> GradientReport:
+        """Treat the gradients of the prepared model's parameters in place; ``step`` names the step in errors."""
+        for param in self._params:
+            if param.grad is not None and param.grad.is_sparse:
+                param.grad = param.grad.coalesce()  # a row looked up twice is one gradient row, as torch applies it
+        for param, factor in self._scaled:
+            if param.grad is not None:
+                param.grad.mul_(factor)
+        grads = [p.grad for p in self._params if p.grad is not None]
+        if self.noise_scale:
+            for grad in grads:
+                values = grad._values() if grad.is_sparse else grad
+                values.add_(torch.randn_like(values), alpha=self.noise_scale)
+        norm = global_norm(grads)
+        if not math.isfinite(norm):
+            if self.non_finite == "error":
+                raise NonFiniteGradientError(
+                    f"step {step}: the gradient norm is {norm}; set gradients.non_finite=skip to skip such steps"
+                )
+            self.skipped_steps += 1
+            return GradientReport(norm, apply=False)
+        if self.clip_norm is not None and norm > self.clip_norm:
+            for grad in grads:
+                grad.mul_(self.clip_norm / norm)
+        if self.clip_value is not None:
+            for grad in grads:
+                values = grad._values() if grad.is_sparse else grad
+                values.clamp_(-self.clip_value, self.clip_value)
+        return GradientReport(norm, apply=True)
+
+
+def global_norm(grads: Sequence[Tensor]) -> float:
+    """``sqrt(Σ‖g‖²)`` over dense gradients and the (coalesced) values of sparse ones."""
+    tensors = [g._values() if g.is_sparse else g for g in grads]
+    return float(torch.nn.utils.get_total_norm(tensors)) if tensors else 0.0

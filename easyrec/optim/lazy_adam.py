@@ -1,0 +1,83 @@
+"""Lazy Adam as EasyRec's AdamOptimizerS computes it (``lazy_adam_optimizer``): embedding rows update only when used."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch.optim.optimizer import Optimizer, ParamsT
+
+from easyrec.optim.sparse_rows import touched
+
+
+class LazyAdam(Optimizer):
+    """Adam in TF's "epsilon hat" form that, for sparse gradients, updates only the rows in the batch.
+
+    With the group's step count ``t`` (TF's global β-powers: +1 per ``step()`` in which the group has any gradient)
+    and a gradient ``g``::
+
+        lr_t = lr · √(1 − β2^t) / (1 − β1^t)
+        m    = β1·m + (1 − β1)·g
+        v    = β2·v + (1 − β2)·g²
+        w    = w − lr_t · m / (√v + ε)
+
+    A dense gradient updates every element (TF's AdamOptimizer). A sparse gradient (``nn.Embedding(sparse=True)``)
+    is coalesced, duplicate rows summed, and only its rows of ``w``, ``m`` and ``v`` change; rows not in the batch
+    keep their weights and moments, and ``t`` advances for them too. One optimizer thus serves the dense layers and
+    the embedding tables.
+
+    Args:
+        params: parameters or parameter groups.
+        lr: learning rate, > 0.
+        betas: (β1, β2), each in [0, 1).
+        eps: ε added to √v (not to the bias-corrected √v̂, unlike torch.optim.Adam), >= 0.
+
+    State per parameter (same shape as it): ``exp_avg`` (m) and ``exp_avg_sq`` (v); per group: ``step`` (t).
+    """
+
+    supports_sparse_gradients = True
+    #: Built for row-sparse updates: as the only optimizer of a model, it turns on sparse embedding gradients.
+    prefers_sparse_gradients = True
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        if not lr > 0:
+            raise ValueError(f"lr={lr}: must be > 0")
+        if not all(0 <= beta < 1 for beta in betas):
+            raise ValueError(f"betas={betas}: each must be in [0, 1)")
+        if not eps >= 0:
+            raise ValueError(f"eps={eps}: must be >= 0")
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "step": 0})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """One Adam update of every parameter with a gradient; returns ``closure()`` if given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [param for param in group["params"] if param.grad is not None]
+            if not params:
+                continue
+            group["step"] += 1
+            (beta1, beta2), eps, t = group["betas"], group["eps"], group["step"]
+            lr_t = group["lr"] * math.sqrt(1 - beta2**t) / (1 - beta1**t)
+            for param in params:
+                state = self.state[param]
+                if not state:
+                    state["exp_avg"] = torch.zeros_like(param)
+                    state["exp_avg_sq"] = torch.zeros_like(param)
+                rows, grad = touched(param.grad)
+                exp_avg = beta1 * state["exp_avg"][rows] + (1 - beta1) * grad
+                exp_avg_sq = beta2 * state["exp_avg_sq"][rows] + (1 - beta2) * grad * grad
+                param[rows] = param[rows] - lr_t * exp_avg / (exp_avg_sq.sqrt() + eps)
+                state["exp_avg"][rows] = exp_avg
+                state["exp_avg_sq"][rows] = exp_avg_sq
+        return loss

@@ -172,7 +172,7 @@ class TFRMSPropConfig:
     _partial_: bool = True
     lr: float = checked(0.01, gt(0))
     decay: float = checked(0.9, between(0, 1, high_open=True))
-    momentum: float = checked(0.9, ge(0))
+    momentum: float = checked(0.9, between(0, 1, high_open=True))
     eps: float = checked(1.0, gt(0))
 
 

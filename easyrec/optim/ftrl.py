@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch.optim.optimizer import Optimizer, ParamsT
 
+from easyrec.optim.hyperparameters import checked_defaults
 from easyrec.optim.sparse_rows import touched
 
 
@@ -51,26 +52,14 @@ class Ftrl(Optimizer):
         l2: float = 0.0,
         l2_shrinkage: float = 0.0,
     ) -> None:
-        if not lr > 0:
-            raise ValueError(f"lr={lr}: must be > 0")
-        if not lr_power <= 0:
-            raise ValueError(f"lr_power={lr_power}: must be <= 0")
-        if not initial_accumulator_value >= 0:
-            raise ValueError(f"initial_accumulator_value={initial_accumulator_value}: must be >= 0")
-        if not l1 >= 0:
-            raise ValueError(f"l1={l1}: must be >= 0")
-        if not l2 >= 0:
-            raise ValueError(f"l2={l2}: must be >= 0")
-        if not l2_shrinkage >= 0:
-            raise ValueError(f"l2_shrinkage={l2_shrinkage}: must be >= 0")
-        defaults = {
-            "lr": lr,
-            "lr_power": lr_power,
-            "initial_accumulator_value": initial_accumulator_value,
-            "l1": l1,
-            "l2": l2,
-            "l2_shrinkage": l2_shrinkage,
-        }
+        defaults = checked_defaults(
+            lr=lr,
+            lr_power=lr_power,
+            initial_accumulator_value=initial_accumulator_value,
+            l1=l1,
+            l2=l2,
+            l2_shrinkage=l2_shrinkage,
+        )
         super().__init__(params, defaults)
 
     @torch.no_grad()

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 from torch.optim.optimizer import Optimizer, ParamsT
 
+from easyrec.optim.hyperparameters import checked_defaults
+
 
 class Lamb(Optimizer):
     """LAMB (You et al., 2019): an Adam direction rescaled per parameter tensor by a trust ratio.
@@ -40,15 +42,7 @@ class Lamb(Optimizer):
         eps: float = 1e-6,
         weight_decay: float = 0.0,
     ) -> None:
-        if not lr > 0:
-            raise ValueError(f"lr={lr}: must be > 0")
-        if not all(0 <= beta < 1 for beta in betas):
-            raise ValueError(f"betas={betas}: each must be in [0, 1)")
-        if not eps >= 0:
-            raise ValueError(f"eps={eps}: must be >= 0")
-        if not weight_decay >= 0:
-            raise ValueError(f"weight_decay={weight_decay}: must be >= 0")
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "step": 0})
+        super().__init__(params, checked_defaults(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, step=0))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:

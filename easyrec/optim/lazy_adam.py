@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 from torch.optim.optimizer import Optimizer, ParamsT
 
+from easyrec.optim.hyperparameters import checked_defaults
 from easyrec.optim.sparse_rows import touched
 
 
@@ -47,13 +48,7 @@ class LazyAdam(Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
     ) -> None:
-        if not lr > 0:
-            raise ValueError(f"lr={lr}: must be > 0")
-        if not all(0 <= beta < 1 for beta in betas):
-            raise ValueError(f"betas={betas}: each must be in [0, 1)")
-        if not eps >= 0:
-            raise ValueError(f"eps={eps}: must be >= 0")
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "step": 0})
+        super().__init__(params, checked_defaults(lr=lr, betas=betas, eps=eps, step=0))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch.optim.optimizer import Optimizer, ParamsT
 
+from easyrec.optim.hyperparameters import checked_defaults
 from easyrec.optim.sparse_rows import touched
 
 
@@ -43,15 +44,7 @@ class TFRMSProp(Optimizer):
         momentum: float = 0.9,
         eps: float = 1.0,
     ) -> None:
-        if not lr > 0:
-            raise ValueError(f"lr={lr}: must be > 0")
-        if not 0 <= decay < 1:
-            raise ValueError(f"decay={decay}: must be in [0, 1)")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum={momentum}: must be in [0, 1)")
-        if not eps >= 0:
-            raise ValueError(f"eps={eps}: must be >= 0")
-        super().__init__(params, {"lr": lr, "decay": decay, "momentum": momentum, "eps": eps})
+        super().__init__(params, checked_defaults(lr=lr, decay=decay, momentum=momentum, eps=eps))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:

@@ -18,6 +18,8 @@ from tests.conftest import QUICK
 
 pytestmark = pytest.mark.slow
 
+OPTIMIZERS = "adagrad, adam, adamw, ftrl, lamb, lazy_adam, momentum, rmsprop, sgd, sparse_dense, wide_deep"
+
 
 def runs(directory: Path) -> list:
     client = MlflowClient(f"sqlite:///{directory}/mlflow.db")
@@ -53,7 +55,11 @@ def test_top_level_help_lists_the_commands(easyrec_cli):
 def test_train_help_and_cfg_job(easyrec_cli, tmp_path):
     helped = easyrec_cli("train", "--help")
     assert helped.returncode == 0
-    assert "optimizer: adagrad, adam, sgd" in helped.stdout
+    assert (
+        "optimizer: adagrad, adam, adamw, ftrl, lamb, lazy_adam, momentum, rmsprop, sgd, sparse_dense, wide_deep"
+        in helped.stdout
+    )
+    assert "lr_schedule: constant, cosine, exponential_decay, manual_step, polynomial, transformer" in helped.stdout
     shown = easyrec_cli("train", "--cfg", "job", "optimizer=sgd", "optimizer.lr=0.5")
     assert shown.returncode == 0
     assert "_target_: torch.optim.SGD" in shown.stdout and "lr: 0.5" in shown.stdout
@@ -146,7 +152,7 @@ def test_multirun_makes_one_run_per_job(easyrec_cli, tmp_path):
     [
         (
             ["optimizer=nope"],
-            "easyrec train: error: unknown option 'nope' for 'optimizer'; choose one of: adagrad, adam, sgd",
+            "easyrec train: error: unknown option 'nope' for 'optimizer'; choose one of: " + OPTIMIZERS,
         ),
         (["optimizer.lr=-1"], "easyrec train: error: optimizer.lr=-1.0: must be > 0"),
         (["loss=focal", "loss.gamma=-2"], "easyrec train: error: loss.gamma=-2.0: must be >= 0"),

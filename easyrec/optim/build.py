@@ -50,12 +50,22 @@ def check_sparse_support(optimizer: Optimizer, model: nn.Module) -> None:
     }
     for name, inner in inner_optimizers(optimizer).items():
         takes_sparse = getattr(inner, "supports_sparse_gradients", isinstance(inner, TORCH_SPARSE_CAPABLE))
-        if not takes_sparse and any(id(p) in sparse for group in inner.param_groups for p in group["params"]):
-            where = f"optimizer.groups.{name}" if name else "optimizer"
-            raise ConfigError(
-                f"{where}: {type(inner).__name__} cannot take the sparse gradients of the embedding tables; "
-                "use sgd, adagrad, lazy_adam or ftrl for them, or model.sparse_embeddings=false"
-            )
+        where = f"optimizer.groups.{name}" if name else "optimizer"
+        for group in inner.param_groups:
+            if not any(id(p) in sparse for p in group["params"]):
+                continue
+            if not takes_sparse:
+                raise ConfigError(
+                    f"{where}: {type(inner).__name__} cannot take the sparse gradients of the embedding tables; "
+                    "use sgd, adagrad, lazy_adam or ftrl for them, or model.sparse_embeddings=false"
+                )
+            # torch's SGD and Adagrad fail at their first step on weight decay with sparse gradients
+            if isinstance(inner, TORCH_SPARSE_CAPABLE) and group.get("weight_decay"):
+                key = f"{where}.optimizer.weight_decay" if name else f"{where}.weight_decay"
+                raise ConfigError(
+                    f"{key}={group['weight_decay']}: {type(inner).__name__} cannot apply weight decay to the sparse "
+                    "gradients of the embedding tables; set it to 0, or model.sparse_embeddings=false"
+                )
 
 
 def build_schedules(shared: ScheduleFactory | None, optimizer: Optimizer) -> list:

@@ -132,5 +132,6 @@ class GroupedOptimizer:
 def set_sparse_gradients(model: nn.Module, weight_names: set[str]) -> None:
     """Make the embedding modules whose weights are named in ``weight_names`` produce sparse gradients."""
     for module_name, module in model.named_modules():
-        if isinstance(module, nn.Embedding | nn.EmbeddingBag) and f"{module_name}.weight" in weight_names:
+        weight_name = f"{module_name}.weight" if module_name else "weight"
+        if isinstance(module, nn.Embedding | nn.EmbeddingBag) and weight_name in weight_names:
             module.sparse = True

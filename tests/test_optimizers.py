@@ -450,3 +450,36 @@ def test_step_returns_the_closure_loss_and_uses_its_gradients(optimizer_cls):
 
     assert optimizer.step(closure) == 5.0
     assert (param.detach() ** 2).sum().item() < 5.0
+
+
+# ---------------------------------------------------------------------------------------------------- Adagrad
+# optimizer=adagrad is torch.optim.Adagrad; these pin it to EasyRec's (TF's) update acc += g², w -= lr·g/√acc
+# (torch adds eps=1e-10 to the denominator, below the tolerance here).
+
+
+def test_adagrad_matches_the_tf_formula_on_hand_computed_numbers():
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    optimizer = torch.optim.Adagrad([w], lr=0.1, initial_accumulator_value=0.1)
+    for grad in ([0.5, 0.0], [0.5, 1.0]):
+        w.grad = torch.tensor(grad)
+        optimizer.step()
+    # step 1: acc = [0.35, 0.1], w = [1 - 0.05/√0.35, -2] = [0.9154846, -2]
+    # step 2: acc = [0.6, 1.1], w = [0.9154846 - 0.05/√0.6, -2 - 0.1/√1.1] = [0.8509349, -2.0953463]
+    torch.testing.assert_close(w.detach(), torch.tensor([0.8509349, -2.0953463]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(optimizer.state[w]["sum"], torch.tensor([0.6, 1.1]))
+
+
+def test_sparse_adagrad_leaves_untouched_rows_and_their_accumulators_alone():
+    torch.sparse.check_sparse_tensor_invariants.disable()  # as the trainer does; silences torch's warning
+    torch.manual_seed(0)
+    table = torch.nn.Embedding(10, 3, sparse=True)
+    before = table.weight.detach().clone()
+    optimizer = torch.optim.Adagrad(table.parameters(), lr=0.1, initial_accumulator_value=0.1)
+    table(torch.tensor([1, 4, 4])).sum().backward()
+    optimizer.step()
+    untouched = [r for r in range(10) if r not in (1, 4)]
+    torch.testing.assert_close(table.weight.detach()[untouched], before[untouched], rtol=0, atol=0)
+    assert torch.equal(optimizer.state[table.weight]["sum"][untouched], torch.full((8, 3), 0.1))
+    # row 4 was looked up twice: one gradient of 2 per element, acc = 0.1 + 4
+    expected = before[4] - 0.1 * 2.0 / torch.sqrt(torch.tensor(4.1))
+    torch.testing.assert_close(table.weight.detach()[4], expected)

@@ -304,6 +304,53 @@ class BinaryFocalLossConfig:
     label_smoothing: float = checked(0.0, between(0, 1, high_open=True))
 
 
+@dataclass
+class L2LossConfig:
+    _target_: str = "easyrec.losses.L2Loss"
+
+
+@dataclass
+class SigmoidL2LossConfig:
+    _target_: str = "easyrec.losses.SigmoidL2Loss"
+
+
+@dataclass
+class F1ReweightedLossConfig:
+    _target_: str = "easyrec.losses.F1ReweightedLoss"
+    f1_beta_square: float = checked(1.0, gt(0))
+    label_smoothing: float = checked(0.0, between(0, 1, high_open=True))
+
+
+@dataclass
+class PairwiseLogisticLossConfig:
+    _target_: str = "easyrec.losses.PairwiseLogisticLoss"
+    temperature: float = checked(1.0, gt(0))
+    hinge_margin: float | None = None
+    ohem_ratio: float = checked(1.0, between(0, 1, low_open=True))
+    use_label_margin: bool = False
+
+
+@dataclass
+class PairwiseHingeLossConfig:
+    _target_: str = "easyrec.losses.PairwiseHingeLoss"
+    temperature: float = checked(1.0, gt(0))
+    margin: float = checked(1.0, ge(0))
+    ohem_ratio: float = checked(1.0, between(0, 1, low_open=True))
+    label_is_logits: bool = True
+    use_label_margin: bool = True
+    use_exponent: bool = False
+
+
+@dataclass
+class PairwiseFocalLossConfig:
+    _target_: str = "easyrec.losses.PairwiseFocalLoss"
+    gamma: float = checked(2.0, ge(0))
+    alpha: float | None = checked(None, between(0, 1, low_open=True, high_open=True))
+    hinge_margin: float | None = None
+    ohem_ratio: float = checked(1.0, between(0, 1, low_open=True))
+    temperature: float = checked(1.0, gt(0))
+
+
 # --------------------------------------------------------------------------- early stopping
 
 
@@ -412,7 +459,16 @@ GROUP_SCHEMAS: dict[str, list[type]] = {
         TransformerConfig,
     ],
     "gradients": [GradientTreatmentConfig],
-    "loss": [BinaryCrossEntropyConfig, BinaryFocalLossConfig],
+    "loss": [
+        BinaryCrossEntropyConfig,
+        BinaryFocalLossConfig,
+        L2LossConfig,
+        SigmoidL2LossConfig,
+        F1ReweightedLossConfig,
+        PairwiseLogisticLossConfig,
+        PairwiseHingeLossConfig,
+        PairwiseFocalLossConfig,
+    ],
     "early_stopping": [NeverStopConfig, PatienceConfig],
     "distributed": [SingleProcessConfig],
     "trainer": [TrainerConfig],

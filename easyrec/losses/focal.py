@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from easyrec.losses.reduction import mean_over_nonzero_weights, smooth_labels
+from easyrec.losses.reduction import hardest_mean, mean_over_nonzero_weights, smooth_labels
 
 
 class BinaryFocalLoss(nn.Module):
@@ -62,8 +62,4 @@ class BinaryFocalLoss(nn.Module):
         losses = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
         if self.ohem_ratio >= 1.0:
             return mean_over_nonzero_weights(losses, focal_weights)
-        weighted = losses * focal_weights
-        k = max(1, int(round(weighted.shape[0] * self.ohem_ratio)))
-        hardest = torch.topk(weighted, k).values
-        hardest = hardest[hardest > 0]
-        return hardest.mean() if hardest.numel() else weighted.sum() * 0.0
+        return hardest_mean(losses * focal_weights, self.ohem_ratio)

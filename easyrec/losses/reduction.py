@@ -20,3 +20,12 @@ def mean_over_nonzero_weights(losses: Tensor, weights: Tensor | None) -> Tensor:
 def smooth_labels(labels: Tensor, label_smoothing: float) -> Tensor:
     """``y·(1 − s) + s/2``, as ``tf.losses.sigmoid_cross_entropy`` smooths binary labels."""
     return labels * (1.0 - label_smoothing) + 0.5 * label_smoothing if label_smoothing else labels
+
+
+def hardest_mean(losses: Tensor, ratio: float) -> Tensor:
+    """Online hard example mining: the mean of the ``max(1, round(N·ratio))`` largest of ``losses (N,)``,
+    dropping values <= 0 (0, still on the graph, if none is left)."""
+    k = max(1, int(round(losses.shape[0] * ratio)))
+    hardest = torch.topk(losses, k).values
+    hardest = hardest[hardest > 0]
+    return hardest.mean() if hardest.numel() else losses.sum() * 0.0

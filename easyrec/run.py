@@ -53,6 +53,10 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
     early_stopping = instantiate(cfg.early_stopping)
     gradients = instantiate(cfg.gradients, _convert_="all")
     logger = instantiate(cfg.logger)
+    if getattr(loss, "requires_sessions", False) and not data.spec.session:
+        raise ConfigError(
+            f"loss={type(loss).__name__} works on sessions: name the session column with data.features.session=..."
+        )
     status = "FAILED"
     try:
         logger.start(OmegaConf.to_container(cfg, resolve=True), overrides or [], output_dir)

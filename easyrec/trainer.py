@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -22,7 +23,7 @@ from easyrec.distributed import SingleProcess
 from easyrec.early_stopping import EarlyStopping, NeverStop
 from easyrec.errors import ConfigError
 from easyrec.loggers import Logger, NullLogger
-from easyrec.metrics import binary_metrics
+from easyrec.metrics import binary_metrics, grouped_auc
 from easyrec.optim.gradients import GradientTreatment
 from easyrec.optim.grouped import GroupedOptimizer
 
@@ -36,7 +37,8 @@ class Trainer:
         model: ``forward(dense (B, D), sparse (B, F)) -> logits (B,)``.
         data: a set-up :class:`~easyrec.data.TabularData`.
         optimizer: a torch optimizer over the model's parameters, or a GroupedOptimizer.
-        loss: ``forward(logits (B,), labels (B,), weights (B,) | None) -> scalar``.
+        loss: ``forward(logits (B,), labels (B,), weights (B,) | None) -> scalar``; a loss whose forward
+            also takes ``sessions`` gets the batch's session ids.
         output_dir: the run directory; the checkpoint goes to ``output_dir/checkpoints/last.pt``.
         logger: where metrics go (MLflow, or nowhere).
         early_stopping: asked after each evaluation whether to stop.
@@ -85,6 +87,7 @@ class Trainer:
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.data, self.optimizer, self.loss = data, optimizer, loss
+        self._loss_takes_sessions = "sessions" in inspect.signature(loss.forward).parameters
         self.output_dir = Path(output_dir)
         self.logger = logger or NullLogger()
         self.early_stopping = early_stopping or NeverStop()
@@ -147,7 +150,10 @@ class Trainer:
         """One optimizer step; returns the loss and the gradient norm before clipping."""
         self.model.train()
         logits = self.model(batch.dense, batch.sparse)
-        loss = self.loss(logits, batch.labels, batch.weights)
+        if self._loss_takes_sessions:
+            loss = self.loss(logits, batch.labels, batch.weights, sessions=batch.sessions)
+        else:
+            loss = self.loss(logits, batch.labels, batch.weights)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         report = self.gradients.apply(self.step + 1)
@@ -178,21 +184,27 @@ class Trainer:
     def metric_names(self) -> list[str]:
         """The keys :meth:`evaluate` returns."""
         names = ["eval/auc", "eval/logloss"]
+        if self.data.eval.sessions is not None:
+            names.append("eval/gauc")
         if self.data.eval_oracle_probs is not None:
             names += ["eval/oracle_auc", "eval/oracle_logloss"]
         return names
 
     @torch.inference_mode()
     def evaluate(self) -> dict[str, float]:
-        """Eval metrics over the whole eval split: ``eval/auc``, ``eval/logloss`` (+ the oracle's)."""
+        """Eval metrics over the whole eval split: ``eval/auc``, ``eval/logloss``, with sessions ``eval/gauc``
+        (the mean AUC of the sessions that have both labels), and the oracle's on synthetic data."""
         self.model.eval()
         probs, labels = [], []
         for batch in self.data.eval_batches():
             batch = batch.to(self.device)
             probs.append(torch.sigmoid(self.model(batch.dense, batch.sparse).float()).cpu())
             labels.append(batch.labels.cpu())
-        metrics = {f"eval/{k}": v for k, v in binary_metrics(torch.cat(probs), torch.cat(labels)).items()}
-        return {**metrics, **self._oracle_metrics(torch.cat(labels))}
+        probs, labels = torch.cat(probs), torch.cat(labels)
+        metrics = {f"eval/{k}": v for k, v in binary_metrics(probs, labels).items()}
+        if self.data.eval.sessions is not None:
+            metrics["eval/gauc"] = grouped_auc(probs, labels, self.data.eval.sessions)["gauc"]
+        return {**metrics, **self._oracle_metrics(labels)}
 
     def _oracle_metrics(self, labels: torch.Tensor) -> dict[str, float]:
         oracle = self.data.eval_oracle_probs

@@ -780,8 +780,14 @@ def test_generate_clicks_is_deterministic_for_a_seed():
     assert table.equals(again) and np.array_equal(p, p_again)
     other, p_other = generate_clicks(3000, seed=6)
     assert not table.equals(other) and not np.array_equal(p, p_other)
-    assert table.column_names == [f"I{j}" for j in range(1, 14)] + [f"C{f}" for f in range(1, 27)] + ["label"]
+    assert table.column_names == [f"I{j}" for j in range(1, 14)] + [f"C{f}" for f in range(1, 27)] + [
+        "label",
+        "session",
+    ]
     assert table.num_rows == 3000 and p.shape == (3000,) and p.dtype == np.float32
+    sessions = table["session"].to_numpy()
+    assert sessions[0] == 0 and np.all(np.diff(sessions) >= 0) and np.all(np.diff(sessions) <= 1)  # consecutive runs
+    assert 5 < 3000 / (sessions[-1] + 1) < 20  # mean length about 10
     assert set(pc.unique(table["label"]).to_pylist()) == {0.0, 1.0}
     assert all(pc.min(table[f"I{j}"]).as_py() >= 0 for j in range(1, 14))
 
@@ -824,3 +830,27 @@ def test_synthetic_data_splits_and_oracle_auc():
     assert auc > 0.7
     data.check_labels((0.0, 1.0), required_by="bce")
     assert sum(len(b) for b in data.train_batches(0)) == 16_000
+
+
+def test_sessions_are_encoded_and_whole_sessions_are_shuffled_together():
+    features = {"categorical": [{"names": ["c"]}], "session": "visit"}
+    data = SessionsData(features, batch_size=4, seed=1)
+    data.setup()
+    assert data.train.sessions.tolist() == [0, 0, 1, 1, 1, -1, 0, 2]  # strings by distinct value, nulls share -1
+    for epoch in range(3):
+        order = torch.cat([b.sessions for b in data.train_batches(epoch)]).tolist()
+        runs = [s for i, s in enumerate(order) if i == 0 or order[i - 1] != s]
+        assert sorted(order) == sorted(data.train.sessions.tolist())
+        assert len(runs) == len(set(runs)), order  # each session's rows are consecutive
+
+
+class SessionsData(TabularData):
+    def read_splits(self):
+        table = pa.table(
+            {
+                "c": ["a", "b", "a", "c", "a", "b", "a", "d"],
+                "visit": ["u", "u", "v", "v", "v", None, "u", "w"],
+                "label": [1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0],
+            }
+        )
+        return (table, "train"), (table, "eval")

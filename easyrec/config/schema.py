@@ -45,6 +45,7 @@ class FeaturesConfig:
     categorical: list[CategoricalFeaturesConfig] = field(default_factory=list)
     label: str = "label"
     weight: str | None = None
+    session: str | None = None
 
 
 @dataclass
@@ -351,6 +352,22 @@ class PairwiseFocalLossConfig:
     temperature: float = checked(1.0, gt(0))
 
 
+@dataclass
+class ListwiseRankLossConfig:
+    _target_: str = "easyrec.losses.ListwiseRankLoss"
+    temperature: float = checked(1.0, gt(0))
+    label_is_logits: bool = False
+    scale_logits: bool = False
+
+
+@dataclass
+class ListwiseDistillLossConfig:
+    _target_: str = "easyrec.losses.ListwiseDistillLoss"
+    temperature: float = checked(1.0, gt(0))
+    label_clip_max_value: float = checked(512.0, ge(1))
+    scale_logits: bool = False
+
+
 # --------------------------------------------------------------------------- early stopping
 
 
@@ -468,6 +485,8 @@ GROUP_SCHEMAS: dict[str, list[type]] = {
         PairwiseLogisticLossConfig,
         PairwiseHingeLossConfig,
         PairwiseFocalLossConfig,
+        ListwiseRankLossConfig,
+        ListwiseDistillLossConfig,
     ],
     "early_stopping": [NeverStopConfig, PatienceConfig],
     "distributed": [SingleProcessConfig],

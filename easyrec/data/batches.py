@@ -18,12 +18,14 @@ class Batch:
         sparse: ``(B, F) int32`` row of each categorical field in its own table (0 = out of vocabulary).
         labels: ``(B,) float32``.
         weights: ``(B,) float32`` sample weights, or None.
+        sessions: ``(B,) int64`` session ids, or None.
     """
 
     dense: Tensor
     sparse: Tensor
     labels: Tensor
     weights: Tensor | None = None
+    sessions: Tensor | None = None
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -32,7 +34,7 @@ class Batch:
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
 
-        return Batch(move(self.dense), move(self.sparse), move(self.labels), move(self.weights))
+        return Batch(*(move(t) for t in (self.dense, self.sparse, self.labels, self.weights, self.sessions)))
 
 
 @dataclass
@@ -44,6 +46,7 @@ class EncodedSplit:
     labels: Tensor
     weights: Tensor | None
     source: str
+    sessions: Tensor | None = None
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -53,23 +56,29 @@ class EncodedSplit:
 
     def batches(self, batch_size: int, order: Tensor | None = None) -> Iterator[Batch]:
         """Yield batches of ``batch_size`` rows: contiguous slices, or ``order``'s rows when given."""
+        columns = (self.dense, self.sparse, self.labels, self.weights, self.sessions)
         for start in range(0, len(self), batch_size):
             if order is None:
                 rows = slice(start, start + batch_size)
-                yield Batch(
-                    self.dense[rows],
-                    self.sparse[rows],
-                    self.labels[rows],
-                    None if self.weights is None else self.weights[rows],
-                )
+                yield Batch(*(None if t is None else t[rows] for t in columns))
             else:
                 index = order[start : start + batch_size]
-                yield Batch(
-                    self.dense.index_select(0, index),
-                    self.sparse.index_select(0, index),
-                    self.labels.index_select(0, index),
-                    None if self.weights is None else self.weights.index_select(0, index),
-                )
+                yield Batch(*(None if t is None else t.index_select(0, index) for t in columns))
+
+    def session_order(self, generator: torch.Generator) -> Tensor:
+        """A random order of the rows that keeps each session's rows together: ``(N,) int64``.
+
+        Sessions are shuffled, rows within a session keep their order; a session that does not fit in what is
+        left of a batch continues in the next one.
+        """
+        by_session = torch.sort(self.sessions, stable=True).indices
+        _, counts = torch.unique_consecutive(self.sessions[by_session], return_counts=True)
+        starts = torch.cumsum(counts, 0) - counts
+        shuffled = torch.randperm(len(counts), generator=generator)
+        lengths = counts[shuffled]
+        # row k of the new order is row (start of its session + its offset within the session) of by_session
+        offsets = torch.arange(len(self)) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+        return by_session[torch.repeat_interleave(starts[shuffled], lengths) + offsets]
 
     def first_row_not_in(self, allowed: tuple[float, ...]) -> int | None:
         """Index of the first label outside ``allowed``, or None."""

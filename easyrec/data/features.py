@@ -58,12 +58,17 @@ class CategoricalFeatures:
 
 @dataclass
 class FeatureSpec:
-    """Which columns are dense features, categorical features, the label and the sample weight."""
+    """Which columns are dense features, categorical features, the label, the sample weight and the session.
+
+    The session column (a request, a user visit: any id) groups rows into the lists that listwise losses and
+    grouped AUC work on.
+    """
 
     dense: list[DenseFeatures] = field(default_factory=list)
     categorical: list[CategoricalFeatures] = field(default_factory=list)
     label: str = "label"
     weight: str | None = None
+    session: str | None = None
 
     @classmethod
     def from_config(cls, spec: FeatureSpec | Mapping[str, Any]) -> FeatureSpec:
@@ -75,6 +80,7 @@ class FeatureSpec:
             categorical=[CategoricalFeatures(**group) for group in spec.get("categorical") or []],
             label=spec.get("label", "label"),
             weight=spec.get("weight"),
+            session=spec.get("session"),
         )
 
     @property
@@ -88,7 +94,7 @@ class FeatureSpec:
     @property
     def columns(self) -> list[str]:
         """Every column the spec reads, in a fixed order."""
-        extra = [self.label] + ([self.weight] if self.weight else [])
+        extra = [self.label] + [name for name in (self.weight, self.session) if name]
         return self.dense_names + self.categorical_names + extra
 
 
@@ -187,12 +193,14 @@ class FeatureEncoder:
         weights = None
         if self.spec.weight:
             weights = torch.from_numpy(numeric_column(table, self.spec.weight, source, fill_value=None))
+        sessions = torch.from_numpy(session_ids(table[self.spec.session])) if self.spec.session else None
         return EncodedSplit(
             dense=torch.from_numpy(dense),
             sparse=torch.from_numpy(sparse),
             labels=torch.from_numpy(labels),
             weights=weights,
             source=source,
+            sessions=sessions,
         )
 
     def _transformed(self, table: pa.Table, name: str, group: DenseFeatures, source: str) -> np.ndarray:
@@ -285,3 +293,11 @@ def lookup(column: pa.ChunkedArray, vocabulary: pa.Array, source: str, name: str
             ) from None
     positions = pc.index_in(column, value_set=vocabulary)
     return pc.fill_null(positions, -1).to_numpy().astype(np.int32) + 1
+
+
+def session_ids(column: pa.ChunkedArray) -> np.ndarray:
+    """``(N,) int64`` session ids: integers as they are, other types by distinct value; empty cells share -1."""
+    if pa.types.is_integer(column.type):
+        return pc.fill_null(column, -1).to_numpy().astype(np.int64)
+    encoded = pc.dictionary_encode(column.cast(pa.string())).combine_chunks()
+    return pc.fill_null(encoded.indices, -1).to_numpy().astype(np.int64)

@@ -1,7 +1,9 @@
 """Seeded Criteo-like CTR data drawn from a hidden click model whose true probabilities are kept.
 
 Layout: 13 non-negative heavy-tailed count features ``I1..I13``, 26 categorical features ``C1..C26``
-whose ids follow Zipf laws over vocabularies from 10 to 100,000, and a 0/1 ``label``.
+whose ids follow Zipf laws over vocabularies from 10 to 100,000, a 0/1 ``label``, and a ``session`` id that
+groups consecutive rows into lists of mean length 10 (for listwise losses and grouped AUC; the click model
+does not depend on it).
 
 Hidden model (logit), each block rescaled to a fixed standard deviation:
     bias + dense part (linear in standardised log1p(I) + one dense x dense term)
@@ -50,7 +52,7 @@ def _zipf_ids(rng: np.random.Generator, vocab: int, exponent: float, n: int) -> 
 
 
 def generate_clicks(num_rows: int, seed: int, positive_rate: float = 0.25) -> tuple[pa.Table, np.ndarray]:
-    """Draw ``num_rows`` rows; return the table (``I1..I13, C1..C26, label``) and the true ``(N,)`` p."""
+    """Draw ``num_rows`` rows; return the table (``I1..I13, C1..C26, label, session``) and the true ``(N,)`` p."""
     rng = np.random.default_rng(seed)
     vocab = np.round(np.geomspace(10, 100_000, NUM_CATEGORICAL)).astype(np.int64)
     exponents = rng.uniform(1.05, 1.35, size=NUM_CATEGORICAL)
@@ -94,7 +96,16 @@ def generate_clicks(num_rows: int, seed: int, positive_rate: float = 0.25) -> tu
     columns: dict[str, np.ndarray] = {f"I{j + 1}": dense[:, j] for j in range(NUM_DENSE)}
     columns.update({f"C{f + 1}": cat[:, f] for f in range(NUM_CATEGORICAL)})
     columns["label"] = label
+    columns["session"] = _sessions(np.random.default_rng([seed, 1]), num_rows)
     return pa.table(columns), p.astype(np.float32)
+
+
+def _sessions(rng: np.random.Generator, num_rows: int) -> np.ndarray:
+    """``(N,) int64`` ids of consecutive runs of rows, geometric lengths of mean 10 (drawn apart from the clicks)."""
+    lengths = rng.geometric(0.1, size=num_rows // 5 + 10)
+    while lengths.sum() < num_rows:
+        lengths = np.concatenate([lengths, rng.geometric(0.1, size=num_rows // 5 + 10)])
+    return np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)[:num_rows]
 
 
 class SyntheticCTRData(TabularData):

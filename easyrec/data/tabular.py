@@ -94,11 +94,17 @@ class TabularData:
         return self.train.num_batches(self.batch_size)
 
     def train_batches(self, epoch: int) -> Iterator[Batch]:
-        """The training batches of ``epoch``, shuffled by a generator seeded with ``(seed, epoch)``."""
+        """The training batches of ``epoch``, shuffled by a generator seeded with ``(seed, epoch)``.
+
+        With a session column, whole sessions are shuffled and a session's rows stay together.
+        """
         order = None
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            order = torch.randperm(len(self.train), generator=generator)
+            if self.train.sessions is None:
+                order = torch.randperm(len(self.train), generator=generator)
+            else:  # listwise losses need a session's rows in one batch
+                order = self.train.session_order(generator)
         return self.train.batches(self.batch_size, order)
 
     def eval_batches(self) -> Iterator[Batch]:

@@ -8,6 +8,8 @@ from easyrec.losses.bce import BinaryCrossEntropy
 from easyrec.losses.f1_reweighted import F1ReweightedLoss
 from easyrec.losses.focal import BinaryFocalLoss
 from easyrec.losses.l2 import L2Loss
+from easyrec.losses.listwise_distill import ListwiseDistillLoss
+from easyrec.losses.listwise_rank import ListwiseRankLoss
 from easyrec.losses.pairwise_focal import PairwiseFocalLoss
 from easyrec.losses.pairwise_hinge import PairwiseHingeLoss
 from easyrec.losses.pairwise_logistic import PairwiseLogisticLoss
@@ -22,4 +24,6 @@ __all__ = [
     "PairwiseFocalLoss",
     "PairwiseHingeLoss",
     "PairwiseLogisticLoss",
+    "ListwiseDistillLoss",
+    "ListwiseRankLoss",
 ]

@@ -212,3 +212,10 @@ def test_f1_declares_binary_labels():
 def test_f1_rejects_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
         F1ReweightedLoss(**kwargs)
+
+
+def test_f1_reweighted_reproduces_easyrec_golden_value():
+    # easy_rec/python/test/loss_test.py: f1_reweight_sigmoid_cross_entropy(..., beta_square=4) = 0.47844395
+    logits = torch.tensor([0.1, 0.5, 0.3, 0.8, -0.1, 0.3])
+    labels = torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0, 1.0])
+    assert F1ReweightedLoss(f1_beta_square=4.0)(logits, labels).item() == pytest.approx(0.47844395, abs=1e-7)

@@ -13,6 +13,7 @@ from typing import NamedTuple
 from torch import Tensor
 
 from easyrec.losses.reduction import hardest_mean, mean_over_nonzero_weights
+from easyrec.losses.sessions import check_shapes
 
 
 class Pairs(NamedTuple):
@@ -74,11 +75,7 @@ def build_pairs(
         weights: ``(B,)`` sample weights or None; pair weight = ``w_i``.
         sessions: ``(B,)`` session ids (any dtype comparable with ``==``) or None.
     """
-    if logits.dim() != 1:
-        raise ValueError(f"logits: expected shape (B,), got {tuple(logits.shape)}")
-    for name, tensor in (("labels", labels), ("weights", weights), ("sessions", sessions)):
-        if tensor is not None and tensor.shape != logits.shape:
-            raise ValueError(f"{name}: expected shape {tuple(logits.shape)}, got {tuple(tensor.shape)}")
+    check_shapes(logits, labels=labels, weights=weights, sessions=sessions)
     first, second = pair_mask(labels, sessions).nonzero(as_tuple=True)
     return Pairs(first, second, None if weights is None else weights[first])
 

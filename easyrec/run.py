@@ -43,7 +43,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
     validate(cfg)
     import torch
 
-    from easyrec.optim import build_optimizer, build_schedules
+    from easyrec.optim import attach_loss_parameters, build_optimizer, build_schedules
 
     torch.manual_seed(cfg.seed)
     # Constructors only check their arguments: a bad config fails here, before a run is opened.
@@ -68,6 +68,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
         gradients.prepare(model)
         with config_errors("optimizer"):
             optimizer = build_optimizer(instantiate(cfg.optimizer, _convert_="all"), model)
+            attach_loss_parameters(optimizer, loss)
         with config_errors("lr_schedule"):
             lr_schedulers = build_schedules(instantiate(cfg.lr_schedule, _convert_="all"), optimizer)
         trainer = instantiate(cfg.trainer)(

@@ -86,7 +86,7 @@ class Trainer:
             torch.set_num_threads(num_threads)
         self.device = torch.device(device)
         self.model = model.to(self.device)
-        self.data, self.optimizer, self.loss = data, optimizer, loss
+        self.data, self.optimizer, self.loss = data, optimizer, loss.to(self.device)
         self._loss_takes_sessions = "sessions" in inspect.signature(loss.forward).parameters
         self.output_dir = Path(output_dir)
         self.logger = logger or NullLogger()
@@ -124,7 +124,7 @@ class Trainer:
                     window.add(*self._train_step(batch.to(self.device)), len(batch))
                     self.step += 1
                     if self.step % self.log_every_n_steps == 0 or self.step == total_steps:
-                        train = {**window.close(), **self._learning_rates()}
+                        train = {**window.close(), **self._learning_rates(), **self._loss_components()}
                         train["train/skipped_steps"] = float(self.gradients.skipped_steps)
                         self.logger.log_metrics(train, self.step)
                         advance(train)
@@ -164,6 +164,10 @@ class Trainer:
         for scheduler in self.lr_schedulers:
             scheduler.step()
         return loss.detach(), report.norm
+
+    def _loss_components(self) -> dict[str, float]:
+        """``train/loss/<name>`` (and learned weights) of the last step, for losses made of several."""
+        return self.loss.log_values() if hasattr(self.loss, "log_values") else {}
 
     def _learning_rates(self) -> dict[str, float]:
         """``train/lr`` (the first param group's) and, with named groups, ``train/lr/<group>`` for each."""
@@ -239,6 +243,7 @@ class Trainer:
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "loss": self.loss.state_dict(),
             "lr_schedulers": [scheduler.state_dict() for scheduler in self.lr_schedulers],
             "step": self.step,
             "epoch": self.epoch,

@@ -9,7 +9,17 @@ from easyrec.run import train
 
 pytestmark = pytest.mark.slow  # about 4 s per option
 
-LOSSES = ["bce", "focal", "l2", "sigmoid_l2", "f1_reweighted", "pairwise_logistic", "pairwise_hinge", "pairwise_focal"]
+LOSSES = [
+    "bce",
+    "focal",
+    "l2",
+    "sigmoid_l2",
+    "f1_reweighted",
+    "pairwise_logistic",
+    "pairwise_hinge",
+    "pairwise_focal",
+    "bce_pairwise",
+]
 QUICK = ["data.num_rows=200000", "model.hidden_units=[64]", "trainer.max_steps=150", "logger=none"]
 
 
@@ -34,3 +44,18 @@ def test_listwise_distill_runs_on_sessions(compose_train, tmp_path):
 def test_a_session_loss_without_a_session_column_is_a_config_error(compose_train, tmp_path, loss):
     with pytest.raises(ConfigError, match="works on sessions: name the session column with data.features.session"):
         train(compose_train(f"loss={loss}", *QUICK), tmp_path)
+
+
+def test_uncertainty_weighting_logs_each_loss_and_its_learned_weight(compose_train, tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)  # MLflow keeps artifacts under ./mlruns
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    overrides = ["loss=bce_pairwise", "loss.strategy=uncertainty", "loss.losses.bce.learn_weight=true"]
+    cfg = compose_train(*overrides, *QUICK[:3], f"logger.tracking_uri={uri}", "trainer.log_every_n_steps=25")
+    train(cfg, tmp_path)
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("easyrec").experiment_id])
+    assert {"train/loss/bce", "train/loss/pairwise", "train/loss_weight/bce"} <= set(run.data.metrics)
+    weights = [m.value for m in client.get_metric_history(run.info.run_id, "train/loss_weight/bce")]
+    assert len(weights) == 6 and weights[-1] != pytest.approx(1.0)  # e^-u moved away from its start

@@ -368,6 +368,29 @@ class ListwiseDistillLossConfig:
     scale_logits: bool = False
 
 
+@dataclass
+class LossTermConfig:
+    """One term of WeightedLosses; ``loss`` is checked by the schema of its own ``_target_``."""
+
+    loss: Any = MISSING
+    weight: float = checked(1.0, ge(0))
+    learn_weight: bool = False
+
+
+@dataclass
+class WeightedLossesConfig:
+    _target_: str = "easyrec.losses.WeightedLosses"
+    strategy: str = checked("fixed", one_of("fixed", "uncertainty", "random"))
+    losses: dict[str, LossTermConfig] = checked({}, non_empty())
+
+    @staticmethod
+    def consistency(node: Any) -> str | None:
+        learned = [name for name, term in node.losses.items() if term.learn_weight]
+        if learned and node.strategy != "uncertainty":
+            return f"losses.{learned[0]}.learn_weight=true: needs strategy=uncertainty"
+        return None
+
+
 # --------------------------------------------------------------------------- early stopping
 
 
@@ -487,6 +510,7 @@ GROUP_SCHEMAS: dict[str, list[type]] = {
         PairwiseFocalLossConfig,
         ListwiseRankLossConfig,
         ListwiseDistillLossConfig,
+        WeightedLossesConfig,
     ],
     "early_stopping": [NeverStopConfig, PatienceConfig],
     "distributed": [SingleProcessConfig],

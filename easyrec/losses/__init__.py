@@ -14,8 +14,10 @@ from easyrec.losses.pairwise_focal import PairwiseFocalLoss
 from easyrec.losses.pairwise_hinge import PairwiseHingeLoss
 from easyrec.losses.pairwise_logistic import PairwiseLogisticLoss
 from easyrec.losses.sigmoid_l2 import SigmoidL2Loss
+from easyrec.losses.weighted import WeightedLosses
 
 __all__ = [
+    "WeightedLosses",
     "BinaryCrossEntropy",
     "BinaryFocalLoss",
     "F1ReweightedLoss",

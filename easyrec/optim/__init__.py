@@ -1,7 +1,7 @@
 """Optimizers torch lacks (EasyRec's FTRL, LAMB, lazy Adam, TF RMSProp), learning-rate schedules,
 parameter groups with their own optimizers, and gradient treatment."""
 
-from easyrec.optim.build import build_optimizer, build_schedules
+from easyrec.optim.build import attach_loss_parameters, build_optimizer, build_schedules
 from easyrec.optim.ftrl import Ftrl
 from easyrec.optim.gradients import GradientTreatment
 from easyrec.optim.grouped import GroupedOptimizer
@@ -21,6 +21,7 @@ from easyrec.optim.schedules import (
 __all__ = [
     "GradientTreatment",
     "GroupedOptimizer",
+    "attach_loss_parameters",
     "build_optimizer",
     "build_schedules",
     "Ftrl",

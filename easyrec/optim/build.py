@@ -77,3 +77,11 @@ def build_schedules(shared: ScheduleFactory | None, optimizer: Optimizer) -> lis
         if factory is not None:
             schedules.append(factory(inner))
     return schedules
+
+
+def attach_loss_parameters(optimizer: Optimizer, loss: nn.Module) -> None:
+    """Train a loss's own parameters (learned loss weights, logit scales) with the first optimizer, group ``loss``."""
+    params = [(f"loss.{n}", p) for n, p in loss.named_parameters() if p.requires_grad]
+    if params:
+        first = next(iter(inner_optimizers(optimizer).values()))
+        first.add_param_group({"params": params, "group": "loss"})

@@ -63,7 +63,9 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
         data.setup()
         if getattr(loss, "label_values", None):
             data.check_labels(loss.label_values, required_by=f"loss {type(loss).__name__}")
-        model = instantiate(cfg.model, _convert_="all")(data.input_spec)
+        num_outputs = getattr(loss, "num_outputs", 1)  # e.g. JRC's two logits
+        extra = {"num_outputs": num_outputs} if num_outputs != 1 else {}
+        model = instantiate(cfg.model, _convert_="all")(data.input_spec, **extra)
         log.info("model: %s, %s parameters", type(model).__name__, f"{sum(p.numel() for p in model.parameters()):,}")
         gradients.prepare(model)
         with config_errors("optimizer"):

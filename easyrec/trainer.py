@@ -38,7 +38,8 @@ class Trainer:
         data: a set-up :class:`~easyrec.data.TabularData`.
         optimizer: a torch optimizer over the model's parameters, or a GroupedOptimizer.
         loss: ``forward(logits (B,), labels (B,), weights (B,) | None) -> scalar``; a loss whose forward
-            also takes ``sessions`` gets the batch's session ids.
+            also takes ``sessions`` gets the batch's session ids; a loss with ``scores(logits) -> (B,)``
+            turns logits of several outputs into the click probabilities evaluated (default: sigmoid).
         output_dir: the run directory; the checkpoint goes to ``output_dir/checkpoints/last.pt``.
         logger: where metrics go (MLflow, or nowhere).
         early_stopping: asked after each evaluation whether to stop.
@@ -88,6 +89,8 @@ class Trainer:
         self.model = model.to(self.device)
         self.data, self.optimizer, self.loss = data, optimizer, loss.to(self.device)
         self._loss_takes_sessions = "sessions" in inspect.signature(loss.forward).parameters
+        # click probabilities from the model's output: the loss knows when it is not sigmoid(logit)
+        self._scores = getattr(loss, "scores", torch.sigmoid)
         self.output_dir = Path(output_dir)
         self.logger = logger or NullLogger()
         self.early_stopping = early_stopping or NeverStop()
@@ -202,7 +205,7 @@ class Trainer:
         probs, labels = [], []
         for batch in self.data.eval_batches():
             batch = batch.to(self.device)
-            probs.append(torch.sigmoid(self.model(batch.dense, batch.sparse).float()).cpu())
+            probs.append(self._scores(self.model(batch.dense, batch.sparse).float()).cpu())
             labels.append(batch.labels.cpu())
         probs, labels = torch.cat(probs), torch.cat(labels)
         metrics = {f"eval/{k}": v for k, v in binary_metrics(probs, labels).items()}

@@ -177,7 +177,8 @@ def test_config_errors_are_one_line_and_open_no_run(easyrec_cli, tmp_path, args,
 def test_bad_data_is_one_line_and_the_run_ends_failed(easyrec_cli, tmp_path):
     train, test = write_synthetic_files(tmp_path, "csv")
     lines = train.read_text().splitlines()
-    lines[5] = ",".join([*lines[5].split(",")[:-1], "2"])  # data row 5: label 2
+    cells, label = lines[5].split(","), lines[0].replace('"', "").split(",").index("label")
+    lines[5] = ",".join([*cells[:label], "2", *cells[label + 1 :]])  # data row 5: label 2
     train.write_text("\n".join(lines) + "\n")
     done = easyrec_cli("train", "data=csv", f"data.train_path={train.name}", f"data.eval_path={test.name}", *QUICK[1:])
     assert done.returncode == 1

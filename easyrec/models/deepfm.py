@@ -23,6 +23,8 @@ class DeepFM(nn.Module):
         hidden_units: widths of the MLP's hidden layers.
         dropout: MLP dropout.
         sparse_embeddings: sparse gradients for the two embedding tables.
+        num_outputs: logits per sample (a loss such as JRC wants 2); the first-order and FM terms are added
+            to each.
 
     Example::
 
@@ -37,6 +39,7 @@ class DeepFM(nn.Module):
         hidden_units: Sequence[int] = (400, 400, 400),
         dropout: float = 0.0,
         sparse_embeddings: bool = False,
+        num_outputs: int = 1,
     ) -> None:
         super().__init__()
         if inputs.num_fields == 0:
@@ -44,10 +47,11 @@ class DeepFM(nn.Module):
         self.embedding = FieldEmbedding(inputs.cardinalities, embedding_dim, sparse=sparse_embeddings)
         self.linear = LinearTerms(inputs.cardinalities, inputs.num_dense, sparse=sparse_embeddings)
         self.fm = FactorizationMachine()
-        self.mlp = MLP(inputs.num_fields * embedding_dim + inputs.num_dense, hidden_units, 1, dropout)
+        self.mlp = MLP(inputs.num_fields * embedding_dim + inputs.num_dense, hidden_units, num_outputs, dropout)
 
     def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
-        """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> logits ``(B,)``."""
+        """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> logits ``(B,)``, or ``(B, num_outputs)``."""
         embeddings = self.embedding(sparse)  # (B, F, D)
         deep_input = torch.cat([embeddings.flatten(1), dense], dim=1) if dense.shape[1] else embeddings.flatten(1)
-        return self.linear(dense, sparse) + self.fm(embeddings) + self.mlp(deep_input).squeeze(1)
+        logits = (self.linear(dense, sparse) + self.fm(embeddings)).unsqueeze(1) + self.mlp(deep_input)
+        return logits.squeeze(1) if logits.shape[1] == 1 else logits

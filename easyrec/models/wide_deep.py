@@ -23,18 +23,24 @@ class DeepTower(nn.Module):
     """
 
     def __init__(
-        self, inputs: InputSpec, embedding_dim: int, hidden_units: Sequence[int], dropout: float, sparse: bool
+        self,
+        inputs: InputSpec,
+        embedding_dim: int,
+        hidden_units: Sequence[int],
+        dropout: float,
+        sparse: bool,
+        num_outputs: int = 1,
     ) -> None:
         super().__init__()
         self.embedding = FieldEmbedding(inputs.cardinalities, embedding_dim, sparse=sparse)
-        self.mlp = MLP(inputs.num_fields * embedding_dim + inputs.num_dense, hidden_units, 1, dropout)
+        self.mlp = MLP(inputs.num_fields * embedding_dim + inputs.num_dense, hidden_units, num_outputs, dropout)
 
     def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
-        """``dense (B, D_dense)``, ``sparse (B, F)`` -> ``(B,)``."""
+        """``dense (B, D_dense)``, ``sparse (B, F)`` -> ``(B, num_outputs)``."""
         deep_input = self.embedding(sparse).flatten(1)  # (B, F·D)
         if dense.shape[1]:
             deep_input = torch.cat([deep_input, dense], dim=1)
-        return self.mlp(deep_input).squeeze(1)
+        return self.mlp(deep_input)
 
 
 class WideAndDeep(nn.Module):
@@ -49,6 +55,7 @@ class WideAndDeep(nn.Module):
         hidden_units: widths of the deep tower's hidden layers.
         dropout: deep tower dropout.
         sparse_embeddings: sparse gradients for both parts' id tables.
+        num_outputs: logits per sample (a loss such as JRC wants 2); the wide part is added to each.
 
     Example::
 
@@ -63,13 +70,15 @@ class WideAndDeep(nn.Module):
         hidden_units: Sequence[int] = (256, 128, 64),
         dropout: float = 0.0,
         sparse_embeddings: bool = False,
+        num_outputs: int = 1,
     ) -> None:
         super().__init__()
         if inputs.num_fields == 0:
             raise ValueError("WideAndDeep needs at least one categorical feature")
         self.wide = LinearTerms(inputs.cardinalities, inputs.num_dense, sparse=sparse_embeddings)
-        self.deep = DeepTower(inputs, embedding_dim, hidden_units, dropout, sparse_embeddings)
+        self.deep = DeepTower(inputs, embedding_dim, hidden_units, dropout, sparse_embeddings, num_outputs)
 
     def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
-        """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> logits ``(B,)``."""
-        return self.wide(dense, sparse) + self.deep(dense, sparse)
+        """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> logits ``(B,)``, or ``(B, num_outputs)``."""
+        logits = self.wide(dense, sparse).unsqueeze(1) + self.deep(dense, sparse)
+        return logits.squeeze(1) if logits.shape[1] == 1 else logits

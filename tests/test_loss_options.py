@@ -34,13 +34,19 @@ def test_listwise_rank_trains_on_sessions_and_reports_gauc(compose_train, tmp_pa
     assert train(cfg, tmp_path) > 0.65
 
 
+@pytest.mark.parametrize("strategy", ["fixed", "uncertainty"])
+def test_jrc_trains_two_logits_on_sessions(compose_train, tmp_path, strategy):
+    overrides = ["loss=jrc", f"loss.strategy={strategy}", "data.features.session=session"]
+    assert train(compose_train(*overrides, *QUICK), tmp_path) > 0.65
+
+
 def test_listwise_distill_runs_on_sessions(compose_train, tmp_path):
     # Click labels are not teacher ranks, so this checks the wiring, not the quality.
     cfg = compose_train("loss=listwise_distill", "data.features.session=session", "trainer.max_steps=20", *QUICK[:2])
     assert 0.0 <= train(cfg, tmp_path) <= 1.0
 
 
-@pytest.mark.parametrize("loss", ["listwise_rank", "listwise_distill"])
+@pytest.mark.parametrize("loss", ["listwise_rank", "listwise_distill", "jrc"])
 def test_a_session_loss_without_a_session_column_is_a_config_error(compose_train, tmp_path, loss):
     with pytest.raises(ConfigError, match="works on sessions: name the session column with data.features.session"):
         train(compose_train(f"loss={loss}", *QUICK), tmp_path)

@@ -369,6 +369,16 @@ class ListwiseDistillLossConfig:
 
 
 @dataclass
+class JRCLossConfig:
+    _target_: str = "easyrec.losses.JRCLoss"
+    alpha: float = checked(0.5, between(0, 1))
+    same_label_loss: bool = True
+    strategy: str = checked(
+        "fixed", one_of("fixed", "random_uniform", "random_normal", "random_bernoulli", "uncertainty")
+    )
+
+
+@dataclass
 class LossTermConfig:
     """One term of WeightedLosses; ``loss`` is checked by the schema of its own ``_target_``."""
 
@@ -510,6 +520,7 @@ GROUP_SCHEMAS: dict[str, list[type]] = {
         PairwiseFocalLossConfig,
         ListwiseRankLossConfig,
         ListwiseDistillLossConfig,
+        JRCLossConfig,
         WeightedLossesConfig,
     ],
     "early_stopping": [NeverStopConfig, PatienceConfig],

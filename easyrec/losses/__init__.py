@@ -7,6 +7,7 @@ Pairwise losses also take ``sessions (B,) | None``: pairs are formed within a se
 from easyrec.losses.bce import BinaryCrossEntropy
 from easyrec.losses.f1_reweighted import F1ReweightedLoss
 from easyrec.losses.focal import BinaryFocalLoss
+from easyrec.losses.jrc import JRCLoss
 from easyrec.losses.l2 import L2Loss
 from easyrec.losses.listwise_distill import ListwiseDistillLoss
 from easyrec.losses.listwise_rank import ListwiseRankLoss
@@ -28,4 +29,5 @@ __all__ = [
     "PairwiseLogisticLoss",
     "ListwiseDistillLoss",
     "ListwiseRankLoss",
+    "JRCLoss",
 ]

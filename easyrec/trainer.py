@@ -34,10 +34,11 @@ class Trainer:
     """Trains ``model`` on ``data`` with ``optimizer`` and ``loss``, evaluates, logs and checkpoints.
 
     Args:
-        model: ``forward(dense (B, D), sparse (B, F)) -> logits (B,)``.
+        model: ``forward(dense (B, D), sparse (B, F)) -> logits (B,)``, or ``(B, K)`` for a loss that asks for
+            ``num_outputs = K``.
         data: a set-up :class:`~easyrec.data.TabularData`.
         optimizer: a torch optimizer over the model's parameters, or a GroupedOptimizer.
-        loss: ``forward(logits (B,), labels (B,), weights (B,) | None) -> scalar``; a loss whose forward
+        loss: ``forward(logits, labels (B,), weights (B,) | None) -> scalar``; a loss whose forward
             also takes ``sessions`` gets the batch's session ids; a loss with ``scores(logits) -> (B,)``
             turns logits of several outputs into the click probabilities evaluated (default: sigmoid).
         output_dir: the run directory; the checkpoint goes to ``output_dir/checkpoints/last.pt``.

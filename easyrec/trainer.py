@@ -88,8 +88,9 @@ class Trainer:
             torch.set_num_threads(num_threads)
         self.device = torch.device(device)
         self.model = model.to(self.device)
-        self.data, self.optimizer, self.loss = data, optimizer, loss.to(self.device)
-        self._loss_takes_sessions = "sessions" in inspect.signature(loss.forward).parameters
+        is_module = isinstance(loss, nn.Module)  # a plain callable works too
+        self.data, self.optimizer, self.loss = data, optimizer, loss.to(self.device) if is_module else loss
+        self._loss_takes_sessions = "sessions" in inspect.signature(loss.forward if is_module else loss).parameters
         # click probabilities from the model's output: the loss knows when it is not sigmoid(logit)
         self._scores = getattr(loss, "scores", torch.sigmoid)
         self.output_dir = Path(output_dir)
@@ -247,7 +248,7 @@ class Trainer:
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "loss": self.loss.state_dict(),
+            "loss": self.loss.state_dict() if isinstance(self.loss, nn.Module) else {},
             "lr_schedulers": [scheduler.state_dict() for scheduler in self.lr_schedulers],
             "step": self.step,
             "epoch": self.epoch,

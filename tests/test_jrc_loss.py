@@ -10,24 +10,9 @@ import pytest
 import torch
 
 from easyrec.losses import JRCLoss
-
-LN2, LN3 = math.log(2), math.log(3)
+from tests.references import LN2, LN3, np_log_softmax, sid, t
 
 # ---------------------------------------------------------------------- per-sample loop reference
-
-
-def t(values):
-    return torch.tensor(values, dtype=torch.float64)
-
-
-def sid(values):
-    return torch.tensor(values, dtype=torch.long)
-
-
-def np_log_softmax(x):
-    x = np.asarray(x, dtype=np.float64)
-    m = x.max()
-    return x - m - math.log(np.exp(x - m).sum())
 
 
 def np_ce(z, y, w=None):

@@ -11,24 +11,9 @@ import torch
 
 from easyrec.losses import ListwiseDistillLoss, ListwiseRankLoss
 from easyrec.losses.sessions import segment_log_softmax, segment_sum, session_index
-
-LN2, LN3 = math.log(2), math.log(3)
+from tests.references import LN2, LN3, np_log_softmax, sid, t
 
 # ---------------------------------------------------------------------- session-loop reference
-
-
-def t(values):
-    return torch.tensor(values, dtype=torch.float64)
-
-
-def sid(values):
-    return torch.tensor(values, dtype=torch.long)
-
-
-def np_log_softmax(x):
-    x = np.asarray(x, dtype=np.float64)
-    m = x.max()
-    return x - m - math.log(np.exp(x - m).sum())
 
 
 def np_sessions(n, s):

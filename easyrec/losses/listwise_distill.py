@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import math
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from easyrec.losses.pairs import check_positive, zero_loss
-from easyrec.losses.sessions import (
-    LogitScale,
-    check_shapes,
-    reduce_session_losses,
-    segment_log_softmax,
-    segment_sum,
-    session_index,
-)
+from easyrec.losses.listwise import SessionSoftmaxLoss
+from easyrec.losses.sessions import segment_sum
 
 
-class ListwiseDistillLoss(nn.Module):
+class ListwiseDistillLoss(SessionSoftmaxLoss):
     """Listwise distillation: labels are the teacher's rank positions (1 = best) within each session.
 
     ``y = clip(labels, 1, C)``, ``y = log1p(C) − log(y)`` (> 0; rank 1 gets the largest target), ``C =
@@ -42,34 +35,14 @@ class ListwiseDistillLoss(nn.Module):
         scale_logits: learn ``z·|w| + b`` before the temperature, default False.
     """
 
-    #: A list is a session: the run refuses data without a session column.
-    requires_sessions = True
-    label_values = None
-
     def __init__(self, temperature: float = 1.0, label_clip_max_value: float = 512, scale_logits: bool = False) -> None:
-        super().__init__()
-        check_positive("temperature", temperature)
+        super().__init__(temperature, scale_logits)
         if not (math.isfinite(label_clip_max_value) and label_clip_max_value >= 1):
             raise ValueError(f"label_clip_max_value={label_clip_max_value}: must be a finite number >= 1")
-        self.temperature, self.label_clip_max_value = temperature, float(label_clip_max_value)
-        self.scale = LogitScale() if scale_logits else None
+        self.label_clip_max_value = float(label_clip_max_value)
 
-    def forward(
-        self,
-        logits: Tensor,
-        labels: Tensor,
-        weights: Tensor | None = None,
-        sessions: Tensor | None = None,
-    ) -> Tensor:
-        """``logits (B,)``, ``labels (B,)`` rank positions, ``weights (B,)`` or None, ``sessions (B,)`` -> scalar."""
-        check_shapes(logits, labels=labels, weights=weights, sessions=sessions)
-        if logits.numel() == 0:
-            return zero_loss(logits)
-        index, num_sessions = session_index(sessions, logits.shape[0], logits.device)
+    def targets(self, labels: Tensor, index: Tensor, num_sessions: int) -> Tensor:
+        """Rank positions -> ``log1p(C) − log(clip(y, 1, C))``, normalised to sum to 1 per session."""
         clip = self.label_clip_max_value
-        y = math.log1p(clip) - labels.to(logits.dtype).clamp(1.0, clip).log()
-        y = y / segment_sum(y, index, num_sessions)[index]
-        z = logits if self.scale is None else self.scale(logits)
-        z = z / self.temperature
-        session_losses = -segment_sum(y * segment_log_softmax(z, index, num_sessions), index, num_sessions)
-        return reduce_session_losses(session_losses, weights, index)
+        y = math.log1p(clip) - labels.clamp(1.0, clip).log()
+        return y / segment_sum(y, index, num_sessions)[index]

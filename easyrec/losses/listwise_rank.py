@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from easyrec.losses.pairs import check_positive, zero_loss
-from easyrec.losses.sessions import (
-    LogitScale,
-    check_shapes,
-    reduce_session_losses,
-    segment_log_softmax,
-    segment_softmax,
-    segment_sum,
-    session_index,
-)
+from easyrec.losses.listwise import SessionSoftmaxLoss
+from easyrec.losses.sessions import segment_softmax
 
 
-class ListwiseRankLoss(nn.Module):
+class ListwiseRankLoss(SessionSoftmaxLoss):
     """Listwise softmax cross entropy over each session (the whole batch is one list without sessions).
 
     ``z = logits·|w| + b`` when ``scale_logits`` (learnable scalars, ``w`` = 1, ``b`` = 0 at init), then
@@ -42,32 +34,11 @@ class ListwiseRankLoss(nn.Module):
         scale_logits: learn ``z·|w| + b`` before the temperature, default False.
     """
 
-    #: A list is a session: the run refuses data without a session column.
-    requires_sessions = True
-    label_values = None
-
     def __init__(self, temperature: float = 1.0, label_is_logits: bool = False, scale_logits: bool = False) -> None:
-        super().__init__()
-        check_positive("temperature", temperature)
-        self.temperature, self.label_is_logits = temperature, label_is_logits
-        self.scale = LogitScale() if scale_logits else None
+        super().__init__(temperature, scale_logits)
+        self.label_is_logits = label_is_logits
 
-    def forward(
-        self,
-        logits: Tensor,
-        labels: Tensor,
-        weights: Tensor | None = None,
-        sessions: Tensor | None = None,
-    ) -> Tensor:
-        """``logits (B,)``, ``labels (B,)`` real, ``weights (B,)`` or None, ``sessions (B,)`` int or None -> scalar."""
-        check_shapes(logits, labels=labels, weights=weights, sessions=sessions)
-        if logits.numel() == 0:
-            return zero_loss(logits)
-        index, num_sessions = session_index(sessions, logits.shape[0], logits.device)
-        z = logits if self.scale is None else self.scale(logits)
-        z = z / self.temperature
-        y = labels.to(z.dtype)
+    def targets(self, labels: Tensor, index: Tensor, num_sessions: int) -> Tensor:
         if self.label_is_logits:
-            y = segment_softmax(y / self.temperature, index, num_sessions)
-        session_losses = -segment_sum(y * segment_log_softmax(z, index, num_sessions), index, num_sessions)
-        return reduce_session_losses(session_losses, weights, index)
+            return segment_softmax(labels / self.temperature, index, num_sessions)
+        return labels

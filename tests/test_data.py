@@ -408,11 +408,18 @@ def test_batch_to_device_keeps_every_field():
     assert weighted.weights.tolist() == [2.0, 3.0]
 
 
-def test_first_row_not_in():
+def test_first_bad_label():
     split = EncodedSplit(torch.zeros(4, 0), torch.zeros(4, 0), torch.tensor([0.0, 1.0, 0.5, 2.0]), None, "s")
-    assert split.first_row_not_in((0.0, 1.0)) == 2
-    assert split.first_row_not_in((0.0, 1.0, 0.5)) == 3
-    assert split.first_row_not_in((0.0, 0.5, 1.0, 2.0)) is None
+    assert split.first_bad_label(None, (0.0, 1.0), None) == 2
+    assert split.first_bad_label(None, (0.0, 1.0, 0.5), None) == 3
+    assert split.first_bad_label(None, (0.0, 0.5, 1.0, 2.0), None) is None
+    assert split.first_bad_label(None, None, (0.0, 1.0)) == 3
+    assert split.first_bad_label(None, None, (0.5, 2.0)) == 0
+    several = EncodedSplit(
+        torch.zeros(3, 0), torch.zeros(3, 0), torch.tensor([[0.0, 5.0], [1.0, -1.0], [1, 0]]), None, "s"
+    )
+    assert several.first_bad_label(0, (0.0, 1.0), None) is None
+    assert several.first_bad_label(1, None, (0.0, float("inf"))) == 1
 
 
 def epoch_rows(data: TabularData, epoch: int) -> list[list[int]]:
@@ -486,16 +493,16 @@ def test_tabular_state_dict_is_the_encoder_state():
     data = InMemoryData(INDEXED, indexed_table(10), indexed_table(3))
     data.setup()
     assert data.state_dict()["encoder"]["vocabularies"]["c"] == ["id0", "id1", "id2", "id3", "id4"]
-    assert data.eval_oracle_probs is None
+    assert data.eval_oracle_probs("c") is None
 
 
 def test_check_labels_names_the_source_column_and_row():
     eval_ = pa.table({"i": [0.0, 1.0, 2.0, 3.0], "c": ["a"] * 4, "label": [0.0, 1.0, 3.0, -1.0]})
     data = InMemoryData(INDEXED, indexed_table(6), eval_)
     data.setup()
-    data.check_labels((0.0, 1.0, 3.0, -1.0), required_by="nothing")
+    data.check_labels("nothing", (0.0, 1.0, 3.0, -1.0))
     with pytest.raises(DataError) as info:
-        data.check_labels((0.0, 1.0), required_by="loss X")
+        data.check_labels("loss X", (0.0, 1.0))
     assert str(info.value) == "eval-table: column 'label', row 3: label 3 is not one of {0, 1} (required by loss X)"
 
 
@@ -714,9 +721,9 @@ def test_label_outside_zero_one(tmp_path):
     eval_ = write(tmp_path / "eval.csv", "label,a,c\n1,1,x\n0,2,y\n0.5,3,z\n2,4,w\n")
     data = CSVData(CSV_FEATURES, train, eval_)
     data.setup()
-    data.check_labels((0.0, 0.5, 1.0, 2.0), required_by="loss Y")
+    data.check_labels("loss Y", (0.0, 0.5, 1.0, 2.0))
     with pytest.raises(DataError) as info:
-        data.check_labels((0.0, 1.0), required_by="loss X")
+        data.check_labels("loss X", (0.0, 1.0))
     message = str(info.value)
     assert message == f"{eval_}: column 'label', row 3: label 0.5 is not one of {{0, 1}} (required by loss X)"
 
@@ -775,14 +782,19 @@ SYNTHETIC_FEATURES = {
 
 
 def test_generate_clicks_is_deterministic_for_a_seed():
-    table, p = generate_clicks(3000, seed=5)
-    again, p_again = generate_clicks(3000, seed=5)
-    assert table.equals(again) and np.array_equal(p, p_again)
-    other, p_other = generate_clicks(3000, seed=6)
-    assert not table.equals(other) and not np.array_equal(p, p_other)
+    table, probs = generate_clicks(3000, seed=5)
+    again, probs_again = generate_clicks(3000, seed=5)
+    p = probs["label"]
+    assert table.equals(again) and np.array_equal(p, probs_again["label"])
+    other, probs_other = generate_clicks(3000, seed=6)
+    assert not table.equals(other) and not np.array_equal(p, probs_other["label"])
     assert table.column_names == [f"I{j}" for j in range(1, 14)] + [f"C{f}" for f in range(1, 27)] + [
         "label",
         "session",
+        "conversion",
+        "value",
+        "action",
+        "teacher",
     ]
     assert table.num_rows == 3000 and p.shape == (3000,) and p.dtype == np.float32
     sessions = table["session"].to_numpy()
@@ -792,9 +804,26 @@ def test_generate_clicks_is_deterministic_for_a_seed():
     assert all(pc.min(table[f"I{j}"]).as_py() >= 0 for j in range(1, 14))
 
 
+def test_generate_clicks_conversions_value_action_and_teacher():
+    table, probs = generate_clicks(50_000, seed=7)
+    click, conversion = table["label"].to_numpy(), table["conversion"].to_numpy()
+    value, action, teacher = table["value"].to_numpy(), table["action"].to_numpy(), table["teacher"].to_numpy()
+    assert np.all(conversion <= click)  # a conversion follows a click
+    assert conversion[click > 0].mean() == pytest.approx(0.2, abs=0.03)
+    assert float(probs["conversion"].mean()) == pytest.approx(conversion.mean(), abs=0.005)
+    assert np.all((value > 0) == (conversion > 0))  # zero-inflated: a value only for converters
+    log_value = np.log(value[value > 0])
+    assert 2.0 < log_value.mean() < 4.0 and 0.7 < log_value.std() < 1.3  # lognormal, sigma 0.8 plus the mean's spread
+    assert np.array_equal(action, click + conversion) and set(np.unique(action)) == {0.0, 1.0, 2.0}
+    assert np.all((teacher > 0) & (teacher < 1))
+    assert np.corrcoef(teacher, probs["label"])[0, 1] > 0.9  # a good but imperfect teacher
+    assert float(binary_auroc(torch.tensor(probs["conversion"]), torch.tensor(conversion).long())) > 0.75
+
+
 @pytest.mark.parametrize("rate", [0.25, 0.1])
 def test_generate_clicks_positive_rate(rate):
-    table, p = generate_clicks(20_000, seed=11, positive_rate=rate)
+    table, probs = generate_clicks(20_000, seed=11, positive_rate=rate)
+    p = probs["label"]
     assert float(p.mean()) == pytest.approx(rate, abs=1e-3)
     assert float(pc.mean(table["label"]).as_py()) == pytest.approx(rate, abs=0.015)
     assert p.min() > 0 and p.max() < 1
@@ -817,18 +846,20 @@ def test_generate_clicks_categorical_vocab_sizes():
 
 def test_synthetic_data_splits_and_oracle_auc():
     data = SyntheticCTRData(SYNTHETIC_FEATURES, num_rows=20_000, eval_fraction=0.2, seed=4, batch_size=4096)
-    assert data.eval_oracle_probs is None
+    assert data.eval_oracle_probs("label") is None
     data.setup()
     assert len(data.train) == 16_000 and len(data.eval) == 4000
-    table, p = generate_clicks(20_000, seed=4)
-    oracle = data.eval_oracle_probs
-    assert oracle.shape == (4000,) and torch.equal(oracle, torch.from_numpy(p[16_000:]))
+    table, probs = generate_clicks(20_000, seed=4)
+    oracle = data.eval_oracle_probs("label")
+    assert oracle.shape == (4000,) and torch.equal(oracle, torch.from_numpy(probs["label"][16_000:]))
+    assert torch.equal(data.eval_oracle_probs("conversion"), torch.from_numpy(probs["conversion"][16_000:]))
+    assert data.eval_oracle_probs("value") is None
     assert data.eval.labels.tolist() == table["label"].to_pylist()[16_000:]
     assert data.input_spec.num_dense == 13 and data.input_spec.num_fields == 26
     assert data.input_spec.cardinalities[0] == 11  # C1: 10 ids + the out-of-vocabulary row
     auc = float(binary_auroc(oracle, data.eval.labels.long()))
     assert auc > 0.7
-    data.check_labels((0.0, 1.0), required_by="bce")
+    data.check_labels("bce", (0.0, 1.0))
     assert sum(len(b) for b in data.train_batches(0)) == 16_000
 
 
@@ -854,3 +885,39 @@ class SessionsData(TabularData):
             }
         )
         return (table, "train"), (table, "eval")
+
+
+# ---------------------------------------------------------------------------------------------- several labels
+
+
+def test_several_label_columns_give_labels_of_shape_n_by_l(tmp_path):
+    text = "click,buy,value,a,c\n1,1,3.5,1,x\n1,0,0,2,y\n0,0,0,3,x\n"
+    train, eval_ = write(tmp_path / "train.csv", text), write(tmp_path / "eval.csv", text)
+    data = CSVData({**CSV_FEATURES, "label": ["click", "buy", "value"]}, train, eval_, batch_size=2, shuffle=False)
+    data.setup()
+    assert data.spec.label_names == ["click", "buy", "value"]
+    assert data.train.labels.tolist() == [[1.0, 1.0, 3.5], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    assert next(iter(data.train_batches(0))).labels.shape == (2, 3)
+    data.check_labels("bce", (0.0, 1.0), column="buy")
+    data.check_labels("ziln", value_range=(0.0, float("inf")), column="value")
+    with pytest.raises(DataError) as info:
+        data.check_labels("loss X", (0.0, 1.0), column="value")
+    assert str(info.value) == f"{train}: column 'value', row 1: label 3.5 is not one of {{0, 1}} (required by loss X)"
+
+
+def test_a_label_outside_the_range_a_loss_needs_names_column_and_row(tmp_path):
+    train = write(tmp_path / "train.csv", "value,a,c\n0,1,x\n2.5,2,y\n")
+    eval_ = write(tmp_path / "eval.csv", "value,a,c\n1,1,x\n-0.5,2,y\n")
+    data = CSVData({**CSV_FEATURES, "label": "value"}, train, eval_)
+    data.setup()
+    with pytest.raises(DataError) as info:
+        data.check_labels("loss ZILNLoss", value_range=(0.0, float("inf")))
+    assert (
+        str(info.value) == f"{eval_}: column 'value', row 2: label -0.5 is not in [0, inf] (required by loss ZILNLoss)"
+    )
+
+
+@pytest.mark.parametrize("label", [[], ["click", "click"]])
+def test_a_bad_label_list_is_refused(label):
+    with pytest.raises(ValueError, match="features.label"):
+        FeatureSpec.from_config({**CSV_FEATURES, "label": label})

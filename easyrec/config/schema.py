@@ -8,6 +8,7 @@ components. This module imports no torch, so ``easyrec train --cfg job`` stays f
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,7 @@ class CategoricalFeaturesConfig:
 class FeaturesConfig:
     dense: list[DenseFeaturesConfig] = field(default_factory=list)
     categorical: list[CategoricalFeaturesConfig] = field(default_factory=list)
-    label: str = "label"
+    label: Any = "label"  # a column name, or a list of them
     weight: str | None = None
     session: str | None = None
 
@@ -59,6 +60,10 @@ class DataConfig:
 
     @staticmethod
     def consistency(node: Any) -> str | None:
+        label = node.features.label
+        names = [label] if isinstance(label, str) else list(label) if label is not None else []
+        if not names or not all(isinstance(name, str) for name in names):
+            return f"features.label={label}: must be a column name or a non-empty list of column names"
         for group in node.features.categorical:
             if group.encoding == "hash" and group.num_buckets is None:
                 shown = ", ".join(group.names) if len(group.names) < 4 else f"{group.names[0]}, ..., {group.names[-1]}"
@@ -114,6 +119,51 @@ class DeepFMConfig:
 class WideAndDeepConfig(DeepFMConfig):
     _target_: str = "easyrec.models.WideAndDeep"
     hidden_units: list[int] = checked([256, 128, 64], each(gt(0)))
+
+
+@dataclass
+class MMoEConfig:
+    _target_: str = "easyrec.models.MMoE"
+    _partial_: bool = True
+    embedding_dim: int = checked(16, gt(0))
+    num_experts: int = checked(4, gt(0))
+    expert_units: list[int] = checked([256, 128], each(gt(0)))
+    tower_units: list[int] = checked([64], each(gt(0)))
+    dropout: float = checked(0.0, between(0, 1, high_open=True))
+    sparse_embeddings: bool = False
+
+    @staticmethod
+    def consistency(node: Any) -> str | None:
+        return None if node.expert_units else "expert_units: must not be empty"
+
+
+@dataclass
+class ESMMConfig:
+    _target_: str = "easyrec.models.ESMM"
+    _partial_: bool = True
+    embedding_dim: int = checked(16, gt(0))
+    tower_units: list[int] = checked([256, 128, 64], each(gt(0)))
+    dropout: float = checked(0.0, between(0, 1, high_open=True))
+    sparse_embeddings: bool = False
+
+
+@dataclass
+class DSSMConfig:
+    _target_: str = "easyrec.models.DSSM"
+    _partial_: bool = True
+    user_features: list[str] = checked([], non_empty())
+    item_features: list[str] = checked([], non_empty())
+    embedding_dim: int = checked(16, gt(0))
+    hidden_units: list[int] = checked([256, 128], each(gt(0)))
+    output_dim: int = checked(32, gt(0))
+    normalize: bool = True
+    dropout: float = checked(0.0, between(0, 1, high_open=True))
+    sparse_embeddings: bool = False
+
+    @staticmethod
+    def consistency(node: Any) -> str | None:
+        both = [name for name in node.user_features if name in node.item_features]
+        return f"item_features: {both[0]!r} is also in user_features" if both else None
 
 
 # --------------------------------------------------------------------------- optimizer
@@ -379,6 +429,67 @@ class JRCLossConfig:
 
 
 @dataclass
+class SoftmaxCrossEntropyConfig:
+    _target_: str = "easyrec.losses.SoftmaxCrossEntropy"
+    num_classes: int = checked(2, ge(2))
+    label_smoothing: float = checked(0.0, between(0, 1, high_open=True))
+
+
+@dataclass
+class ZILNLossConfig:
+    _target_: str = "easyrec.losses.ZILNLoss"
+    mu_regularization: float = checked(0.01, ge(0))
+    sigma_regularization: float = checked(0.01, ge(0))
+    max_sigma: float = checked(5.0, gt(math.sqrt(1e-7)))
+    max_log_clip_value: float = checked(20.0, gt(-100))
+    classification_weight: float = checked(1.0, ge(0))
+    regression_weight: float = checked(1.0, ge(0))
+
+
+@dataclass
+class KLDivergenceLossConfig:
+    _target_: str = "easyrec.losses.KLDivergenceLoss"
+    temperature: float = checked(1.0, gt(0))
+    label_is_logits: bool = False
+
+
+@dataclass
+class CircleLossConfig:
+    _target_: str = "easyrec.losses.CircleLoss"
+    margin: float = checked(0.25, ge(0))
+    gamma: float = checked(32.0, gt(0))
+
+
+@dataclass
+class MultiSimilarityLossConfig:
+    _target_: str = "easyrec.losses.MultiSimilarityLoss"
+    alpha: float = checked(2.0, gt(0))
+    beta: float = checked(50.0, gt(0))
+    lamb: float = 1.0
+    eps: float = checked(0.1, ge(0))
+    ms_mining: bool = False
+
+
+@dataclass
+class SoftmaxNegativeMiningLossConfig:
+    _target_: str = "easyrec.losses.SoftmaxNegativeMiningLoss"
+    num_negative_samples: int = checked(4, ge(1))
+    margin: float = checked(0.0, ge(0))
+    gamma: float = checked(1.0, gt(0))
+    coefficient_of_support_vector: float = checked(1.0, gt(0))
+
+
+@dataclass
+class InBatchSoftmaxLossConfig:
+    _target_: str = "easyrec.losses.InBatchSoftmaxLoss"
+    temperature: float = checked(1.0, gt(0))
+    cosine: bool = False
+    symmetric: bool = False
+    mask_duplicates: bool = True
+    reg_pos_weight: float = checked(1.0, ge(0))
+
+
+@dataclass
 class LossTermConfig:
     """One term of WeightedLosses; ``loss`` is checked by the schema of its own ``_target_``."""
 
@@ -399,6 +510,52 @@ class WeightedLossesConfig:
         if learned and node.strategy != "uncertainty":
             return f"losses.{learned[0]}.learn_weight=true: needs strategy=uncertainty"
         return None
+
+
+@dataclass
+class TaskConfig:
+    """One task of MultiTaskLoss; ``loss`` is checked by the schema of its own ``_target_``."""
+
+    loss: Any = MISSING
+    label: str | None = None
+    weight: float = checked(1.0, ge(0))
+    learn_weight: bool = False
+    output: str | None = None
+
+
+@dataclass
+class MultiTaskLossConfig:
+    _target_: str = "easyrec.losses.MultiTaskLoss"
+    label_columns: Any = MISSING
+    strategy: str = checked("fixed", one_of("fixed", "uncertainty", "random"))
+    tasks: dict[str, TaskConfig] = checked({}, non_empty())
+    order_calibrate: dict[str, list[str]] = field(default_factory=dict)
+    order_calibrate_weight: float = checked(1.0, ge(0))
+
+    @staticmethod
+    def consistency(node: Any) -> str | None:
+        learned = [name for name, task in node.tasks.items() if task.learn_weight]
+        if learned and node.strategy != "uncertainty":
+            return f"tasks.{learned[0]}.learn_weight=true: needs strategy=uncertainty"
+        for name, task in node.tasks.items():
+            if task.output is not None and task.output not in node.tasks:
+                return f"tasks.{name}.output={task.output}: no such task; the tasks are: {', '.join(node.tasks)}"
+        for task, uppers in node.order_calibrate.items():
+            for other in [task, *uppers]:
+                if other not in node.tasks:
+                    return f"order_calibrate: {other!r} is not a task; the tasks are: {', '.join(node.tasks)}"
+        return None
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+@dataclass
+class EvalMetricsConfig:
+    _target_: str = "easyrec.metrics.EvalMetrics"
+    gauc_reductions: list[str] = checked(["mean"], each(one_of("mean", "sample", "positive")))
+    top_k: int = checked(5, ge(1))
+    recall_at_k: list[int] = checked([1, 10, 50], each(ge(1)))
 
 
 # --------------------------------------------------------------------------- early stopping
@@ -480,6 +637,7 @@ class TrainConfig:
     lr_schedule: Any = MISSING
     gradients: Any = MISSING
     loss: Any = MISSING
+    metrics: Any = MISSING
     early_stopping: Any = MISSING
     distributed: Any = MISSING
     trainer: Any = MISSING
@@ -488,7 +646,7 @@ class TrainConfig:
 
 GROUP_SCHEMAS: dict[str, list[type]] = {
     "data": [SyntheticDataConfig, CSVDataConfig, ParquetDataConfig],
-    "model": [DeepFMConfig, WideAndDeepConfig],
+    "model": [DeepFMConfig, WideAndDeepConfig, MMoEConfig, ESMMConfig, DSSMConfig],
     "optimizer": [
         AdamConfig,
         AdamWConfig,
@@ -522,7 +680,16 @@ GROUP_SCHEMAS: dict[str, list[type]] = {
         ListwiseDistillLossConfig,
         JRCLossConfig,
         WeightedLossesConfig,
+        MultiTaskLossConfig,
+        SoftmaxCrossEntropyConfig,
+        ZILNLossConfig,
+        KLDivergenceLossConfig,
+        CircleLossConfig,
+        MultiSimilarityLossConfig,
+        SoftmaxNegativeMiningLossConfig,
+        InBatchSoftmaxLossConfig,
     ],
+    "metrics": [EvalMetricsConfig],
     "early_stopping": [NeverStopConfig, PatienceConfig],
     "distributed": [SingleProcessConfig],
     "trainer": [TrainerConfig],

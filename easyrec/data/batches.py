@@ -16,7 +16,7 @@ class Batch:
     Attributes:
         dense: ``(B, D) float32`` dense features.
         sparse: ``(B, F) int32`` row of each categorical field in its own table (0 = out of vocabulary).
-        labels: ``(B,) float32``.
+        labels: ``(B,) float32``, or ``(B, L)`` with L label columns (multi-task).
         weights: ``(B,) float32`` sample weights, or None.
         sessions: ``(B,) int64`` session ids, or None.
     """
@@ -80,10 +80,16 @@ class EncodedSplit:
         offsets = torch.arange(len(self)) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
         return by_session[torch.repeat_interleave(starts[shuffled], lengths) + offsets]
 
-    def first_row_not_in(self, allowed: tuple[float, ...]) -> int | None:
-        """Index of the first label outside ``allowed``, or None."""
-        ok = torch.zeros_like(self.labels, dtype=torch.bool)
-        for value in allowed:
-            ok |= self.labels == value
+    def first_bad_label(
+        self, column: int | None, allowed: tuple[float, ...] | None, value_range: tuple[float, float] | None
+    ) -> int | None:
+        """Index of the first row whose label (``column`` of ``(N, L)`` labels) is not one of ``allowed`` or lies
+        outside the closed ``value_range``; None when every label fits."""
+        labels = self.labels if column is None else self.labels[:, column]
+        ok = torch.ones_like(labels, dtype=torch.bool)
+        if allowed is not None:
+            ok = torch.isin(labels, torch.tensor(allowed, dtype=labels.dtype))
+        if value_range is not None:
+            ok &= (labels >= value_range[0]) & (labels <= value_range[1])
         bad = torch.nonzero(~ok)
         return int(bad[0]) if len(bad) else None

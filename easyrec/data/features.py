@@ -58,15 +58,16 @@ class CategoricalFeatures:
 
 @dataclass
 class FeatureSpec:
-    """Which columns are dense features, categorical features, the label, the sample weight and the session.
+    """Which columns are dense features, categorical features, the label(s), the sample weight and the session.
 
-    The session column (a request, a user visit: any id) groups rows into the lists that listwise losses and
-    grouped AUC work on.
+    ``label`` names one label column, or a list of them for multi-task losses (click, conversion, value, ...);
+    with several, batches carry ``labels (B, L)`` in this order. The session column (a request, a user visit:
+    any id) groups rows into the lists that listwise losses and grouped AUC work on.
     """
 
     dense: list[DenseFeatures] = field(default_factory=list)
     categorical: list[CategoricalFeatures] = field(default_factory=list)
-    label: str = "label"
+    label: str | list[str] = "label"
     weight: str | None = None
     session: str | None = None
 
@@ -78,7 +79,7 @@ class FeatureSpec:
         return cls(
             dense=[DenseFeatures(**group) for group in spec.get("dense") or []],
             categorical=[CategoricalFeatures(**group) for group in spec.get("categorical") or []],
-            label=spec.get("label", "label"),
+            label=_label_config(spec.get("label", "label")),
             weight=spec.get("weight"),
             session=spec.get("session"),
         )
@@ -92,9 +93,14 @@ class FeatureSpec:
         return [name for group in self.categorical for name in group.names]
 
     @property
+    def label_names(self) -> list[str]:
+        """The label columns, in the order of ``labels (B, L)``."""
+        return [self.label] if isinstance(self.label, str) else list(self.label)
+
+    @property
     def columns(self) -> list[str]:
         """Every column the spec reads, in a fixed order."""
-        extra = [self.label] + [name for name in (self.weight, self.session) if name]
+        extra = self.label_names + [name for name in (self.weight, self.session) if name]
         return self.dense_names + self.categorical_names + extra
 
 
@@ -166,7 +172,8 @@ class FeatureEncoder:
     # ------------------------------------------------------------------ encoding
 
     def encode(self, table: pa.Table, source: str) -> EncodedSplit:
-        """Encode ``table`` into ``dense (N, D) float32``, ``sparse (N, F) int32``, ``labels (N,)``."""
+        """Encode ``table`` into ``dense (N, D) float32``, ``sparse (N, F) int32``, ``labels (N,)`` (``(N, L)``
+        with several label columns)."""
         if not self.fitted:
             raise RuntimeError("FeatureEncoder.encode called before fit")
         require_columns(table, self.spec.columns, source)
@@ -189,7 +196,9 @@ class FeatureEncoder:
                 else:
                     sparse[:, column] = hash_buckets(table[name], int(group.num_buckets))
                 column += 1
-        labels = numeric_column(table, self.spec.label, source, fill_value=None)
+        labels = np.stack([numeric_column(table, name, source, fill_value=None) for name in self.spec.label_names], 1)
+        if labels.shape[1] == 1:
+            labels = labels[:, 0]
         weights = None
         if self.spec.weight:
             weights = torch.from_numpy(numeric_column(table, self.spec.weight, source, fill_value=None))
@@ -224,6 +233,17 @@ class FeatureEncoder:
         self.vocabularies = {name: pa.array(values) for name, values in state["vocabularies"].items()}
         self.mean, self.std = dict(state["mean"]), dict(state["std"])
         self.fitted = True
+
+
+def _label_config(label: str | list[str]) -> str | list[str]:
+    if isinstance(label, str):
+        return label
+    names = list(label)
+    if not names:
+        raise ValueError("features.label: name at least one label column")
+    if len(set(names)) != len(names):
+        raise ValueError(f"features.label: a column appears twice in {names}")
+    return names[0] if len(names) == 1 else names
 
 
 def require_columns(table: pa.Table, columns: list[str], source: str) -> None:

@@ -1,9 +1,16 @@
 """Seeded Criteo-like CTR data drawn from a hidden click model whose true probabilities are kept.
 
 Layout: 13 non-negative heavy-tailed count features ``I1..I13``, 26 categorical features ``C1..C26``
-whose ids follow Zipf laws over vocabularies from 10 to 100,000, a 0/1 ``label``, and a ``session`` id that
-groups consecutive rows into lists of mean length 10 (for listwise losses and grouped AUC; the click model
-does not depend on it).
+whose ids follow Zipf laws over vocabularies from 10 to 100,000, a 0/1 ``label`` (click), and a ``session`` id
+that groups consecutive rows into lists of mean length 10 (for listwise losses and grouped AUC; the click model
+does not depend on it). For multi-task, value and distillation losses, each row also has:
+
+* ``conversion``: 0/1, 1 only after a click (``P(conversion) = p·q``, q the conversion rate given a click, whose
+  logit shares part of the click logit and has effects of its own);
+* ``value``: ``exp(N(m, 0.8))`` for a converter (m depends on the features), 0 otherwise: a zero-inflated
+  lognormal lifetime value;
+* ``action``: 0 (no click), 1 (click) or 2 (conversion), for multi-class losses;
+* ``teacher``: a teacher model's click probability, ``sigmoid(logit(p) + N(0, 0.3))``, for distillation.
 
 Hidden model (logit), each block rescaled to a fixed standard deviation:
     bias + dense part (linear in standardised log1p(I) + one dense x dense term)
@@ -33,6 +40,8 @@ log = logging.getLogger(__name__)
 NUM_DENSE, NUM_CATEGORICAL = 13, 26
 FIELD_PAIRS = [(0, 5), (1, 9), (2, 14), (4, 20), (6, 11), (7, 23), (10, 17), (12, 25), (15, 19), (3, 22)]
 DENSE_BY_CATEGORICAL = [(2, 8), (5, 16)]
+CONVERSION_FIELDS = (1, 4, 8, 13, 21)  # fields with effects of their own on the conversion rate
+CONVERSION_RATE = 0.2  # mean P(conversion | click)
 BLOCK_STD = {"dense": 0.55, "first_order": 0.95, "field_pairs": 0.75, "dense_by_categorical": 0.35}
 
 
@@ -51,8 +60,9 @@ def _zipf_ids(rng: np.random.Generator, vocab: int, exponent: float, n: int) -> 
     return rng.permutation(vocab)[ids].astype(np.int32)  # an id's value says nothing about its frequency
 
 
-def generate_clicks(num_rows: int, seed: int, positive_rate: float = 0.25) -> tuple[pa.Table, np.ndarray]:
-    """Draw ``num_rows`` rows; return the table (``I1..I13, C1..C26, label, session``) and the true ``(N,)`` p."""
+def generate_clicks(num_rows: int, seed: int, positive_rate: float = 0.25) -> tuple[pa.Table, dict[str, np.ndarray]]:
+    """Draw ``num_rows`` rows; return the table (``I1..I13, C1..C26, label, session, conversion, value, action,
+    teacher``) and the true ``(N,)`` probabilities of the binary labels: ``{"label": p, "conversion": p·q}``."""
     rng = np.random.default_rng(seed)
     vocab = np.round(np.geomspace(10, 100_000, NUM_CATEGORICAL)).astype(np.int64)
     exponents = rng.uniform(1.05, 1.35, size=NUM_CATEGORICAL)
@@ -86,18 +96,53 @@ def generate_clicks(num_rows: int, seed: int, positive_rate: float = 0.25) -> tu
     crossed = _rescale(crossed, BLOCK_STD["dense_by_categorical"])
 
     logit = dense_part + first + pairs + crossed
-    low, high = -10.0, 10.0
-    for _ in range(60):  # bisection for the bias that gives the target positive rate
-        mid = (low + high) / 2
-        low, high = (mid, high) if _sigmoid(logit + mid).mean() < positive_rate else (low, mid)
-    p = _sigmoid(logit + (low + high) / 2)
+    logit = logit + _bias_for_rate(logit, positive_rate)
+    p = _sigmoid(logit)
     label = (rng.random(num_rows) < p).astype(np.float32)
 
     columns: dict[str, np.ndarray] = {f"I{j + 1}": dense[:, j] for j in range(NUM_DENSE)}
     columns.update({f"C{f + 1}": cat[:, f] for f in range(NUM_CATEGORICAL)})
     columns["label"] = label
     columns["session"] = _sessions(np.random.default_rng([seed, 1]), num_rows)
-    return pa.table(columns), p.astype(np.float32)
+    # drawn from their own generator, so the click data stays the same as without them
+    after_click, q = _conversions(np.random.default_rng([seed, 2]), logit, z, cat, label)
+    columns.update(after_click)
+    return pa.table(columns), {"label": p.astype(np.float32), "conversion": (p * q).astype(np.float32)}
+
+
+def _bias_for_rate(logit: np.ndarray, rate: float, weights: np.ndarray | None = None) -> float:
+    """The bias b with ``mean(sigmoid(logit + b)) = rate``, the mean weighted by ``weights`` (bisection)."""
+    low, high = -10.0, 10.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if np.average(_sigmoid(logit + mid), weights=weights) < rate else (low, mid)
+    return (low + high) / 2
+
+
+def _conversions(
+    rng: np.random.Generator, click_logit: np.ndarray, z: np.ndarray, cat: np.ndarray, label: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``conversion``, ``value``, ``action`` and ``teacher`` columns, and q = P(conversion | click) ``(N,)``;
+    ``click_logit`` is logit(p)."""
+    num_rows = len(label)
+    own = np.zeros(num_rows)
+    for f in CONVERSION_FIELDS:
+        vocab = int(cat[:, f].max()) + 1
+        own += rng.normal(0, 1, size=vocab)[cat[:, f]]
+    own = _rescale(own, 0.8) + _rescale(z[:, 2] - z[:, 7], 0.3)
+    cvr_logit = 0.5 * click_logit / (click_logit.std() + 1e-9) + own
+    q = _sigmoid(cvr_logit + _bias_for_rate(cvr_logit, CONVERSION_RATE, weights=_sigmoid(click_logit)))
+    conversion = (label > 0) & (rng.random(num_rows) < q)
+    log_value_mean = 3.0 + _rescale(own + 0.5 * z[:, 0], 0.6)
+    value = np.where(conversion, np.exp(rng.normal(log_value_mean, 0.8)), 0.0)
+    teacher = _sigmoid(click_logit + rng.normal(0, 0.3, size=num_rows))
+    columns = {
+        "conversion": conversion.astype(np.float32),
+        "value": value.astype(np.float32),
+        "action": (label + conversion).astype(np.float32),
+        "teacher": teacher.astype(np.float32),
+    }
+    return columns, q
 
 
 def _sessions(rng: np.random.Generator, num_rows: int) -> np.ndarray:
@@ -128,18 +173,17 @@ class SyntheticCTRData(TabularData):
     ) -> None:
         super().__init__(features, **kwargs)
         self.num_rows, self.eval_fraction, self.positive_rate = num_rows, eval_fraction, positive_rate
-        self._eval_p: Tensor | None = None
+        self._eval_p: dict[str, Tensor] = {}
 
     def read_splits(self) -> tuple[tuple[pa.Table, str], tuple[pa.Table, str]]:
         table, p = generate_clicks(self.num_rows, self.seed, self.positive_rate)
         num_eval = max(1, int(round(self.num_rows * self.eval_fraction)))
         num_train = self.num_rows - num_eval
-        self._eval_p = torch.from_numpy(p[num_train:])
+        self._eval_p = {column: torch.from_numpy(probs[num_train:]) for column, probs in p.items()}
         return (
             (table.slice(0, num_train), f"synthetic train split (seed {self.seed})"),
             (table.slice(num_train), f"synthetic eval split (seed {self.seed})"),
         )
 
-    @property
-    def eval_oracle_probs(self) -> Tensor | None:
-        return self._eval_p
+    def eval_oracle_probs(self, column: str) -> Tensor | None:
+        return self._eval_p.get(column)

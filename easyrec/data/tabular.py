@@ -74,20 +74,35 @@ class TabularData:
     def input_spec(self) -> InputSpec:
         return self.encoder.input_spec
 
-    @property
-    def eval_oracle_probs(self) -> Tensor | None:
-        """``(N_eval,)`` true click probabilities where the source knows them (synthetic data)."""
+    def eval_oracle_probs(self, column: str) -> Tensor | None:
+        """``(N_eval,)`` true probabilities of the binary label ``column`` where the source knows them (synthetic
+        data), else None."""
         return None
 
-    def check_labels(self, allowed: tuple[float, ...], required_by: str) -> None:
-        """Raise :class:`DataError` naming the source and row of the first label not in ``allowed``."""
+    def check_labels(
+        self,
+        required_by: str,
+        allowed: tuple[float, ...] | None = None,
+        value_range: tuple[float, float] | None = None,
+        column: str | None = None,
+    ) -> None:
+        """Raise :class:`DataError` naming the source, column and row of the first label of ``column`` (default:
+        the only label column) that is not one of ``allowed`` or lies outside the closed ``value_range``."""
+        names = self.spec.label_names
+        column = column or names[0]
+        index = names.index(column) if len(names) > 1 else None
         for split in (self.train, self.eval):
-            row = split.first_row_not_in(allowed)
+            row = split.first_bad_label(index, allowed, value_range)
             if row is not None:
-                value = split.labels[row].item()
+                value = (split.labels[row] if index is None else split.labels[row, index]).item()
+                wanted = (
+                    f"one of {{{', '.join(f'{v:g}' for v in allowed)}}}"
+                    if allowed is not None
+                    else f"in [{value_range[0]:g}, {value_range[1]:g}]"
+                )
                 raise DataError(
-                    f"{split.source}: column '{self.spec.label}', row {row + 1}: label {value:g} is not one of "
-                    f"{{{', '.join(f'{v:g}' for v in allowed)}}} (required by {required_by})"
+                    f"{split.source}: column '{column}', row {row + 1}: label {value:g} is not {wanted} "
+                    f"(required by {required_by})"
                 )
 
     def num_train_batches(self) -> int:

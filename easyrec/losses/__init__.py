@@ -1,33 +1,58 @@
-"""Losses: ``forward(logits (B,), labels (B,), weights (B,) | None) -> scalar``; plain nn.Modules.
+"""Losses: plain nn.Modules, ``forward(logits, labels, weights | None[, sessions | None]) -> scalar``.
 
-Pairwise losses also take ``sessions (B,) | None``: pairs are formed within a session (the whole batch without).
-``label_values`` on a loss class names the labels it accepts (None: any real value).
+* Pointwise: ``forward(logits (B,), labels (B,), weights (B,) | None)``; ``SoftmaxCrossEntropy`` and ``ZILNLoss``
+  take ``(B, K)`` logits (``num_outputs = K``).
+* Pairwise and listwise losses also take ``sessions (B,) | None``: pairs and lists are formed within a session.
+* Retrieval losses take a two-tower model's ``(B, 2, D)`` user and item embeddings.
+* ``MultiTaskLoss`` takes ``(B, K)`` outputs and ``(B, L)`` labels, one loss per task.
+
+Attributes the run and trainer read: ``label_values`` / ``label_range`` (the labels a loss accepts), ``task``
+(binary, multiclass, regression or retrieval: which eval metrics apply), ``scores`` (output -> prediction),
+``num_outputs``, ``requires_sessions`` and ``log_values()`` (components of the last call).
 """
 
 from easyrec.losses.bce import BinaryCrossEntropy
+from easyrec.losses.circle import CircleLoss
 from easyrec.losses.f1_reweighted import F1ReweightedLoss
 from easyrec.losses.focal import BinaryFocalLoss
+from easyrec.losses.in_batch_softmax import InBatchSoftmaxLoss
 from easyrec.losses.jrc import JRCLoss
+from easyrec.losses.kl_divergence import KLDivergenceLoss
 from easyrec.losses.l2 import L2Loss
 from easyrec.losses.listwise_distill import ListwiseDistillLoss
 from easyrec.losses.listwise_rank import ListwiseRankLoss
+from easyrec.losses.multi_similarity import MultiSimilarityLoss
+from easyrec.losses.multi_task import MultiTaskLoss
+from easyrec.losses.order_calibrate import OrderCalibrateLoss
 from easyrec.losses.pairwise_focal import PairwiseFocalLoss
 from easyrec.losses.pairwise_hinge import PairwiseHingeLoss
 from easyrec.losses.pairwise_logistic import PairwiseLogisticLoss
 from easyrec.losses.sigmoid_l2 import SigmoidL2Loss
+from easyrec.losses.softmax_ce import SoftmaxCrossEntropy
+from easyrec.losses.softmax_negative_mining import SoftmaxNegativeMiningLoss
 from easyrec.losses.weighted import WeightedLosses
+from easyrec.losses.ziln import ZILNLoss
 
 __all__ = [
     "WeightedLosses",
+    "MultiTaskLoss",
     "BinaryCrossEntropy",
     "BinaryFocalLoss",
     "F1ReweightedLoss",
     "L2Loss",
     "SigmoidL2Loss",
+    "SoftmaxCrossEntropy",
+    "ZILNLoss",
+    "KLDivergenceLoss",
+    "OrderCalibrateLoss",
     "PairwiseFocalLoss",
     "PairwiseHingeLoss",
     "PairwiseLogisticLoss",
     "ListwiseDistillLoss",
     "ListwiseRankLoss",
     "JRCLoss",
+    "CircleLoss",
+    "MultiSimilarityLoss",
+    "InBatchSoftmaxLoss",
+    "SoftmaxNegativeMiningLoss",
 ]

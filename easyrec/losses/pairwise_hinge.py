@@ -25,6 +25,10 @@ class PairwiseHingeLoss(nn.Module):
     No pair gives 0 (still connected to ``logits``, gradient 0). Pairs are selected on the raw labels
     (``y_i > y_j``, the same as ``y'_i − y'_j > 0`` for T > 0).
 
+    With ``use_exponent`` the pair losses are reduced in float64 and the result cast back to the logits' dtype:
+    one clipped term is up to ``e^88 ≈ 1.7e38``, half of float32's largest number, so a float32 sum of three
+    would be ``inf``. The loss is then finite unless the weighted mean itself exceeds float32's range.
+
     Pairs come from a ``B×B`` bool mask built by broadcasting (16M booleans for B = 4096); memory is O(B²).
 
     Deliberate difference from EasyRec: with ``use_exponent`` EasyRec overwrites the logits with
@@ -80,7 +84,6 @@ class PairwiseHingeLoss(nn.Module):
         else:
             diff = self.margin - logit_diff
         if self.use_exponent:
-            losses = F.relu(torch.exp(diff.clamp(-EXP_CLIP, EXP_CLIP)) - 1.0)
-        else:
-            losses = F.relu(diff)
-        return reduce_pair_losses(losses, pairs.weights, self.ohem_ratio, logits)
+            losses = F.relu(torch.exp(diff.double().clamp(-EXP_CLIP, EXP_CLIP)) - 1.0)
+            return reduce_pair_losses(losses, pairs.weights, self.ohem_ratio, logits).to(logits.dtype)
+        return reduce_pair_losses(F.relu(diff), pairs.weights, self.ohem_ratio, logits)

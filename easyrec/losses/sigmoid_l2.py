@@ -14,10 +14,12 @@ class SigmoidL2Loss(nn.Module):
     This is EasyRec's SIGMOID_L2_LOSS (``tf.losses.mean_squared_error(y, σ(z))``, SUM_BY_NONZERO_WEIGHTS).
     Labels are meant to lie in [0, 1] and may be soft (e.g. a rate), so ``label_values`` is None: no label set
     is enforced, and a label outside [0, 1] (which σ(z) can never reach) is the caller's business.
-    Takes no arguments.
+    Evaluated as a regression of σ(z) (RMSE, MAE; AUC too with 0/1 labels). Takes no arguments.
     """
 
     label_values = None
+    task = "regression"
+    scores = staticmethod(torch.sigmoid)
 
     def forward(self, logits: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:
         """``logits (B,)``, ``labels (B,)`` in [0, 1] (soft allowed), ``weights (B,)`` or None -> scalar."""

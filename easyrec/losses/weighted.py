@@ -11,14 +11,13 @@ from torch import Tensor, nn
 
 from easyrec.losses.l2 import L2Loss
 from easyrec.losses.sigmoid_l2 import SigmoidL2Loss
-
-STRATEGIES = ("fixed", "uncertainty", "random")
+from easyrec.losses.weighting import LossWeighting
 
 
 class WeightedLosses(nn.Module):
     """``Σ_k c_k·L_k`` over named losses of the same logits.
 
-    Strategies (EasyRec's ``loss_weight_strategy``):
+    Strategies (EasyRec's ``loss_weight_strategy``; see :class:`~easyrec.losses.weighting.LossWeighting`):
 
     * ``fixed``: ``c_k = weight_k``.
     * ``uncertainty`` (Kendall et al. 2018): a loss with ``learn_weight`` gets a trainable ``u_k`` (starts at 0)
@@ -36,17 +35,15 @@ class WeightedLosses(nn.Module):
 
     def __init__(self, losses: Mapping[str, Mapping[str, Any]], strategy: str = "fixed") -> None:
         super().__init__()
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy={strategy}: must be one of: {', '.join(STRATEGIES)}")
         if not losses:
             raise ValueError("losses: give at least one")
-        self.strategy = strategy
         self.terms = nn.ModuleDict({name: spec["loss"] for name, spec in losses.items()})
-        self.weights = {name: float(spec.get("weight", 1.0)) for name, spec in losses.items()}
-        learned = [name for name, spec in losses.items() if spec.get("learn_weight")]
-        if learned and strategy != "uncertainty":
-            raise ValueError(f"losses.{learned[0]}.learn_weight: needs strategy=uncertainty")
-        self.log_vars = nn.ParameterDict({name: nn.Parameter(torch.zeros(())) for name in learned})
+        self.weighting = LossWeighting(
+            {name: float(spec.get("weight", 1.0)) for name, spec in losses.items()},
+            learned=[name for name, spec in losses.items() if spec.get("learn_weight")],
+            halved=[name for name, term in self.terms.items() if isinstance(term, L2Loss | SigmoidL2Loss)],
+            strategy=strategy,
+        )
         self._takes_sessions = {
             name: "sessions" in inspect.signature(term.forward).parameters for name, term in self.terms.items()
         }
@@ -55,6 +52,11 @@ class WeightedLosses(nn.Module):
         value_sets = [getattr(t, "label_values", None) for t in self.terms.values()]
         self.label_values = next((v for v in value_sets if v), None)
         self.requires_sessions = any(getattr(t, "requires_sessions", False) for t in self.terms.values())
+
+    @property
+    def log_vars(self) -> nn.ParameterDict:
+        """The learned ``u_k`` of the uncertainty strategy, by name."""
+        return self.weighting.log_vars
 
     def forward(
         self, logits: Tensor, labels: Tensor, weights: Tensor | None = None, sessions: Tensor | None = None
@@ -66,29 +68,12 @@ class WeightedLosses(nn.Module):
             else term(logits, labels, weights)
             for name, term in self.terms.items()
         }
-        coefficients = self._coefficients(logits)
-        total = logits.new_zeros(())
-        for name, value in values.items():
-            if name in self.log_vars:
-                u = self.log_vars[name]
-                half = 0.5 if isinstance(self.terms[name], L2Loss | SigmoidL2Loss) else 1.0
-                total = total + half * torch.exp(-u) * value + 0.5 * u
-            else:
-                total = total + coefficients[name] * value
+        total = self.weighting(values)
         # kept as detached tensors: read (and synchronised) only when the trainer logs them
         self._logged = {f"train/loss/{name}": value.detach() for name, value in values.items()}
-        self._logged.update({f"train/loss_weight/{n}": torch.exp(-u.detach()) for n, u in self.log_vars.items()})
-        if self.strategy == "random":
-            self._logged.update({f"train/loss_weight/{n}": c for n, c in coefficients.items()})
+        for name, weight in self.weighting.logged_weights().items():
+            self._logged[f"train/loss_weight/{name}"] = torch.as_tensor(weight).detach()
         return total
-
-    def _coefficients(self, logits: Tensor) -> dict[str, Tensor | float]:
-        if self.strategy != "random":
-            return dict(self.weights)
-        if not self.training:
-            return {name: 1.0 / len(self.terms) for name in self.terms}
-        drawn = torch.softmax(torch.randn(len(self.terms), device=logits.device), dim=0)
-        return dict(zip(self.terms, drawn, strict=True))
 
     def log_values(self) -> dict[str, float]:
         """The components (and learned or random weights) of the last call."""

@@ -1,0 +1,73 @@
+"""What a loss predicts, for evaluation: one head per task, each with its label column and output columns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+#: The kinds of task a head can be; each has its own eval metrics (see :class:`easyrec.metrics.EvalMetrics`).
+TASKS = ("binary", "multiclass", "regression", "retrieval")
+
+
+def pair_scores(outputs: Tensor) -> Tensor:
+    """Row-wise dot product of a two-tower output ``(B, 2, D)`` -> ``(B,)``."""
+    return (outputs[:, 0] * outputs[:, 1]).sum(-1)
+
+
+def _identity(outputs: Tensor) -> Tensor:
+    return outputs
+
+
+def _softmax(outputs: Tensor) -> Tensor:
+    return torch.softmax(outputs, dim=-1)
+
+
+#: Predictions of a head whose loss has no ``scores``: probability, value, class probabilities, pair score.
+DEFAULT_SCORES: dict[str, Callable[[Tensor], Tensor]] = {
+    "binary": torch.sigmoid,
+    "regression": _identity,
+    "multiclass": _softmax,
+    "retrieval": pair_scores,
+}
+
+
+@dataclass(frozen=True)
+class Head:
+    """One prediction a loss trains.
+
+    Attributes:
+        name: ``""`` for a single loss (metrics ``eval/auc``), else the task's name (metrics ``eval/<name>/auc``).
+        task: one of :data:`TASKS`.
+        label: the label column it is judged against.
+        scores: model output of this head -> predictions (``(B,)``, or ``(B, C)`` class probabilities).
+        columns: ``(start, stop)`` of the model output's columns this head reads; None: the whole output.
+    """
+
+    name: str
+    task: str
+    label: str
+    scores: Callable[[Tensor], Tensor]
+    columns: tuple[int, int] | None = None
+
+    @property
+    def prefix(self) -> str:
+        return f"eval/{self.name}/" if self.name else "eval/"
+
+    def outputs(self, outputs: Tensor) -> Tensor:
+        """This head's part of the model output ``(B, K)``: ``(B,)`` for one column, ``(B, k)`` for several."""
+        if self.columns is None or outputs.dim() == 1:
+            return outputs
+        start, stop = self.columns
+        part = outputs[:, start:stop]
+        return part.squeeze(1) if stop - start == 1 else part
+
+
+def heads_of(loss: object, label_names: Sequence[str]) -> list[Head]:
+    """The heads of ``loss``: its own ``heads()`` (multi-task losses), else one head on the first label column."""
+    if hasattr(loss, "heads"):
+        return list(loss.heads())
+    task = getattr(loss, "task", "binary")
+    return [Head("", task, label_names[0], getattr(loss, "scores", DEFAULT_SCORES[task]))]

@@ -1,0 +1,166 @@
+"""Losses of a multi-task model: one per task, each on its own output columns and label column."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from easyrec.losses.heads import DEFAULT_SCORES, Head
+from easyrec.losses.l2 import L2Loss
+from easyrec.losses.order_calibrate import OrderCalibrateLoss
+from easyrec.losses.sigmoid_l2 import SigmoidL2Loss
+from easyrec.losses.weighting import LossWeighting
+
+
+class MultiTaskLoss(nn.Module):
+    """``Σ_t c_t·L_t(outputs_t, labels[label_t])`` (EasyRec's multi-task towers with ``loss_weight_strategy``), plus
+    an optional order calibration between the tasks' probabilities.
+
+    Tasks read consecutive columns of the model output, in order, ``num_outputs`` of their loss each (1 by default;
+    a ZILN task takes 3). A task with ``output: <other task>`` reads that task's columns instead and adds none:
+    a distillation term on the CTR logit, or a second loss on the same tower. Each task's loss gets the batch's
+    sample weights (EasyRec's ``use_sample_weight``) and, when it takes them, the session ids.
+
+    Args:
+        tasks: ``{name: {"loss": module, "label": column, "weight": 1.0, "learn_weight": False, "output": None}}``.
+        label_columns: the data's label columns, in the order of ``labels (B, L)``.
+        strategy: ``fixed``, ``uncertainty`` (tasks with ``learn_weight`` get a learned weight) or ``random``;
+            see :class:`~easyrec.losses.weighting.LossWeighting`.
+        order_calibrate: ``{task: [upper tasks]}``: EasyRec's ORDER_CALIBRATE_LOSS, adding
+            ``order_calibrate_weight · Σ_r mean(relu(p_task − p_r))`` so that e.g. p(ctcvr) stays below p(ctr).
+        order_calibrate_weight: its weight.
+
+    ``forward(outputs (B, K) or (B,), labels (B, L) or (B,), weights (B,) | None, sessions (B,) | None)`` -> scalar.
+    After each call, :meth:`log_values` gives ``train/loss/<task>`` for each task, ``train/loss_weight/<task>`` when
+    learned or random, and ``train/loss/order_calibrate``.
+
+    Example::
+
+        loss = MultiTaskLoss({"ctr": {"loss": BinaryCrossEntropy(), "label": "click"},
+                              "cvr": {"loss": BinaryCrossEntropy(), "label": "buy", "weight": 0.5}},
+                             label_columns=["click", "buy"])
+        loss(torch.randn(8, 2), torch.randint(0, 2, (8, 2)).float())
+    """
+
+    def __init__(
+        self,
+        tasks: Mapping[str, Mapping[str, Any]],
+        label_columns: str | Sequence[str],
+        strategy: str = "fixed",
+        order_calibrate: Mapping[str, Sequence[str]] | None = None,
+        order_calibrate_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.label_columns = [label_columns] if isinstance(label_columns, str) else list(label_columns)
+        self.losses = nn.ModuleDict({name: spec["loss"] for name, spec in tasks.items()})
+        self.labels = {name: spec.get("label") or self.label_columns[0] for name, spec in tasks.items()}
+        for name, column in self.labels.items():
+            if column not in self.label_columns:
+                raise ValueError(
+                    f"tasks.{name}.label={column}: not a label column of the data; they are: "
+                    f"{', '.join(self.label_columns)} (set data.features.label)"
+                )
+        self.columns = self._assign_columns(tasks)
+        self.num_outputs = max(stop for _, stop in self.columns.values())
+        #: columns per task that has its own, for multi-task models (one tower per entry)
+        self.task_outputs = tuple(
+            getattr(self.losses[name], "num_outputs", 1) for name, spec in tasks.items() if not spec.get("output")
+        )
+        self.weighting = LossWeighting(
+            {name: float(spec.get("weight", 1.0)) for name, spec in tasks.items()},
+            learned=[name for name, spec in tasks.items() if spec.get("learn_weight")],
+            halved=[name for name, loss in self.losses.items() if isinstance(loss, L2Loss | SigmoidL2Loss)],
+            strategy=strategy,
+            key="tasks",
+        )
+        self.order_calibrate = {task: list(uppers) for task, uppers in (order_calibrate or {}).items()}
+        for task, uppers in self.order_calibrate.items():
+            for name in [task, *uppers]:
+                if name not in self.losses:
+                    raise ValueError(f"order_calibrate: {name!r} is not a task; the tasks are: {', '.join(tasks)}")
+        self.order_calibrate_weight = float(order_calibrate_weight)
+        self.order_loss = OrderCalibrateLoss()
+        self.requires_sessions = any(getattr(loss, "requires_sessions", False) for loss in self.losses.values())
+        self._takes_sessions = {
+            name: "sessions" in inspect.signature(loss.forward).parameters for name, loss in self.losses.items()
+        }
+        self._logged: dict[str, Tensor] = {}
+
+    def _assign_columns(self, tasks: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
+        columns: dict[str, tuple[int, int]] = {}
+        start = 0
+        for name, spec in tasks.items():
+            if not spec.get("output"):
+                width = getattr(self.losses[name], "num_outputs", 1)
+                columns[name] = (start, start + width)
+                start += width
+        for name, spec in tasks.items():
+            shared = spec.get("output")
+            if shared:
+                if shared not in columns:
+                    raise ValueError(
+                        f"tasks.{name}.output={shared}: no task of that name has its own output; "
+                        f"those are: {', '.join(columns)}"
+                    )
+                columns[name] = columns[shared]
+        if not columns:
+            raise ValueError("tasks: give at least one")
+        return columns
+
+    def heads(self) -> list[Head]:
+        """One evaluated head per task: ``eval/<task>/...``."""
+        heads = []
+        for name, loss in self.losses.items():
+            task = getattr(loss, "task", "binary")
+            heads.append(
+                Head(name, task, self.labels[name], getattr(loss, "scores", DEFAULT_SCORES[task]), self.columns[name])
+            )
+        return heads
+
+    def label_checks(self) -> list[tuple[str, tuple[float, ...] | None, tuple[float, float] | None, str]]:
+        """``(column, allowed values, allowed range, required by)`` for every task whose loss restricts its labels."""
+        checks = []
+        for name, loss in self.losses.items():
+            values, value_range = getattr(loss, "label_values", None), getattr(loss, "label_range", None)
+            if values or value_range:
+                checks.append((self.labels[name], values, value_range, f"task {name}: {type(loss).__name__}"))
+        return checks
+
+    def forward(
+        self, outputs: Tensor, labels: Tensor, weights: Tensor | None = None, sessions: Tensor | None = None
+    ) -> Tensor:
+        """``outputs (B, K)`` (``(B,)`` when K = 1), ``labels (B, L)`` (``(B,)`` when L = 1) -> scalar."""
+        heads = {head.name: head for head in self.heads()}
+        values: dict[str, Tensor] = {}
+        for name, loss in self.losses.items():
+            task_outputs = heads[name].outputs(outputs)
+            task_labels = labels if labels.dim() == 1 else labels[:, self.label_columns.index(self.labels[name])]
+            if self._takes_sessions[name]:
+                values[name] = loss(task_outputs, task_labels, weights, sessions=sessions)
+            else:
+                values[name] = loss(task_outputs, task_labels, weights)
+        total = self.weighting(values)
+        self._logged = {f"train/loss/{name}": value.detach() for name, value in values.items()}
+        if self.order_calibrate:
+            calibration = self._order_calibration(outputs, heads)
+            total = total + self.order_calibrate_weight * calibration
+            self._logged["train/loss/order_calibrate"] = calibration.detach()
+        for name, weight in self.weighting.logged_weights().items():
+            self._logged[f"train/loss_weight/{name}"] = torch.as_tensor(weight).detach()
+        return total
+
+    def _order_calibration(self, outputs: Tensor, heads: Mapping[str, Head]) -> Tensor:
+        total = outputs.new_zeros(())
+        for task, uppers in self.order_calibrate.items():
+            probs = heads[task].scores(heads[task].outputs(outputs))
+            bounds = torch.stack([heads[r].scores(heads[r].outputs(outputs)) for r in uppers], dim=1)
+            total = total + self.order_loss(probs, bounds)
+        return total
+
+    def log_values(self) -> dict[str, float]:
+        """Each task's loss (and learned or random weight) of the last call."""
+        return {key: float(value) for key, value in self._logged.items()}

@@ -1,0 +1,91 @@
+"""DSSM two-tower retrieval model (Huang et al., 2013)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from easyrec.data.features import InputSpec
+from easyrec.modules import MLP
+from easyrec.modules.feature_vector import FeatureVector, feature_columns
+
+
+class DSSM(nn.Module):
+    """A user tower and an item tower, each over its own features, embedding a row's user and item in one space.
+
+    Each tower is ``MLP([e_f for its categorical fields f], [its dense features]) -> output_dim``, with its own
+    embedding table; with ``normalize`` both outputs are L2-normalised, so their dot product is a cosine.
+    The retrieval loss scores the pairs (and owns any temperature).
+
+    Args:
+        inputs: field names and cardinalities (from the data component).
+        user_features: dense and categorical feature names the user (query) tower sees.
+        item_features: feature names the item tower sees; none may be in ``user_features``.
+        embedding_dim: D of the field embeddings.
+        hidden_units: widths of each tower's hidden layers.
+        output_dim: width of the user and item embeddings.
+        normalize: L2-normalise the two embeddings.
+        dropout: dropout after each hidden activation.
+        sparse_embeddings: sparse gradients for the embedding tables.
+
+    Example::
+
+        inputs = InputSpec(("age",), ("city", "item"), (50, 1000))
+        model = DSSM(inputs, user_features=["age", "city"], item_features=["item"], hidden_units=[32], output_dim=8)
+        model(torch.randn(4, 1), torch.randint(0, 50, (4, 2))).shape  # torch.Size([4, 2, 8]): [user, item]
+    """
+
+    output_kind = "pair_embeddings"
+
+    def __init__(
+        self,
+        inputs: InputSpec,
+        user_features: Sequence[str],
+        item_features: Sequence[str],
+        embedding_dim: int = 16,
+        hidden_units: Sequence[int] = (256, 128),
+        output_dim: int = 32,
+        normalize: bool = True,
+        dropout: float = 0.0,
+        sparse_embeddings: bool = False,
+    ) -> None:
+        super().__init__()
+        for argument, names in (("user_features", user_features), ("item_features", item_features)):
+            if not names:
+                raise ValueError(f"{argument}: the tower needs at least one feature")
+            try:
+                feature_columns(inputs, names)
+            except ValueError as error:
+                raise ValueError(f"{argument}: {error}") from None
+        both = [name for name in user_features if name in item_features]
+        if both:
+            raise ValueError(f"feature {both[0]!r} is in both user_features and item_features")
+        if hidden_units and min(hidden_units) < 1:
+            raise ValueError(f"hidden_units={list(hidden_units)}: every width must be > 0")
+        if output_dim < 1:
+            raise ValueError(f"output_dim={output_dim}: must be > 0")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout={dropout}: must be in [0, 1)")
+        self.user_features = FeatureVector(inputs, embedding_dim, user_features, sparse=sparse_embeddings)
+        self.item_features = FeatureVector(inputs, embedding_dim, item_features, sparse=sparse_embeddings)
+        self.user_tower = MLP(self.user_features.out_features, hidden_units, output_dim, dropout)
+        self.item_tower = MLP(self.item_features.out_features, hidden_units, output_dim, dropout)
+        self.normalize = normalize
+
+    def user_embeddings(self, dense: Tensor, sparse: Tensor) -> Tensor:
+        """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> ``(B, output_dim)``; reads only the user features."""
+        return self._output(self.user_tower(self.user_features(dense, sparse)))
+
+    def item_embeddings(self, dense: Tensor, sparse: Tensor) -> Tensor:
+        """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> ``(B, output_dim)``; reads only the item features."""
+        return self._output(self.item_tower(self.item_features(dense, sparse)))
+
+    def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
+        """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> ``(B, 2, output_dim)``: [user, item]."""
+        return torch.stack([self.user_embeddings(dense, sparse), self.item_embeddings(dense, sparse)], dim=1)
+
+    def _output(self, embeddings: Tensor) -> Tensor:
+        return F.normalize(embeddings, dim=1) if self.normalize else embeddings

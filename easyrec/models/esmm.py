@@ -1,0 +1,78 @@
+"""ESMM: entire space multi-task model (Ma et al., 2018)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from easyrec.data.features import InputSpec
+from easyrec.modules import MLP
+from easyrec.modules.feature_vector import FeatureVector
+
+
+class ESMM(nn.Module):
+    """A CTR tower and a CVR tower over shared embeddings, trained through ``p_ctcvr = p_ctr · p_cvr``.
+
+    Both tasks are labelled on every impression (click; click and conversion), so the usual BCE on the two
+    returned logits trains CVR on the entire space without the sample selection bias of training it on
+    clicks only. The CVR tower is reached only through the product; ``cvr_logits`` reads it out.
+
+    Args:
+        inputs: field names and cardinalities (from the data component).
+        task_outputs: must be (1, 1); the run sets it from the loss.
+        embedding_dim: D.
+        tower_units: widths of each tower's hidden layers.
+        dropout: dropout after each hidden activation.
+        sparse_embeddings: sparse gradients for the embedding table.
+
+    Example::
+
+        model = ESMM(InputSpec(("age",), ("city", "item"), (50, 1000)), embedding_dim=8, tower_units=[32])
+        model(torch.randn(4, 1), torch.randint(0, 50, (4, 2))).shape  # torch.Size([4, 2]): [ctr, ctcvr] logits
+    """
+
+    def __init__(
+        self,
+        inputs: InputSpec,
+        task_outputs: Sequence[int] = (1, 1),
+        embedding_dim: int = 16,
+        tower_units: Sequence[int] = (256, 128, 64),
+        dropout: float = 0.0,
+        sparse_embeddings: bool = False,
+    ) -> None:
+        super().__init__()
+        if tuple(task_outputs) != (1, 1):
+            raise ValueError(
+                f"ESMM has two tasks (ctr, ctcvr) of one logit each; got task_outputs={tuple(task_outputs)}"
+            )
+        if tower_units and min(tower_units) < 1:
+            raise ValueError(f"tower_units={list(tower_units)}: every width must be > 0")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout={dropout}: must be in [0, 1)")
+        self.features = FeatureVector(inputs, embedding_dim, sparse=sparse_embeddings)
+        self.ctr_tower = MLP(self.features.out_features, tower_units, 1, dropout)
+        self.cvr_tower = MLP(self.features.out_features, tower_units, 1, dropout)
+
+    def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
+        """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> ``(B, 2)`` logits ``[ctr, ctcvr]``."""
+        features = self.features(dense, sparse)
+        ctr, cvr = self.ctr_tower(features).squeeze(1), self.cvr_tower(features).squeeze(1)
+        return torch.stack([ctr, product_logit(ctr, cvr)], dim=1)
+
+    def cvr_logits(self, dense: Tensor, sparse: Tensor) -> Tensor:
+        """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> ``(B,)`` logits of p(conversion | click)."""
+        return self.cvr_tower(self.features(dense, sparse)).squeeze(1)
+
+
+def product_logit(a: Tensor, b: Tensor) -> Tensor:
+    """The logit of ``sigmoid(a) · sigmoid(b)``, elementwise, finite with finite gradients for any finite a, b.
+
+    ``log p = log σ(a) + log σ(b)``; ``1 − p = σ(−a) + σ(a)·σ(−b)`` exactly, so
+    ``log(1 − p) = logaddexp(log σ(−a), log σ(a) + log σ(−b))`` needs no clamp even where p rounds to 1.
+    """
+    log_a, log_b = F.logsigmoid(a), F.logsigmoid(b)
+    log_not_p = torch.logaddexp(F.logsigmoid(-a), log_a + F.logsigmoid(-b))
+    return log_a + log_b - log_not_p

@@ -1,0 +1,70 @@
+"""MMoE: multi-gate mixture of experts for multi-task learning (Ma et al., 2018)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from easyrec.data.features import InputSpec
+from easyrec.modules import MLP
+from easyrec.modules.experts import MixtureOfExperts
+from easyrec.modules.feature_vector import FeatureVector
+
+
+class MMoE(nn.Module):
+    """Shared experts, one softmax gate and one tower per task.
+
+    ``v = [e_1, ..., e_F, x]`` (field embeddings and dense features); task t's output is
+    ``tower_t(Σ_e g_t(v)_e · expert_e(v))`` with ``g_t = softmax(W_t v)`` over the E experts.
+
+    Args:
+        inputs: field names and cardinalities (from the data component).
+        task_outputs: outputs of each task's tower, e.g. (1, 1) for CTR + CVR logits, (1, 3) for a CTR logit and
+            a ZILN head; the run sets it from the loss.
+        embedding_dim: D.
+        num_experts: E.
+        expert_units: widths of each expert's layers; the last is the width the towers take.
+        tower_units: widths of each tower's hidden layers (empty: a linear head).
+        dropout: dropout after each hidden activation of the experts and towers.
+        sparse_embeddings: sparse gradients for the embedding table.
+
+    Example::
+
+        model = MMoE(InputSpec(("age",), ("city", "item"), (50, 1000)), task_outputs=(1, 1), embedding_dim=8)
+        model(torch.randn(4, 1), torch.randint(0, 50, (4, 2))).shape  # torch.Size([4, 2]): [task 0, task 1]
+    """
+
+    def __init__(
+        self,
+        inputs: InputSpec,
+        task_outputs: Sequence[int] = (1, 1),
+        embedding_dim: int = 16,
+        num_experts: int = 4,
+        expert_units: Sequence[int] = (256, 128),
+        tower_units: Sequence[int] = (64,),
+        dropout: float = 0.0,
+        sparse_embeddings: bool = False,
+    ) -> None:
+        super().__init__()
+        task_outputs = tuple(task_outputs)
+        if not task_outputs or min(task_outputs) < 1:
+            raise ValueError(f"task_outputs={task_outputs}: must be a non-empty list of output counts >= 1")
+        if tower_units and min(tower_units) < 1:
+            raise ValueError(f"tower_units={list(tower_units)}: every width must be > 0")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout={dropout}: must be in [0, 1)")
+        self.features = FeatureVector(inputs, embedding_dim, sparse=sparse_embeddings)
+        self.experts = MixtureOfExperts(
+            self.features.out_features, num_experts, expert_units, len(task_outputs), dropout
+        )
+        self.towers = nn.ModuleList(
+            MLP(self.experts.out_features, tower_units, outputs, dropout) for outputs in task_outputs
+        )
+
+    def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
+        """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> ``(B, Σ task_outputs)`` (``(B,)`` if the Σ is 1)."""
+        mixtures = self.experts(self.features(dense, sparse))  # (B, T, H)
+        outputs = torch.cat([tower(mixtures[:, t]) for t, tower in enumerate(self.towers)], dim=1)
+        return outputs.squeeze(1) if outputs.shape[1] == 1 else outputs

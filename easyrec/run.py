@@ -6,10 +6,12 @@ torch and the components are imported when a run starts.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -43,29 +45,28 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
     validate(cfg)
     import torch
 
+    from easyrec.losses.heads import label_rules
     from easyrec.optim import attach_loss_parameters, build_optimizer, build_schedules
 
     torch.manual_seed(cfg.seed)
     # Constructors only check their arguments: a bad config fails here, before a run is opened.
     distributed = instantiate(cfg.distributed)
     data = instantiate(cfg.data, _convert_="all")
-    loss = instantiate(cfg.loss)
+    with config_errors("loss"):
+        loss = instantiate(cfg.loss)
     early_stopping = instantiate(cfg.early_stopping)
     gradients = instantiate(cfg.gradients, _convert_="all")
     logger = instantiate(cfg.logger)
-    if getattr(loss, "requires_sessions", False) and not data.spec.session:
-        raise ConfigError(
-            f"loss={type(loss).__name__} works on sessions: name the session column with data.features.session=..."
-        )
+    metrics = instantiate(cfg.metrics, _convert_="all")
+    check_loss_fits_data(loss, data.spec)
     status = "FAILED"
     try:
         logger.start(OmegaConf.to_container(cfg, resolve=True), overrides or [], output_dir)
         data.setup()
-        if getattr(loss, "label_values", None):
-            data.check_labels(loss.label_values, required_by=f"loss {type(loss).__name__}")
-        num_outputs = getattr(loss, "num_outputs", 1)  # e.g. JRC's two logits
-        extra = {"num_outputs": num_outputs} if num_outputs != 1 else {}
-        model = instantiate(cfg.model, _convert_="all")(data.input_spec, **extra)
+        for rule in label_rules(loss, data.spec.label_names):
+            data.check_labels(rule.required_by, rule.values, rule.value_range, rule.column, rule.every_value)
+        with config_errors("model"):
+            model = build_model(instantiate(cfg.model, _convert_="all"), data, loss)
         log.info("model: %s, %s parameters", type(model).__name__, f"{sum(p.numel() for p in model.parameters()):,}")
         gradients.prepare(model)
         with config_errors("optimizer"):
@@ -84,6 +85,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
             distributed=distributed,
             lr_schedulers=lr_schedulers,
             gradients=gradients,
+            metrics=metrics,
         )
         if cfg.optimized_metric not in trainer.metric_names():
             raise ConfigError(
@@ -103,6 +105,66 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
             logger.log_artifact(log_file)
         logger.finish(status)
     return metrics[cfg.optimized_metric]
+
+
+def check_loss_fits_data(loss: Any, spec: Any) -> None:
+    """Refuse a loss the data cannot feed: a session loss without sessions, one label loss on several columns."""
+    name = type(loss).__name__
+    if getattr(loss, "requires_sessions", False) and not spec.session:
+        raise ConfigError(f"loss={name} works on sessions: name the session column with data.features.session=...")
+    labels = spec.label_names
+    if len(labels) > 1 and not hasattr(loss, "heads"):
+        raise ConfigError(
+            f"loss={name} takes one label column, but data.features.label names {len(labels)} "
+            f"({', '.join(labels)}): pick one (data.features.label=...) or use a multi-task loss (loss=multi_task)"
+        )
+
+
+def build_model(factory: Any, data: Any, loss: Any) -> Any:
+    """Build the model with the outputs ``loss`` reads, and check that its output has their shape.
+
+    A multi-task model (one that takes ``task_outputs``) gets one tower per task; any other model gets
+    ``num_outputs`` logits per sample. A two-tower model's ``(B, 2, D)`` output needs a retrieval loss.
+    """
+    import torch
+
+    num_outputs = getattr(loss, "num_outputs", 1)
+    task_outputs = getattr(loss, "task_outputs", (num_outputs,))
+    if "task_outputs" in inspect.signature(factory).parameters:
+        model = factory(data.input_spec, task_outputs=tuple(task_outputs))
+    else:
+        model = factory(data.input_spec, **({"num_outputs": num_outputs} if num_outputs != 1 else {}))
+    retrieval = getattr(loss, "task", None) == "retrieval"
+    model_name, loss_name = type(model).__name__, type(loss).__name__
+    pairs = getattr(model, "output_kind", None) == "pair_embeddings"
+    if retrieval and not pairs:
+        raise ConfigError(
+            f"loss={loss_name} trains a two-tower retrieval model (user and item embeddings), "
+            f"model={model_name} is not one: use model=dssm (experiment=retrieval)"
+        )
+    if pairs and not retrieval:
+        raise ConfigError(
+            f"model={model_name} gives user and item embeddings; loss={loss_name} does not train them: use a "
+            "retrieval loss (in_batch_softmax, infonce, circle, multi_similarity, softmax_negative_mining)"
+        )
+    if not pairs:
+        with torch.no_grad():
+            probe = next(iter(data.eval.batches(2)))
+            shape = tuple(model.eval()(probe.dense, probe.sparse).shape[1:])
+        expected = () if num_outputs == 1 else (num_outputs,)
+        if shape != expected:
+            raise ConfigError(
+                f"model={model_name} gives {shape[0] if shape else 1} outputs per sample, loss={loss_name} reads "
+                f"{num_outputs} ({_describe_outputs(loss)})"
+            )
+    return model
+
+
+def _describe_outputs(loss: Any) -> str:
+    columns = getattr(loss, "columns", None)
+    if not columns:
+        return "its logits"
+    return ", ".join(f"{task}: {stop - start}" for task, (start, stop) in columns.items())
 
 
 @contextmanager

@@ -23,7 +23,8 @@ from easyrec.distributed import SingleProcess
 from easyrec.early_stopping import EarlyStopping, NeverStop
 from easyrec.errors import ConfigError
 from easyrec.loggers import Logger, NullLogger
-from easyrec.metrics import binary_metrics, grouped_auc
+from easyrec.losses.heads import heads_of
+from easyrec.metrics import EvalMetrics
 from easyrec.optim.gradients import GradientTreatment
 from easyrec.optim.grouped import GroupedOptimizer
 
@@ -34,13 +35,13 @@ class Trainer:
     """Trains ``model`` on ``data`` with ``optimizer`` and ``loss``, evaluates, logs and checkpoints.
 
     Args:
-        model: ``forward(dense (B, D), sparse (B, F)) -> logits (B,)``, or ``(B, K)`` for a loss that asks for
-            ``num_outputs = K``.
+        model: ``forward(dense (B, D), sparse (B, F)) -> logits (B,)``, ``(B, K)`` for a loss that asks for
+            ``num_outputs = K`` (or several tasks), or ``(B, 2, D)`` user and item embeddings (two-tower).
         data: a set-up :class:`~easyrec.data.TabularData`.
         optimizer: a torch optimizer over the model's parameters, or a GroupedOptimizer.
-        loss: ``forward(logits, labels (B,), weights (B,) | None) -> scalar``; a loss whose forward
-            also takes ``sessions`` gets the batch's session ids; a loss with ``scores(logits) -> (B,)``
-            turns logits of several outputs into the click probabilities evaluated (default: sigmoid).
+        loss: ``forward(logits, labels (B,) or (B, L), weights (B,) | None) -> scalar``; a loss whose forward
+            also takes ``sessions`` gets the batch's session ids. Its heads (:func:`~easyrec.losses.heads.heads_of`:
+            task, label column, ``scores``) decide what is evaluated and how.
         output_dir: the run directory; the checkpoint goes to ``output_dir/checkpoints/last.pt``.
         logger: where metrics go (MLflow, or nowhere).
         early_stopping: asked after each evaluation whether to stop.
@@ -48,6 +49,7 @@ class Trainer:
         lr_schedulers: step-based schedulers, stepped after every optimizer step.
         gradients: clipping, multipliers, noise and the non-finite check, prepared on ``model``
             (default: only the check, skipping non-finite steps).
+        metrics: which metrics each task gets (default: :class:`~easyrec.metrics.EvalMetrics`'s).
         max_epochs: passes over the training split (0: no epoch limit, ``max_steps`` must be set).
         max_steps: optimizer steps, whichever limit comes first (None: no step limit).
         eval_every_n_steps: evaluate every N steps (None: at the end of each epoch); always at the end.
@@ -70,6 +72,7 @@ class Trainer:
         distributed: SingleProcess | None = None,
         lr_schedulers: Sequence[LRScheduler] = (),
         gradients: GradientTreatment | None = None,
+        metrics: EvalMetrics | None = None,
         max_epochs: int = 1,
         max_steps: int | None = None,
         eval_every_n_steps: int | None = None,
@@ -91,8 +94,8 @@ class Trainer:
         is_module = isinstance(loss, nn.Module)  # a plain callable works too
         self.data, self.optimizer, self.loss = data, optimizer, loss.to(self.device) if is_module else loss
         self._loss_takes_sessions = "sessions" in inspect.signature(loss.forward if is_module else loss).parameters
-        # click probabilities from the model's output: the loss knows when it is not sigmoid(logit)
-        self._scores = getattr(loss, "scores", torch.sigmoid)
+        self.metrics = metrics or EvalMetrics()
+        self.heads = heads_of(loss, data.spec.label_names)
         self.output_dir = Path(output_dir)
         self.logger = logger or NullLogger()
         self.early_stopping = early_stopping or NeverStop()
@@ -112,7 +115,6 @@ class Trainer:
         self.stop_reason: str | None = None
         self.eval_metrics: dict[str, float] = {}
         self.last_eval_step: int | None = None
-        self._oracle: dict[str, float] | None = None
         self.early_stopping.check_metrics(self.metric_names())
 
     # ------------------------------------------------------------------ the loop
@@ -192,36 +194,19 @@ class Trainer:
 
     def metric_names(self) -> list[str]:
         """The keys :meth:`evaluate` returns."""
-        names = ["eval/auc", "eval/logloss"]
-        if self.data.eval.sessions is not None:
-            names.append("eval/gauc")
-        if self.data.eval_oracle_probs is not None:
-            names += ["eval/oracle_auc", "eval/oracle_logloss"]
-        return names
+        return self.metrics.names(self.heads, self.data)
 
     @torch.inference_mode()
     def evaluate(self) -> dict[str, float]:
-        """Eval metrics over the whole eval split: ``eval/auc``, ``eval/logloss``, with sessions ``eval/gauc``
-        (the mean AUC of the sessions that have both labels), and the oracle's on synthetic data."""
+        """Eval metrics over the whole eval split, chosen by each head's task (see
+        :class:`~easyrec.metrics.EvalMetrics`): ``eval/auc``, ``eval/logloss``, ``eval/gauc``, ... for one loss,
+        ``eval/<task>/...`` for each task of a multi-task loss."""
         self.model.eval()
-        probs, labels = [], []
+        evaluation = self.metrics.evaluation(self.heads, self.data)
         for batch in self.data.eval_batches():
             batch = batch.to(self.device)
-            probs.append(self._scores(self.model(batch.dense, batch.sparse).float()).cpu())
-            labels.append(batch.labels.cpu())
-        probs, labels = torch.cat(probs), torch.cat(labels)
-        metrics = {f"eval/{k}": v for k, v in binary_metrics(probs, labels).items()}
-        if self.data.eval.sessions is not None:
-            metrics["eval/gauc"] = grouped_auc(probs, labels, self.data.eval.sessions)["gauc"]
-        return {**metrics, **self._oracle_metrics(labels)}
-
-    def _oracle_metrics(self, labels: torch.Tensor) -> dict[str, float]:
-        oracle = self.data.eval_oracle_probs
-        if oracle is None:
-            return {}
-        if self._oracle is None:
-            self._oracle = {f"eval/oracle_{k}": v for k, v in binary_metrics(oracle, labels).items()}
-        return self._oracle
+            evaluation.update(self.model(batch.dense, batch.sparse), batch)
+        return evaluation.compute()
 
     def _evaluate_and_decide(self) -> None:
         """Evaluate, log, and ask the early-stopping rule whether to stop."""

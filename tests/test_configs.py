@@ -24,12 +24,24 @@ GROUPS = [
     "lr_schedule",
     "gradients",
     "loss",
+    "metrics",
     "early_stopping",
     "distributed",
     "trainer",
     "logger",
 ]
 FILE_DATA = ["data.train_path=train.csv", "data.eval_path=eval.csv"]
+# Options that need more of the config than their own group: files, or the label columns their tasks read.
+NEEDS = {
+    ("data", "csv"): FILE_DATA,
+    ("data", "parquet"): FILE_DATA,
+    ("loss", "multi_task"): ["data.features.label=[label,conversion]"],
+    ("loss", "order_calibrate"): ["data.features.label=[label,conversion]"],
+    ("loss", "kl_distill"): ["data.features.label=[label,teacher]"],
+}
+CRITEO_INPUTS = InputSpec(
+    tuple(f"I{j}" for j in range(1, 14)), tuple(f"C{f}" for f in range(1, 27)), tuple(range(5, 31))
+)
 
 
 def options(group: str) -> list[str]:
@@ -45,8 +57,7 @@ def test_every_shipped_option_has_a_schema(compose_train):
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_validates_and_instantiates(compose_train, group, option, tmp_path):
-    extra = FILE_DATA if (group, option) in {("data", "csv"), ("data", "parquet")} else []
-    cfg = compose_train(f"{group}={option}", *extra)
+    cfg = compose_train(f"{group}={option}", *NEEDS.get((group, option), []))
     validate(cfg)
     node = cfg[group]
     assert "_target_" in node
@@ -54,7 +65,7 @@ def test_every_option_composes_validates_and_instantiates(compose_train, group, 
         return  # needs live components; built in test_trainer.py and by the CLI tests
     built = instantiate(node, _convert_="all")
     if group == "model":
-        model = built(InputSpec(("d",), ("a", "b"), (5, 7)))
+        model = built(CRITEO_INPUTS)
         assert sum(p.numel() for p in model.parameters()) > 0
     elif group == "optimizer":
         model = WideAndDeep(InputSpec(("d",), ("a", "b"), (5, 7)), embedding_dim=2, hidden_units=[4])

@@ -17,18 +17,26 @@ import torch
 from torch import Tensor, nn
 
 from easyrec.losses.bce import BinaryCrossEntropy
+from easyrec.losses.circle import CircleLoss
 from easyrec.losses.f1_reweighted import F1ReweightedLoss
 from easyrec.losses.focal import BinaryFocalLoss
+from easyrec.losses.in_batch_softmax import InBatchSoftmaxLoss
 from easyrec.losses.jrc import JRCLoss
+from easyrec.losses.kl_divergence import KLDivergenceLoss
 from easyrec.losses.l2 import L2Loss
 from easyrec.losses.listwise_distill import ListwiseDistillLoss
 from easyrec.losses.listwise_rank import ListwiseRankLoss
+from easyrec.losses.multi_similarity import MultiSimilarityLoss
+from easyrec.losses.multi_task import MultiTaskLoss
 from easyrec.losses.pairwise_focal import PairwiseFocalLoss
 from easyrec.losses.pairwise_hinge import EXP_CLIP, PairwiseHingeLoss
 from easyrec.losses.pairwise_logistic import PairwiseLogisticLoss
 from easyrec.losses.reduction import hardest_mean, mean_over_nonzero_weights
 from easyrec.losses.sigmoid_l2 import SigmoidL2Loss
+from easyrec.losses.softmax_ce import SoftmaxCrossEntropy
+from easyrec.losses.softmax_negative_mining import SoftmaxNegativeMiningLoss
 from easyrec.losses.weighted import WeightedLosses
+from easyrec.losses.ziln import ZILNLoss
 
 EXTREME = 60.0
 
@@ -43,6 +51,45 @@ def binary(pattern: Tensor) -> Tensor:
 def rank_positions(pattern: Tensor) -> Tensor:
     """Teacher rank positions (1 = best): a positive is rank 1, the i-th sample otherwise is rank ``2 + i``."""
     return torch.where(pattern > 0, torch.ones_like(pattern), 2.0 + torch.arange(pattern.shape[0]).to(pattern))
+
+
+def class_ids(pattern: Tensor) -> Tensor:
+    """Class ids of a 3-class loss: a positive is class 2, a negative class 0 or 1 by position."""
+    return torch.where(pattern > 0, torch.full_like(pattern, 2.0), (torch.arange(pattern.shape[0]) % 2).to(pattern))
+
+
+def values(pattern: Tensor) -> Tensor:
+    """Zero-inflated values: 0 for a negative, ``1 + 10·i`` for the i-th sample otherwise."""
+    return pattern * (1.0 + 10.0 * torch.arange(pattern.shape[0]).to(pattern))
+
+
+def teacher_probs(pattern: Tensor) -> Tensor:
+    """A teacher's probabilities: 0.9 for a positive, 0.1 otherwise (and an exact 0 or 1 on the ends)."""
+    probs = 0.1 + 0.8 * pattern
+    if probs.shape[0] >= 2:
+        probs[0], probs[-1] = 1.0, 0.0
+    return probs
+
+
+def task_labels(pattern: Tensor) -> Tensor:
+    """``(B, 3)`` labels of the multi-task table row: click, conversion (every other click) and value."""
+    conversion = pattern * (torch.arange(pattern.shape[0]) % 2 == 0).to(pattern)
+    return torch.stack([pattern, conversion, values(conversion)], dim=1)
+
+
+def multi_task(strategy: str) -> MultiTaskLoss:
+    learn = strategy == "uncertainty"
+    return MultiTaskLoss(
+        {
+            "ctr": {"loss": BinaryCrossEntropy(), "label": "click", "learn_weight": learn},
+            "ctcvr": {"loss": BinaryCrossEntropy(), "label": "conversion", "learn_weight": learn},
+            "ltv": {"loss": ZILNLoss(), "label": "value", "learn_weight": learn},
+            "rank": {"loss": ListwiseRankLoss(), "label": "click", "output": "ctr"},
+        },
+        label_columns=["click", "conversion", "value"],
+        strategy=strategy,
+        order_calibrate={"ctcvr": ["ctr"]},
+    )
 
 
 # ---------------------------------------------------------------------- the loss table
@@ -160,6 +207,23 @@ LOSSES = [
     LossSpec("weighted_fixed", weighted_fixed, sessions=True),
     LossSpec("weighted_uncertainty", weighted_uncertainty, sessions=True),
     LossSpec("weighted_random", weighted_random, sessions=True),
+    # multi-class, value and distillation losses
+    LossSpec("softmax_ce", lambda: SoftmaxCrossEntropy(3), (3,), labels=class_ids),
+    LossSpec("softmax_ce_smoothing", lambda: SoftmaxCrossEntropy(3, label_smoothing=0.2), (3,), labels=class_ids),
+    LossSpec("ziln", ZILNLoss, (3,), labels=values),
+    LossSpec("kl_divergence", KLDivergenceLoss, labels=teacher_probs),
+    LossSpec("kl_divergence_logits_t2", lambda: KLDivergenceLoss(2.0, label_is_logits=True), labels=values),
+    # several tasks, one output column each (ltv: three), a listwise term and order calibration
+    *[
+        LossSpec(f"multi_task_{s}", lambda s=s: multi_task(s), (5,), sessions=True, labels=task_labels)
+        for s in ("fixed", "uncertainty", "random")
+    ],
+    # two-tower retrieval: outputs (B, 2, D) user and item embeddings; the positive rows are the pairs
+    LossSpec("in_batch_softmax", InBatchSoftmaxLoss, (2, 4)),
+    LossSpec("infonce_symmetric", lambda: InBatchSoftmaxLoss(0.1, cosine=True, symmetric=True), (2, 4)),
+    LossSpec("circle", CircleLoss, (2, 4)),
+    LossSpec("multi_similarity", MultiSimilarityLoss, (2, 4)),
+    LossSpec("softmax_negative_mining", lambda: SoftmaxNegativeMiningLoss(num_negative_samples=3), (2, 4)),
 ]
 
 # ---------------------------------------------------------------------- the edge-case table

@@ -129,14 +129,13 @@ def test_session_losses_get_the_sessions():
     torch.testing.assert_close(loss(OUTPUTS[:, :2], LABELS, sessions=sessions), expected)
 
 
-def test_label_checks_name_each_tasks_column():
-    checks = three_tasks().label_checks()
-    assert [(c[0], c[1], c[2]) for c in checks] == [
-        ("click", (0.0, 1.0), None),
-        ("buy", (0.0, 1.0), None),
-        ("value", None, (0.0, math.inf)),
+def test_label_rules_name_each_tasks_column():
+    rules = three_tasks().label_rules()
+    assert [(r.column, r.values, r.value_range, r.required_by) for r in rules] == [
+        ("click", (0.0, 1.0), None, "task ctr: BinaryCrossEntropy"),
+        ("buy", (0.0, 1.0), None, "task cvr: BinaryCrossEntropy"),
+        ("value", None, (0.0, math.inf), "task ltv: ZILNLoss"),
     ]
-    assert checks[2][3] == "task ltv: ZILNLoss"
 
 
 @pytest.mark.parametrize(

@@ -85,12 +85,25 @@ class TabularData:
         allowed: tuple[float, ...] | None = None,
         value_range: tuple[float, float] | None = None,
         column: str | None = None,
+        every_value: bool = False,
     ) -> None:
         """Raise :class:`DataError` naming the source, column and row of the first label of ``column`` (default:
-        the only label column) that is not one of ``allowed`` or lies outside the closed ``value_range``."""
+        the only label column) that is not one of ``allowed`` or lies outside the closed ``value_range``; with
+        ``every_value``, also when one of ``allowed`` never occurs in the training split."""
         names = self.spec.label_names
         column = column or names[0]
         index = names.index(column) if len(names) > 1 else None
+        if every_value and allowed is not None:
+            train = self.train.labels if index is None else self.train.labels[:, index]
+            missing = [v for v in allowed if not bool((train == v).any())]
+            if missing:
+                seen = ", ".join(f"{v:g}" for v in torch.unique(train)[:10].tolist())
+                absent = ", ".join(f"{v:g}" for v in missing)
+                raise DataError(
+                    f"{self.train.source}: column '{column}' never takes the value {absent} (its values: {seen}); "
+                    f"{required_by} needs every one of {{{', '.join(f'{v:g}' for v in allowed)}}}: check the label "
+                    "column and the number of classes"
+                )
         for split in (self.train, self.eval):
             row = split.first_bad_label(index, allowed, value_range)
             if row is not None:

@@ -71,3 +71,39 @@ def heads_of(loss: object, label_names: Sequence[str]) -> list[Head]:
         return list(loss.heads())
     task = getattr(loss, "task", "binary")
     return [Head("", task, label_names[0], getattr(loss, "scores", DEFAULT_SCORES[task]))]
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """What a loss needs of one label column, checked on the data before training.
+
+    Attributes:
+        column: the label column.
+        required_by: who needs it, for the error message.
+        values: the allowed label values (None: any).
+        value_range: the closed interval the labels must lie in (None: any).
+        every_value: each of ``values`` must occur in the training split (a class never seen cannot be learned).
+    """
+
+    column: str
+    required_by: str
+    values: tuple[float, ...] | None = None
+    value_range: tuple[float, float] | None = None
+    every_value: bool = False
+
+
+def label_rule(loss: object, column: str, required_by: str) -> LabelRule | None:
+    """The rule of a single loss on ``column`` from its ``label_values``, ``label_range`` and
+    ``requires_every_label``; None when it accepts any label."""
+    values, value_range = getattr(loss, "label_values", None), getattr(loss, "label_range", None)
+    if not (values or value_range):
+        return None
+    return LabelRule(column, required_by, values, value_range, getattr(loss, "requires_every_label", False))
+
+
+def label_rules(loss: object, label_names: Sequence[str]) -> list[LabelRule]:
+    """Every rule ``loss`` puts on the label columns: its own ``label_rules()`` (multi-task), else its single rule."""
+    if hasattr(loss, "label_rules"):
+        return list(loss.label_rules())
+    rule = label_rule(loss, label_names[0], f"loss {type(loss).__name__}")
+    return [rule] if rule else []

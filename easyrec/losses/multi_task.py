@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from easyrec.losses.heads import DEFAULT_SCORES, Head
+from easyrec.losses.heads import DEFAULT_SCORES, Head, LabelRule, label_rule
 from easyrec.losses.l2 import L2Loss
 from easyrec.losses.order_calibrate import OrderCalibrateLoss
 from easyrec.losses.sigmoid_l2 import SigmoidL2Loss
@@ -121,14 +121,13 @@ class MultiTaskLoss(nn.Module):
             )
         return heads
 
-    def label_checks(self) -> list[tuple[str, tuple[float, ...] | None, tuple[float, float] | None, str]]:
-        """``(column, allowed values, allowed range, required by)`` for every task whose loss restricts its labels."""
-        checks = []
-        for name, loss in self.losses.items():
-            values, value_range = getattr(loss, "label_values", None), getattr(loss, "label_range", None)
-            if values or value_range:
-                checks.append((self.labels[name], values, value_range, f"task {name}: {type(loss).__name__}"))
-        return checks
+    def label_rules(self) -> list[LabelRule]:
+        """What each task's loss needs of its label column."""
+        rules = (
+            label_rule(loss, self.labels[name], f"task {name}: {type(loss).__name__}")
+            for name, loss in self.losses.items()
+        )
+        return [rule for rule in rules if rule]
 
     def forward(
         self, outputs: Tensor, labels: Tensor, weights: Tensor | None = None, sessions: Tensor | None = None

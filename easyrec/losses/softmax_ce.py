@@ -21,9 +21,13 @@ class SoftmaxCrossEntropy(nn.Module):
     Args:
         num_classes: C >= 2, the number of logits per sample.
         label_smoothing: s in [0, 1).
+
+    The run checks that the labels are class ids and that every class occurs in the training data
+    (``requires_every_label``): a click label under ``num_classes=3`` is refused before training.
     """
 
     task = "multiclass"
+    requires_every_label = True
 
     def __init__(self, num_classes: int, label_smoothing: float = 0.0) -> None:
         super().__init__()

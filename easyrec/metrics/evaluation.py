@@ -1,0 +1,139 @@
+"""Eval metrics chosen by each head's task (EasyRec's ``eval_config.metrics_set``), over a whole eval split."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from easyrec.metrics.binary import binary_metrics
+from easyrec.metrics.grouped_auc import grouped_auc
+from easyrec.metrics.multiclass import multiclass_metrics
+from easyrec.metrics.regression import regression_metrics
+from easyrec.metrics.retrieval import in_batch_recall_hits
+
+#: ``eval/gauc`` (mean over sessions), ``eval/gauc_sample`` and ``eval/gauc_positive`` (weighted by the
+#: session's samples or positives; EasyRec's mean_by_sample_num and mean_by_positive_num).
+GAUC_NAMES = {"mean": "gauc", "sample": "gauc_sample", "positive": "gauc_positive"}
+
+
+class EvalMetrics:
+    """Which metrics judge each task; :meth:`evaluation` accumulates one pass over the eval split.
+
+    * ``binary``: ``auc``, ``logloss``; with a session column ``gauc`` (one key per reduction); on synthetic data
+      the oracle's ``oracle_auc`` and ``oracle_logloss``.
+    * ``multiclass``: ``accuracy``, ``logloss``, ``recall@<top_k>``.
+    * ``regression``: ``rmse``, ``mae``; and ``auc`` of the prediction against ``label > 0`` when the eval labels
+      are non-negative with both zeros and positives (a value model must also rank converters first).
+    * ``retrieval``: ``recall@<k>`` for each of ``recall_at_k``, among the positive pairs of the same eval batch,
+      and ``auc`` of the pair score against the label.
+
+    A single loss's metrics are ``eval/<metric>``; a multi-task loss's are ``eval/<task>/<metric>``.
+
+    Args:
+        gauc_reductions: any of ``mean``, ``sample``, ``positive``.
+        top_k: k of the multi-class ``recall@k``.
+        recall_at_k: the k of the retrieval ``recall@k``.
+    """
+
+    def __init__(
+        self, gauc_reductions: Sequence[str] = ("mean",), top_k: int = 5, recall_at_k: Sequence[int] = (1, 10, 50)
+    ) -> None:
+        unknown = [r for r in gauc_reductions if r not in GAUC_NAMES]
+        if unknown:
+            raise ValueError(f"gauc_reductions: {unknown[0]!r} is not one of {', '.join(GAUC_NAMES)}")
+        if top_k < 1 or any(k < 1 for k in recall_at_k):
+            raise ValueError(f"top_k={top_k}, recall_at_k={list(recall_at_k)}: each k must be >= 1")
+        self.gauc_reductions, self.top_k, self.recall_at_k = tuple(gauc_reductions), top_k, tuple(recall_at_k)
+
+    def names(self, heads: Sequence[Any], data: Any) -> list[str]:
+        """Every key :meth:`Evaluation.compute` returns for ``heads`` on ``data``'s eval split."""
+        return [head.prefix + name for head in heads for name in self._metric_names(head, data)]
+
+    def evaluation(self, heads: Sequence[Any], data: Any) -> Evaluation:
+        return Evaluation(self, heads, data)
+
+    def _metric_names(self, head: Any, data: Any) -> list[str]:
+        if head.task == "binary":
+            names = ["auc", "logloss"]
+            if data.eval.sessions is not None:
+                names += [GAUC_NAMES[r] for r in self.gauc_reductions]
+            if data.eval_oracle_probs(head.label) is not None:
+                names += ["oracle_auc", "oracle_logloss"]
+            return names
+        if head.task == "multiclass":
+            return ["accuracy", "logloss", f"recall@{self.top_k}"]
+        if head.task == "regression":
+            return ["rmse", "mae"] + (["auc"] if _zero_and_positive(eval_labels(data, head.label)) else [])
+        return [f"recall@{k}" for k in self.recall_at_k] + ["auc"]
+
+
+class Evaluation:
+    """One pass over the eval split: :meth:`update` with each batch's model output, then :meth:`compute`."""
+
+    def __init__(self, metrics: EvalMetrics, heads: Sequence[Any], data: Any) -> None:
+        self.metrics, self.heads, self.data = metrics, list(heads), data
+        self._predictions: list[list[Tensor]] = [[] for _ in self.heads]
+        self._hits = [torch.zeros(len(metrics.recall_at_k), dtype=torch.long) for _ in self.heads]
+        self._queries = [0 for _ in self.heads]
+
+    @torch.inference_mode()
+    def update(self, outputs: Tensor, batch: Any) -> None:
+        """Add one eval batch: ``outputs`` is the model output for ``batch`` (eval batches come in order)."""
+        for i, head in enumerate(self.heads):
+            part = head.outputs(outputs.float())
+            self._predictions[i].append(head.scores(part).cpu())
+            if head.task == "retrieval":
+                labels = batch_labels(batch.labels, self.data.spec.label_names, head.label)
+                hits, queries = in_batch_recall_hits(part, labels, self.metrics.recall_at_k)
+                self._hits[i] += hits
+                self._queries[i] += queries
+
+    def compute(self) -> dict[str, float]:
+        results: dict[str, float] = {}
+        for i, head in enumerate(self.heads):
+            predictions = torch.cat(self._predictions[i])
+            labels = eval_labels(self.data, head.label)
+            values = self._head_metrics(i, head, predictions, labels)
+            results.update({head.prefix + name: value for name, value in values.items()})
+        return results
+
+    def _head_metrics(self, i: int, head: Any, predictions: Tensor, labels: Tensor) -> dict[str, float]:
+        metrics = self.metrics
+        if head.task == "binary":
+            values = binary_metrics(predictions, labels)
+            sessions = self.data.eval.sessions
+            if sessions is not None:
+                for reduction in metrics.gauc_reductions:
+                    values[GAUC_NAMES[reduction]] = grouped_auc(predictions, labels, sessions, reduction)["gauc"]
+            oracle = self.data.eval_oracle_probs(head.label)
+            if oracle is not None:
+                values.update({f"oracle_{k}": v for k, v in binary_metrics(oracle, labels).items()})
+            return values
+        if head.task == "multiclass":
+            return multiclass_metrics(predictions, labels, metrics.top_k)
+        if head.task == "regression":
+            values = regression_metrics(predictions, labels)
+            if _zero_and_positive(labels):
+                values["auc"] = binary_metrics(predictions, (labels > 0).float())["auc"]
+            return values
+        queries = max(self._queries[i], 1)
+        values = {f"recall@{k}": int(h) / queries for k, h in zip(metrics.recall_at_k, self._hits[i], strict=True)}
+        values["auc"] = binary_metrics(predictions.sigmoid(), (labels > 0).float())["auc"]
+        return values
+
+
+def batch_labels(labels: Tensor, label_names: Sequence[str], column: str) -> Tensor:
+    """Column ``column`` of ``labels`` (``(B,)`` for one label column, ``(B, L)`` for several) -> ``(B,)``."""
+    return labels if labels.dim() == 1 else labels[:, list(label_names).index(column)]
+
+
+def eval_labels(data: Any, column: str) -> Tensor:
+    """The eval split's labels of ``column``: ``(N,)``."""
+    return batch_labels(data.eval.labels, data.spec.label_names, column)
+
+
+def _zero_and_positive(labels: Tensor) -> bool:
+    return bool((labels >= 0).all() and (labels == 0).any() and (labels > 0).any())

@@ -921,3 +921,28 @@ def test_a_label_outside_the_range_a_loss_needs_names_column_and_row(tmp_path):
 def test_a_bad_label_list_is_refused(label):
     with pytest.raises(ValueError, match="features.label"):
         FeatureSpec.from_config({**CSV_FEATURES, "label": label})
+
+
+def test_parquet_with_click_conversion_value_weight_and_session(tmp_path):
+    table = pa.table(
+        {
+            "c": ["x", "y", "x", "z"],
+            "click": [1.0, 1.0, 0.0, 0.0],
+            "buy": [1, 0, 0, 0],
+            "value": [12.5, 0.0, 0.0, 0.0],
+            "w": [1.0, 2.0, 0.5, 1.0],
+            "visit": ["a", "a", "b", "b"],
+        }
+    )
+    pq.write_table(table, tmp_path / "t.parquet")
+    features = {
+        "categorical": [{"names": ["c"]}],
+        "label": ["click", "buy", "value"],
+        "weight": "w",
+        "session": "visit",
+    }
+    data = ParquetData(features, str(tmp_path / "t.parquet"), str(tmp_path / "t.parquet"), shuffle=False)
+    data.setup()
+    batch = next(iter(data.train_batches(0)))
+    assert batch.labels.tolist() == [[1.0, 1.0, 12.5], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    assert batch.weights.tolist() == [1.0, 2.0, 0.5, 1.0] and batch.sessions.tolist() == [0, 0, 1, 1]

@@ -141,3 +141,38 @@ def test_retrieval_head_recall_per_eval_batch_and_pair_auc():
 def test_bad_metric_settings_are_refused(bad):
     with pytest.raises(ValueError):
         EvalMetrics(**bad)
+
+
+def test_a_conditional_head_judges_the_ratio_on_the_rows_where_the_given_label_is_positive():
+    loss = MultiTaskLoss(
+        {
+            "ctr": {"loss": BinaryCrossEntropy(), "label": "click"},
+            "ctcvr": {"loss": BinaryCrossEntropy(), "label": "buy"},
+        },
+        label_columns=["click", "buy"],
+        eval_conditional={"cvr": {"task": "ctcvr", "given": "ctr"}},
+    )
+    heads = heads_of(loss, ["click", "buy"])
+    assert [(h.name, h.label, h.given) for h in heads][-1] == ("cvr", "buy", "click")
+    outputs = torch.tensor([[2.0, 1.0], [1.0, -1.0], [0.5, -3.0], [-2.0, -1.0], [0.0, -0.5], [-1.0, -4.0]])
+    labels = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0], [0.0, 0.0]])
+    p_ctr, p_ctcvr = torch.sigmoid(outputs[:, 0]), torch.sigmoid(outputs[:, 1])
+    oracle = {"click": torch.full((6,), 0.5), "buy": torch.tensor([0.4, 0.1, 0.2, 0.3, 0.1, 0.1])}
+    data = SimpleNamespace(
+        eval=split(labels), spec=SimpleNamespace(label_names=["click", "buy"]), eval_oracle_probs=oracle.get
+    )
+    values = evaluate(EvalMetrics(), heads, data, outputs)
+    clicked = labels[:, 0] > 0
+    cvr = (p_ctcvr / p_ctr).clamp(0, 1)[clicked]
+    assert values["eval/cvr/auc"] == pytest.approx(roc_auc_score(labels[clicked, 1], cvr))
+    assert values["eval/cvr/oracle_auc"] == pytest.approx(roc_auc_score(labels[clicked, 1], oracle["buy"][clicked]))
+    assert values["eval/ctcvr/auc"] == pytest.approx(roc_auc_score(labels[:, 1], p_ctcvr))
+
+
+def test_a_conditional_head_must_name_two_tasks():
+    with pytest.raises(ValueError, match="eval_conditional.cvr.given=click: not a task"):
+        MultiTaskLoss(
+            {"ctr": {"loss": BinaryCrossEntropy(), "label": "click"}},
+            label_columns=["click"],
+            eval_conditional={"cvr": {"task": "ctr", "given": "click"}},
+        )

@@ -4,19 +4,15 @@ EasyRec's golden value."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from easyrec.losses.circle import CircleLoss, circle_loss
-from easyrec.losses.embeddings import TwoTowerLoss, l2_normalize, pair_anchors, positive_mask
+from easyrec.losses.embeddings import l2_normalize, pair_anchors, positive_mask
 from easyrec.losses.multi_similarity import MultiSimilarityLoss, multi_similarity_loss
 from tests.references import LN2, sid, t
-
-CONF = Path(__file__).resolve().parents[1] / "conf" / "loss"
 
 # EasyRec's loss_test.py inputs.
 GOLDEN_EMB = [
@@ -237,7 +233,8 @@ def test_multi_similarity_two_tower_matches_reference(ms_mining):
     assert out.item() == pytest.approx(np_multi_similarity(emb, ids, lamb=0.5, ms_mining=ms_mining, w=anchor_w))
 
 
-# ---------------------------------------------------------------------- both: two-tower contract, edge cases
+# ---------------------------------------------------------------------- both: anchors, gradients, edge cases
+# (the contract shared with the other two-tower losses is in test_two_tower_losses.py)
 
 
 def test_circle_gradient_stops_at_the_pair_weights():
@@ -257,93 +254,12 @@ def test_circle_gradient_stops_at_the_pair_weights():
     np.testing.assert_allclose(x.grad.numpy(), numeric, rtol=1e-5, atol=1e-7)
 
 
-MODULES = [
-    pytest.param(lambda: CircleLoss(), id="circle"),
-    pytest.param(lambda: MultiSimilarityLoss(), id="ms"),
-    pytest.param(lambda: MultiSimilarityLoss(ms_mining=True), id="ms_mining"),
-]
-
-
 def test_pair_anchors():
     user, item = t([[1.0, 0.0], [0.0, 1.0]]), t([[2.0, 0.0], [0.0, 2.0]])
     emb, ids, w = pair_anchors(user, item, t([3.0, 4.0]))
     assert emb.tolist() == [[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [0.0, 2.0]]
     assert ids.tolist() == [0, 1, 0, 1] and w.tolist() == [3.0, 4.0, 3.0, 4.0]
     assert pair_anchors(user, item, None)[2] is None
-
-
-@pytest.mark.parametrize("make", MODULES)
-def test_two_tower_attributes_and_scores(make):
-    loss = make()
-    assert isinstance(loss, TwoTowerLoss)
-    assert loss.task == "retrieval" and loss.label_values == (0.0, 1.0) and loss.requires_sessions is False
-    outputs = t([[[1.0, 2.0], [3.0, 4.0]], [[0.5, -1.0], [2.0, 1.0]]])
-    assert loss.scores(outputs).tolist() == [11.0, 0.0]
-
-
-@pytest.mark.parametrize("make", MODULES)
-@pytest.mark.parametrize("shape", [(4, 8), (4, 3, 8), (4, 2)])
-def test_wrong_output_shape_is_refused(make, shape):
-    with pytest.raises(ValueError, match=r"outputs: expected shape \(B, 2, D\) \(user and item embeddings"):
-        make()(torch.zeros(shape), torch.ones(4))
-    with pytest.raises(ValueError, match="outputs: expected shape"):
-        make().scores(torch.zeros(shape))
-
-
-@pytest.mark.parametrize("make", MODULES)
-def test_wrong_label_or_weight_shape_is_refused(make):
-    with pytest.raises(ValueError, match="labels: expected shape"):
-        make()(torch.zeros(4, 2, 3), torch.ones(3))
-    with pytest.raises(ValueError, match="weights: expected shape"):
-        make()(torch.zeros(4, 2, 3), torch.ones(4), torch.ones(5))
-
-
-@pytest.mark.parametrize(
-    "cls, kwargs, name",
-    [
-        (CircleLoss, {"margin": -0.1}, "margin"),
-        (CircleLoss, {"gamma": 0.0}, "gamma"),
-        (CircleLoss, {"gamma": float("inf")}, "gamma"),
-        (MultiSimilarityLoss, {"alpha": 0.0}, "alpha"),
-        (MultiSimilarityLoss, {"beta": -1.0}, "beta"),
-        (MultiSimilarityLoss, {"lamb": float("nan")}, "lamb"),
-        (MultiSimilarityLoss, {"eps": -0.1}, "eps"),
-    ],
-)
-def test_bad_arguments_are_refused(cls, kwargs, name):
-    with pytest.raises(ValueError, match=f"^{name}="):
-        cls(**kwargs)
-
-
-def edge_cases():
-    rng = np.random.default_rng(0)
-    random = rng.normal(size=(4, 2, 3))
-    same = np.tile(rng.normal(size=(1, 1, 3)), (4, 2, 1))
-    zeros = random.copy()
-    zeros[1] = 0.0
-    ones, mixed = [1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 1.0, 1.0]
-    return {
-        "no_positive_row": (random, [0.0] * 4, None),
-        "one_positive_row": (random, [0.0, 1.0, 0.0, 0.0], None),
-        "all_rows_positive": (random, ones, [1.0, 2.0, 0.5, 1.0]),
-        "zero_weights": (random, mixed, [0.0] * 4),
-        "identical_embeddings": (same, ones, None),
-        "zero_vectors": (zeros, ones, None),
-    }
-
-
-@pytest.mark.parametrize("make", MODULES)
-@pytest.mark.parametrize("case", list(edge_cases()))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_edge_cases_give_finite_losses_and_gradients(make, case, dtype):
-    outputs, labels, weights = edge_cases()[case]
-    x = torch.tensor(outputs, dtype=dtype).requires_grad_()
-    out = make()(x, torch.tensor(labels, dtype=dtype), None if weights is None else torch.tensor(weights, dtype=dtype))
-    assert out.dim() == 0 and torch.isfinite(out)
-    out.backward()
-    assert torch.isfinite(x.grad).all()
-    if case in ("no_positive_row", "zero_weights"):
-        assert out.item() == 0.0 and x.grad.abs().sum().item() == 0.0
 
 
 def test_one_positive_row_has_no_negative():
@@ -362,24 +278,7 @@ def test_functional_empty_batch():
     assert multi_similarity_loss(x, torch.zeros(0)).item() == 0.0
 
 
-@pytest.mark.parametrize("make", MODULES[1:])
-def test_gradcheck(make):
-    outputs, labels, weights = two_tower_batch(6, 3, seed=9)
-    loss = make()
-    x = t(outputs).requires_grad_()
-    assert torch.autograd.gradcheck(lambda o: loss(o, t(labels), t(weights)), (x,))
-
-
 def test_l2_normalize_matches_tensorflow():
     x = t([[3.0, 4.0], [0.0, 0.0], [1e-7, 0.0]])
     # tf.nn.l2_normalize: x / sqrt(max(Σx², 1e-12)).
     torch.testing.assert_close(l2_normalize(x), t([[0.6, 0.8], [0.0, 0.0], [0.1, 0.0]]))
-
-
-@pytest.mark.parametrize("name, cls", [("circle", CircleLoss), ("multi_similarity", MultiSimilarityLoss)])
-def test_conf_matches_the_constructor(name, cls):
-    cfg = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
-    assert cfg.pop("_target_") == f"easyrec.losses.{cls.__name__}"
-    loss = cls(**cfg)
-    for key, value in cfg.items():
-        assert getattr(loss, key) == value

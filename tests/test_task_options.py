@@ -25,9 +25,9 @@ def final_metrics(tmp_path) -> dict[str, float]:
 
 CASES = [
     # (overrides, model, metrics that must be logged)
-    (["experiment=multi_task"], "mmoe", ["eval/ctr/auc", "eval/ctcvr/auc", "eval/ctcvr/oracle_auc"]),
+    (["experiment=multi_task"], "mmoe", ["eval/ctr/auc", "eval/ctcvr/auc", "eval/ctcvr/oracle_auc", "eval/cvr/auc"]),
     (["experiment=multi_task", "loss=order_calibrate"], "mmoe", ["eval/ctr/auc", "eval/ctcvr/logloss"]),
-    (["experiment=esmm"], "esmm", ["eval/ctr/auc", "eval/ctcvr/auc"]),
+    (["experiment=esmm"], "esmm", ["eval/ctr/auc", "eval/ctcvr/auc", "eval/cvr/auc", "eval/cvr/oracle_auc"]),
     (["experiment=ltv"], "deepfm", ["eval/rmse", "eval/mae", "eval/auc"]),
     (["experiment=multiclass"], "deepfm", ["eval/accuracy", "eval/logloss", "eval/recall@2"]),
     (["experiment=distill"], "deepfm", ["eval/ctr/auc", "eval/distill/rmse", "eval/distill/mae"]),
@@ -118,6 +118,10 @@ QUICK = ["data.num_rows=3000", "logger=none", "trainer.max_steps=2"]
         (["experiment=multi_task", "loss.tasks.ctcvr.output=cvr"], "tasks.ctcvr.output=cvr: no such task"),
         (["experiment=multi_task", "loss.tasks.ctr.learn_weight=true"], "needs strategy=uncertainty"),
         (["metrics.recall_at_k=[10,0]"], "metrics.recall_at_k"),
+        (
+            ["experiment=esmm", "loss.eval_conditional.cvr.given=click"],
+            "eval_conditional.cvr.given=click: no such task",
+        ),
     ],
 )
 def test_a_loss_the_data_or_model_cannot_serve_is_a_config_error(compose_train, tmp_path, overrides, message):

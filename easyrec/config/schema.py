@@ -524,6 +524,14 @@ class TaskConfig:
 
 
 @dataclass
+class ConditionalHeadConfig:
+    """An eval-only head of MultiTaskLoss: P(task | given) on the rows where given's label is positive."""
+
+    task: str = MISSING
+    given: str = MISSING
+
+
+@dataclass
 class MultiTaskLossConfig:
     _target_: str = "easyrec.losses.MultiTaskLoss"
     label_columns: Any = MISSING
@@ -531,9 +539,15 @@ class MultiTaskLossConfig:
     tasks: dict[str, TaskConfig] = checked({}, non_empty())
     order_calibrate: dict[str, list[str]] = field(default_factory=dict)
     order_calibrate_weight: float = checked(1.0, ge(0))
+    eval_conditional: dict[str, ConditionalHeadConfig] = field(default_factory=dict)
 
     @staticmethod
     def consistency(node: Any) -> str | None:
+        for name, head in node.eval_conditional.items():
+            for key in ("task", "given"):
+                if head[key] not in node.tasks:
+                    tasks = ", ".join(node.tasks)
+                    return f"eval_conditional.{name}.{key}={head[key]}: no such task; the tasks are: {tasks}"
         learned = [name for name, task in node.tasks.items() if task.learn_weight]
         if learned and node.strategy != "uncertainty":
             return f"tasks.{learned[0]}.learn_weight=true: needs strategy=uncertainty"

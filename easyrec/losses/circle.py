@@ -7,12 +7,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from easyrec.losses.embeddings import (
-    TwoTowerLoss,
+    PairAnchorLoss,
     check_embeddings,
     l2_normalize,
-    pair_anchors,
     positive_mask,
-    positive_pairs,
 )
 from easyrec.losses.pairs import check_non_negative, check_positive, zero_loss
 from easyrec.losses.reduction import mean_over_nonzero_weights
@@ -58,7 +56,7 @@ def circle_loss(
     return mean_over_nonzero_weights(losses, weights)
 
 
-class CircleLoss(TwoTowerLoss):
+class CircleLoss(PairAnchorLoss):
     """Circle loss on the positive pairs of a two-tower batch.
 
     The ``P`` rows with label > 0 give ``2P`` anchors ``[user_1..user_P, item_1..item_P]``; class ids
@@ -81,16 +79,6 @@ class CircleLoss(TwoTowerLoss):
         check_positive("gamma", gamma)
         self.margin, self.gamma = float(margin), float(gamma)
 
-    def forward(
-        self,
-        outputs: Tensor,
-        labels: Tensor,
-        weights: Tensor | None = None,
-        sessions: Tensor | None = None,
-    ) -> Tensor:
-        """``outputs (B, 2, D)``, ``labels (B,)`` 0/1, ``weights (B,)`` or None, ``sessions`` ignored -> scalar."""
-        user, item, pair_weights = positive_pairs(outputs, labels, weights)
-        if user.shape[0] == 0:
-            return zero_loss(outputs)
-        embeddings, ids, anchor_weights = pair_anchors(user, item, pair_weights)
-        return circle_loss(embeddings, ids, margin=self.margin, gamma=self.gamma, weights=anchor_weights)
+    def anchor_loss(self, embeddings: Tensor, ids: Tensor, weights: Tensor | None) -> Tensor:
+        """:func:`circle_loss` of the ``2P`` anchors."""
+        return circle_loss(embeddings, ids, margin=self.margin, gamma=self.gamma, weights=weights)

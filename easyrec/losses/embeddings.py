@@ -9,6 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from easyrec.losses.heads import pair_scores
+from easyrec.losses.pairs import zero_loss
+
 
 def check_pair_outputs(outputs: Tensor, **tensors: Tensor | None) -> None:
     """ValueError unless ``outputs`` is ``(B, 2, D)`` and every non-None tensor is ``(B,)``."""
@@ -80,4 +83,28 @@ class TwoTowerLoss(nn.Module):
     def scores(outputs: Tensor) -> Tensor:
         """Pair score ``<user_i, item_i>`` of ``outputs (B, 2, D)`` -> ``(B,)``."""
         check_pair_outputs(outputs)
-        return (outputs[:, 0] * outputs[:, 1]).sum(-1)
+        return pair_scores(outputs)
+
+
+class PairAnchorLoss(TwoTowerLoss):
+    """Base of the metric-learning losses on a two-tower batch: the ``P`` positive rows give ``2P`` anchors
+    ``[user_1..user_P, item_1..item_P]`` with class ids ``[0..P−1, 0..P−1]`` (each user's only positive is its own
+    item, and vice versa) and anchor weights (a pair's weight on both of its anchors); :meth:`anchor_loss` takes
+    them from there. No positive row gives 0 (connected to ``outputs``)."""
+
+    def forward(
+        self,
+        outputs: Tensor,
+        labels: Tensor,
+        weights: Tensor | None = None,
+        sessions: Tensor | None = None,
+    ) -> Tensor:
+        """``outputs (B, 2, D)``, ``labels (B,)`` 0/1, ``weights (B,)`` or None, ``sessions`` ignored -> scalar."""
+        user, item, pair_weights = positive_pairs(outputs, labels, weights)
+        if user.shape[0] == 0:
+            return zero_loss(outputs)
+        return self.anchor_loss(*pair_anchors(user, item, pair_weights))
+
+    def anchor_loss(self, embeddings: Tensor, ids: Tensor, weights: Tensor | None) -> Tensor:
+        """``embeddings (2P, D)``, class ``ids (2P,)``, anchor ``weights (2P,)`` or None -> scalar."""
+        raise NotImplementedError

@@ -44,6 +44,7 @@ class Head:
         label: the label column it is judged against.
         scores: model output of this head -> predictions (``(B,)``, or ``(B, C)`` class probabilities).
         columns: ``(start, stop)`` of the model output's columns this head reads; None: the whole output.
+        given: a label column: only the rows where it is positive are evaluated (e.g. CVR on the clicked rows).
     """
 
     name: str
@@ -51,6 +52,7 @@ class Head:
     label: str
     scores: Callable[[Tensor], Tensor]
     columns: tuple[int, int] | None = None
+    given: str | None = None
 
     @property
     def prefix(self) -> str:
@@ -63,6 +65,17 @@ class Head:
         start, stop = self.columns
         part = outputs[:, start:stop]
         return part.squeeze(1) if stop - start == 1 else part
+
+
+def conditional_head(name: str, task: Head, given: Head) -> Head:
+    """The head of ``P(task | given)`` = ``p_task / p_given``, judged on ``task``'s label over the rows where
+    ``given``'s label is positive (ESMM's CVR on the clicked rows, from its CTR and CTCVR outputs)."""
+
+    def scores(outputs: Tensor) -> Tensor:
+        ratio = task.scores(task.outputs(outputs)) / given.scores(given.outputs(outputs)).clamp_min(1e-12)
+        return ratio.clamp(0.0, 1.0)
+
+    return Head(name, "binary", task.label, scores, None, given=given.label)
 
 
 def heads_of(loss: object, label_names: Sequence[str]) -> list[Head]:

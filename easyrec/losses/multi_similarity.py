@@ -8,12 +8,10 @@ import torch
 from torch import Tensor
 
 from easyrec.losses.embeddings import (
-    TwoTowerLoss,
+    PairAnchorLoss,
     check_embeddings,
     l2_normalize,
-    pair_anchors,
     positive_mask,
-    positive_pairs,
 )
 from easyrec.losses.pairs import check_non_negative, check_positive, zero_loss
 from easyrec.losses.reduction import mean_over_nonzero_weights
@@ -72,7 +70,7 @@ def multi_similarity_loss(
     return mean_over_nonzero_weights(losses, weights)
 
 
-class MultiSimilarityLoss(TwoTowerLoss):
+class MultiSimilarityLoss(PairAnchorLoss):
     """Multi-similarity loss on the positive pairs of a two-tower batch.
 
     The ``P`` rows with label > 0 give ``2P`` anchors ``[user_1..user_P, item_1..item_P]`` with class ids
@@ -108,18 +106,8 @@ class MultiSimilarityLoss(TwoTowerLoss):
         self.alpha, self.beta, self.lamb, self.eps = float(alpha), float(beta), float(lamb), float(eps)
         self.ms_mining = bool(ms_mining)
 
-    def forward(
-        self,
-        outputs: Tensor,
-        labels: Tensor,
-        weights: Tensor | None = None,
-        sessions: Tensor | None = None,
-    ) -> Tensor:
-        """``outputs (B, 2, D)``, ``labels (B,)`` 0/1, ``weights (B,)`` or None, ``sessions`` ignored -> scalar."""
-        user, item, pair_weights = positive_pairs(outputs, labels, weights)
-        if user.shape[0] == 0:
-            return zero_loss(outputs)
-        embeddings, ids, anchor_weights = pair_anchors(user, item, pair_weights)
+    def anchor_loss(self, embeddings: Tensor, ids: Tensor, weights: Tensor | None) -> Tensor:
+        """:func:`multi_similarity_loss` of the ``2P`` anchors."""
         return multi_similarity_loss(
             embeddings,
             ids,
@@ -128,5 +116,5 @@ class MultiSimilarityLoss(TwoTowerLoss):
             lamb=self.lamb,
             eps=self.eps,
             ms_mining=self.ms_mining,
-            weights=anchor_weights,
+            weights=weights,
         )

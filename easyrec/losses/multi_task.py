@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from easyrec.losses.heads import DEFAULT_SCORES, Head, LabelRule, label_rule
+from easyrec.losses.heads import DEFAULT_SCORES, Head, LabelRule, conditional_head, label_rule
 from easyrec.losses.l2 import L2Loss
 from easyrec.losses.order_calibrate import OrderCalibrateLoss
 from easyrec.losses.sigmoid_l2 import SigmoidL2Loss
@@ -33,6 +33,9 @@ class MultiTaskLoss(nn.Module):
         order_calibrate: ``{task: [upper tasks]}``: EasyRec's ORDER_CALIBRATE_LOSS, adding
             ``order_calibrate_weight · Σ_r mean(relu(p_task − p_r))`` so that e.g. p(ctcvr) stays below p(ctr).
         order_calibrate_weight: its weight.
+        eval_conditional: ``{name: {"task": t, "given": g}}``: also evaluate ``P(t | g) = p_t / p_g`` on the rows
+            where g's label is positive, as ``eval/<name>/...`` (ESMM's CVR on the clicked rows:
+            ``{cvr: {task: ctcvr, given: ctr}}``). Evaluation only; it adds no loss.
 
     ``forward(outputs (B, K) or (B,), labels (B, L) or (B,), weights (B,) | None, sessions (B,) | None)`` -> scalar.
     After each call, :meth:`log_values` gives ``train/loss/<task>`` for each task, ``train/loss_weight/<task>`` when
@@ -53,6 +56,7 @@ class MultiTaskLoss(nn.Module):
         strategy: str = "fixed",
         order_calibrate: Mapping[str, Sequence[str]] | None = None,
         order_calibrate_weight: float = 1.0,
+        eval_conditional: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         super().__init__()
         self.label_columns = [label_columns] if isinstance(label_columns, str) else list(label_columns)
@@ -83,12 +87,22 @@ class MultiTaskLoss(nn.Module):
                 if name not in self.losses:
                     raise ValueError(f"order_calibrate: {name!r} is not a task; the tasks are: {', '.join(tasks)}")
         self.order_calibrate_weight = float(order_calibrate_weight)
+        self.eval_conditional = {name: dict(spec) for name, spec in (eval_conditional or {}).items()}
+        for name, spec in self.eval_conditional.items():
+            if name in self.losses:
+                raise ValueError(f"eval_conditional.{name}: a task has that name already")
+            for key in ("task", "given"):
+                if spec.get(key) not in self.losses:
+                    raise ValueError(
+                        f"eval_conditional.{name}.{key}={spec.get(key)}: not a task; the tasks are: {', '.join(tasks)}"
+                    )
         self.order_loss = OrderCalibrateLoss()
         self.requires_sessions = any(getattr(loss, "requires_sessions", False) for loss in self.losses.values())
         self._takes_sessions = {
             name: "sessions" in inspect.signature(loss.forward).parameters for name, loss in self.losses.items()
         }
         self._logged: dict[str, Tensor] = {}
+        self._heads_by_task = {head.name: head for head in self._task_heads()}
 
     def _assign_columns(self, tasks: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
         columns: dict[str, tuple[int, int]] = {}
@@ -112,7 +126,14 @@ class MultiTaskLoss(nn.Module):
         return columns
 
     def heads(self) -> list[Head]:
-        """One evaluated head per task: ``eval/<task>/...``."""
+        """One evaluated head per task (``eval/<task>/...``), then the conditional ones."""
+        heads = self._task_heads()
+        by_name = {head.name: head for head in heads}
+        for name, spec in self.eval_conditional.items():
+            heads.append(conditional_head(name, by_name[spec["task"]], by_name[spec["given"]]))
+        return heads
+
+    def _task_heads(self) -> list[Head]:
         heads = []
         for name, loss in self.losses.items():
             task = getattr(loss, "task", "binary")
@@ -133,7 +154,7 @@ class MultiTaskLoss(nn.Module):
         self, outputs: Tensor, labels: Tensor, weights: Tensor | None = None, sessions: Tensor | None = None
     ) -> Tensor:
         """``outputs (B, K)`` (``(B,)`` when K = 1), ``labels (B, L)`` (``(B,)`` when L = 1) -> scalar."""
-        heads = {head.name: head for head in self.heads()}
+        heads = self._heads_by_task
         values: dict[str, Tensor] = {}
         for name, loss in self.losses.items():
             task_outputs = heads[name].outputs(outputs)

@@ -60,7 +60,7 @@ class EvalMetrics:
             names = ["auc", "logloss"]
             if data.eval.sessions is not None:
                 names += [GAUC_NAMES[r] for r in self.gauc_reductions]
-            if data.eval_oracle_probs(head.label) is not None:
+            if oracle_probs(data, head) is not None:
                 names += ["oracle_auc", "oracle_logloss"]
             return names
         if head.task == "multiclass":
@@ -96,19 +96,26 @@ class Evaluation:
         for i, head in enumerate(self.heads):
             predictions = torch.cat(self._predictions[i])
             labels = eval_labels(self.data, head.label)
-            values = self._head_metrics(i, head, predictions, labels)
+            rows = eval_labels(self.data, head.given) > 0 if head.given else None
+            values = self._head_metrics(i, head, predictions, labels, rows)
             results.update({head.prefix + name: value for name, value in values.items()})
         return results
 
-    def _head_metrics(self, i: int, head: Any, predictions: Tensor, labels: Tensor) -> dict[str, float]:
+    def _head_metrics(
+        self, i: int, head: Any, predictions: Tensor, labels: Tensor, rows: Tensor | None
+    ) -> dict[str, float]:
+        """The metrics of one head, over the eval rows (``rows``: a mask of those that count, or None: all)."""
         metrics = self.metrics
         if head.task == "binary":
+            sessions, oracle = self.data.eval.sessions, oracle_probs(self.data, head)
+            if rows is not None:
+                predictions, labels = predictions[rows], labels[rows]
+                sessions = None if sessions is None else sessions[rows]
+                oracle = None if oracle is None else oracle[rows]
             values = binary_metrics(predictions, labels)
-            sessions = self.data.eval.sessions
             if sessions is not None:
                 for reduction in metrics.gauc_reductions:
                     values[GAUC_NAMES[reduction]] = grouped_auc(predictions, labels, sessions, reduction)["gauc"]
-            oracle = self.data.eval_oracle_probs(head.label)
             if oracle is not None:
                 values.update({f"oracle_{k}": v for k, v in binary_metrics(oracle, labels).items()})
             return values
@@ -133,6 +140,16 @@ def batch_labels(labels: Tensor, label_names: Sequence[str], column: str) -> Ten
 def eval_labels(data: Any, column: str) -> Tensor:
     """The eval split's labels of ``column``: ``(N,)``."""
     return batch_labels(data.eval.labels, data.spec.label_names, column)
+
+
+def oracle_probs(data: Any, head: Any) -> Tensor | None:
+    """The true probabilities of ``head``'s label where the data knows them: ``(N_eval,)``, or None. For a head
+    given another label column, the ratio of the two (the conditional probability)."""
+    oracle = data.eval_oracle_probs(head.label)
+    if oracle is None or not head.given:
+        return oracle
+    given = data.eval_oracle_probs(head.given)
+    return None if given is None else (oracle / given.clamp_min(1e-12)).clamp(0.0, 1.0)
 
 
 def _zero_and_positive(labels: Tensor) -> bool:

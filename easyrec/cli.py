@@ -10,6 +10,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from easyrec.errors import Interrupted
+
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module:function of the Hydra app, one-line description)
     "train": (
@@ -58,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         app()
+    except Interrupted as error:  # SIGTERM or SIGINT, stopped with a checkpoint
+        print(f"easyrec: interrupted by {error.name}", file=sys.stderr)
+        sys.exit(128 + error.signal_number)
     except KeyboardInterrupt:
         print("easyrec: interrupted", file=sys.stderr)
         sys.exit(130)

@@ -15,3 +15,15 @@ class ConfigError(EasyrecError):
 
 class DataError(EasyrecError):
     """Unreadable or invalid data; the message names the file and the column or row."""
+
+
+class CheckpointError(EasyrecError):
+    """A checkpoint that is missing, unreadable, or does not fit the run; the message names the file."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training was stopped by a signal (SIGINT, SIGTERM) after a checkpoint was written."""
+
+    def __init__(self, signal_number: int, name: str) -> None:
+        super().__init__(name)
+        self.signal_number, self.name = signal_number, name

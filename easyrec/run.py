@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from easyrec.config import validate
-from easyrec.errors import ConfigError, EasyrecError
+from easyrec.errors import CheckpointError, ConfigError, EasyrecError, Interrupted
 from easyrec.user_errors import describe, exit_with
 
 log = logging.getLogger("easyrec")
@@ -31,7 +33,8 @@ def main(cfg: DictConfig) -> float:
     """The Hydra app behind ``easyrec train``; returns ``cfg.optimized_metric`` for sweepers."""
     hydra_cfg = HydraConfig.get()
     try:
-        return train(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
+        with sigterm_interrupts():
+            return train(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
     except EasyrecError as error:
         # Exit here, not through Hydra, which would print the job's overrides as a second line.
         exit_with("train", error, describe(error))
@@ -47,6 +50,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
 
     from easyrec.losses.heads import label_rules
     from easyrec.optim import attach_loss_parameters, build_optimizer, build_schedules
+    from easyrec.resume import check_resumable, fine_tune, resume_state
 
     torch.manual_seed(cfg.seed)
     # Constructors only check their arguments: a bad config fails here, before a run is opened.
@@ -59,9 +63,19 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
     logger = instantiate(cfg.logger)
     metrics = instantiate(cfg.metrics, _convert_="all")
     check_loss_fits_data(loss, data.spec)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    resume, init_from = trainer_options.pop("resume", False), trainer_options.pop("init_from", None)
+    if resume and init_from:
+        raise ConfigError(
+            "trainer.resume and trainer.init_from: give one (resume continues a run, init_from starts a new one)"
+        )
+    state = resume_state(resume, output_dir)
+    if state is not None:
+        check_resumable(state["config"], config, state["path"])
     status = "FAILED"
     try:
-        logger.start(OmegaConf.to_container(cfg, resolve=True), overrides or [], output_dir)
+        logger.start(config, overrides or [], output_dir, run_id=state["run"]["id"] if state else None)
         data.setup()
         for rule in label_rules(loss, data.spec.label_names):
             data.check_labels(rule.required_by, rule.values, rule.value_range, rule.column, rule.every_value)
@@ -74,7 +88,10 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
             attach_loss_parameters(optimizer, loss)
         with config_errors("lr_schedule"):
             lr_schedulers = build_schedules(instantiate(cfg.lr_schedule, _convert_="all"), optimizer)
-        trainer = instantiate(cfg.trainer)(
+        if init_from:
+            tuned = fine_tune(model, init_from, list(data.input_spec.cardinalities))
+            logger.set_tags({"easyrec.init_from": tuned["path"], "easyrec.init_skipped": str(len(tuned["skipped"]))})
+        trainer = instantiate(OmegaConf.create(trainer_options))(
             model=model,
             data=data,
             optimizer=optimizer,
@@ -86,7 +103,13 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
             lr_schedulers=lr_schedulers,
             gradients=gradients,
             metrics=metrics,
+            config=config,
         )
+        trainer.run_id = getattr(logger, "run_id", None)
+        if state is not None:
+            with checkpoint_errors(state["path"]):
+                trainer.load_state_dict(state)
+            log.info("resumed from %s at step %d", state["path"], trainer.step)
         if cfg.optimized_metric not in trainer.metric_names():
             raise ConfigError(
                 f"optimized_metric={cfg.optimized_metric}: no such metric; "
@@ -94,7 +117,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
             )
         metrics = trainer.fit()
         status = "FINISHED"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (Interrupted): a checkpoint was written when training
         status = "KILLED"
         raise
     except Exception as error:
@@ -165,6 +188,34 @@ def _describe_outputs(loss: Any) -> str:
     if not columns:
         return "its logits"
     return ", ".join(f"{task}: {stop - start}" for task, (start, stop) in columns.items())
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises :class:`~easyrec.errors.Interrupted` (the run ends KILLED) instead of killing the process
+    outright; while training, the trainer's own handler stops at a step boundary with a checkpoint first."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(number: int, frame: Any) -> None:
+        raise Interrupted(number, signal.Signals(number).name)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def checkpoint_errors(path: str) -> Iterator[None]:
+    """A checkpoint whose tensors do not fit the model or optimizer built from this config: CheckpointError."""
+    try:
+        yield
+    except (RuntimeError, KeyError, ValueError) as error:
+        first = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: does not fit this model or optimizer ({first})") from None
 
 
 @contextmanager

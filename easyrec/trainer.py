@@ -5,11 +5,13 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import os
+import signal
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -18,10 +20,11 @@ from rich.table import Table
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
+from easyrec.checkpoints import FORMAT, Checkpoints, load_checkpoint
 from easyrec.data.tabular import TabularData
 from easyrec.distributed import SingleProcess
 from easyrec.early_stopping import EarlyStopping, NeverStop
-from easyrec.errors import ConfigError
+from easyrec.errors import ConfigError, Interrupted
 from easyrec.loggers import Logger, NullLogger
 from easyrec.losses.heads import heads_of
 from easyrec.metrics import EvalMetrics
@@ -42,7 +45,7 @@ class Trainer:
         loss: ``forward(logits, labels (B,) or (B, L), weights (B,) | None) -> scalar``; a loss whose forward
             also takes ``sessions`` gets the batch's session ids. Its heads (:func:`~easyrec.losses.heads.heads_of`:
             task, label column, ``scores``) decide what is evaluated and how.
-        output_dir: the run directory; the checkpoint goes to ``output_dir/checkpoints/last.pt``.
+        output_dir: the run directory; checkpoints go to ``output_dir/checkpoints/``.
         logger: where metrics go (MLflow, or nowhere).
         early_stopping: asked after each evaluation whether to stop.
         distributed: rank and world size; only the main process writes files and prints.
@@ -55,9 +58,20 @@ class Trainer:
         eval_every_n_steps: evaluate every N steps (None: at the end of each epoch); always at the end.
         log_every_n_steps: interval of ``train/loss``, ``train/lr`` (and ``train/lr/<group>``),
             ``train/grad_norm``, ``train/skipped_steps`` and ``train/samples_per_s``.
+        checkpoint_every_n_steps: write ``checkpoints/step-<step>.pt`` every N steps (None: only at the end).
+        checkpoint_every_n_seconds: ... and/or every N seconds of training.
+        keep_last_n: step checkpoints kept (the oldest are deleted); ``checkpoints/best.pt`` is kept apart.
+        monitor: the eval metric that picks the best weights (None: no best checkpoint).
+        monitor_mode: ``max`` if larger is better, ``min`` if smaller is.
+        restore_best: at the end, load the best weights (by ``monitor``), evaluate them and return their metrics.
         progress_bar: show a rich progress bar when the terminal is interactive.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         num_threads: torch intra-op threads (None: torch's default).
+        config: the resolved run config, kept in every checkpoint (for resume checks and ``easyrec evaluate``).
+
+    A checkpoint holds everything an exact resume needs (see :mod:`easyrec.checkpoints`); :meth:`load_state_dict`
+    restores it, and :meth:`fit` then continues from the same step, epoch and batch as if never stopped. SIGINT and
+    SIGTERM stop training at the next step boundary with a checkpoint (a second Ctrl-C quits at once).
     """
 
     def __init__(
@@ -77,12 +91,21 @@ class Trainer:
         max_steps: int | None = None,
         eval_every_n_steps: int | None = None,
         log_every_n_steps: int = 50,
+        checkpoint_every_n_steps: int | None = None,
+        checkpoint_every_n_seconds: float | None = None,
+        keep_last_n: int = 3,
+        monitor: str | None = None,
+        monitor_mode: str = "max",
+        restore_best: bool = True,
         progress_bar: bool = True,
         device: str = "auto",
         num_threads: int | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         if max_epochs <= 0 and not max_steps:
             raise ConfigError("trainer.max_epochs=0 and trainer.max_steps unset: set at least one limit")
+        if monitor_mode not in ("max", "min"):
+            raise ConfigError(f"trainer.monitor_mode={monitor_mode}: must be one of: max, min")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         elif device == "cuda" and not torch.cuda.is_available():
@@ -108,28 +131,49 @@ class Trainer:
         self.gradients = gradients
         self.max_epochs, self.max_steps = max_epochs, max_steps
         self.eval_every_n_steps, self.log_every_n_steps = eval_every_n_steps, log_every_n_steps
+        self.checkpoints = Checkpoints(self.output_dir / "checkpoints", keep_last_n)
+        self.checkpoint_every_n_steps, self.checkpoint_every_n_seconds = (
+            checkpoint_every_n_steps,
+            checkpoint_every_n_seconds,
+        )
+        self.monitor, self.monitor_mode, self.restore_best = monitor, monitor_mode, restore_best
+        self.config = dict(config or {})
         self.console = Console(stderr=True)
         self.show_progress = progress_bar and self.distributed.is_main and self.console.is_terminal
         self.step = 0
         self.epoch = 0
+        self.batch_in_epoch = 0  # batches of the current epoch already trained on
         self.stop_reason: str | None = None
         self.eval_metrics: dict[str, float] = {}
+        self.history: dict[int, dict[str, float]] = {}  # eval metrics by step
+        self.best: dict[str, Any] | None = None  # {"value", "step", "metrics"} of the best evaluation by monitor
         self.last_eval_step: int | None = None
-        self.early_stopping.check_metrics(self.metric_names())
+        self.run_id: str | None = None  # the tracked run, kept in checkpoints so that a resume continues it
+        self._interrupt: tuple[int, str] | None = None
+        self._last_checkpoint = time.monotonic()
+        names = self.metric_names()
+        self.early_stopping.check_metrics(names)
+        if monitor is not None and monitor not in names:
+            raise ConfigError(f"trainer.monitor={monitor}: no such metric; the metrics are: {', '.join(names)}")
 
     # ------------------------------------------------------------------ the loop
 
     def fit(self) -> dict[str, float]:
-        """Train to the epoch/step limit or an early stop; return the final eval metrics."""
+        """Train to the epoch/step limit or an early stop; return the final eval metrics (those of the best
+        weights with ``restore_best``). After :meth:`load_state_dict`, continue where the checkpoint left off."""
         total_steps = self._planned_steps()
-        log.info("training for %d steps (%s)", total_steps, self._limits())
+        resumed = f", resuming at step {self.step}" if self.step else ""
+        log.info("training for %d steps (%s)%s", total_steps, self._limits(), resumed)
         window = _LogWindow(self.device)
         train_start = time.perf_counter()
-        with self._progress_bar(total_steps) as advance:
+        self._last_checkpoint = time.monotonic()
+        with self._stop_signals(), self._progress_bar(total_steps) as advance:
             while not self._done():
-                for batch in self.data.train_batches(self.epoch):
+                for batch in self.data.train_batches(self.epoch, skip=self.batch_in_epoch):
                     window.add(*self._train_step(batch.to(self.device)), len(batch))
                     self.step += 1
+                    self.batch_in_epoch += 1
+                    train = None
                     if self.step % self.log_every_n_steps == 0 or self.step == total_steps:
                         train = {**window.close(), **self._learning_rates(), **self._loss_components()}
                         train["train/skipped_steps"] = float(self.gradients.skipped_steps)
@@ -137,10 +181,14 @@ class Trainer:
                         advance(train)
                     if self.eval_every_n_steps and self.step % self.eval_every_n_steps == 0:
                         self._evaluate_and_decide()
+                    if self.stop_reason is None and self.early_stopping.after_step(self.step, train):
+                        self._stop(self.early_stopping.reason or "early stopping")
+                    self._checkpoint_if_due()
                     if self._done():
                         break
                 else:  # the epoch ran out
                     self.epoch += 1
+                    self.batch_in_epoch = 0
                     if not self.eval_every_n_steps and not self._done():
                         self._evaluate_and_decide()
         summary = {"train/seconds": time.perf_counter() - train_start, "train/steps": float(self.step)}
@@ -149,9 +197,10 @@ class Trainer:
         self.logger.log_metrics(summary, self.step)
         if self.stop_reason:
             self.logger.set_tags({"easyrec.stop_reason": self.stop_reason})
-        self.save_checkpoint(self.eval_metrics)
-        self._print_summary({**self.eval_metrics, **summary})
-        return self.eval_metrics
+        self.save_checkpoint()
+        final = self._restore_best()
+        self._print_summary({**final, **summary})
+        return final
 
     def _train_step(self, batch) -> tuple[torch.Tensor, float]:
         """One optimizer step; returns the loss and the gradient norm before clipping."""
@@ -171,6 +220,45 @@ class Trainer:
         for scheduler in self.lr_schedulers:
             scheduler.step()
         return loss.detach(), report.norm
+
+    def _stop(self, reason: str) -> None:
+        self.stop_reason = reason
+        log.info("stopping early: %s", reason)
+
+    def _checkpoint_if_due(self) -> None:
+        """Write a step checkpoint when one is due, or when a signal asked training to stop (then raise)."""
+        by_steps = self.checkpoint_every_n_steps and self.step % self.checkpoint_every_n_steps == 0
+        by_time = (
+            self.checkpoint_every_n_seconds
+            and time.monotonic() - self._last_checkpoint >= self.checkpoint_every_n_seconds
+        )
+        if by_steps or by_time or self._interrupt:
+            self.save_checkpoint()
+        if self._interrupt:
+            number, name = self._interrupt
+            log.warning("%s: stopped at step %d; resume with trainer.resume=true", name, self.step)
+            raise Interrupted(number, name)
+
+    @contextmanager
+    def _stop_signals(self) -> Iterator[None]:
+        """While training, SIGINT and SIGTERM ask for a stop at the next step boundary (after a checkpoint); a
+        second SIGINT interrupts at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def ask_to_stop(number: int, frame: Any) -> None:
+            if self._interrupt and number == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._interrupt = (number, signal.Signals(number).name)
+            log.warning("%s received: stopping after this step (Ctrl-C again to quit now)", self._interrupt[1])
+
+        previous = {number: signal.signal(number, ask_to_stop) for number in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
     def _loss_components(self) -> dict[str, float]:
         """``train/loss/<name>`` (and learned weights) of the last step, for losses made of several."""
@@ -212,38 +300,108 @@ class Trainer:
         """Evaluate, log, and ask the early-stopping rule whether to stop."""
         metrics = self.eval_metrics = self.evaluate()
         self.last_eval_step = self.step
+        self.history[self.step] = dict(metrics)
         self.logger.log_metrics(metrics, self.step)
         log.info(
             "step %d: %s",
             self.step,
             ", ".join(f"{k} {v:.5f}" for k, v in metrics.items() if math.isfinite(v)),
         )
-        if self.early_stopping.should_stop(metrics, self.step):
-            self.stop_reason = self.early_stopping.reason or "early stopping"
-            log.info("stopping early: %s", self.stop_reason)
+        if self.stop_reason is None and self.early_stopping.should_stop(metrics, self.step):
+            self._stop(self.early_stopping.reason or "early stopping")
+        self._track_best(metrics)
+
+    def _track_best(self, metrics: dict[str, float]) -> None:
+        """Keep ``checkpoints/best.pt`` at the best evaluation so far by ``monitor``."""
+        if self.monitor is None:
+            return
+        value = metrics[self.monitor]
+        if math.isnan(value):
+            return
+        better = self.best is None or (
+            value > self.best["value"] if self.monitor_mode == "max" else value < self.best["value"]
+        )
+        if better:
+            self.best = {"value": value, "step": self.step, "metrics": dict(metrics)}
+            if self.distributed.is_main:
+                self.checkpoints.save_best(self.state_dict())
+
+    def _restore_best(self) -> dict[str, float]:
+        """With ``restore_best``, load the best weights, evaluate them and return their metrics; else the last."""
+        if not self.restore_best or self.best is None or self.best["step"] == self.last_eval_step:
+            return self.eval_metrics
+        best = load_checkpoint(self.checkpoints.directory / "best.pt")
+        self.model.load_state_dict(best["model"])
+        metrics = self.evaluate()
+        log.info(
+            "restored the best weights (step %d, %s %.6g): %s",
+            self.best["step"],
+            self.monitor,
+            self.best["value"],
+            ", ".join(f"{k} {v:.5f}" for k, v in metrics.items() if math.isfinite(v)),
+        )
+        self.logger.log_metrics(
+            {f"best/{k}": v for k, v in metrics.items()} | {"best/step": self.best["step"]}, self.step
+        )
+        self.logger.set_tags({"easyrec.best_step": str(self.best["step"])})
+        return metrics
 
     # ------------------------------------------------------------------ checkpoint and reporting
 
-    def save_checkpoint(self, metrics: dict[str, float]) -> Path | None:
-        """Write ``checkpoints/last.pt`` atomically (main process only); return its path."""
-        if not self.distributed.is_main:
-            return None
-        path = self.output_dir / "checkpoints" / "last.pt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = {
+    def state_dict(self) -> dict[str, Any]:
+        """Everything an exact resume needs (plain types and tensors: safe to load with ``weights_only``)."""
+        return {
+            "format": FORMAT,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "loss": self.loss.state_dict() if isinstance(self.loss, nn.Module) else {},
             "lr_schedulers": [scheduler.state_dict() for scheduler in self.lr_schedulers],
             "step": self.step,
             "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+            "gradients": {"skipped_steps": self.gradients.skipped_steps},
             "data": self.data.state_dict(),
+            "input_spec": {"cardinalities": list(self.data.input_spec.cardinalities)},
             "early_stopping": self.early_stopping.state_dict(),
-            "metrics": metrics,
+            "stop_reason": self.stop_reason,
+            "metrics": dict(self.eval_metrics),
+            "last_eval_step": self.last_eval_step,
+            "history": {step: dict(metrics) for step, metrics in self.history.items()},
+            "best": self.best,
+            "config": self.config,
+            "run": {"id": self.run_id},
         }
-        partial = path.with_suffix(".pt.partial")
-        torch.save(state, partial)
-        os.replace(partial, path)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (from a checkpoint of the same model, data and optimizer)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if isinstance(self.loss, nn.Module):
+            self.loss.load_state_dict(state["loss"])
+        for scheduler, scheduler_state in zip(self.lr_schedulers, state["lr_schedulers"], strict=True):
+            scheduler.load_state_dict(scheduler_state)
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.gradients.skipped_steps = state["gradients"]["skipped_steps"]
+        self.early_stopping.load_state_dict(state["early_stopping"])
+        self.stop_reason = state["stop_reason"]
+        self.eval_metrics, self.last_eval_step = dict(state["metrics"]), state["last_eval_step"]
+        self.history = {int(step): dict(metrics) for step, metrics in state["history"].items()}
+        self.best = state["best"]
+        self.run_id = state["run"]["id"]
+
+    def save_checkpoint(self) -> Path | None:
+        """Write ``checkpoints/step-<step>.pt`` atomically (main process only); return its path."""
+        if not self.distributed.is_main:
+            return None
+        path = self.checkpoints.save(self.state_dict(), self.step)
+        self._last_checkpoint = time.monotonic()
         log.info("checkpoint: %s", path)
         return path
 

@@ -38,6 +38,9 @@ NEEDS = {
     ("loss", "multi_task"): ["data.features.label=[label,conversion]"],
     ("loss", "order_calibrate"): ["data.features.label=[label,conversion]"],
     ("loss", "kl_distill"): ["data.features.label=[label,teacher]"],
+    # ${hydra:runtime.output_dir} resolves only inside the real Hydra app
+    ("early_stopping", "stop_file"): ["early_stopping.path=STOP"],
+    ("early_stopping", "several"): ["early_stopping.rules.stop_file.path=STOP"],
 }
 CRITEO_INPUTS = InputSpec(
     tuple(f"I{j}" for j in range(1, 14)), tuple(f"C{f}" for f in range(1, 27)), tuple(range(5, 31))

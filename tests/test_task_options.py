@@ -4,8 +4,8 @@ a loss the data or model cannot serve is a clear error before training."""
 from __future__ import annotations
 
 import pytest
-import torch
 
+from easyrec.checkpoints import load_checkpoint
 from easyrec.errors import ConfigError, DataError
 from easyrec.run import train
 
@@ -19,7 +19,7 @@ SMALL_MODELS = {
 
 
 def final_metrics(tmp_path) -> dict[str, float]:
-    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    state = load_checkpoint(tmp_path)
     return state["metrics"]
 
 

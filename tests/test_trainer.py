@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import pytest
 import torch
 
+from easyrec.checkpoints import load_checkpoint
 from easyrec.data import SyntheticCTRData
 from easyrec.early_stopping import StopOnPlateau
 from easyrec.errors import ConfigError
@@ -118,9 +119,9 @@ def test_evaluates_once_per_epoch_without_eval_every_n_steps(two_epoch_runs):
 
 def test_checkpoint_loads_safely_and_restores_the_model(two_epoch_runs, data):
     trainer, metrics = two_epoch_runs[0]
-    path = trainer.output_dir / "checkpoints" / "last.pt"
+    path = trainer.output_dir / "checkpoints" / f"step-{2 * BATCHES_PER_EPOCH:09d}.pt"
     assert path.is_file()
-    assert not path.with_suffix(".pt.partial").exists()
+    assert not list(path.parent.glob("*.partial"))
     state = torch.load(path, weights_only=True)
     assert {"model", "optimizer", "step", "epoch"} <= set(state)
     assert state["step"] == 2 * BATCHES_PER_EPOCH and state["epoch"] == 2
@@ -143,7 +144,7 @@ def test_max_steps_stops_at_that_step(data, tmp_path):
     assert trainer.step == 7 and trainer.epoch == 0
     assert set(metrics) == EVAL_KEYS
     assert logger.steps_with("eval/auc") == [7]  # evaluated once, at the end
-    assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["step"] == 7
+    assert load_checkpoint(tmp_path)["step"] == 7
 
 
 def test_max_steps_without_epoch_limit_runs_across_epochs(data, tmp_path):
@@ -196,7 +197,7 @@ def test_plateau_stops_early_with_a_reason(data, tmp_path):
     assert trainer.stop_reason.endswith("at step 5)")
     assert logger.tags == {"easyrec.stop_reason": trainer.stop_reason}
     assert set(metrics) == EVAL_KEYS
-    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    state = load_checkpoint(tmp_path)
     assert state["early_stopping"] == rule.state_dict()
 
 

@@ -585,8 +585,71 @@ class PatienceConfig:
     _target_: str = "easyrec.early_stopping.StopOnPlateau"
     monitor: str = "eval/auc"
     mode: str = checked("max", one_of("max", "min"))
-    patience: int = checked(3, gt(0))
+    patience: int | None = checked(3, gt(0))
+    max_steps_without_improvement: int | None = checked(None, gt(0))
     min_delta: float = checked(0.0, ge(0))
+    min_steps: int = checked(0, ge(0))
+
+    @staticmethod
+    def consistency(node: Any) -> str | None:
+        if node.patience is not None and node.max_steps_without_improvement is not None:
+            return (
+                f"patience={node.patience} and max_steps_without_improvement={node.max_steps_without_improvement}: "
+                "set only one (patience=null to count steps)"
+            )
+        return None
+
+
+@dataclass
+class ThresholdConfig:
+    _target_: str = "easyrec.early_stopping.StopAtThreshold"
+    monitor: str = "eval/auc"
+    threshold: float = MISSING
+    mode: str = checked("max", one_of("max", "min"))
+    min_steps: int = checked(0, ge(0))
+
+
+@dataclass
+class DivergenceConfig:
+    _target_: str = "easyrec.early_stopping.StopOnDivergence"
+    max_ratio: float | None = checked(10.0, gt(1))
+    max_loss: float | None = None
+    warmup_logs: int = checked(3, ge(0))
+    loss_metric: str = "train/loss"
+    monitor: str | None = None
+
+
+@dataclass
+class StopFileConfig:
+    _target_: str = "easyrec.early_stopping.StopOnFile"
+    path: str = MISSING
+    every_n_steps: int = checked(10, gt(0))
+
+
+@dataclass
+class DeadlineConfig:
+    _target_: str = "easyrec.early_stopping.StopAtDeadline"
+    at: Any = None  # 'YYYY-mm-dd HH:MM:SS' / 'YYYYmmdd HH:MM:SS' (local) or a 10-digit epoch: str or int
+    after: Any = None  # '90s', '30m', '2h', '1h30m', '1d' or seconds: str or number
+
+    @staticmethod
+    def consistency(node: Any) -> str | None:
+        from easyrec.early_stopping.deadline import deadline_problem  # stdlib only, no torch
+
+        return deadline_problem(node.at, node.after)
+
+
+@dataclass
+class CustomStopConfig:
+    _target_: str = "easyrec.early_stopping.CustomStop"
+    fn: str = MISSING
+    params: dict[str, Any] = checked({})
+
+
+@dataclass
+class AnyOfConfig:
+    _target_: str = "easyrec.early_stopping.AnyOf"
+    rules: Any = MISSING  # {label: rule node} or [rule node, ...]; each node is checked against its own schema
 
 
 # --------------------------------------------------------------------------- distributed
@@ -608,6 +671,14 @@ class TrainerConfig:
     max_steps: int | None = checked(None, gt(0))
     eval_every_n_steps: int | None = checked(None, gt(0))
     log_every_n_steps: int = checked(50, gt(0))
+    checkpoint_every_n_steps: int | None = checked(None, gt(0))
+    checkpoint_every_n_seconds: float | None = checked(None, gt(0))
+    keep_last_n: int = checked(3, ge(1))
+    monitor: str | None = None
+    monitor_mode: str = checked("max", one_of("max", "min"))
+    restore_best: bool = True
+    resume: Any = False  # false, true, auto, or a path
+    init_from: str | None = None
     progress_bar: bool = True
     device: str = checked("auto", one_of("auto", "cpu", "cuda"))
     num_threads: int | None = checked(None, gt(0))
@@ -704,7 +775,16 @@ GROUP_SCHEMAS: dict[str, list[type]] = {
         InBatchSoftmaxLossConfig,
     ],
     "metrics": [EvalMetricsConfig],
-    "early_stopping": [NeverStopConfig, PatienceConfig],
+    "early_stopping": [
+        NeverStopConfig,
+        PatienceConfig,
+        ThresholdConfig,
+        DivergenceConfig,
+        StopFileConfig,
+        DeadlineConfig,
+        CustomStopConfig,
+        AnyOfConfig,
+    ],
     "distributed": [SingleProcessConfig],
     "trainer": [TrainerConfig],
     "logger": [MLflowLoggerConfig, NullLoggerConfig],

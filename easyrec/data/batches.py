@@ -54,10 +54,10 @@ class EncodedSplit:
     def num_batches(self, batch_size: int) -> int:
         return -(-len(self) // batch_size)
 
-    def batches(self, batch_size: int, order: Tensor | None = None) -> Iterator[Batch]:
-        """Yield batches of ``batch_size`` rows: contiguous slices, or ``order``'s rows when given."""
+    def batches(self, batch_size: int, order: Tensor | None = None, first: int = 0) -> Iterator[Batch]:
+        """Yield batches of ``batch_size`` rows from batch ``first`` on: contiguous slices, or ``order``'s rows."""
         columns = (self.dense, self.sparse, self.labels, self.weights, self.sessions)
-        for start in range(0, len(self), batch_size):
+        for start in range(first * batch_size, len(self), batch_size):
             if order is None:
                 rows = slice(start, start + batch_size)
                 yield Batch(*(None if t is None else t[rows] for t in columns))

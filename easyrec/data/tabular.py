@@ -121,8 +121,9 @@ class TabularData:
     def num_train_batches(self) -> int:
         return self.train.num_batches(self.batch_size)
 
-    def train_batches(self, epoch: int) -> Iterator[Batch]:
-        """The training batches of ``epoch``, shuffled by a generator seeded with ``(seed, epoch)``.
+    def train_batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+        """The training batches of ``epoch``, shuffled by a generator seeded with ``(seed, epoch)``, from batch
+        ``skip`` on (a resumed run skips the batches it trained on before it stopped).
 
         With a session column, whole sessions are shuffled and a session's rows stay together.
         """
@@ -133,7 +134,7 @@ class TabularData:
                 order = torch.randperm(len(self.train), generator=generator)
             else:  # listwise losses need a session's rows in one batch
                 order = self.train.session_order(generator)
-        return self.train.batches(self.batch_size, order)
+        return self.train.batches(self.batch_size, order, first=skip)
 
     def eval_batches(self) -> Iterator[Batch]:
         return self.eval.batches(self.eval_batch_size)

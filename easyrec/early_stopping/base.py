@@ -5,14 +5,22 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from easyrec.errors import ConfigError
+
 
 class EarlyStopping:
-    """Decides after each evaluation whether training should stop, and says why.
+    """Decides whether training should stop, and says why.
 
-    Subclasses override :meth:`should_stop`; state that must survive a resume goes in ``state_dict``.
+    The trainer calls :meth:`check_metrics` once with the names its evaluation returns, :meth:`after_step`
+    after every optimizer step and :meth:`should_stop` after every evaluation; once either returns True it
+    logs :attr:`reason` and ends the run. Rules know nothing of the trainer and work from plain Python. State
+    that must survive a resume goes in :meth:`state_dict`, as plain Python types (checkpoints are read with
+    ``torch.load(weights_only=True)``), so that a resumed run stops where an uninterrupted one would.
     """
 
-    #: Why training stopped, once :meth:`should_stop` has returned True.
+    #: A short name for logs and for :class:`~easyrec.early_stopping.AnyOf`'s reasons: ``"patience"``, ...
+    name: str = "early_stopping"
+    #: Why training stopped (one sentence), once :meth:`should_stop` or :meth:`after_step` returned True.
     reason: str | None = None
 
     def check_metrics(self, names: Collection[str]) -> None:
@@ -20,10 +28,41 @@ class EarlyStopping:
 
     def should_stop(self, metrics: Mapping[str, float], step: int) -> bool:
         """Called with the eval metrics (``{"eval/auc": ...}``) of the evaluation at ``step``."""
-        raise NotImplementedError
+        return False
+
+    def after_step(self, step: int, train: Mapping[str, float] | None) -> bool:
+        """Called after every optimizer step, so it must be cheap.
+
+        Args:
+            step: optimizer steps done so far (1 after the first).
+            train: on logging steps the logging window's metrics (``{"train/loss": ..., "train/grad_norm": ...}``),
+                otherwise None.
+        """
+        return False
 
     def state_dict(self) -> dict[str, Any]:
         return {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         pass
+
+
+def require_metric(key: str, metric: str, names: Collection[str], kind: str = "metric") -> None:
+    """Refuse ``early_stopping.<key>=<metric>`` when ``metric`` is not among ``names``, listing those that are."""
+    if metric not in names:
+        raise ConfigError(f"early_stopping.{key}={metric}: no such {kind}; the {kind}s are: {', '.join(sorted(names))}")
+
+
+def check_mode(mode: str) -> None:
+    if mode not in ("max", "min"):
+        raise ConfigError(f"early_stopping.mode={mode}: must be one of: max, min")
+
+
+def check_at_least(key: str, value: float | None, low: float, *, strict: bool) -> None:
+    """Refuse ``early_stopping.<key>=value`` unless it is > low (strict) or >= low; None passes."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"early_stopping.{key}={value!r}: must be a number")
+    if value <= low if strict else value < low:
+        raise ConfigError(f"early_stopping.{key}={value}: must be {'>' if strict else '>='} {low}")

@@ -14,8 +14,11 @@ class Logger:
     :meth:`finish` once with ``"FINISHED"``, ``"FAILED"`` or ``"KILLED"``, whatever happened.
     """
 
-    def start(self, config: Mapping[str, Any], overrides: Sequence[str], output_dir: Path) -> None:
-        """Open a run for the resolved ``config``, launched with command-line ``overrides``."""
+    def start(
+        self, config: Mapping[str, Any], overrides: Sequence[str], output_dir: Path, run_id: str | None = None
+    ) -> None:
+        """Open a run for the resolved ``config``, launched with command-line ``overrides``; with ``run_id`` (a
+        resumed run), reopen that run instead."""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Record ``{"train/loss": 0.45, ...}`` at optimizer step ``step``."""

@@ -84,7 +84,9 @@ class MLflowLogger(Logger):
         self.run_id: str | None = None
         self._pending: list[Any] = []
 
-    def start(self, config: Mapping[str, Any], overrides: Sequence[str], output_dir: Path) -> None:
+    def start(
+        self, config: Mapping[str, Any], overrides: Sequence[str], output_dir: Path, run_id: str | None = None
+    ) -> None:
         # MLflow's own INFO lines (database migrations) and usage telemetry are off unless asked for.
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -92,6 +94,8 @@ class MLflowLogger(Logger):
         from mlflow.entities import Param
 
         self.client = MlflowClient(self.tracking_uri)
+        if run_id is not None and self._reopen(run_id, overrides):
+            return
         experiment_id = self._experiment_id()
         tags = {
             "easyrec.overrides": " ".join(overrides),
@@ -108,6 +112,24 @@ class MLflowLogger(Logger):
         if hydra_dir.is_dir():
             self.client.log_artifacts(self.run_id, str(hydra_dir), "hydra")
         log.info("MLflow run %s in experiment '%s' at %s", self.run_id, self.experiment_name, self.tracking_uri)
+
+    def _reopen(self, run_id: str, overrides: Sequence[str]) -> bool:
+        """Continue the run a checkpoint belongs to: status RUNNING again, the resume recorded as tags; False when
+        this store does not have it."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            log.warning("MLflow run %s of the checkpoint is not in %s: starting a new run", run_id, self.tracking_uri)
+            return False
+        self.run_id = run.info.run_id
+        self.client.update_run(self.run_id, status="RUNNING")
+        resumes = int(run.data.tags.get("easyrec.resumes", "0")) + 1
+        self.client.set_tag(self.run_id, "easyrec.resumes", str(resumes))
+        self.client.set_tag(self.run_id, f"easyrec.resume.{resumes}.overrides", " ".join(overrides))
+        log.info("MLflow run %s continued (resume %d) at %s", self.run_id, resumes, self.tracking_uri)
+        return True
 
     def _experiment_id(self) -> str:
         experiment = self.client.get_experiment_by_name(self.experiment_name)

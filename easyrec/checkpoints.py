@@ -1,0 +1,177 @@
+"""The checkpoints of a run directory: written atomically, the last K kept plus the best, loaded safely.
+
+A checkpoint is a ``dict`` of tensors and plain Python values (``torch.load(..., weights_only=True)`` reads it
+without running any pickled code): ``format``, ``model``, ``optimizer``, ``lr_schedulers``, ``loss``, ``step``,
+``epoch``, ``batch_in_epoch``, ``rng``, ``early_stopping``, ``data`` (the encoder: vocabularies, statistics),
+``metrics``, ``best``, ``history``, ``config`` (the resolved run config) and ``run`` (the MLflow run id).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from easyrec.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "easyrec-checkpoint/1"
+STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
+
+
+class Checkpoints:
+    """``directory/step-<step>.pt`` files (the last ``keep_last_n`` kept) and ``directory/best.pt``.
+
+    Each write goes to a ``.partial`` file first and is renamed into place, so a crash mid-write never leaves a
+    half-written file under a checkpoint's name.
+
+    Args:
+        directory: usually ``<run directory>/checkpoints``.
+        keep_last_n: step checkpoints to keep (older ones are deleted after each write); best.pt is apart.
+    """
+
+    def __init__(self, directory: str | Path, keep_last_n: int = 3) -> None:
+        if keep_last_n < 1:
+            raise ValueError(f"keep_last_n={keep_last_n}: must be >= 1")
+        self.directory, self.keep_last_n = Path(directory), keep_last_n
+
+    def save(self, state: Mapping[str, Any], step: int) -> Path:
+        """Write ``state`` as ``step-<step>.pt``; delete step checkpoints beyond the last ``keep_last_n``."""
+        path = write_atomically(state, self.directory / f"step-{step:09d}.pt")
+        for old in self.step_files()[: -self.keep_last_n]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def save_best(self, state: Mapping[str, Any]) -> Path:
+        return write_atomically(state, self.directory / "best.pt")
+
+    def step_files(self) -> list[Path]:
+        """The step checkpoints, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        files = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := STEP_FILE.match(p.name))]
+        return [path for _, path in sorted(files)]
+
+    def latest(self) -> Path | None:
+        files = self.step_files()
+        return files[-1] if files else None
+
+
+def write_atomically(state: Mapping[str, Any], path: Path) -> Path:
+    """``torch.save`` to ``path.partial``, flushed to disk, then renamed to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("wb") as handle:
+        torch.save(dict(state), handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+    return path
+
+
+def find_checkpoint(location: str | Path) -> Path:
+    """The checkpoint ``location`` names: a ``.pt`` file, a run directory or its ``checkpoints/`` folder (their
+    latest step checkpoint, else ``best.pt``)."""
+    path = Path(location)
+    if path.is_file():
+        return path
+    for directory in (path / "checkpoints", path):
+        if directory.is_dir():
+            checkpoints = Checkpoints(directory)
+            found = checkpoints.latest() or (directory / "best.pt" if (directory / "best.pt").is_file() else None)
+            if found:
+                return found
+    if path.exists():
+        raise CheckpointError(f"{path}: no checkpoint in it (looked for checkpoints/step-*.pt and best.pt)")
+    raise CheckpointError(f"{path}: no such checkpoint file or run directory")
+
+
+def load_checkpoint(location: str | Path) -> dict[str, Any]:
+    """Read an easyrec checkpoint on the CPU, safely (``weights_only=True``); CheckpointError naming the file when
+    it is missing, corrupt or not an easyrec checkpoint."""
+    path = find_checkpoint(location)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an easyrec checkpoint (no '{FORMAT}' format marker)")
+    state["path"] = str(path)
+    return state
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_matching` did with each entry of a state dict."""
+
+    loaded: list[str] = field(default_factory=list)
+    resized: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def load_matching(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    cardinalities: tuple[list[int], list[int]] | None = None,
+) -> LoadReport:
+    """Load the entries of ``state`` that fit ``model`` (fine-tuning from another run).
+
+    An entry whose shape differs only in its first dimension (an embedding table with more or fewer hash
+    buckets or vocabulary rows) is padded with the model's own initial rows or clipped, as EasyRec's
+    force_restore_shape_compatible, with a warning. When ``cardinalities = (old rows per field, new rows per
+    field)`` is given, a fused table of all the fields (first dimension = their sum) is resized field by field,
+    so that every field keeps its own rows. Any other mismatch, and names the model does not have, are skipped.
+    Returns what was loaded, resized and skipped (with why); the model's entries missing from ``state`` keep their
+    initial values.
+    """
+    report = LoadReport()
+    own = model.state_dict()
+    merged = dict(own)
+    for name, value in state.items():
+        if name not in own:
+            report.skipped[name] = "not in this model"
+            continue
+        target = own[name]
+        if value.shape == target.shape:
+            merged[name] = value
+            report.loaded.append(name)
+        elif value.dim() == target.dim() and value.dim() >= 1 and value.shape[1:] == target.shape[1:]:
+            merged[name] = resize_rows(value, target, cardinalities)
+            report.resized.append(f"{name} {tuple(value.shape)} -> {tuple(target.shape)}")
+            log.warning("fine-tune: %s resized from %s to %s", name, tuple(value.shape), tuple(target.shape))
+        else:
+            report.skipped[name] = f"shape {tuple(value.shape)} does not fit {tuple(target.shape)}"
+    for name in own:
+        if name not in state:
+            report.skipped[name] = "not in the checkpoint (kept its initial value)"
+    model.load_state_dict(merged)
+    return report
+
+
+def resize_rows(
+    value: torch.Tensor, target: torch.Tensor, cardinalities: tuple[list[int], list[int]] | None
+) -> torch.Tensor:
+    """``target`` with the rows of ``value`` copied in: field by field for a fused table of the fields in
+    ``cardinalities`` (old, new), else the leading rows."""
+    resized = target.clone()
+    if cardinalities and value.shape[0] == sum(cardinalities[0]) and target.shape[0] == sum(cardinalities[1]):
+        old_start = new_start = 0
+        for old_rows, new_rows in zip(*cardinalities, strict=True):
+            rows = min(old_rows, new_rows)
+            resized[new_start : new_start + rows] = value[old_start : old_start + rows]
+            old_start, new_start = old_start + old_rows, new_start + new_rows
+        return resized
+    rows = min(value.shape[0], target.shape[0])
+    resized[:rows] = value[:rows]
+    return resized

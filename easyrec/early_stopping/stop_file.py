@@ -1,0 +1,43 @@
+"""Stop when a file appears: ``touch <run dir>/STOP`` ends a run cleanly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from easyrec.early_stopping.base import EarlyStopping, check_at_least
+from easyrec.errors import ConfigError
+
+
+class StopOnFile(EarlyStopping):
+    """Stop once the file ``path`` exists; EasyRec's ``OSS_STOP_SIGNAL``.
+
+    The check is one ``os.path.exists`` every ``every_n_steps`` optimizer steps. The file is left where it
+    is: a run resumed with the same ``path`` stops at its first check until you delete it.
+
+    Args:
+        path: the file to watch; ``easyrec train early_stopping=stop_file`` watches ``STOP`` in the run's
+            output directory.
+        every_n_steps: optimizer steps between checks.
+
+    Example::
+
+        rule = StopOnFile("/tmp/run/STOP", every_n_steps=1)
+        rule.after_step(1, None)  # False until the file exists
+    """
+
+    name = "stop_file"
+
+    def __init__(self, path: str | os.PathLike, every_n_steps: int = 10):
+        if not isinstance(path, str | os.PathLike) or not str(path):
+            raise ConfigError(f"early_stopping.path={path!r}: must be a file path")
+        check_at_least("every_n_steps", every_n_steps, 0, strict=True)
+        if not isinstance(every_n_steps, int):
+            raise ConfigError(f"early_stopping.every_n_steps={every_n_steps}: must be a whole number of steps")
+        self.path, self.every_n_steps = os.fspath(path), every_n_steps
+
+    def after_step(self, step: int, train: Mapping[str, float] | None) -> bool:
+        if step % self.every_n_steps or not os.path.exists(self.path):
+            return False
+        self.reason = f"the stop file {self.path} exists (seen at step {step})"
+        return True

@@ -1,0 +1,85 @@
+"""Starting a run from a checkpoint: an exact resume of the same run, or fine-tuning from another run's weights."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from easyrec.checkpoints import find_checkpoint, load_checkpoint, load_matching
+from easyrec.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+#: The config an exact resume must keep: what decides the model, its inputs, its updates and the data order.
+RESUME_MUST_MATCH = ("seed", "model", "data", "optimizer", "lr_schedule", "gradients", "loss")
+
+
+def resume_state(setting: bool | str | None, output_dir: Path) -> dict[str, Any] | None:
+    """The checkpoint ``trainer.resume`` names: ``true`` the latest of this run directory (an error when there is
+    none), ``auto`` the same or None when there is none (a restarted worker), a path a checkpoint file or another
+    run directory, ``false`` None."""
+    if setting in (None, False, "false"):
+        return None
+    if setting in (True, "true", "auto"):
+        try:
+            find_checkpoint(output_dir)
+        except CheckpointError:
+            if setting == "auto":
+                return None
+            raise CheckpointError(
+                f"trainer.resume=true: {output_dir} has no checkpoint to resume; run in the directory of the run to "
+                "resume (hydra.run.dir=...) or give its path (trainer.resume=PATH)"
+            ) from None
+        return load_checkpoint(output_dir)
+    return load_checkpoint(setting)
+
+
+def check_resumable(saved: Mapping[str, Any], config: Mapping[str, Any], path: str) -> None:
+    """ConfigError when ``config`` changes what an exact resume must keep (:data:`RESUME_MUST_MATCH`)."""
+    before, after = (
+        flatten({k: saved.get(k) for k in RESUME_MUST_MATCH}),
+        flatten({k: config.get(k) for k in RESUME_MUST_MATCH}),
+    )
+    changed = [key for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
+    if changed:
+        shown = ", ".join(f"{key} ({before.get(key)!r} -> {after.get(key)!r})" for key in changed[:5])
+        more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        raise ConfigError(
+            f"trainer.resume: this config differs from the checkpoint's ({path}) in {shown}{more}; an exact resume "
+            f"keeps {', '.join(RESUME_MUST_MATCH)} (the trainer's limits may change); to start from its weights "
+            f"with a new config, use trainer.init_from={path}"
+        )
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    if not isinstance(node, Mapping):
+        return {prefix: node}
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def fine_tune(model: nn.Module, location: str, cardinalities: list[int]) -> dict[str, Any]:
+    """Load what fits of another run's model weights into ``model`` (``trainer.init_from``); log and return the
+    report: loaded, resized (embedding rows per field, padded or clipped) and skipped entries."""
+    state = load_checkpoint(location)
+    old = state.get("input_spec", {}).get("cardinalities")
+    report = load_matching(model, state["model"], (old, cardinalities) if old else None)
+    log.info(
+        "fine-tuning from %s: %d entries loaded, %d resized, %d skipped",
+        state["path"],
+        len(report.loaded),
+        len(report.resized),
+        len(report.skipped),
+    )
+    for name, why in report.skipped.items():
+        log.warning("fine-tune: skipped %s: %s", name, why)
+    if not report.loaded and not report.resized:
+        raise CheckpointError(f"trainer.init_from={location}: nothing in {state['path']} fits this model")
+    return {"path": state["path"], "loaded": report.loaded, "resized": report.resized, "skipped": report.skipped}

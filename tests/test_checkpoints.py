@@ -1,0 +1,167 @@
+"""Checkpoints: atomic writes, the last K kept plus the best, safe loading, exact resume, best weights, fine-tune."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from easyrec.checkpoints import Checkpoints, find_checkpoint, load_checkpoint, load_matching
+from easyrec.data import SyntheticCTRData
+from easyrec.errors import CheckpointError
+from easyrec.losses import BinaryCrossEntropy
+from easyrec.models import DeepFM
+from easyrec.modules import FieldEmbedding
+from easyrec.trainer import Trainer
+
+FEATURES = {
+    "dense": [{"names": [f"I{i}" for i in range(1, 14)], "transform": "log1p", "standardize": True}],
+    "categorical": [{"names": [f"C{i}" for i in range(1, 27)]}],
+}
+STEPS_PER_EPOCH = 27  # 13,500 train rows / 512
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data() -> SyntheticCTRData:
+    data = SyntheticCTRData(FEATURES, num_rows=15_000, batch_size=512, seed=3)
+    data.setup()
+    return data
+
+
+def make_trainer(data, output_dir, **kwargs) -> Trainer:
+    torch.manual_seed(0)
+    model = DeepFM(data.input_spec, embedding_dim=4, hidden_units=[32], dropout=0.2)  # dropout draws random numbers
+    defaults = {
+        "progress_bar": False,
+        "device": "cpu",
+        "max_epochs": 2,
+        "eval_every_n_steps": 10,
+        "monitor": "eval/auc",
+    }
+    return Trainer(
+        model=model,
+        data=data,
+        optimizer=torch.optim.Adam(model.parameters(), lr=3e-3),
+        loss=BinaryCrossEntropy(),
+        output_dir=output_dir,
+        lr_schedulers=[],
+        **{**defaults, **kwargs},
+    )
+
+
+def parameters(trainer: Trainer) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in trainer.model.parameters()]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    trainer = make_trainer(data, tmp_path_factory.mktemp("whole"), checkpoint_every_n_steps=10, restore_best=False)
+    return trainer, trainer.fit()
+
+
+def test_checkpoints_every_n_steps_keep_the_last_k_and_the_best(uninterrupted):
+    trainer, _ = uninterrupted
+    names = sorted(p.name for p in (trainer.output_dir / "checkpoints").iterdir())
+    assert names == ["best.pt", "step-000000040.pt", "step-000000050.pt", "step-000000054.pt"]
+    best = load_checkpoint(trainer.output_dir / "checkpoints" / "best.pt")
+    assert best["best"]["step"] == max(trainer.history, key=lambda s: trainer.history[s]["eval/auc"])
+
+
+def test_resume_from_a_mid_epoch_checkpoint_equals_the_uninterrupted_run(data, uninterrupted, tmp_path):
+    whole, metrics = uninterrupted
+    # a first attempt that "dies" after step 33 (mid-epoch 1); its last checkpoint is step 30
+    first = make_trainer(data, tmp_path, checkpoint_every_n_steps=10, restore_best=False, max_steps=33)
+    first.fit()
+    state = load_checkpoint(tmp_path / "checkpoints" / "step-000000030.pt")
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (30, 1, 3)
+    resumed = make_trainer(data, tmp_path / "again", checkpoint_every_n_steps=10, restore_best=False)
+    resumed.load_state_dict(state)
+    assert resumed.fit() == metrics
+    assert resumed.history == whole.history and resumed.step == whole.step == 2 * STEPS_PER_EPOCH
+    for a, b in zip(parameters(resumed), parameters(whole), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_best_weights_are_restored_evaluated_and_returned(data, tmp_path):
+    trainer = make_trainer(data, tmp_path, monitor="eval/auc", eval_every_n_steps=5, max_epochs=1)
+    # a learning rate far too high late in training makes the last evaluations worse than the best
+    with torch.no_grad():
+        trainer.optimizer.param_groups[0]["lr"] = 0.05
+    metrics = trainer.fit()
+    best_step = max(trainer.history, key=lambda s: trainer.history[s]["eval/auc"])
+    assert trainer.best["step"] == best_step
+    assert metrics == trainer.history[best_step]  # the restored weights reproduce the best evaluation exactly
+    assert metrics["eval/auc"] >= trainer.history[max(trainer.history)]["eval/auc"]
+
+
+def test_a_crash_while_writing_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    checkpoints = Checkpoints(tmp_path, keep_last_n=2)
+    checkpoints.save({"format": "easyrec-checkpoint/1", "step": 10}, 10)
+
+    def crash(obj, handle):
+        handle.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoints.save({"format": "easyrec-checkpoint/1", "step": 20}, 20)
+    assert checkpoints.latest().name == "step-000000010.pt"
+    assert load_checkpoint(tmp_path)["step"] == 10
+
+
+def test_missing_corrupt_and_foreign_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint file or run directory"):
+        load_checkpoint(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no checkpoint in it"):
+        load_checkpoint(tmp_path / "empty")
+    corrupt = tmp_path / "checkpoints" / "step-000000005.pt"
+    corrupt.parent.mkdir()
+    corrupt.write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match=f"{corrupt}: not a readable checkpoint"):
+        load_checkpoint(tmp_path)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(CheckpointError, match="not an easyrec checkpoint"):
+        load_checkpoint(foreign)
+    assert find_checkpoint(foreign) == foreign
+
+
+def test_unsafe_pickles_are_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("ran code",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "easyrec-checkpoint/1", "x": Evil()}, path)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+
+
+def test_fine_tuning_resizes_each_fields_rows_and_skips_what_does_not_fit():
+    torch.manual_seed(0)
+    old = FieldEmbedding([3, 5], dim=2)
+    new = FieldEmbedding([4, 2], dim=2)  # field 0 grew, field 1 shrank
+    state = {"table.weight": old.table.weight.detach().clone(), "extra": torch.zeros(1)}
+    report = load_matching(new, state, cardinalities=([3, 5], [4, 2]))
+    weight, before = new.table.weight.detach(), old.table.weight.detach()
+    assert torch.equal(weight[:3], before[:3])  # field 0's three rows; its new 4th row keeps its initial value
+    assert torch.equal(weight[4:6], before[3:5])  # field 1's first two rows
+    assert report.resized == ["table.weight (8, 2) -> (6, 2)"] and report.skipped == {"extra": "not in this model"}
+
+
+def test_loading_another_models_checkpoint_into_the_trainer_fails_clearly(data, uninterrupted, tmp_path):
+    whole, _ = uninterrupted
+    state = load_checkpoint(whole.output_dir)
+    torch.manual_seed(0)
+    wider = DeepFM(data.input_spec, embedding_dim=8, hidden_units=[32])
+    trainer = Trainer(wider, data, torch.optim.Adam(wider.parameters()), BinaryCrossEntropy(), tmp_path, device="cpu")
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        trainer.load_state_dict(state)

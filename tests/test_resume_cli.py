@@ -1,0 +1,131 @@
+"""Killed and resumed runs of the real ``easyrec train``: SIGKILL, SIGTERM, and a changed config."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from easyrec.checkpoints import Checkpoints, load_checkpoint
+
+pytestmark = pytest.mark.slow
+
+# 352 steps: long enough to be killed after the first checkpoints, short enough for CI
+ARGS = [
+    "data.num_rows=50000",
+    "data.batch_size=256",
+    "model.hidden_units=[64]",
+    "model.embedding_dim=8",
+    "model.dropout=0.1",
+    "trainer.max_epochs=2",
+    "trainer.eval_every_n_steps=100",
+    "trainer.checkpoint_every_n_steps=20",
+    "trainer.progress_bar=false",
+]
+
+
+def start(directory: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    command = [sys.executable, "-m", "easyrec", "train", *ARGS, f"hydra.run.dir={run_dir}", *extra]
+    return subprocess.Popen(
+        command, cwd=directory, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 300) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    return output
+
+
+def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen, timeout: float = 120) -> Path:
+    checkpoints = Checkpoints(run_dir / "checkpoints")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        latest = checkpoints.latest()
+        if latest is not None:
+            return latest
+        assert process.poll() is None, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+def runs(directory: Path) -> list:
+    client = MlflowClient(f"sqlite:///{directory}/mlflow.db")
+    experiment = client.get_experiment_by_name("easyrec")
+    return client.search_runs([experiment.experiment_id], order_by=["start_time"])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[str, float]:
+    directory = tmp_path_factory.mktemp("whole")
+    output = finish(start(directory, directory / "run"))
+    state = load_checkpoint(directory / "run")
+    assert state["step"] == 352, output  # 2 epochs of 176 batches
+    return state["metrics"]
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    process = start(tmp_path, run_dir)
+    wait_for_checkpoint(run_dir, process)
+    process.kill()  # SIGKILL: no handler, no goodbye
+    finish(process)
+    killed_at = load_checkpoint(run_dir)["step"]
+    assert 20 <= killed_at < 352
+    output = finish(start(tmp_path, run_dir, "trainer.resume=true"))
+    assert f"resumed from {run_dir}/checkpoints/step-{killed_at:09d}.pt at step {killed_at}" in output, output
+    final = load_checkpoint(run_dir)
+    assert final["step"] == 352 and final["metrics"] == uninterrupted
+    [run] = runs(tmp_path)  # one MLflow run, continued
+    assert run.info.status == "FINISHED" and run.data.tags["easyrec.resumes"] == "1"
+    assert run.data.metrics["eval/auc"] == pytest.approx(uninterrupted["eval/auc"])
+
+
+def test_sigterm_saves_a_checkpoint_ends_the_run_killed_and_resumes(tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    process = start(tmp_path, run_dir)
+    wait_for_checkpoint(run_dir, process)
+    process.send_signal(signal.SIGTERM)
+    output = finish(process)
+    assert process.returncode == 128 + signal.SIGTERM, output
+    assert "SIGTERM received: stopping after this step" in output and "easyrec: interrupted by SIGTERM" in output
+    stopped = load_checkpoint(run_dir)
+    assert f"SIGTERM: stopped at step {stopped['step']}; resume with trainer.resume=true" in output
+    [run] = runs(tmp_path)
+    assert run.info.status == "KILLED"
+    resumed = start(tmp_path, run_dir, "trainer.resume=true")
+    output = finish(resumed)
+    assert resumed.returncode == 0, output
+    assert load_checkpoint(run_dir)["metrics"] == uninterrupted
+    [run] = runs(tmp_path)
+    assert run.info.status == "FINISHED"
+
+
+def test_a_resume_with_a_changed_model_is_refused_and_writes_nothing(tmp_path):
+    run_dir = tmp_path / "run"
+    process = start(tmp_path, run_dir, "trainer.max_epochs=1", "data.num_rows=6000")
+    finish(process)
+    before = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    changed = start(
+        tmp_path, run_dir, "trainer.max_epochs=1", "data.num_rows=6000", "trainer.resume=true", "model.embedding_dim=16"
+    )
+    output = finish(changed)
+    assert changed.returncode == 2
+    assert "easyrec train: error: trainer.resume: this config differs from the checkpoint's" in output
+    assert "model.embedding_dim (8 -> 16)" in output and "use trainer.init_from=" in output
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before
+    assert [run.info.status for run in runs(tmp_path)] == ["FINISHED"]  # no second run was opened
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
+    process = start(tmp_path, tmp_path / "fresh", "trainer.resume=true")
+    output = finish(process)
+    assert process.returncode == 1
+    assert "trainer.resume=true: " in output and "has no checkpoint to resume" in output

@@ -127,16 +127,17 @@ def load_matching(
 ) -> LoadReport:
     """Load the entries of ``state`` that fit ``model`` (fine-tuning from another run).
 
-    An entry whose shape differs only in its first dimension (an embedding table with more or fewer hash
-    buckets or vocabulary rows) is padded with the model's own initial rows or clipped, as EasyRec's
-    force_restore_shape_compatible, with a warning. When ``cardinalities = (old rows per field, new rows per
-    field)`` is given, a fused table of all the fields (first dimension = their sum) is resized field by field,
-    so that every field keeps its own rows. Any other mismatch, and names the model does not have, are skipped.
-    Returns what was loaded, resized and skipped (with why); the model's entries missing from ``state`` keep their
-    initial values.
+    An embedding table whose number of rows differs (more or fewer hash buckets or vocabulary rows) is padded
+    with the model's own initial rows or clipped, with a warning, as EasyRec's force_restore_shape_compatible
+    (which resizes any variable so; here only embedding tables are, a resized dense layer being meaningless).
+    When ``cardinalities = (old rows per field, new rows per field)`` is given, a fused table of all the fields
+    (first dimension = their sum) is resized field by field, so that every field keeps its own rows. Any other
+    mismatch, and names the model does not have, are skipped. Returns what was loaded, resized and skipped (with
+    why); the model's entries missing from ``state`` keep their initial values.
     """
     report = LoadReport()
     own = model.state_dict()
+    tables = {f"{name}.weight" for name, module in model.named_modules() if isinstance(module, nn.Embedding)}
     merged = dict(own)
     for name, value in state.items():
         if name not in own:
@@ -146,7 +147,7 @@ def load_matching(
         if value.shape == target.shape:
             merged[name] = value
             report.loaded.append(name)
-        elif value.dim() == target.dim() and value.dim() >= 1 and value.shape[1:] == target.shape[1:]:
+        elif name in tables and value.dim() == target.dim() and value.shape[1:] == target.shape[1:]:
             merged[name] = resize_rows(value, target, cardinalities)
             report.resized.append(f"{name} {tuple(value.shape)} -> {tuple(target.shape)}")
             log.warning("fine-tune: %s resized from %s to %s", name, tuple(value.shape), tuple(target.shape))

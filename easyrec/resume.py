@@ -65,10 +65,11 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def fine_tune(model: nn.Module, location: str, cardinalities: list[int]) -> dict[str, Any]:
-    """Load what fits of another run's model weights into ``model`` (``trainer.init_from``); log and return the
-    report: loaded, resized (embedding rows per field, padded or clipped) and skipped entries."""
-    state = load_checkpoint(location)
+def fine_tune(model: nn.Module, state: Mapping[str, Any], cardinalities: list[int]) -> dict[str, Any]:
+    """Load what fits of another run's model weights (a loaded checkpoint, ``trainer.init_from``) into ``model``;
+    log and return the report: loaded, resized (embedding rows per field, padded or clipped) and skipped entries.
+    The data was encoded with the checkpoint's vocabularies (``TabularData.setup(keep_encoding=...)``), so an id
+    keeps its row."""
     old = state.get("input_spec", {}).get("cardinalities")
     report = load_matching(model, state["model"], (old, cardinalities) if old else None)
     log.info(
@@ -81,5 +82,5 @@ def fine_tune(model: nn.Module, location: str, cardinalities: list[int]) -> dict
     for name, why in report.skipped.items():
         log.warning("fine-tune: skipped %s: %s", name, why)
     if not report.loaded and not report.resized:
-        raise CheckpointError(f"trainer.init_from={location}: nothing in {state['path']} fits this model")
+        raise CheckpointError(f"trainer.init_from: nothing in {state['path']} fits this model")
     return {"path": state["path"], "loaded": report.loaded, "resized": report.resized, "skipped": report.skipped}

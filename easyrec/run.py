@@ -48,6 +48,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
     validate(cfg)
     import torch
 
+    from easyrec.checkpoints import load_checkpoint
     from easyrec.losses.heads import label_rules
     from easyrec.optim import attach_loss_parameters, build_optimizer, build_schedules
     from easyrec.resume import check_resumable, fine_tune, resume_state
@@ -73,10 +74,11 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
     state = resume_state(resume, output_dir)
     if state is not None:
         check_resumable(state["config"], config, state["path"])
+    init_state = load_checkpoint(init_from) if init_from else None
     status = "FAILED"
     try:
         logger.start(config, overrides or [], output_dir, run_id=state["run"]["id"] if state else None)
-        data.setup()
+        data.setup(keep_encoding=init_state["data"]["encoder"] if init_state else None)
         for rule in label_rules(loss, data.spec.label_names):
             data.check_labels(rule.required_by, rule.values, rule.value_range, rule.column, rule.every_value)
         with config_errors("model"):
@@ -88,8 +90,8 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
             attach_loss_parameters(optimizer, loss)
         with config_errors("lr_schedule"):
             lr_schedulers = build_schedules(instantiate(cfg.lr_schedule, _convert_="all"), optimizer)
-        if init_from:
-            tuned = fine_tune(model, init_from, list(data.input_spec.cardinalities))
+        if init_state:
+            tuned = fine_tune(model, init_state, list(data.input_spec.cardinalities))
             logger.set_tags({"easyrec.init_from": tuned["path"], "easyrec.init_skipped": str(len(tuned["skipped"]))})
         trainer = instantiate(OmegaConf.create(trainer_options))(
             model=model,

@@ -13,19 +13,21 @@ import pytest
 from mlflow import MlflowClient
 
 from easyrec.checkpoints import Checkpoints, load_checkpoint
+from easyrec.errors import CheckpointError, ConfigError
+from easyrec.run import train
 
 pytestmark = pytest.mark.slow
 
-# 352 steps: long enough to be killed after the first checkpoints, short enough for CI
+# 142 steps: long enough to be killed after the first checkpoints, short enough for CI
 ARGS = [
-    "data.num_rows=50000",
+    "data.num_rows=20000",
     "data.batch_size=256",
     "model.hidden_units=[64]",
     "model.embedding_dim=8",
     "model.dropout=0.1",
     "trainer.max_epochs=2",
-    "trainer.eval_every_n_steps=100",
-    "trainer.checkpoint_every_n_steps=20",
+    "trainer.eval_every_n_steps=50",
+    "trainer.checkpoint_every_n_steps=10",
     "trainer.progress_bar=false",
 ]
 
@@ -67,7 +69,7 @@ def uninterrupted(tmp_path_factory) -> dict[str, float]:
     directory = tmp_path_factory.mktemp("whole")
     output = finish(start(directory, directory / "run"))
     state = load_checkpoint(directory / "run")
-    assert state["step"] == 352, output  # 2 epochs of 176 batches
+    assert state["step"] == 142, output  # 2 epochs of 71 batches
     return state["metrics"]
 
 
@@ -78,11 +80,11 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path, uninterrup
     process.kill()  # SIGKILL: no handler, no goodbye
     finish(process)
     killed_at = load_checkpoint(run_dir)["step"]
-    assert 20 <= killed_at < 352
+    assert 10 <= killed_at < 142
     output = finish(start(tmp_path, run_dir, "trainer.resume=true"))
     assert f"resumed from {run_dir}/checkpoints/step-{killed_at:09d}.pt at step {killed_at}" in output, output
     final = load_checkpoint(run_dir)
-    assert final["step"] == 352 and final["metrics"] == uninterrupted
+    assert final["step"] == 142 and final["metrics"] == uninterrupted
     [run] = runs(tmp_path)  # one MLflow run, continued
     assert run.info.status == "FINISHED" and run.data.tags["easyrec.resumes"] == "1"
     assert run.data.metrics["eval/auc"] == pytest.approx(uninterrupted["eval/auc"])
@@ -108,24 +110,20 @@ def test_sigterm_saves_a_checkpoint_ends_the_run_killed_and_resumes(tmp_path, un
     assert run.info.status == "FINISHED"
 
 
-def test_a_resume_with_a_changed_model_is_refused_and_writes_nothing(tmp_path):
-    run_dir = tmp_path / "run"
-    process = start(tmp_path, run_dir, "trainer.max_epochs=1", "data.num_rows=6000")
-    finish(process)
-    before = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
-    changed = start(
-        tmp_path, run_dir, "trainer.max_epochs=1", "data.num_rows=6000", "trainer.resume=true", "model.embedding_dim=16"
-    )
-    output = finish(changed)
-    assert changed.returncode == 2
-    assert "easyrec train: error: trainer.resume: this config differs from the checkpoint's" in output
-    assert "model.embedding_dim (8 -> 16)" in output and "use trainer.init_from=" in output
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before
+def test_a_resume_with_a_changed_model_is_refused_and_writes_nothing(compose_train, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    small = ["data.num_rows=6000", "model.embedding_dim=8", "trainer.progress_bar=false"]
+    train(compose_train(*small), tmp_path / "run")
+    before = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    with pytest.raises(ConfigError) as info:
+        train(compose_train(*small, "trainer.resume=true", "model.embedding_dim=16"), tmp_path / "run")
+    message = str(info.value)
+    assert message.startswith("trainer.resume: this config differs from the checkpoint's")
+    assert "model.embedding_dim (8 -> 16)" in message and "use trainer.init_from=" in message
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == before
     assert [run.info.status for run in runs(tmp_path)] == ["FINISHED"]  # no second run was opened
 
 
-def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
-    process = start(tmp_path, tmp_path / "fresh", "trainer.resume=true")
-    output = finish(process)
-    assert process.returncode == 1
-    assert "trainer.resume=true: " in output and "has no checkpoint to resume" in output
+def test_resume_without_a_checkpoint_is_a_clear_error(compose_train, tmp_path):
+    with pytest.raises(CheckpointError, match="trainer.resume=true: .* has no checkpoint to resume"):
+        train(compose_train("logger=none", "trainer.resume=true"), tmp_path)

@@ -141,12 +141,20 @@ class FeatureEncoder:
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, table: pa.Table, source: str) -> FeatureEncoder:
-        """Learn vocabularies and standardisation statistics from the training split."""
+    def fit(self, table: pa.Table, source: str, keep: Mapping[str, Any] | None = None) -> FeatureEncoder:
+        """Learn vocabularies and standardisation statistics from the training split.
+
+        ``keep``: the :meth:`state_dict` of an earlier encoder (fine-tuning): the columns it has statistics or a
+        vocabulary for keep them, so an id keeps its embedding row (new ids go to the out-of-vocabulary row);
+        the other columns are fitted on ``table``.
+        """
         require_columns(table, self.spec.columns, source)
+        keep = keep or {"vocabularies": {}, "mean": {}, "std": {}}
         for group in self.spec.dense:
             for name in group.names:
-                if group.standardize:
+                if group.standardize and name in keep["mean"]:
+                    self.mean[name], self.std[name] = keep["mean"][name], keep["std"][name]
+                elif group.standardize:
                     values = self._transformed(table, name, group, source)
                     self.mean[name] = float(values.mean()) if len(values) else 0.0
                     std = float(values.std()) if len(values) else 1.0
@@ -154,7 +162,10 @@ class FeatureEncoder:
         for group in self.spec.categorical:
             if group.encoding == "vocab":
                 for name in group.names:
-                    self.vocabularies[name] = build_vocabulary(table[name], group.min_count, group.max_vocab_size)
+                    if name in keep["vocabularies"]:
+                        self.vocabularies[name] = pa.array(keep["vocabularies"][name])
+                    else:
+                        self.vocabularies[name] = build_vocabulary(table[name], group.min_count, group.max_vocab_size)
         self.fitted = True
         return self
 

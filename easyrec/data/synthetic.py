@@ -23,6 +23,7 @@ Since p is known, the Bayes-optimal ("oracle") AUC and logloss of the eval split
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -60,9 +61,14 @@ def _zipf_ids(rng: np.random.Generator, vocab: int, exponent: float, n: int) -> 
     return rng.permutation(vocab)[ids].astype(np.int32)  # an id's value says nothing about its frequency
 
 
+@functools.lru_cache(maxsize=1)
 def generate_clicks(num_rows: int, seed: int, positive_rate: float = 0.25) -> tuple[pa.Table, dict[str, np.ndarray]]:
     """Draw ``num_rows`` rows; return the table (``I1..I13, C1..C26, label, session, conversion, value, action,
-    teacher``) and the true ``(N,)`` probabilities of the binary labels: ``{"label": p, "conversion": p·q}``."""
+    teacher``) and the true ``(N,)`` probabilities of the binary labels: ``{"label": p, "conversion": p·q}``.
+
+    The last result is kept (a pure function of its arguments): the jobs of a sweep, which Hydra runs one after
+    another in one process, draw the data once. Treat the returned arrays as read-only.
+    """
     rng = np.random.default_rng(seed)
     vocab = np.round(np.geomspace(10, 100_000, NUM_CATEGORICAL)).astype(np.int64)
     exponents = rng.uniform(1.05, 1.35, size=NUM_CATEGORICAL)

@@ -53,10 +53,14 @@ class TabularData:
         """Return ``((train_table, train_source), (eval_table, eval_source))``."""
         raise NotImplementedError
 
-    def setup(self) -> None:
-        """Read both splits, fit the encoder on the training split, encode both."""
+    def setup(self, keep_encoding: Mapping[str, Any] | None = None) -> None:
+        """Read both splits, fit the encoder on the training split, encode both.
+
+        ``keep_encoding``: an earlier run's encoder state (fine-tuning): its vocabularies and statistics are kept
+        for the columns it has them for (see :meth:`FeatureEncoder.fit`).
+        """
         (train_table, train_source), (eval_table, eval_source) = self.read_splits()
-        self.encoder.fit(train_table, train_source)
+        self.encoder.fit(train_table, train_source, keep=keep_encoding)
         self.train = self.encoder.encode(train_table, train_source)
         self.eval = self.encoder.encode(eval_table, eval_source)
         log.info(

@@ -1,0 +1,52 @@
+"""trainer.init_from: a new run starts from another run's weights and keeps its id encoding."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from easyrec.checkpoints import load_checkpoint
+from easyrec.errors import CheckpointError, ConfigError
+from easyrec.run import train
+
+pytestmark = pytest.mark.slow
+
+SMALL = [
+    "data.num_rows=6000",
+    "data.batch_size=256",
+    "model.embedding_dim=4",
+    "logger=none",
+    "trainer.progress_bar=false",
+]
+
+
+def test_fine_tuning_loads_what_fits_keeps_vocabularies_and_reports_the_rest(compose_train, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    train(compose_train(*SMALL, "model.hidden_units=[32]"), tmp_path / "base")
+    base = load_checkpoint(tmp_path / "base")
+    overrides = [
+        *SMALL,
+        "model.hidden_units=[16]",  # a new MLP: skipped
+        "seed=7",  # other data: its own vocabularies would differ
+        "optimizer.lr=1e-12",
+        "trainer.max_steps=1",
+        f"trainer.init_from={tmp_path / 'base'}",
+    ]
+    train(compose_train(*overrides), tmp_path / "tuned")
+    tuned = load_checkpoint(tmp_path / "tuned")
+    assert tuned["data"]["encoder"]["vocabularies"] == base["data"]["encoder"]["vocabularies"]
+    tables = [name for name in base["model"] if name.endswith("table.weight")]
+    assert tables
+    for name in tables:
+        torch.testing.assert_close(tuned["model"][name], base["model"][name], atol=1e-6, rtol=0)
+    assert "fine-tune: skipped mlp.layers.0.weight: shape" in caplog.text
+    assert "fine-tuning from" in caplog.text
+
+
+def test_init_from_and_resume_together_or_a_missing_path_are_refused(compose_train, tmp_path):
+    with pytest.raises(ConfigError, match="give one"):
+        train(compose_train(*SMALL, "trainer.resume=true", f"trainer.init_from={tmp_path}"), tmp_path)
+    with pytest.raises(CheckpointError, match="no such checkpoint file or run directory"):
+        train(compose_train(*SMALL, f"trainer.init_from={tmp_path / 'nope'}"), tmp_path / "run")

@@ -165,3 +165,18 @@ def test_loading_another_models_checkpoint_into_the_trainer_fails_clearly(data, 
     trainer = Trainer(wider, data, torch.optim.Adam(wider.parameters()), BinaryCrossEntropy(), tmp_path, device="cpu")
     with pytest.raises(RuntimeError, match="size mismatch"):
         trainer.load_state_dict(state)
+
+
+def test_checkpoints_every_n_seconds(data, tmp_path, monkeypatch):
+    clock = iter(range(0, 10_000, 4))  # every call to the clock moves it 4 s on
+    monkeypatch.setattr("easyrec.trainer.time.monotonic", lambda: next(clock))
+    trainer = make_trainer(data, tmp_path, checkpoint_every_n_seconds=10, keep_last_n=100, max_epochs=1)
+    trainer.fit()
+    steps = [int(p.stem.split("-")[1]) for p in trainer.checkpoints.step_files()]
+    # a step reads the clock once (after the check that saved, twice): a save every third step
+    assert steps[:3] == [3, 6, 9] and steps[-1] == STEPS_PER_EPOCH
+
+
+def test_keep_last_n_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="keep_last_n=0: must be >= 1"):
+        Checkpoints(tmp_path, keep_last_n=0)

@@ -79,16 +79,24 @@ def write_atomically(state: Mapping[str, Any], path: Path) -> Path:
     return path
 
 
-def find_checkpoint(location: str | Path) -> Path:
-    """The checkpoint ``location`` names: a ``.pt`` file, a run directory or its ``checkpoints/`` folder (their
-    latest step checkpoint, else ``best.pt``)."""
+#: Which checkpoint of a run directory :func:`find_checkpoint` picks first.
+WHICH = ("latest", "best")
+
+
+def find_checkpoint(location: str | Path, which: str = "latest") -> Path:
+    """The checkpoint ``location`` names: a ``.pt`` file (as it is), or a run directory or its ``checkpoints/``
+    folder: with ``which="latest"`` its latest step checkpoint, else ``best.pt``; with ``which="best"`` its
+    ``best.pt``, else the latest step checkpoint."""
+    if which not in WHICH:
+        raise ValueError(f"which={which!r}: must be one of: {', '.join(WHICH)}")
     path = Path(location)
     if path.is_file():
         return path
     for directory in (path / "checkpoints", path):
         if directory.is_dir():
-            checkpoints = Checkpoints(directory)
-            found = checkpoints.latest() or (directory / "best.pt" if (directory / "best.pt").is_file() else None)
+            latest = Checkpoints(directory).latest()
+            best = directory / "best.pt" if (directory / "best.pt").is_file() else None
+            found = (best or latest) if which == "best" else (latest or best)
             if found:
                 return found
     if path.exists():
@@ -96,10 +104,11 @@ def find_checkpoint(location: str | Path) -> Path:
     raise CheckpointError(f"{path}: no such checkpoint file or run directory")
 
 
-def load_checkpoint(location: str | Path) -> dict[str, Any]:
-    """Read an easyrec checkpoint on the CPU, safely (``weights_only=True``); CheckpointError naming the file when
-    it is missing, corrupt or not an easyrec checkpoint."""
-    path = find_checkpoint(location)
+def load_checkpoint(location: str | Path, which: str = "latest") -> dict[str, Any]:
+    """Read an easyrec checkpoint (see :func:`find_checkpoint` for ``location`` and ``which``) on the CPU, safely
+    (``weights_only=True``); CheckpointError naming the file when it is missing, corrupt or not an easyrec
+    checkpoint."""
+    path = find_checkpoint(location, which)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as error:

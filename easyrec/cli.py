@@ -1,4 +1,6 @@
-"""The ``easyrec`` command: dispatches ``easyrec <command> [args]`` to the command's Hydra app.
+"""The ``easyrec`` command: dispatches ``easyrec <command> [args]`` to the command's app: a Hydra app
+(``train``) or an argparse front-end (``evaluate``, ``predict``: their config comes from a checkpoint). Each app
+reads its arguments from ``sys.argv``.
 
 User errors (a bad override, an unknown option, an impossible value, unreadable data) end with one line
 on stderr and a non-zero exit code, never a traceback. ``HYDRA_FULL_ERROR=1`` shows the traceback.
@@ -13,21 +15,30 @@ from collections.abc import Callable, Sequence
 from easyrec.errors import Interrupted
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    # name: (module:function of the Hydra app, one-line description)
+    # name: (module:function of the app, one-line description)
     "train": (
         "easyrec.run:main",
         "train a model and log the run to MLflow (Hydra app: see `easyrec train --help`)",
+    ),
+    "evaluate": (
+        "easyrec.commands.evaluate:main",
+        "evaluate a checkpoint on a data set: a table, a JSON file and the run's MLflow metrics",
+    ),
+    "predict": (
+        "easyrec.commands.predict:main",
+        "predict a CSV/Parquet file with a checkpoint, in batches, into a file of predictions",
     ),
 }
 
 USAGE = """usage: easyrec <command> [args ...]
 
-Train CTR and ranking models, configured by Hydra and tracked in MLflow.
+Train CTR and ranking models, configured by Hydra and tracked in MLflow; evaluate and predict with their
+checkpoints.
 
 commands:
 {commands}
 
-`easyrec <command> --help` shows a command's config groups and options."""
+`easyrec <command> --help` shows a command's options (for train: its config groups)."""
 
 
 def _print_usage(stream=sys.stdout) -> None:
@@ -53,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"easyrec: unknown command '{command}'; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
         sys.exit(2)
     app = _load(COMMANDS[command][0])
-    # Hydra reads its arguments from sys.argv.
+    # Hydra and argparse read their arguments from sys.argv.
     sys.argv = [f"easyrec-{command}", *rest]
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     # Let exceptions reach us, so we can report user errors as one line.

@@ -21,6 +21,10 @@ class CheckpointError(EasyrecError):
     """A checkpoint that is missing, unreadable, or does not fit the run; the message names the file."""
 
 
+class OutputError(EasyrecError):
+    """An output file that exists and may not be overwritten, or cannot be written; the message names the file."""
+
+
 class Interrupted(KeyboardInterrupt):
     """Training was stopped by a signal (SIGINT, SIGTERM) after a checkpoint was written."""
 

@@ -145,11 +145,13 @@ def check_loss_fits_data(loss: Any, spec: Any) -> None:
         )
 
 
-def build_model(factory: Any, data: Any, loss: Any) -> Any:
+def build_model(factory: Any, data: Any, loss: Any, probe: Any = None) -> Any:
     """Build the model with the outputs ``loss`` reads, and check that its output has their shape.
 
     A multi-task model (one that takes ``task_outputs``) gets one tower per task; any other model gets
     ``num_outputs`` logits per sample. A two-tower model's ``(B, 2, D)`` output needs a retrieval loss.
+    ``data``: anything with an ``input_spec`` (a set-up TabularData, a fitted FeatureEncoder); ``probe``: the batch
+    the output shape is checked on (default: the first two rows of ``data``'s eval split).
     """
     import torch
 
@@ -174,7 +176,7 @@ def build_model(factory: Any, data: Any, loss: Any) -> Any:
         )
     if not pairs:
         with torch.no_grad():
-            probe = next(iter(data.eval.batches(2)))
+            probe = probe if probe is not None else next(iter(data.eval.batches(2)))
             shape = tuple(model.eval()(probe.dense, probe.sparse).shape[1:])
         expected = () if num_outputs == 1 else (num_outputs,)
         if shape != expected:

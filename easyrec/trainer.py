@@ -27,7 +27,7 @@ from easyrec.early_stopping import EarlyStopping, NeverStop
 from easyrec.errors import ConfigError, Interrupted
 from easyrec.loggers import Logger, NullLogger
 from easyrec.losses.heads import heads_of
-from easyrec.metrics import EvalMetrics
+from easyrec.metrics import EvalMetrics, evaluate_model
 from easyrec.optim.gradients import GradientTreatment
 from easyrec.optim.grouped import GroupedOptimizer
 
@@ -106,13 +106,9 @@ class Trainer:
             raise ConfigError("trainer.max_epochs=0 and trainer.max_steps unset: set at least one limit")
         if monitor_mode not in ("max", "min"):
             raise ConfigError(f"trainer.monitor_mode={monitor_mode}: must be one of: max, min")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("trainer.device=cuda: torch finds no CUDA device here (use cpu or auto)")
         if num_threads:
             torch.set_num_threads(num_threads)
-        self.device = torch.device(device)
+        self.device = pick_device(device)
         self.model = model.to(self.device)
         is_module = isinstance(loss, nn.Module)  # a plain callable works too
         self.data, self.optimizer, self.loss = data, optimizer, loss.to(self.device) if is_module else loss
@@ -289,12 +285,8 @@ class Trainer:
         """Eval metrics over the whole eval split, chosen by each head's task (see
         :class:`~easyrec.metrics.EvalMetrics`): ``eval/auc``, ``eval/logloss``, ``eval/gauc``, ... for one loss,
         ``eval/<task>/...`` for each task of a multi-task loss."""
-        self.model.eval()
         evaluation = self.metrics.evaluation(self.heads, self.data)
-        for batch in self.data.eval_batches():
-            batch = batch.to(self.device)
-            evaluation.update(self.model(batch.dense, batch.sparse), batch)
-        return evaluation.compute()
+        return evaluate_model(self.model, self.data.eval_batches(), evaluation, self.device)
 
     def _evaluate_and_decide(self) -> None:
         """Evaluate, log, and ask the early-stopping rule whether to stop."""
@@ -462,6 +454,16 @@ class Trainer:
         for key, value in metrics.items():
             table.add_row(key, f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 1e4 else f"{value:.5f}")
         Console().print(table)
+
+
+def pick_device(device: str) -> torch.device:
+    """``trainer.device``: ``auto`` is cuda when torch finds a CUDA device, else cpu; ``cuda`` without one is a
+    ConfigError."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("trainer.device=cuda: torch finds no CUDA device here (use cpu or auto)")
+    return torch.device(device)
 
 
 class _LogWindow:

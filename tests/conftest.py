@@ -16,15 +16,36 @@ from omegaconf import DictConfig
 QUICK = ["data.num_rows=6000", "data.batch_size=256", "model.hidden_units=[32]", "model.embedding_dim=4"]
 
 
+def compose_config(*overrides: str) -> DictConfig:
+    """The composed ``train`` config with ``overrides``."""
+    with initialize_config_module(config_module="easyrec.conf", version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
 @pytest.fixture
 def compose_train() -> Callable[..., DictConfig]:
     """``compose_train("optimizer=sgd", ...)`` -> the composed ``train`` config."""
+    return compose_config
 
-    def _compose(*overrides: str) -> DictConfig:
-        with initialize_config_module(config_module="easyrec.conf", version_base="1.3"):
-            return compose(config_name="train", overrides=list(overrides))
 
-    return _compose
+@pytest.fixture
+def easyrec_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> Callable[..., tuple]:
+    """Run ``easyrec ARGS`` in this process (``easyrec.cli.main``); return ``(exit code, stdout, stderr)``."""
+    from easyrec.cli import main
+
+    def _run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)  # main sets it for the app it runs
+        monkeypatch.setattr(sys, "argv", list(sys.argv))  # main replaces it
+        capsys.readouterr()
+        try:
+            main([str(arg) for arg in args])
+            code = 0
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return _run
 
 
 @pytest.fixture

@@ -157,3 +157,13 @@ def test_a_logger_that_never_started_ignores_the_rest(tmp_path):
     logger.set_tags({"a": "b"})
     logger.finish("FAILED")
     assert logger.run_id is None and logger.client is None
+
+
+def test_local_store_uris_are_made_absolute_where_the_run_starts(tmp_path, monkeypatch):
+    from easyrec.loggers.mlflow import absolute_uri
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path}/mlflow.db"
+    assert absolute_uri(f"sqlite:///{tmp_path}/x.db") == f"sqlite:///{tmp_path}/x.db"
+    assert absolute_uri("./mlruns") == f"{tmp_path}/mlruns"
+    assert absolute_uri("http://mlflow.internal:5000") == "http://mlflow.internal:5000"

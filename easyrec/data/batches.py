@@ -16,19 +16,19 @@ class Batch:
     Attributes:
         dense: ``(B, D) float32`` dense features.
         sparse: ``(B, F) int32`` row of each categorical field in its own table (0 = out of vocabulary).
-        labels: ``(B,) float32``, or ``(B, L)`` with L label columns (multi-task).
+        labels: ``(B,) float32``, or ``(B, L)`` with L label columns (multi-task); None when predicting.
         weights: ``(B,) float32`` sample weights, or None.
         sessions: ``(B,) int64`` session ids, or None.
     """
 
     dense: Tensor
     sparse: Tensor
-    labels: Tensor
+    labels: Tensor | None
     weights: Tensor | None = None
     sessions: Tensor | None = None
 
     def __len__(self) -> int:
-        return self.labels.shape[0]
+        return self.dense.shape[0]
 
     def to(self, device: torch.device) -> Batch:
         def move(t: Tensor | None) -> Tensor | None:
@@ -39,17 +39,18 @@ class Batch:
 
 @dataclass
 class EncodedSplit:
-    """A whole split as tensors with a shared first dimension N; ``source`` names it in errors."""
+    """A whole split as tensors with a shared first dimension N; ``source`` names it in errors. A split encoded
+    for prediction has no labels (None)."""
 
     dense: Tensor
     sparse: Tensor
-    labels: Tensor
+    labels: Tensor | None
     weights: Tensor | None
     source: str
     sessions: Tensor | None = None
 
     def __len__(self) -> int:
-        return self.labels.shape[0]
+        return self.dense.shape[0]
 
     def num_batches(self, batch_size: int) -> int:
         return -(-len(self) // batch_size)

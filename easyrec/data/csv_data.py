@@ -18,6 +18,21 @@ from easyrec.errors import ConfigError, DataError
 _CONVERSION_ERROR = re.compile(r"CSV column #(\d+):.* conversion error")
 
 
+def csv_header(path: Path, delimiter: str) -> list[str]:
+    """The names pyarrow will read from the first line (it drops a UTF-8 BOM and keeps spaces)."""
+    with path.open("r", encoding="utf-8-sig", errors="replace") as handle:
+        first = handle.readline().rstrip("\r\n")
+    return [name.strip('"') for name in first.split(delimiter)]
+
+
+def csv_column_types(spec: FeatureSpec, columns: list[str]) -> dict[str, pa.DataType]:
+    """How ``columns`` of the spec are read: dense, label and weight as float64, ids as strings (so that an id
+    such as ``007`` keeps its text and encodes the same in training and prediction)."""
+    types = {name: pa.float64() for name in columns}
+    types.update({name: pa.string() for name in spec.categorical_names if name in types})
+    return types
+
+
 class CSVData(FileData):
     """Train and eval splits from two delimited text files.
 
@@ -53,8 +68,7 @@ class CSVData(FileData):
         error = missing_columns_error(path, self.spec.columns, names)
         if error:
             raise error
-        types = {name: pa.float64() for name in self.spec.columns}
-        types.update({name: pa.string() for name in self.spec.categorical_names})
+        types = csv_column_types(self.spec, self.spec.columns)
         try:
             return self._read_csv(path, names, types)
         except pa.ArrowInvalid as error:
@@ -72,10 +86,7 @@ class CSVData(FileData):
         )
 
     def _header(self, path: Path) -> list[str]:
-        """The names pyarrow will read from the first line (it drops a UTF-8 BOM and keeps spaces)."""
-        with path.open("r", encoding="utf-8-sig", errors="replace") as handle:
-            first = handle.readline().rstrip("\r\n")
-        return [name.strip('"') for name in first.split(self.delimiter)]
+        return csv_header(path, self.delimiter)
 
     def _describe(self, path: Path, names: list[str], message: str) -> str:
         match = _CONVERSION_ERROR.search(message)

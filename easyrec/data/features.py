@@ -98,10 +98,15 @@ class FeatureSpec:
         return [self.label] if isinstance(self.label, str) else list(self.label)
 
     @property
+    def feature_columns(self) -> list[str]:
+        """The model's input columns: dense, then categorical."""
+        return self.dense_names + self.categorical_names
+
+    @property
     def columns(self) -> list[str]:
         """Every column the spec reads, in a fixed order."""
         extra = self.label_names + [name for name in (self.weight, self.session) if name]
-        return self.dense_names + self.categorical_names + extra
+        return self.feature_columns + extra
 
 
 @dataclass(frozen=True)
@@ -182,12 +187,16 @@ class FeatureEncoder:
 
     # ------------------------------------------------------------------ encoding
 
-    def encode(self, table: pa.Table, source: str) -> EncodedSplit:
+    def encode(self, table: pa.Table, source: str, labels: bool = True) -> EncodedSplit:
         """Encode ``table`` into ``dense (N, D) float32``, ``sparse (N, F) int32``, ``labels (N,)`` (``(N, L)``
-        with several label columns)."""
+        with several label columns), and the weights and sessions the spec names.
+
+        ``labels=False`` (prediction): only the feature columns are read and required; the split has no labels,
+        weights or sessions.
+        """
         if not self.fitted:
             raise RuntimeError("FeatureEncoder.encode called before fit")
-        require_columns(table, self.spec.columns, source)
+        require_columns(table, self.spec.columns if labels else self.spec.feature_columns, source)
         n = table.num_rows
         dense = np.empty((n, len(self.spec.dense_names)), dtype=np.float32)
         column = 0
@@ -207,9 +216,11 @@ class FeatureEncoder:
                 else:
                     sparse[:, column] = hash_buckets(table[name], int(group.num_buckets))
                 column += 1
-        labels = np.stack([numeric_column(table, name, source, fill_value=None) for name in self.spec.label_names], 1)
-        if labels.shape[1] == 1:
-            labels = labels[:, 0]
+        if not labels:
+            return EncodedSplit(torch.from_numpy(dense), torch.from_numpy(sparse), None, None, source)
+        values = np.stack([numeric_column(table, name, source, fill_value=None) for name in self.spec.label_names], 1)
+        if values.shape[1] == 1:
+            values = values[:, 0]
         weights = None
         if self.spec.weight:
             weights = torch.from_numpy(numeric_column(table, self.spec.weight, source, fill_value=None))
@@ -217,7 +228,7 @@ class FeatureEncoder:
         return EncodedSplit(
             dense=torch.from_numpy(dense),
             sparse=torch.from_numpy(sparse),
-            labels=torch.from_numpy(labels),
+            labels=torch.from_numpy(values),
             weights=weights,
             source=source,
             sessions=sessions,

@@ -58,3 +58,6 @@ class FileData(TabularData):
             (self.read(existing_file(self.train_path)), str(self.train_path)),
             (self.read(existing_file(self.eval_path)), str(self.eval_path)),
         )
+
+    def read_eval(self) -> tuple[pa.Table, str]:
+        return self.read(existing_file(self.eval_path)), str(self.eval_path)

@@ -74,6 +74,18 @@ class TabularData:
             sum(self.input_spec.cardinalities),
         )
 
+    def read_eval(self) -> tuple[pa.Table, str]:
+        """Return ``(eval_table, eval_source)`` alone; this default reads both splits and keeps the eval one."""
+        return self.read_splits()[1]
+
+    def setup_eval(self, encoding: Mapping[str, Any]) -> None:
+        """Read and encode only the eval split, with a saved encoder state (:meth:`FeatureEncoder.state_dict` of
+        the run being evaluated): nothing is fitted, so every id keeps its row and every statistic its value."""
+        self.encoder.load_state_dict(encoding)
+        eval_table, eval_source = self.read_eval()
+        self.eval = self.encoder.encode(eval_table, eval_source)
+        log.info("data: %d eval rows (%s)", len(self.eval), eval_source)
+
     @property
     def input_spec(self) -> InputSpec:
         return self.encoder.input_spec
@@ -93,11 +105,12 @@ class TabularData:
     ) -> None:
         """Raise :class:`DataError` naming the source, column and row of the first label of ``column`` (default:
         the only label column) that is not one of ``allowed`` or lies outside the closed ``value_range``; with
-        ``every_value``, also when one of ``allowed`` never occurs in the training split."""
+        ``every_value``, also when one of ``allowed`` never occurs in the training split. Only the splits that are
+        set up are checked (after :meth:`setup_eval`, the eval split)."""
         names = self.spec.label_names
         column = column or names[0]
         index = names.index(column) if len(names) > 1 else None
-        if every_value and allowed is not None:
+        if every_value and allowed is not None and self.train is not None:
             train = self.train.labels if index is None else self.train.labels[:, index]
             missing = [v for v in allowed if not bool((train == v).any())]
             if missing:
@@ -108,7 +121,7 @@ class TabularData:
                     f"{required_by} needs every one of {{{', '.join(f'{v:g}' for v in allowed)}}}: check the label "
                     "column and the number of classes"
                 )
-        for split in (self.train, self.eval):
+        for split in (s for s in (self.train, self.eval) if s is not None):
             row = split.first_bad_label(index, allowed, value_range)
             if row is not None:
                 value = (split.labels[row] if index is None else split.labels[row, index]).item()

@@ -61,6 +61,56 @@ def git_tags(directory: Path) -> dict[str, str]:
     return {"mlflow.source.git.commit": commit, "git.commit": commit, "git.dirty": str(dirty).lower()}
 
 
+def local_store(tracking_uri: str) -> Path | None:
+    """The file or folder of a local tracking store (``sqlite:///mlflow.db``, ``file:./mlruns``, ``./mlruns``); None
+    for a server."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri[len("sqlite:///") :])
+    if tracking_uri.startswith("file:"):
+        return Path(tracking_uri[len("file:") :].removeprefix("//"))
+    return None if "://" in tracking_uri else Path(tracking_uri)
+
+
+def absolute_uri(tracking_uri: str) -> str:
+    """A local store's URI with an absolute path (``sqlite:///mlflow.db`` -> ``sqlite:////launch/dir/mlflow.db``):
+    MLflow keeps one store per URI string in a process, so a relative one would follow the first directory it
+    was opened in. Servers' URIs are returned as they are."""
+    store = local_store(tracking_uri)
+    if store is None or store.is_absolute():
+        return tracking_uri
+    if tracking_uri.startswith("sqlite:///"):
+        return f"sqlite:///{store.resolve()}"
+    return str(store.resolve())
+
+
+def log_to_run(
+    tracking_uri: str, run_id: str, metrics: Mapping[str, float], step: int, tags: Mapping[str, str]
+) -> str | None:
+    """Add ``metrics`` (at ``step``) and ``tags`` to an existing run, whatever its status, which stays as it is
+    (``easyrec evaluate`` on a finished run). Returns None, or why nothing was logged: the store or the run is not
+    there (a local store is never created here)."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    store = local_store(tracking_uri)
+    if store is not None and not store.exists():
+        return f"no MLflow store {tracking_uri} here (in {Path.cwd()}); give it with logger.tracking_uri=..."
+    tracking_uri = absolute_uri(tracking_uri)
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client = MlflowClient(tracking_uri)
+    try:
+        client.get_run(run_id)
+    except Exception as error:  # not in this store, or the server cannot be reached
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f"MLflow run {run_id} not found in {tracking_uri} ({first})"
+    timestamp = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(key, float(value), timestamp, step) for key, value in metrics.items()])
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    return None
+
+
 class MLflowLogger(Logger):
     """Logs params, metrics, tags and artifacts of one run to an MLflow tracking store.
 
@@ -93,6 +143,7 @@ class MLflowLogger(Logger):
         from mlflow import MlflowClient
         from mlflow.entities import Param
 
+        self.tracking_uri = absolute_uri(self.tracking_uri)
         self.client = MlflowClient(self.tracking_uri)
         if run_id is not None and self._reopen(run_id, overrides):
             return

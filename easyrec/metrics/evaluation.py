@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from easyrec.metrics.binary import binary_metrics
 from easyrec.metrics.grouped_auc import grouped_auc
@@ -130,6 +130,18 @@ class Evaluation:
         values = {f"recall@{k}": int(h) / queries for k, h in zip(metrics.recall_at_k, self._hits[i], strict=True)}
         values["auc"] = binary_metrics(predictions.sigmoid(), (labels > 0).float())["auc"]
         return values
+
+
+@torch.inference_mode()
+def evaluate_model(model: nn.Module, batches: Iterable[Any], evaluation: Evaluation, device: torch.device) -> dict:
+    """Run ``model`` (in eval mode) over the eval ``batches`` in order and return ``evaluation``'s metrics: the one
+    eval loop, shared by training (:meth:`Trainer.evaluate <easyrec.trainer.Trainer.evaluate>`) and
+    ``easyrec evaluate``, so both give the same numbers for the same weights and data."""
+    model.eval()
+    for batch in batches:
+        batch = batch.to(device)
+        evaluation.update(model(batch.dense, batch.sparse), batch)
+    return evaluation.compute()
 
 
 def batch_labels(labels: Tensor, label_names: Sequence[str], column: str) -> Tensor:

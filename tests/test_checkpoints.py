@@ -12,25 +12,15 @@ from easyrec.losses import BinaryCrossEntropy
 from easyrec.models import DeepFM
 from easyrec.modules import FieldEmbedding
 from easyrec.trainer import Trainer
+from tests.conftest import CRITEO_FEATURES
 
-FEATURES = {
-    "dense": [{"names": [f"I{i}" for i in range(1, 14)], "transform": "log1p", "standardize": True}],
-    "categorical": [{"names": [f"C{i}" for i in range(1, 27)]}],
-}
+pytestmark = pytest.mark.usefixtures("one_thread")
 STEPS_PER_EPOCH = 27  # 13,500 train rows / 512
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def data() -> SyntheticCTRData:
-    data = SyntheticCTRData(FEATURES, num_rows=15_000, batch_size=512, seed=3)
+    data = SyntheticCTRData(CRITEO_FEATURES, num_rows=15_000, batch_size=512, seed=3)
     data.setup()
     return data
 

@@ -796,6 +796,7 @@ def test_generate_clicks_is_deterministic_for_a_seed():
         "value",
         "action",
         "teacher",
+        "weight",
     ]
     assert table.num_rows == 3000 and p.shape == (3000,) and p.dtype == np.float32
     sessions = table["session"].to_numpy()
@@ -805,7 +806,7 @@ def test_generate_clicks_is_deterministic_for_a_seed():
     assert all(pc.min(table[f"I{j}"]).as_py() >= 0 for j in range(1, 14))
 
 
-def test_generate_clicks_conversions_value_action_and_teacher():
+def test_generate_clicks_conversions_value_action_teacher_and_weight():
     table, probs = generate_clicks(50_000, seed=7)
     click, conversion = table["label"].to_numpy(), table["conversion"].to_numpy()
     value, action, teacher = table["value"].to_numpy(), table["action"].to_numpy(), table["teacher"].to_numpy()
@@ -818,6 +819,8 @@ def test_generate_clicks_conversions_value_action_and_teacher():
     assert np.array_equal(action, click + conversion) and set(np.unique(action)) == {0.0, 1.0, 2.0}
     assert np.all((teacher > 0) & (teacher < 1))
     assert np.corrcoef(teacher, probs["label"])[0, 1] > 0.9  # a good but imperfect teacher
+    weight = table["weight"].to_numpy()
+    assert set(np.unique(weight)) == {0.5, 1.0, 2.0} and (weight == 1.0).mean() == pytest.approx(0.8, abs=0.01)
     assert float(binary_auroc(torch.tensor(probs["conversion"]), torch.tensor(conversion).long())) > 0.75
 
 

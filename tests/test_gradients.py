@@ -20,6 +20,7 @@ from easyrec.models import DeepFM, WideAndDeep
 from easyrec.optim import ConstantLR, GradientTreatment, GroupedOptimizer, PolynomialDecay, build_schedules
 from easyrec.optim.gradients import NonFiniteGradientError, global_norm
 from easyrec.trainer import Trainer
+from tests.conftest import CRITEO_FEATURES
 
 
 class Tiny(nn.Module):
@@ -269,11 +270,6 @@ def test_the_gradients_config_builds_the_treatment(compose_train):
 
 
 # ---------------------------------------------------------------------- in the trainer
-
-CRITEO_FEATURES = {
-    "dense": [{"names": [f"I{i}" for i in range(1, 14)], "transform": "log1p", "standardize": True}],
-    "categorical": [{"names": [f"C{i}" for i in range(1, 27)], "encoding": "vocab"}],
-}
 
 
 class RecordingLogger(Logger):

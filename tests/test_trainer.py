@@ -16,11 +16,9 @@ from easyrec.loggers import Logger
 from easyrec.losses import BinaryCrossEntropy
 from easyrec.models import DeepFM
 from easyrec.trainer import Trainer
+from tests.conftest import CRITEO_FEATURES
 
-CRITEO_FEATURES = {
-    "dense": [{"names": [f"I{i}" for i in range(1, 14)], "transform": "log1p", "standardize": True}],
-    "categorical": [{"names": [f"C{i}" for i in range(1, 27)], "encoding": "vocab"}],
-}
+pytestmark = pytest.mark.usefixtures("one_thread")
 EVAL_KEYS = {"eval/auc", "eval/logloss", "eval/oracle_auc", "eval/oracle_logloss"}
 TRAIN_KEYS = {"train/loss", "train/lr", "train/samples_per_s", "train/grad_norm", "train/skipped_steps"}
 BATCHES_PER_EPOCH = 53  # 27,000 train rows / 512
@@ -41,15 +39,6 @@ class RecordingLogger(Logger):
 
     def steps_with(self, key: str) -> list[int]:
         return [step for step, metrics in self.calls if key in metrics]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: as fast for this small model, and 50x less slow when other jobs share the CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

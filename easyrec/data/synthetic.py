@@ -10,7 +10,9 @@ does not depend on it). For multi-task, value and distillation losses, each row 
 * ``value``: ``exp(N(m, 0.8))`` for a converter (m depends on the features), 0 otherwise: a zero-inflated
   lognormal lifetime value;
 * ``action``: 0 (no click), 1 (click) or 2 (conversion), for multi-class losses;
-* ``teacher``: a teacher model's click probability, ``sigmoid(logit(p) + N(0, 0.3))``, for distillation.
+* ``teacher``: a teacher model's click probability, ``sigmoid(logit(p) + N(0, 0.3))``, for distillation;
+* ``weight``: a per-sample weight (1 for 80% of the rows, 2 or 0.5 for the rest, independent of the labels), to
+  exercise weighted losses (``data.features.weight=weight``).
 
 Hidden model (logit), each block rescaled to a fixed standard deviation:
     bias + dense part (linear in standardised log1p(I) + one dense x dense term)
@@ -64,7 +66,7 @@ def _zipf_ids(rng: np.random.Generator, vocab: int, exponent: float, n: int) -> 
 @functools.lru_cache(maxsize=1)
 def generate_clicks(num_rows: int, seed: int, positive_rate: float = 0.25) -> tuple[pa.Table, dict[str, np.ndarray]]:
     """Draw ``num_rows`` rows; return the table (``I1..I13, C1..C26, label, session, conversion, value, action,
-    teacher``) and the true ``(N,)`` probabilities of the binary labels: ``{"label": p, "conversion": p·q}``.
+    teacher, weight``) and the true ``(N,)`` probabilities of the binary labels: ``{"label": p, "conversion": p·q}``.
 
     The last result is kept (a pure function of its arguments): the jobs of a sweep, which Hydra runs one after
     another in one process, draw the data once. Treat the returned arrays as read-only.
@@ -128,8 +130,8 @@ def _bias_for_rate(logit: np.ndarray, rate: float, weights: np.ndarray | None = 
 def _conversions(
     rng: np.random.Generator, click_logit: np.ndarray, z: np.ndarray, cat: np.ndarray, label: np.ndarray
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """``conversion``, ``value``, ``action`` and ``teacher`` columns, and q = P(conversion | click) ``(N,)``;
-    ``click_logit`` is logit(p)."""
+    """``conversion``, ``value``, ``action``, ``teacher`` and ``weight`` columns, and q = P(conversion | click)
+    ``(N,)``; ``click_logit`` is logit(p)."""
     num_rows = len(label)
     own = np.zeros(num_rows)
     for f in CONVERSION_FIELDS:
@@ -142,11 +144,13 @@ def _conversions(
     log_value_mean = 3.0 + _rescale(own + 0.5 * z[:, 0], 0.6)
     value = np.where(conversion, np.exp(rng.normal(log_value_mean, 0.8)), 0.0)
     teacher = _sigmoid(click_logit + rng.normal(0, 0.3, size=num_rows))
+    weight = rng.choice(np.array([1.0, 2.0, 0.5], dtype=np.float32), size=num_rows, p=[0.8, 0.1, 0.1])
     columns = {
         "conversion": conversion.astype(np.float32),
         "value": value.astype(np.float32),
         "action": (label + conversion).astype(np.float32),
         "teacher": teacher.astype(np.float32),
+        "weight": weight,
     }
     return columns, q
 

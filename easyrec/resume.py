@@ -38,8 +38,15 @@ def resume_state(setting: bool | str | None, output_dir: Path) -> dict[str, Any]
     return load_checkpoint(setting)
 
 
-def check_resumable(saved: Mapping[str, Any], config: Mapping[str, Any], path: str) -> None:
-    """ConfigError when ``config`` changes what an exact resume must keep (:data:`RESUME_MUST_MATCH`)."""
+def check_resumable(state: Mapping[str, Any], config: Mapping[str, Any], path: str) -> None:
+    """ConfigError when ``config`` changes what an exact resume must keep (:data:`RESUME_MUST_MATCH`); a
+    weights-only checkpoint (``best.pt``) cannot be resumed."""
+    if state.get("kind") == "weights":
+        raise CheckpointError(
+            f"{path} holds the best weights only (no optimizer state): resume from a step checkpoint "
+            f"(checkpoints/step-*.pt), or start a new run from these weights with trainer.init_from={path}"
+        )
+    saved = state["config"]
     before, after = (
         flatten({k: saved.get(k) for k in RESUME_MUST_MATCH}),
         flatten({k: config.get(k) for k in RESUME_MUST_MATCH}),

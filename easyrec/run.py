@@ -73,7 +73,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
         )
     state = resume_state(resume, output_dir)
     if state is not None:
-        check_resumable(state["config"], config, state["path"])
+        check_resumable(state, config, state["path"])
     init_state = load_checkpoint(init_from) if init_from else None
     status = "FAILED"
     try:

@@ -316,7 +316,9 @@ class Trainer:
         if better:
             self.best = {"value": value, "step": self.step, "metrics": dict(metrics)}
             if self.distributed.is_main:
-                self.checkpoints.save_best(self.state_dict())
+                # the weights and what describes them, not the optimizer state: half the size, written often
+                state = {**self.state_dict(), "optimizer": None, "lr_schedulers": None, "kind": "weights"}
+                self.checkpoints.save_best(state)
 
     def _restore_best(self) -> dict[str, float]:
         """With ``restore_best``, load the best weights, evaluate them and return their metrics; else the last."""

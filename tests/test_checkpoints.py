@@ -170,3 +170,13 @@ def test_checkpoints_every_n_seconds(data, tmp_path, monkeypatch):
 def test_keep_last_n_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="keep_last_n=0: must be >= 1"):
         Checkpoints(tmp_path, keep_last_n=0)
+
+
+def test_best_pt_holds_the_weights_only_and_is_not_resumable(uninterrupted):
+    from easyrec.resume import check_resumable
+
+    trainer, _ = uninterrupted
+    best = load_checkpoint(trainer.output_dir / "checkpoints" / "best.pt")
+    assert best["kind"] == "weights" and best["optimizer"] is None and best["model"]
+    with pytest.raises(CheckpointError, match="holds the best weights only .* trainer.init_from="):
+        check_resumable(best, best["config"], best["path"])

@@ -1,4 +1,5 @@
-"""Bad optimizer groups and gradient options through the real ``easyrec train``: one error line, no traceback.
+"""Bad optimizer groups and gradient options through ``easyrec train`` (its entry point, in this process): one error
+line, no traceback.
 
 Errors found while building the optimizer (after the run opened) end the MLflow run FAILED; a bad value in a
 group's optimizer is refused by config validation before any run opens. The other config-validation errors
@@ -28,7 +29,7 @@ def runs(directory: Path) -> list:
 def error_line(stderr: str) -> str:
     """The one error line (the run's log lines go to stderr too) and it is the last line."""
     assert "Traceback" not in stderr, stderr
-    errors = [line for line in stderr.splitlines() if "error" in line.lower()]
+    errors = [line for line in stderr.splitlines() if line.startswith("easyrec") and "error:" in line]
     assert len(errors) == 1, stderr
     assert stderr.strip().splitlines()[-1] == errors[0]
     return errors[0]
@@ -54,18 +55,22 @@ def error_line(stderr: str) -> str:
     ],
     ids=["matches-nothing", "claimed-twice", "sparse-adam", "freeze-no-match"],
 )
-def test_errors_while_building_are_one_line_and_fail_the_run(easyrec_cli, tmp_path, args, expected):
-    done = easyrec_cli("train", *QUICK, *args)
-    assert done.returncode == 2
-    assert error_line(done.stderr) == f"easyrec train: error: {expected}"
+def test_errors_while_building_are_one_line_and_fail_the_run(easyrec_main, tmp_path, monkeypatch, args, expected):
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = easyrec_main("train", *QUICK, *args)
+    assert code == 2
+    assert error_line(stderr) == f"easyrec train: error: {expected}"
     [run] = runs(tmp_path)
     assert run.info.status == "FAILED"
     assert run.data.tags["easyrec.error"] == f"ConfigError: {expected}"
 
 
-def test_a_bad_value_inside_a_group_is_refused_before_any_run(easyrec_cli, tmp_path):
-    done = easyrec_cli("train", *QUICK, "optimizer=sparse_dense", "optimizer.groups.embeddings.optimizer.lr=-1")
-    assert done.returncode == 2
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
+def test_a_bad_value_inside_a_group_is_refused_before_any_run(easyrec_main, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = easyrec_main(
+        "train", *QUICK, "optimizer=sparse_dense", "optimizer.groups.embeddings.optimizer.lr=-1"
+    )
+    assert code == 2
+    lines = [line for line in stderr.splitlines() if line.strip()]
     assert lines == ["easyrec train: error: optimizer.groups.embeddings.optimizer.lr=-1.0: must be > 0"]
     assert runs(tmp_path) == []

@@ -1,6 +1,6 @@
 """The ``easyrec`` command: dispatches ``easyrec <command> [args]`` to the command's app: a Hydra app
-(``train``) or an argparse front-end (``evaluate``, ``predict``: their config comes from a checkpoint). Each app
-reads its arguments from ``sys.argv``.
+(``train``) or an argparse front-end (``evaluate``, ``predict``, ``export``: their config comes from a checkpoint).
+Each app reads its arguments from ``sys.argv``.
 
 User errors (a bad override, an unknown option, an impossible value, unreadable data) end with one line
 on stderr and a non-zero exit code, never a traceback. ``HYDRA_FULL_ERROR=1`` shows the traceback.
@@ -28,12 +28,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "easyrec.commands.predict:main",
         "predict a CSV/Parquet file with a checkpoint, in batches, into a file of predictions",
     ),
+    "export": (
+        "easyrec.commands.export:main",
+        "export a checkpoint as TorchScript and an MLflow pyfunc model that take raw feature values",
+    ),
 }
 
 USAGE = """usage: easyrec <command> [args ...]
 
 Train CTR and ranking models, configured by Hydra and tracked in MLflow; evaluate and predict with their
-checkpoints.
+checkpoints, and export them for serving.
 
 commands:
 {commands}

@@ -49,7 +49,9 @@ def test_top_level_help_lists_the_commands(easyrec_cli):
     assert "train" in done.stdout and "usage: easyrec" in done.stdout
     unknown = easyrec_cli("fly")
     assert unknown.returncode == 2
-    assert only_line(unknown.stderr) == "easyrec: unknown command 'fly'; choose one of: train, evaluate, predict"
+    assert (
+        only_line(unknown.stderr) == "easyrec: unknown command 'fly'; choose one of: train, evaluate, predict, export"
+    )
 
 
 def test_train_help_and_cfg_job(easyrec_cli, tmp_path):

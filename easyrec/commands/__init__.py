@@ -1,4 +1,4 @@
-"""The commands that use a trained run's checkpoint: ``easyrec evaluate`` and ``easyrec predict``.
+"""The commands that use a trained run's checkpoint: ``easyrec evaluate``, ``easyrec predict``, ``easyrec export``.
 
 They are argparse front-ends, not Hydra apps: their config is the one inside the checkpoint (changed with
 ``key=value`` overrides). Only the standard library is imported here, so ``--help`` answers fast.

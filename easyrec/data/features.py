@@ -142,6 +142,7 @@ class FeatureEncoder:
         self.vocabularies: dict[str, pa.Array] = {}
         self.mean: dict[str, float] = {}
         self.std: dict[str, float] = {}
+        self.kinds: dict[str, str] = {}  # categorical column -> "int" or "string": how its raw ids were encoded
         self.fitted = False
 
     # ------------------------------------------------------------------ fitting
@@ -164,6 +165,8 @@ class FeatureEncoder:
                     self.mean[name] = float(values.mean()) if len(values) else 0.0
                     std = float(values.std()) if len(values) else 1.0
                     self.std[name] = std if std > 1e-12 else 1.0
+        for name in self.spec.categorical_names:
+            self.kinds[name] = raw_kind(table[name].type)
         for group in self.spec.categorical:
             if group.encoding == "vocab":
                 for name in group.names:
@@ -249,11 +252,20 @@ class FeatureEncoder:
             "vocabularies": {name: vocab.to_pylist() for name, vocab in self.vocabularies.items()},
             "mean": dict(self.mean),
             "std": dict(self.std),
+            "kinds": dict(self.kinds),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.vocabularies = {name: pa.array(values) for name, values in state["vocabularies"].items()}
         self.mean, self.std = dict(state["mean"]), dict(state["std"])
+        # checkpoints written before kinds were recorded: a vocabulary's ids tell; hashed ids were most likely text
+        kinds = dict(state.get("kinds") or {})
+        for name in self.spec.categorical_names:
+            if name not in kinds:
+                vocabulary = self.vocabularies.get(name)
+                integer = vocabulary is not None and pa.types.is_integer(vocabulary.type)
+                kinds[name] = "int" if integer else "string"
+        self.kinds = kinds
         self.fitted = True
 
 
@@ -266,6 +278,11 @@ def _label_config(label: str | list[str]) -> str | list[str]:
     if len(set(names)) != len(names):
         raise ValueError(f"features.label: a column appears twice in {names}")
     return names[0] if len(names) == 1 else names
+
+
+def raw_kind(data_type: pa.DataType) -> str:
+    """How ids of an arrow type are encoded: ``"int"`` (splitmix64, integer vocabularies) or ``"string"``."""
+    return "int" if pa.types.is_integer(data_type) else "string"
 
 
 def require_columns(table: pa.Table, columns: list[str], source: str) -> None:

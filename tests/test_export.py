@@ -1,0 +1,231 @@
+"""``easyrec export``: the exported model, loaded in a fresh process that never imports easyrec, gives the trainer's
+predictions from raw feature values (TorchScript and MLflow pyfunc); hashing parity; bad inputs are one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pv
+import pyarrow.parquet as pq
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from easyrec.data import generate_clicks
+from easyrec.data.hashing import fnv1a64, splitmix64
+from easyrec.export.serving import fnv1a64 as script_fnv1a64
+from easyrec.export.serving import splitmix64 as script_splitmix64
+from easyrec.export.serving import unsigned_mod
+from easyrec.run import train
+from easyrec.saved_run import SavedRun
+from tests.conftest import QUICK, compose_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SMALL = [*QUICK[1:], "trainer.progress_bar=false", "trainer.num_threads=1", "trainer.max_epochs=1"]
+VOCAB = ",".join(f"C{i}" for i in range(3, 27))
+# C1, C2 hashed into 97 buckets, C3..C26 by vocabulary
+FIELDS = (
+    f"data.features.categorical=[{{names:[C1,C2],encoding:hash,num_buckets:97}},{{names:[{VOCAB}],encoding:vocab}}]"
+)
+UNSEEN = ["日本語-é", "zzz-unseen", "🙂"]
+
+
+def only_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def trainer_predictions(run: Path) -> np.ndarray:
+    """sigmoid(model) over the eval batches of the data set up as training sets it up: ``(N,)``."""
+    saved = SavedRun.load(run)
+    data = instantiate(saved.config.data, _convert_="all")
+    data.setup()
+    with torch.no_grad():
+        return torch.cat([torch.sigmoid(saved.model(b.dense, b.sparse)) for b in data.eval_batches()]).numpy()
+
+
+def with_holes(table: pa.Table, unseen: list) -> pa.Table:
+    """``table`` with empty cells (rows 0-2: I1, C1, C3) and ids training never saw (rows 3-5: C1, C2, C3)."""
+    for name, rows, values in [
+        ("I1", [0, 1, 2], [None] * 3),
+        ("C1", [0, 1, 2, 3, 4, 5], [None, None, None, *unseen]),
+        ("C2", [3, 4, 5], unseen),
+        ("C3", [0, 1, 2, 3, 4, 5], [None, None, None, *unseen]),
+    ]:
+        column = table[name].to_pylist()
+        for row, value in zip(rows, values, strict=True):
+            column[row] = value
+        index = table.column_names.index(name)
+        table = table.set_column(index, name, pa.array(column, type=table.schema.field(name).type))
+    return table
+
+
+@pytest.fixture(scope="module")
+def int_run(tmp_path_factory):
+    """Synthetic data as Parquet (integer ids), not tracked; eval rows with empty cells and unseen ids."""
+    root = tmp_path_factory.mktemp("ints")
+    table, _ = generate_clicks(6000, seed=5)
+    pq.write_table(table.slice(0, 5000), root / "train.parquet")
+    pq.write_table(with_holes(table.slice(5000), [2_000_000_000, -5, 123_456_789]), root / "eval.parquet")
+    data = ["data=parquet", f"data.train_path={root}/train.parquet", f"data.eval_path={root}/eval.parquet"]
+    train(compose_config(*data, FIELDS, *SMALL, "logger=none"), root / "run")
+    return root, trainer_predictions(root / "run")
+
+
+@pytest.fixture(scope="module")
+def csv_run(tmp_path_factory):
+    """The same on CSV files (ids read as strings), tracked in MLflow."""
+    root = tmp_path_factory.mktemp("strings")
+    table, _ = generate_clicks(6000, seed=6)
+    string_ids = table.select([n for n in table.column_names if n.startswith("C")]).cast(
+        pa.schema([pa.field(n, pa.string()) for n in table.column_names if n.startswith("C")])
+    )
+    for name in string_ids.column_names:
+        table = table.set_column(table.column_names.index(name), name, string_ids[name])
+    pv.write_csv(table.slice(0, 5000), root / "train.csv")
+    pv.write_csv(with_holes(table.slice(5000), UNSEEN), root / "eval.csv")
+    data = ["data=csv", f"data.train_path={root}/train.csv", f"data.eval_path={root}/eval.csv"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)  # MLflow keeps artifacts under ./mlruns
+        train(compose_config(*data, FIELDS, *SMALL, f"logger.tracking_uri=sqlite:///{root}/mlflow.db"), root / "run")
+    return root, trainer_predictions(root / "run")
+
+
+FRESH_TORCH = """
+import sys, json
+import numpy as np, pandas as pd, torch
+export, eval_path, expected_path = sys.argv[1:4]
+signature = json.load(open(f"{export}/signature.json"))
+if eval_path.endswith(".csv"):
+    frame = pd.read_csv(eval_path, dtype={name: str for name in signature["string_ids"]}, keep_default_na=False,
+                        na_values={name: [""] for name in signature["dense"] + signature["int_ids"]})
+else:
+    frame = pd.read_parquet(eval_path)
+model = torch.jit.load(f"{export}/model.pt")
+dense = torch.tensor(frame[signature["dense"]].to_numpy(dtype=np.float64))
+ints = frame[signature["int_ids"]]
+int_ids = torch.tensor(np.where(ints.isna(), -2**63, ints.fillna(0)).astype(np.int64))
+str_ids = [frame[name].tolist() for name in signature["string_ids"]]
+with torch.no_grad():
+    got = model(dense, int_ids, str_ids)[:, 0].numpy()
+expected = np.load(expected_path)
+difference = float(np.abs(got - expected).max())
+print("max abs diff", difference)
+assert got.shape == expected.shape and difference < 1e-6, difference
+assert not any(m == "easyrec" or m.startswith("easyrec.") for m in sys.modules), "easyrec was imported"
+"""
+
+FRESH_PYFUNC = """
+import sys
+import numpy as np, pandas as pd, mlflow.pyfunc
+model_uri, eval_path, expected_path, columns = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(",")
+frame = pd.read_csv(eval_path, dtype={name: str for name in columns}) if eval_path.endswith(".csv") else (
+    pd.read_parquet(eval_path))
+predictions = mlflow.pyfunc.load_model(model_uri).predict(frame)
+assert list(predictions.columns) == ["prediction"], list(predictions.columns)
+difference = float(np.abs(predictions["prediction"].to_numpy() - np.load(expected_path)).max())
+print("max abs diff", difference)
+assert difference < 1e-6, difference
+assert not any(m == "easyrec" or m.startswith("easyrec.") for m in sys.modules), "easyrec was imported"
+"""
+
+
+def fresh(script: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``script`` in a new Python, from a directory where easyrec's checkout is not on the path."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["int_run", "csv_run"])
+def test_the_exported_model_gives_the_trainers_predictions_in_a_fresh_process(which, request, easyrec_main):
+    root, expected = request.getfixturevalue(which)
+    eval_path = root / ("eval.csv" if which == "csv_run" else "eval.parquet")
+    np.save(root / "expected.npy", expected)
+    code, out, err = easyrec_main("export", root / "run", "--no-mlflow")
+    assert code == 0, err
+    export = root / "run" / "export" / "best"
+    signature = json.loads((export / "signature.json").read_text())
+    kind = "string_ids" if which == "csv_run" else "int_ids"
+    assert signature[kind] == [f"C{i}" for i in range(1, 27)] and signature["outputs"] == ["prediction"]
+    done = fresh(FRESH_TORCH, export, eval_path, root / "expected.npy", cwd=root)
+    assert done.returncode == 0, done.stderr + done.stdout
+    columns = ",".join(signature[kind])
+    done = fresh(FRESH_PYFUNC, export / "mlflow_model", eval_path, root / "expected.npy", columns, cwd=root)
+    assert done.returncode == 0, done.stderr + done.stdout
+
+
+@pytest.mark.slow
+def test_the_model_is_logged_to_the_runs_mlflow_run(csv_run, easyrec_main, monkeypatch):
+    root, expected = csv_run
+    np.save(root / "expected.npy", expected)
+    monkeypatch.chdir(root)
+    output = root / "logged"
+    code, out, err = easyrec_main("export", root / "run", "--output", output)
+    assert code == 0, err
+    run_id = json.loads((output / "signature.json").read_text())["run_id"]
+    assert f"runs:/{run_id}/model" in out
+    script = f"import mlflow\nmlflow.set_tracking_uri('sqlite:///{root}/mlflow.db')\n" + FRESH_PYFUNC
+    columns = ",".join(f"C{i}" for i in range(1, 27))
+    done = fresh(script, f"runs:/{run_id}/model", root / "eval.csv", root / "expected.npy", columns, cwd=root)
+    assert done.returncode == 0, done.stderr + done.stdout
+
+
+def test_hashing_matches_the_training_hashes():
+    values = np.random.default_rng(0).integers(-(2**63), 2**63 - 1, size=2000, dtype=np.int64)
+    values = np.concatenate([values, [0, -1, 1, 2**63 - 1, -(2**63), -5, 7]])
+    for buckets in (97, 1 << 20, 1_000_003):
+        expected = (splitmix64(values) % np.uint64(buckets)).astype(np.int64)
+        got = unsigned_mod(script_splitmix64(torch.from_numpy(values)), buckets, (1 << 64) % buckets)
+        np.testing.assert_array_equal(got.numpy(), expected)
+    strings = ["", "a", "abc", "日本語", "é", "🙂x", "Ω" * 40, "mixed ascii и кириллица"]
+    np.testing.assert_array_equal(script_fnv1a64(strings).numpy(), fnv1a64(pa.array(strings)).astype(np.int64))
+    scripted = torch.jit.script(script_fnv1a64)  # TorchScript strings iterate over their UTF-8 bytes
+    np.testing.assert_array_equal(scripted(strings).numpy(), fnv1a64(pa.array(strings)).astype(np.int64))
+
+
+def test_bad_inputs_are_one_line_and_overwrite_nothing(int_run, easyrec_main, tmp_path):
+    root, _ = int_run
+    (tmp_path / "corrupt.pt").write_bytes(b"\x00garbage")
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "mine").write_text("mine")
+    cases = [
+        ([tmp_path / "nope"], 1, f"{tmp_path / 'nope'}: no such checkpoint file or run directory"),
+        ([tmp_path / "corrupt.pt"], 1, f"{tmp_path / 'corrupt.pt'}: not a readable checkpoint ("),
+        ([root / "run", "--output", taken], 1, f"{taken}: already exists; pass --overwrite to replace it"),
+        ([root / "run", "--checkpoint", "first"], 2, "argument --checkpoint: invalid choice: 'first'"),
+    ]
+    for args, code, message in cases:
+        done, out, err = easyrec_main("export", *args, "--no-mlflow")
+        assert (done, out) == (code, ""), (args, err)
+        assert only_line(err).startswith(f"easyrec export: error: {message}"), (args, err)
+    assert (taken / "mine").read_text() == "mine" and not list(tmp_path.glob("*.partial-*"))
+    done, _, err = easyrec_main("export", root / "run", "--output", taken, "--overwrite", "--no-mlflow")
+    assert done == 0, err
+    assert sorted(p.name for p in taken.iterdir()) == ["mlflow_model", "model.pt", "signature.json"]
+
+
+def test_old_checkpoints_without_kinds_infer_them():
+    from easyrec.data.features import FeatureEncoder, FeatureSpec
+
+    spec = FeatureSpec.from_config(
+        {"categorical": [{"names": ["a"]}, {"names": ["b"]}, {"names": ["h"], "encoding": "hash", "num_buckets": 8}]}
+    )
+    encoder = FeatureEncoder(spec)
+    encoder.load_state_dict({"vocabularies": {"a": [3, 1], "b": ["x"]}, "mean": {}, "std": {}})
+    assert encoder.kinds == {"a": "int", "b": "string", "h": "string"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -53,12 +54,17 @@ def easyrec_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture)
     def _run(*args: str) -> tuple[int, str, str]:
         monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)  # main sets it for the app it runs
         monkeypatch.setattr(sys, "argv", list(sys.argv))  # main replaces it
+        # `easyrec train` (Hydra) configures the root logger for its job; a separate process would drop that
+        # at exit, so put it back for the tests that follow
+        handlers, level = logging.root.handlers[:], logging.root.level
         capsys.readouterr()
         try:
             main([str(arg) for arg in args])
             code = 0
         except SystemExit as stop:
             code = stop.code if isinstance(stop.code, int) else 1
+        finally:
+            logging.root.handlers[:], logging.root.level = handlers, level
         out, err = capsys.readouterr()
         return code, out, err
 

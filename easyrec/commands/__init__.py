@@ -22,6 +22,30 @@ class CommandParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def checkpoint_parser(prog: str, description: str, examples: str, overrides_example: str) -> CommandParser:
+    """The arguments every checkpoint command takes: ``PATH``, ``KEY=VALUE`` overrides, ``--checkpoint`` and
+    ``--overwrite``; the command adds its own."""
+    parser = CommandParser(
+        prog=prog, description=description, epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("path", metavar="PATH", help="a checkpoint file (.pt) or a run directory")
+    parser.add_argument(
+        "overrides",
+        metavar="KEY=VALUE",
+        nargs="*",
+        default=[],
+        help=f"changes to the run's config, e.g. {overrides_example}",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        choices=["best", "latest"],
+        default="best",
+        help="which checkpoint of a run directory: best.pt (default; the latest if there is none) or the latest",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    return parser
+
+
 def refuse_existing(path: Path, overwrite: bool) -> None:
     """OutputError when ``path`` exists and ``overwrite`` is false."""
     if path.exists() and not overwrite:

@@ -7,7 +7,6 @@ the same weights, encoding, eval batches and eval loop (:func:`easyrec.metrics.e
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -16,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from easyrec.commands import CommandParser, free_name, refuse_existing
+from easyrec.commands import CommandParser, checkpoint_parser, free_name, refuse_existing
 
 DESCRIPTION = """\
 Evaluate a checkpoint on its run's eval split, or on another data set given by overrides of the run's config
@@ -31,25 +30,11 @@ EXAMPLES = """examples:
 
 
 def parser() -> CommandParser:
-    parser = CommandParser(
-        prog="easyrec evaluate",
-        description=DESCRIPTION,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("path", metavar="PATH", help="a checkpoint file (.pt) or a run directory")
-    parser.add_argument(
-        "overrides",
-        metavar="KEY=VALUE",
-        nargs="*",
-        default=[],
-        help="changes to the run's config, e.g. data.eval_path=other.csv data.eval_batch_size=4096 trainer.device=cpu",
-    )
-    parser.add_argument(
-        "--checkpoint",
-        choices=["best", "latest"],
-        default="best",
-        help="which checkpoint of a run directory: best.pt (default; the latest if there is none) or the latest",
+    parser = checkpoint_parser(
+        "easyrec evaluate",
+        DESCRIPTION,
+        EXAMPLES,
+        "data.eval_path=other.csv data.eval_batch_size=4096 trainer.device=cpu",
     )
     parser.add_argument(
         "--output",
@@ -57,7 +42,6 @@ def parser() -> CommandParser:
         type=Path,
         help="the JSON file of the metrics (default: <run dir>/evaluate-<checkpoint>.json, numbered if it exists)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the metrics to the run's MLflow run")
     return parser
 

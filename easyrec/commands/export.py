@@ -4,7 +4,6 @@ model (``mlflow_model/``, also logged to the checkpoint's MLflow run as its ``mo
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -13,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from easyrec.commands import CommandParser, refuse_existing
+from easyrec.commands import CommandParser, checkpoint_parser, refuse_existing
 
 DESCRIPTION = """\
 Export a checkpoint as a model that takes raw feature values (the run's transforms, vocabularies and hashing are
@@ -29,30 +28,13 @@ EXAMPLES = """examples:
 
 
 def parser() -> CommandParser:
-    parser = CommandParser(
-        prog="easyrec export",
-        description=DESCRIPTION,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("path", metavar="PATH", help="a checkpoint file (.pt) or a run directory")
-    parser.add_argument(
-        "overrides", metavar="KEY=VALUE", nargs="*", default=[], help="changes to the run's config, e.g. "
-        "logger.tracking_uri=sqlite:///elsewhere.db"
-    )  # fmt: skip
-    parser.add_argument(
-        "--checkpoint",
-        choices=["best", "latest"],
-        default="best",
-        help="which checkpoint of a run directory: best.pt (default; the latest if there is none) or the latest",
-    )
+    parser = checkpoint_parser("easyrec export", DESCRIPTION, EXAMPLES, "logger.tracking_uri=sqlite:///elsewhere.db")
     parser.add_argument(
         "--output",
         metavar="DIR",
         type=Path,
         help="the export directory (default: <run dir>/export/<checkpoint name>)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing export directory")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the model to the run's MLflow run")
     return parser
 

@@ -14,13 +14,12 @@ half-written output, and an existing output is never replaced without ``--overwr
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from easyrec.commands import CommandParser, refuse_existing
+from easyrec.commands import CommandParser, checkpoint_parser, refuse_existing
 
 DESCRIPTION = """\
 Predict every row of a CSV or Parquet file with a checkpoint (PATH: a checkpoint file or a run directory: its
@@ -40,20 +39,7 @@ CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 
 
 def parser() -> CommandParser:
-    parser = CommandParser(
-        prog="easyrec predict",
-        description=DESCRIPTION,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("path", metavar="PATH", help="a checkpoint file (.pt) or a run directory")
-    parser.add_argument(
-        "overrides",
-        metavar="KEY=VALUE",
-        nargs="*",
-        default=[],
-        help="changes to the run's config, e.g. trainer.device=cpu",
-    )
+    parser = checkpoint_parser("easyrec predict", DESCRIPTION, EXAMPLES, "trainer.device=cpu")
     parser.add_argument("--input", required=True, type=Path, metavar="FILE", help="the CSV or Parquet file to predict")
     parser.add_argument("--output", required=True, type=Path, metavar="FILE", help="the file of predictions to write")
     parser.add_argument(
@@ -70,13 +56,6 @@ def parser() -> CommandParser:
         metavar="CHAR",
         help="of a CSV input (default: the run's data.delimiter for a CSV run, tab for .tsv, else ',')",
     )
-    parser.add_argument(
-        "--checkpoint",
-        choices=["best", "latest"],
-        default="best",
-        help="which checkpoint of a run directory: best.pt (default; the latest if there is none) or the latest",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     return parser
 
 

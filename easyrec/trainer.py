@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import signal
@@ -27,6 +26,7 @@ from easyrec.early_stopping import EarlyStopping, NeverStop
 from easyrec.errors import ConfigError, Interrupted
 from easyrec.loggers import Logger, NullLogger
 from easyrec.losses.heads import heads_of
+from easyrec.losses.sessions import takes_sessions
 from easyrec.metrics import EvalMetrics, evaluate_model
 from easyrec.optim.gradients import GradientTreatment
 from easyrec.optim.grouped import GroupedOptimizer
@@ -112,7 +112,7 @@ class Trainer:
         self.model = model.to(self.device)
         is_module = isinstance(loss, nn.Module)  # a plain callable works too
         self.data, self.optimizer, self.loss = data, optimizer, loss.to(self.device) if is_module else loss
-        self._loss_takes_sessions = "sessions" in inspect.signature(loss.forward if is_module else loss).parameters
+        self._loss_takes_sessions = takes_sessions(loss)
         self.metrics = metrics or EvalMetrics()
         self.heads = heads_of(loss, data.spec.label_names)
         self.output_dir = Path(output_dir)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,6 +11,7 @@ from torch import Tensor, nn
 from easyrec.losses.heads import DEFAULT_SCORES, Head, LabelRule, conditional_head, label_rule
 from easyrec.losses.l2 import L2Loss
 from easyrec.losses.order_calibrate import OrderCalibrateLoss
+from easyrec.losses.sessions import takes_sessions
 from easyrec.losses.sigmoid_l2 import SigmoidL2Loss
 from easyrec.losses.weighting import LossWeighting
 
@@ -98,9 +98,7 @@ class MultiTaskLoss(nn.Module):
                     )
         self.order_loss = OrderCalibrateLoss()
         self.requires_sessions = any(getattr(loss, "requires_sessions", False) for loss in self.losses.values())
-        self._takes_sessions = {
-            name: "sessions" in inspect.signature(loss.forward).parameters for name, loss in self.losses.items()
-        }
+        self._takes_sessions = {name: takes_sessions(loss) for name, loss in self.losses.items()}
         self._logged: dict[str, Tensor] = {}
         self._heads_by_task = {head.name: head for head in self._task_heads()}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from easyrec.losses.l2 import L2Loss
+from easyrec.losses.sessions import takes_sessions
 from easyrec.losses.sigmoid_l2 import SigmoidL2Loss
 from easyrec.losses.weighting import LossWeighting
 
@@ -44,9 +44,7 @@ class WeightedLosses(nn.Module):
             halved=[name for name, term in self.terms.items() if isinstance(term, L2Loss | SigmoidL2Loss)],
             strategy=strategy,
         )
-        self._takes_sessions = {
-            name: "sessions" in inspect.signature(term.forward).parameters for name, term in self.terms.items()
-        }
+        self._takes_sessions = {name: takes_sessions(term) for name, term in self.terms.items()}
         self._logged: dict[str, Tensor] = {}
         # The most demanding component decides which labels and data the whole loss needs.
         value_sets = [getattr(t, "label_values", None) for t in self.terms.values()]

@@ -35,7 +35,15 @@ def resume_state(setting: bool | str | None, output_dir: Path) -> dict[str, Any]
                 "resume (hydra.run.dir=...) or give its path (trainer.resume=PATH)"
             ) from None
         return load_checkpoint(output_dir)
-    return load_checkpoint(setting)
+    return load_named_checkpoint("trainer.resume", setting)
+
+
+def load_named_checkpoint(key: str, location: str | Path) -> dict[str, Any]:
+    """:func:`load_checkpoint`, its errors naming the config ``key`` that gave ``location``."""
+    try:
+        return load_checkpoint(location)
+    except CheckpointError as error:
+        raise CheckpointError(f"{key}={location}: {error}") from None
 
 
 def check_resumable(state: Mapping[str, Any], config: Mapping[str, Any], path: str) -> None:

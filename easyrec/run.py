@@ -48,10 +48,9 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
     validate(cfg)
     import torch
 
-    from easyrec.checkpoints import load_checkpoint
     from easyrec.losses.heads import label_rules
     from easyrec.optim import attach_loss_parameters, build_optimizer, build_schedules
-    from easyrec.resume import check_resumable, fine_tune, resume_state
+    from easyrec.resume import check_resumable, fine_tune, load_named_checkpoint, resume_state
 
     torch.manual_seed(cfg.seed)
     # Constructors only check their arguments: a bad config fails here, before a run is opened.
@@ -74,7 +73,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
     state = resume_state(resume, output_dir)
     if state is not None:
         check_resumable(state, config, state["path"])
-    init_state = load_checkpoint(init_from) if init_from else None
+    init_state = load_named_checkpoint("trainer.init_from", init_from) if init_from else None
     status = "FAILED"
     try:
         logger.start(config, overrides or [], output_dir, run_id=state["run"]["id"] if state else None)

@@ -2,7 +2,7 @@
 
 A checkpoint is a ``dict`` of tensors and plain Python values (``torch.load(..., weights_only=True)`` reads it
 without running any pickled code): ``format``, ``model``, ``optimizer``, ``lr_schedulers``, ``loss``, ``step``,
-``epoch``, ``batch_in_epoch``, ``rng``, ``early_stopping``, ``data`` (the encoder: vocabularies, statistics),
+``epoch``, ``rows_in_epoch``, ``rng``, ``early_stopping``, ``data`` (the encoder: vocabularies, statistics),
 ``metrics``, ``best``, ``history``, ``config`` (the resolved run config) and ``run`` (the MLflow run id).
 ``best.pt`` holds the same without the optimizer and scheduler states (``kind: weights``): enough to evaluate,
 predict, export or fine-tune, not to resume.

@@ -17,7 +17,7 @@ from easyrec.errors import Interrupted
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module:function of the app, one-line description)
     "train": (
-        "easyrec.run:main",
+        "easyrec.run:entry",
         "train a model and log the run to MLflow (Hydra app: see `easyrec train --help`)",
     ),
     "evaluate": (

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,26 +29,51 @@ from easyrec.user_errors import describe, exit_with
 log = logging.getLogger("easyrec")
 
 
+def entry() -> None:
+    """``easyrec train``: under ``torchrun`` every worker runs this, and they agree on one run directory first."""
+    from easyrec.launch import torchrun_arguments
+
+    sys.argv[1:] = torchrun_arguments(sys.argv[1:])
+    main()
+
+
 @hydra.main(version_base="1.3", config_path="pkg://easyrec.conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    """The Hydra app behind ``easyrec train``; returns ``cfg.optimized_metric`` for sweepers."""
+    """The Hydra app behind ``easyrec train``; returns ``cfg.optimized_metric`` for sweepers.
+
+    With ``distributed=ddp`` (and not already a worker of ``torchrun``), this process starts the job's workers
+    and waits for them: see :mod:`easyrec.launch`.
+    """
     hydra_cfg = HydraConfig.get()
+    output_dir, overrides = Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task)
     try:
         with sigterm_interrupts():
-            return train(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
+            validate(cfg)
+            distributed = instantiate(cfg.distributed)
+            if getattr(distributed, "launches_workers", False):
+                from easyrec.launch import launch_workers
+
+                job_logging = OmegaConf.to_container(hydra_cfg.job_logging, resolve=True)
+                return launch_workers(cfg, distributed, output_dir, overrides, job_logging)
+            return train(cfg, output_dir, overrides)
     except EasyrecError as error:
         # Exit here, not through Hydra, which would print the job's overrides as a second line.
         exit_with("train", error, describe(error))
 
 
-def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None) -> float:
+def train(
+    cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None, tracked_run: str | None = None
+) -> float:
     """Validate ``cfg``, build the components, train; the tracked run ends whatever happens.
 
+    In a distributed job every worker runs this; the main one (rank 0) alone tracks the run and writes files.
+    ``tracked_run``: the id of the run the launcher opened for this job (the workers log into it).
     Returns the final value of ``cfg.optimized_metric``.
     """
     validate(cfg)
     import torch
 
+    from easyrec.loggers import NullLogger
     from easyrec.losses.heads import label_rules
     from easyrec.optim import attach_loss_parameters, build_optimizer, build_schedules
     from easyrec.resume import check_resumable, fine_tune, load_named_checkpoint, resume_state
@@ -70,19 +96,30 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
         raise ConfigError(
             "trainer.resume and trainer.init_from: give one (resume continues a run, init_from starts a new one)"
         )
-    state = resume_state(resume, output_dir)
+    distributed.start()
+    if not distributed.is_main:
+        logger = NullLogger()  # the main worker alone talks to the tracker
+    if distributed.restart_count and not resume:
+        resume = "auto"  # restarted workers continue from the run's latest checkpoint, if there is one yet
+    # the main worker reads the checkpoint and hands it to the others (their machines may not have the files)
+    state = distributed.broadcast(resume_state(resume, output_dir) if distributed.is_main else None)
     if state is not None:
         check_resumable(state, config, state["path"])
     init_state = load_named_checkpoint("trainer.init_from", init_from) if init_from else None
     status = "FAILED"
     try:
-        logger.start(config, overrides or [], output_dir, run_id=state["run"]["id"] if state else None)
+        if tracked_run and state is None:
+            logger.attach(tracked_run)
+        else:
+            logger.start(config, overrides or [], output_dir, run_id=state["run"]["id"] if state else None)
         data.setup(keep_encoding=init_state["data"]["encoder"] if init_state else None)
         for rule in label_rules(loss, data.spec.label_names):
             data.check_labels(rule.required_by, rule.values, rule.value_range, rule.column, rule.every_value)
         with config_errors("model"):
             model = build_model(instantiate(cfg.model, _convert_="all"), data, loss)
         log.info("model: %s, %s parameters", type(model).__name__, f"{sum(p.numel() for p in model.parameters()):,}")
+        if distributed.world_size > 1:
+            torch.manual_seed(cfg.seed + distributed.rank)  # the weights are drawn alike everywhere, dropout is not
         gradients.prepare(model)
         with config_errors("optimizer"):
             optimizer = build_optimizer(instantiate(cfg.optimizer, _convert_="all"), model)
@@ -128,6 +165,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None)
         for log_file in output_dir.glob("*.log"):
             logger.log_artifact(log_file)
         logger.finish(status)
+        distributed.close()
     return metrics[cfg.optimized_metric]
 
 

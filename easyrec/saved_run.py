@@ -24,11 +24,11 @@ from easyrec.config import validate
 from easyrec.data.batches import Batch
 from easyrec.data.features import FeatureEncoder
 from easyrec.data.tabular import TabularData
+from easyrec.distributed import pick_device
 from easyrec.errors import CheckpointError, ConfigError
 from easyrec.losses.heads import Head, heads_of, label_rules
 from easyrec.metrics import EvalMetrics, evaluate_model
 from easyrec.run import build_model, check_loss_fits_data, checkpoint_errors, config_errors
-from easyrec.trainer import pick_device
 
 
 class SavedRun:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
@@ -20,6 +21,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from easyrec.checkpoints import FORMAT, Checkpoints, load_checkpoint
+from easyrec.data.batches import TrainStep
 from easyrec.data.tabular import TabularData
 from easyrec.distributed import SingleProcess
 from easyrec.early_stopping import EarlyStopping, NeverStop
@@ -48,7 +50,10 @@ class Trainer:
         output_dir: the run directory; checkpoints go to ``output_dir/checkpoints/``.
         logger: where metrics go (MLflow, or nowhere).
         early_stopping: asked after each evaluation whether to stop.
-        distributed: rank and world size; only the main process writes files and prints.
+        distributed: the process layout (:class:`~easyrec.distributed.SingleProcess`, or
+            :class:`~easyrec.distributed.DDP` workers, already started): each worker trains on its shard of every
+            step's rows, gradients are averaged over workers, evaluation covers the whole eval split, every worker
+            stops at the same step; only the main process writes files and logs metrics.
         lr_schedulers: step-based schedulers, stepped after every optimizer step.
         gradients: clipping, multipliers, noise and the non-finite check, prepared on ``model``
             (default: only the check, skipping non-finite steps).
@@ -108,8 +113,10 @@ class Trainer:
             raise ConfigError(f"trainer.monitor_mode={monitor_mode}: must be one of: max, min")
         if num_threads:
             torch.set_num_threads(num_threads)
-        self.device = pick_device(device)
+        self.distributed = distributed or SingleProcess()
+        self.device = self.distributed.device(device)
         self.model = model.to(self.device)
+        self.ddp_model = self.distributed.wrap(self.model)  # trains; self.model evaluates and is saved
         is_module = isinstance(loss, nn.Module)  # a plain callable works too
         self.data, self.optimizer, self.loss = data, optimizer, loss.to(self.device) if is_module else loss
         self._loss_takes_sessions = takes_sessions(loss)
@@ -118,7 +125,6 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.logger = logger or NullLogger()
         self.early_stopping = early_stopping or NeverStop()
-        self.distributed = distributed or SingleProcess()
         self.lr_schedulers = list(lr_schedulers)
         torch.sparse.check_sparse_tensor_invariants.disable()  # sparse embedding gradients are valid by construction
         if gradients is None:
@@ -138,7 +144,7 @@ class Trainer:
         self.show_progress = progress_bar and self.distributed.is_main and self.console.is_terminal
         self.step = 0
         self.epoch = 0
-        self.batch_in_epoch = 0  # batches of the current epoch already trained on
+        self.rows_in_epoch = 0  # rows of the current epoch's order already trained on (by all workers)
         self.stop_reason: str | None = None
         self.eval_metrics: dict[str, float] = {}
         self.history: dict[int, dict[str, float]] = {}  # eval metrics by step
@@ -163,33 +169,38 @@ class Trainer:
         window = _LogWindow(self.device)
         train_start = time.perf_counter()
         self._last_checkpoint = time.monotonic()
+        workers = self.distributed
         with self._stop_signals(), self._progress_bar(total_steps) as advance:
             while not self._done():
-                for batch in self.data.train_batches(self.epoch, skip=self.batch_in_epoch):
-                    window.add(*self._train_step(batch.to(self.device)), len(batch))
+                steps = self.data.train_steps(
+                    self.epoch, self.rows_in_epoch, workers.world_size, workers.rank, workers.accumulate_steps
+                )
+                for step in steps:
+                    window.add(*self._train_step(step), step.rows)
                     self.step += 1
-                    self.batch_in_epoch += 1
-                    train = None
+                    self.rows_in_epoch += step.rows
+                    train, stop = None, None
                     if self.step % self.log_every_n_steps == 0 or self.step == total_steps:
-                        train = {**window.close(), **self._learning_rates(), **self._loss_components()}
+                        train = {**window.close(workers), **self._learning_rates(), **self._loss_components()}
                         train["train/skipped_steps"] = float(self.gradients.skipped_steps)
                         self.logger.log_metrics(train, self.step)
                         advance(train)
                     if self.eval_every_n_steps and self.step % self.eval_every_n_steps == 0:
-                        self._evaluate_and_decide()
-                    if self.stop_reason is None and self.early_stopping.after_step(self.step, train):
-                        self._stop(self.early_stopping.reason or "early stopping")
+                        stop = self._evaluate_and_decide()
+                    if stop is None and self.stop_reason is None and self.early_stopping.after_step(self.step, train):
+                        stop = stop or self.early_stopping.reason or "early stopping"
+                    self._settle(stop)
                     self._checkpoint_if_due()
                     if self._done():
                         break
                 else:  # the epoch ran out
                     self.epoch += 1
-                    self.batch_in_epoch = 0
+                    self.rows_in_epoch = 0
                     if not self.eval_every_n_steps and not self._done():
-                        self._evaluate_and_decide()
+                        self._settle(self._evaluate_and_decide())
         summary = {"train/seconds": time.perf_counter() - train_start, "train/steps": float(self.step)}
         if self.last_eval_step != self.step:
-            self._evaluate_and_decide()
+            self._evaluate_and_decide()  # no step follows: nothing to stop
         self.logger.log_metrics(summary, self.step)
         if self.stop_reason:
             self.logger.set_tags({"easyrec.stop_reason": self.stop_reason})
@@ -198,16 +209,25 @@ class Trainer:
         self._print_summary({**final, **summary})
         return final
 
-    def _train_step(self, batch) -> tuple[torch.Tensor, float]:
-        """One optimizer step; returns the loss and the gradient norm before clipping."""
-        self.model.train()
-        logits = self.model(batch.dense, batch.sparse)
-        if self._loss_takes_sessions:
-            loss = self.loss(logits, batch.labels, batch.weights, sessions=batch.sessions)
-        else:
-            loss = self.loss(logits, batch.labels, batch.weights)
+    def _train_step(self, step: TrainStep) -> tuple[torch.Tensor, float]:
+        """One optimizer step on this worker's micro-batches of ``step``; returns this worker's part of the step's
+        mean loss (the parts sum to it over the workers) and the gradient norm before clipping.
+
+        Each micro-batch's mean loss is weighted by its share of the step's rows (times the number of workers,
+        which DDP's gradient average divides out), so the gradient is that of the mean loss over the whole step,
+        however its rows are split over workers and micro-batches.
+        """
+        self.ddp_model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        part = torch.zeros((), device=self.device)
+        last = len(step.batches) - 1
+        for k, (batch, share) in enumerate(zip(step.batches, step.shares, strict=True)):
+            batch = batch.to(self.device)
+            # gradients are all-reduced in the backward of the last micro-batch only
+            with self.distributed.no_sync(self.ddp_model) if k < last else contextlib.nullcontext():
+                loss = self._loss(self.ddp_model(batch.dense, batch.sparse), batch)
+                (loss * (share * self.distributed.world_size)).backward()
+            part += loss.detach() * share
         report = self.gradients.apply(self.step + 1)
         if report.apply:
             self.optimizer.step()
@@ -215,11 +235,23 @@ class Trainer:
             log.warning("step %d: non-finite gradient norm, step skipped", self.step + 1)
         for scheduler in self.lr_schedulers:
             scheduler.step()
-        return loss.detach(), report.norm
+        return part, report.norm
 
-    def _stop(self, reason: str) -> None:
-        self.stop_reason = reason
-        log.info("stopping early: %s", reason)
+    def _loss(self, logits: torch.Tensor, batch) -> torch.Tensor:
+        if self._loss_takes_sessions:
+            return self.loss(logits, batch.labels, batch.weights, sessions=batch.sessions)
+        return self.loss(logits, batch.labels, batch.weights)
+
+    def _settle(self, stop: str | None) -> None:
+        """Act on this step's decisions together with the other workers: stop when the main process's rules say
+        so (``stop``: the reason), interrupt when any worker received a signal."""
+        signal_number = self._interrupt[0] if self._interrupt else 0
+        stopping, signal_number = self.distributed.agree(stop is not None, signal_number)
+        if stopping and self.stop_reason is None:
+            self.stop_reason = stop if self.distributed.is_main else "the main worker stopped early"
+            log.info("stopping early: %s", self.stop_reason)
+        if signal_number and not self._interrupt:
+            self._interrupt = (signal_number, signal.Signals(signal_number).name)
 
     def _checkpoint_if_due(self) -> None:
         """Write a step checkpoint when one is due, or when a signal asked training to stop (then raise)."""
@@ -284,12 +316,15 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Eval metrics over the whole eval split, chosen by each head's task (see
         :class:`~easyrec.metrics.EvalMetrics`): ``eval/auc``, ``eval/logloss``, ``eval/gauc``, ... for one loss,
-        ``eval/<task>/...`` for each task of a multi-task loss."""
+        ``eval/<task>/...`` for each task of a multi-task loss. Each worker predicts its share of the eval batches;
+        the predictions are gathered, and every worker computes the same metrics."""
+        workers = self.distributed
         evaluation = self.metrics.evaluation(self.heads, self.data)
-        return evaluate_model(self.model, self.data.eval_batches(), evaluation, self.device)
+        batches = self.data.eval_batches(workers.rank, workers.world_size)
+        return evaluate_model(self.model, batches, evaluation, self.device, workers)
 
-    def _evaluate_and_decide(self) -> None:
-        """Evaluate, log, and ask the early-stopping rule whether to stop."""
+    def _evaluate_and_decide(self) -> str | None:
+        """Evaluate, log, and ask the early-stopping rule whether to stop: the reason to stop, or None."""
         metrics = self.eval_metrics = self.evaluate()
         self.last_eval_step = self.step
         self.history[self.step] = dict(metrics)
@@ -299,9 +334,9 @@ class Trainer:
             self.step,
             ", ".join(f"{k} {v:.5f}" for k, v in metrics.items() if math.isfinite(v)),
         )
-        if self.stop_reason is None and self.early_stopping.should_stop(metrics, self.step):
-            self._stop(self.early_stopping.reason or "early stopping")
+        stop = self.stop_reason is None and self.early_stopping.should_stop(metrics, self.step)
         self._track_best(metrics)
+        return (self.early_stopping.reason or "early stopping") if stop else None
 
     def _track_best(self, metrics: dict[str, float]) -> None:
         """Keep ``checkpoints/best.pt`` at the best evaluation so far by ``monitor``."""
@@ -324,8 +359,9 @@ class Trainer:
         """With ``restore_best``, load the best weights, evaluate them and return their metrics; else the last."""
         if not self.restore_best or self.best is None or self.best["step"] == self.last_eval_step:
             return self.eval_metrics
-        best = load_checkpoint(self.checkpoints.directory / "best.pt")
-        self.model.load_state_dict(best["model"])
+        # the main worker wrote the best weights; every worker evaluates its share with them
+        best = load_checkpoint(self.checkpoints.directory / "best.pt") if self.distributed.is_main else None
+        self.model.load_state_dict(self.distributed.broadcast(best["model"] if best else None))
         metrics = self.evaluate()
         log.info(
             "restored the best weights (step %d, %s %.6g): %s",
@@ -352,7 +388,7 @@ class Trainer:
             "lr_schedulers": [scheduler.state_dict() for scheduler in self.lr_schedulers],
             "step": self.step,
             "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
+            "rows_in_epoch": self.rows_in_epoch,
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -378,7 +414,7 @@ class Trainer:
             self.loss.load_state_dict(state["loss"])
         for scheduler, scheduler_state in zip(self.lr_schedulers, state["lr_schedulers"], strict=True):
             scheduler.load_state_dict(scheduler_state)
-        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.step, self.epoch, self.rows_in_epoch = state["step"], state["epoch"], state["rows_in_epoch"]
         torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -400,14 +436,18 @@ class Trainer:
         return path
 
     def _planned_steps(self) -> int:
-        per_epoch = self.data.num_train_batches()
+        per_epoch = self.data.num_train_steps(self.distributed.world_size, self.distributed.accumulate_steps)
         steps = per_epoch * self.max_epochs if self.max_epochs > 0 else self.max_steps
         return min(steps, self.max_steps) if self.max_steps else steps
 
     def _limits(self) -> str:
         limits = [f"max_epochs={self.max_epochs}"] if self.max_epochs > 0 else []
         limits += [f"max_steps={self.max_steps}"] if self.max_steps else []
-        return ", ".join(limits + [f"batch_size={self.data.batch_size}", f"device={self.device}"])
+        workers = self.distributed
+        layout = [f"batch_size={self.data.batch_size}"]
+        layout += [f"workers={workers.world_size}"] if workers.world_size > 1 else []
+        layout += [f"accumulate_steps={workers.accumulate_steps}"] if workers.accumulate_steps > 1 else []
+        return ", ".join(limits + layout + [f"device={self.device}"])
 
     @contextmanager
     def _progress_bar(self, total: int) -> Iterator:
@@ -458,16 +498,6 @@ class Trainer:
         Console().print(table)
 
 
-def pick_device(device: str) -> torch.device:
-    """``trainer.device``: ``auto`` is cuda when torch finds a CUDA device, else cpu; ``cuda`` without one is a
-    ConfigError."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("trainer.device=cuda: torch finds no CUDA device here (use cpu or auto)")
-    return torch.device(device)
-
-
 class _LogWindow:
     """Loss, gradient norm and throughput since the last logging interval (the loss stays on the device)."""
 
@@ -476,16 +506,18 @@ class _LogWindow:
         self.norm_sum, self.steps, self.samples, self.start = 0.0, 0, 0, time.perf_counter()
 
     def add(self, loss: torch.Tensor, grad_norm: float, samples: int) -> None:
+        """Add a step: this worker's part of its mean loss, its gradient norm, and its rows over all workers."""
         self.loss_sum += loss
         self.norm_sum += grad_norm
         self.steps += 1
         self.samples += samples
 
-    def close(self) -> dict[str, float]:
-        """The window's ``train/loss``, ``train/grad_norm`` and ``train/samples_per_s``; starts the next one."""
+    def close(self, workers: SingleProcess) -> dict[str, float]:
+        """The window's ``train/loss`` (summed over ``workers``: each adds its part of every step's mean loss),
+        ``train/grad_norm`` and ``train/samples_per_s``; starts the next one."""
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         metrics = {
-            "train/loss": float(self.loss_sum) / self.steps,
+            "train/loss": float(workers.sum(self.loss_sum)) / self.steps,
             "train/grad_norm": self.norm_sum / self.steps,
             "train/samples_per_s": self.samples / elapsed,
         }

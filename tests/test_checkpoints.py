@@ -70,7 +70,7 @@ def test_resume_from_a_mid_epoch_checkpoint_equals_the_uninterrupted_run(data, u
     first = make_trainer(data, tmp_path, checkpoint_every_n_steps=10, restore_best=False, max_steps=33)
     first.fit()
     state = load_checkpoint(tmp_path / "checkpoints" / "step-000000030.pt")
-    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (30, 1, 3)
+    assert (state["step"], state["epoch"], state["rows_in_epoch"]) == (30, 1, 3 * data.batch_size)
     resumed = make_trainer(data, tmp_path / "again", checkpoint_every_n_steps=10, restore_best=False)
     resumed.load_state_dict(state)
     assert resumed.fit() == metrics

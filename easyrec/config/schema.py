@@ -658,6 +658,21 @@ class AnyOfConfig:
 @dataclass
 class SingleProcessConfig:
     _target_: str = "easyrec.distributed.SingleProcess"
+    accumulate_steps: int = checked(1, ge(1))
+
+
+@dataclass
+class DDPConfig:
+    _target_: str = "easyrec.distributed.DDP"
+    nproc_per_node: int = checked(2, ge(1))
+    nnodes: int = checked(1, ge(1))
+    backend: str = checked("auto", one_of("auto", "gloo", "nccl"))
+    rdzv_endpoint: str | None = None
+    rdzv_id: str | None = None
+    rdzv_timeout: float = checked(300.0, gt(0))
+    max_restarts: int = checked(0, ge(0))
+    accumulate_steps: int = checked(1, ge(1))
+    local_addr: str | None = None
 
 
 # --------------------------------------------------------------------------- trainer
@@ -785,7 +800,7 @@ GROUP_SCHEMAS: dict[str, list[type]] = {
         CustomStopConfig,
         AnyOfConfig,
     ],
-    "distributed": [SingleProcessConfig],
+    "distributed": [SingleProcessConfig, DDPConfig],
     "trainer": [TrainerConfig],
     "logger": [MLflowLoggerConfig, NullLoggerConfig],
 }

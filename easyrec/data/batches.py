@@ -38,6 +38,22 @@ class Batch:
 
 
 @dataclass
+class TrainStep:
+    """One worker's part of one optimizer step.
+
+    Attributes:
+        batches: the worker's micro-batches (one, or ``accumulate_steps``), in order.
+        shares: each micro-batch's rows as a fraction of the step's rows (over all workers): the weight of its
+            mean loss in the step's mean loss.
+        rows: the step's rows over all workers.
+    """
+
+    batches: list[Batch]
+    shares: list[float]
+    rows: int
+
+
+@dataclass
 class EncodedSplit:
     """A whole split as tensors with a shared first dimension N; ``source`` names it in errors. A split encoded
     for prediction has no labels (None)."""
@@ -57,14 +73,16 @@ class EncodedSplit:
 
     def batches(self, batch_size: int, order: Tensor | None = None, first: int = 0) -> Iterator[Batch]:
         """Yield batches of ``batch_size`` rows from batch ``first`` on: contiguous slices, or ``order``'s rows."""
-        columns = (self.dense, self.sparse, self.labels, self.weights, self.sessions)
         for start in range(first * batch_size, len(self), batch_size):
-            if order is None:
-                rows = slice(start, start + batch_size)
-                yield Batch(*(None if t is None else t[rows] for t in columns))
-            else:
-                index = order[start : start + batch_size]
-                yield Batch(*(None if t is None else t.index_select(0, index) for t in columns))
+            yield self.rows(start, min(start + batch_size, len(self)), order)
+
+    def rows(self, start: int, stop: int, order: Tensor | None = None) -> Batch:
+        """Rows ``start:stop`` as a batch: a contiguous slice, or those rows of ``order`` (``(N,) int64``)."""
+        columns = (self.dense, self.sparse, self.labels, self.weights, self.sessions)
+        if order is None:
+            return Batch(*(None if t is None else t[start:stop] for t in columns))
+        index = order[start:stop]
+        return Batch(*(None if t is None else t.index_select(0, index) for t in columns))
 
     def session_order(self, generator: torch.Generator) -> Tensor:
         """A random order of the rows that keeps each session's rows together: ``(N,) int64``.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -10,7 +11,7 @@ import pyarrow as pa
 import torch
 from torch import Tensor
 
-from easyrec.data.batches import Batch, EncodedSplit
+from easyrec.data.batches import Batch, EncodedSplit, TrainStep
 from easyrec.data.features import FeatureEncoder, FeatureSpec, InputSpec
 from easyrec.errors import DataError
 
@@ -138,23 +139,53 @@ class TabularData:
     def num_train_batches(self) -> int:
         return self.train.num_batches(self.batch_size)
 
-    def train_batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
-        """The training batches of ``epoch``, shuffled by a generator seeded with ``(seed, epoch)``, from batch
-        ``skip`` on (a resumed run skips the batches it trained on before it stopped).
+    def num_train_steps(self, workers: int = 1, accumulate: int = 1) -> int:
+        """Optimizer steps in one epoch when each step takes ``batch_size * workers * accumulate`` rows."""
+        return self.train.num_batches(self.batch_size * workers * accumulate)
+
+    def epoch_order(self, epoch: int) -> Tensor | None:
+        """``(N,) int64`` the training rows in the order of ``epoch``, from a generator seeded with ``(seed,
+        epoch)``, the same for any batch size or number of workers; None without shuffling (the file's order).
 
         With a session column, whole sessions are shuffled and a session's rows stay together.
         """
-        order = None
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            if self.train.sessions is None:
-                order = torch.randperm(len(self.train), generator=generator)
-            else:  # listwise losses need a session's rows in one batch
-                order = self.train.session_order(generator)
-        return self.train.batches(self.batch_size, order, first=skip)
+        if not self.shuffle:
+            return None
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        if self.train.sessions is None:
+            return torch.randperm(len(self.train), generator=generator)
+        return self.train.session_order(generator)  # listwise losses need a session's rows in one batch
 
-    def eval_batches(self) -> Iterator[Batch]:
-        return self.eval.batches(self.eval_batch_size)
+    def train_batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+        """The training batches of ``epoch`` in its order (:meth:`epoch_order`), from batch ``skip`` on."""
+        return self.train.batches(self.batch_size, self.epoch_order(epoch), first=skip)
+
+    def train_steps(
+        self, epoch: int, start: int = 0, workers: int = 1, rank: int = 0, accumulate: int = 1
+    ) -> Iterator[TrainStep]:
+        """This worker's part of each optimizer step of ``epoch``, from row ``start`` of the epoch's order on.
+
+        A step takes the next ``batch_size * workers * accumulate`` rows of the order (fewer at the end) and splits
+        them as evenly as rows allow into ``workers * accumulate`` micro-batches; worker ``rank`` gets
+        micro-batches ``rank``, ``rank + workers``, ... So the workers read disjoint shards, every row is read
+        once per epoch, and a step sees the same rows whatever the split: 2 workers with batch B, 1 worker with
+        batch 2B, and 1 worker accumulating 2 batches of B all train on the same rows.
+        """
+        order = self.epoch_order(epoch)
+        total, pieces = len(self.train), workers * accumulate
+        for first in range(start, total, self.batch_size * pieces):
+            rows = min(self.batch_size * pieces, total - first)
+            bounds = [first + rows * i // pieces for i in range(pieces + 1)]
+            mine = range(rank, pieces, workers)
+            batches = [self.train.rows(bounds[i], bounds[i + 1], order) for i in mine]
+            yield TrainStep(batches, [(bounds[i + 1] - bounds[i]) / rows for i in mine], rows)
+
+    def eval_batches(self, rank: int = 0, workers: int = 1) -> Iterator[Batch]:
+        """The eval batches in order; with several workers, worker ``rank``'s contiguous share of them (whole batches,
+        so that the workers' predictions, concatenated in rank order, are those of one worker)."""
+        count = self.eval.num_batches(self.eval_batch_size)
+        first, stop = count * rank // workers, count * (rank + 1) // workers
+        return itertools.islice(self.eval.batches(self.eval_batch_size, first=first), stop - first)
 
     def state_dict(self) -> dict[str, Any]:
         return {"encoder": self.encoder.state_dict()}

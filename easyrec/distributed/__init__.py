@@ -1,5 +1,6 @@
-"""How the processes of a job are arranged (rank, world size)."""
+"""How the processes of a job are arranged (rank, world size) and what they share."""
 
-from easyrec.distributed.single import SingleProcess
+from easyrec.distributed.ddp import DDP
+from easyrec.distributed.single import SingleProcess, pick_device
 
-__all__ = ["SingleProcess"]
+__all__ = ["DDP", "SingleProcess", "pick_device"]

@@ -83,14 +83,19 @@ def absolute_uri(tracking_uri: str) -> str:
     return str(store.resolve())
 
 
+def quiet_mlflow() -> None:
+    """MLflow's own INFO lines (database migrations) and usage telemetry are off unless asked for."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
 def log_to_run(
     tracking_uri: str, run_id: str, metrics: Mapping[str, float], step: int, tags: Mapping[str, str]
 ) -> str | None:
     """Add ``metrics`` (at ``step``) and ``tags`` to an existing run, whatever its status, which stays as it is
     (``easyrec evaluate`` on a finished run). Returns None, or why nothing was logged: the store or the run is not
     there (a local store is never created here)."""
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    quiet_mlflow()
     store = local_store(tracking_uri)
     if store is not None and not store.exists():
         return f"no MLflow store {tracking_uri} here (in {Path.cwd()}); give it with logger.tracking_uri=..."
@@ -137,9 +142,7 @@ class MLflowLogger(Logger):
     def start(
         self, config: Mapping[str, Any], overrides: Sequence[str], output_dir: Path, run_id: str | None = None
     ) -> None:
-        # MLflow's own INFO lines (database migrations) and usage telemetry are off unless asked for.
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        quiet_mlflow()
         from mlflow import MlflowClient
         from mlflow.entities import Param
 
@@ -163,6 +166,15 @@ class MLflowLogger(Logger):
         if hydra_dir.is_dir():
             self.client.log_artifacts(self.run_id, str(hydra_dir), "hydra")
         log.info("MLflow run %s in experiment '%s' at %s", self.run_id, self.experiment_name, self.tracking_uri)
+
+    def attach(self, run_id: str) -> None:
+        quiet_mlflow()
+        from mlflow import MlflowClient
+
+        self.tracking_uri = absolute_uri(self.tracking_uri)
+        self.client = MlflowClient(self.tracking_uri)
+        self.run_id = run_id
+        self.client.update_run(run_id, status="RUNNING")  # again, after the workers were restarted
 
     def _reopen(self, run_id: str, overrides: Sequence[str]) -> bool:
         """Continue the run a checkpoint belongs to: status RUNNING again, the resume recorded as tags; False when

@@ -91,6 +91,14 @@ class Evaluation:
                 self._hits[i] += hits
                 self._queries[i] += queries
 
+    def gather(self, workers: Any) -> None:
+        """Combine the passes of several workers over disjoint, ordered shares of the eval batches (worker 0 the
+        first share): afterwards every worker holds all predictions in order, and :meth:`compute` gives the metrics
+        of the whole split. ``workers``: a :class:`~easyrec.distributed.SingleProcess` or ``DDP``."""
+        self._predictions = [workers.gather(predictions) for predictions in self._predictions]
+        self._hits = [workers.sum(hits) for hits in self._hits]
+        self._queries = [int(workers.sum(torch.tensor(queries))) for queries in self._queries]
+
     def compute(self) -> dict[str, float]:
         results: dict[str, float] = {}
         for i, head in enumerate(self.heads):
@@ -133,14 +141,19 @@ class Evaluation:
 
 
 @torch.inference_mode()
-def evaluate_model(model: nn.Module, batches: Iterable[Any], evaluation: Evaluation, device: torch.device) -> dict:
+def evaluate_model(
+    model: nn.Module, batches: Iterable[Any], evaluation: Evaluation, device: torch.device, workers: Any = None
+) -> dict:
     """Run ``model`` (in eval mode) over the eval ``batches`` in order and return ``evaluation``'s metrics: the one
     eval loop, shared by training (:meth:`Trainer.evaluate <easyrec.trainer.Trainer.evaluate>`) and
-    ``easyrec evaluate``, so both give the same numbers for the same weights and data."""
+    ``easyrec evaluate``, so both give the same numbers for the same weights and data. With ``workers`` (several
+    processes, each given its share of the batches), the predictions of all are gathered first."""
     model.eval()
     for batch in batches:
         batch = batch.to(device)
         evaluation.update(model(batch.dense, batch.sparse), batch)
+    if workers is not None and workers.world_size > 1:
+        evaluation.gather(workers)
     return evaluation.compute()
 
 

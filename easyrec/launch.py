@@ -145,7 +145,7 @@ def torchrun_arguments(args: list[str]) -> list[str]:
     if rank > 0:
         added += [
             "hydra.output_subdir=null",
-            "hydra.job_logging.handlers.console.level=WARNING",
-            f"hydra.job_logging.handlers.file.filename=${{hydra.runtime.output_dir}}/rank-{rank}.log",
+            "++hydra.job_logging.handlers.console.level=WARNING",
+            f"++hydra.job_logging.handlers.file.filename=${{hydra.runtime.output_dir}}/rank-{rank}.log",
         ]
     return [*args, *added]

@@ -184,7 +184,7 @@ def test_torchrun_workers_share_one_run_directory_and_rank_0_writes_hydra_files(
     assert torchrun_arguments(["hydra.run.dir=/tmp/x"]) == ["hydra.run.dir=/tmp/x"]
     torchrun_env(monkeypatch, rank=1)
     quiet = torchrun_arguments([])
-    assert "hydra.output_subdir=null" in quiet and "hydra.job_logging.handlers.console.level=WARNING" in quiet
+    assert "hydra.output_subdir=null" in quiet and "++hydra.job_logging.handlers.console.level=WARNING" in quiet
     assert any(arg.endswith("/rank-1.log") for arg in quiet)
 
 

@@ -118,10 +118,25 @@ class DDP(SingleProcess):
             )
         self.rank, self.local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
         self.world_size = int(os.environ["WORLD_SIZE"])
-        if not dist.is_initialized():
-            if self.backend == "nccl":
-                torch.cuda.set_device(self.local_rank)
-            dist.init_process_group(self.backend, timeout=timedelta(seconds=self.rdzv_timeout))
+        if "OMP_NUM_THREADS" not in os.environ:  # share the machine's cores between its workers, as torchrun does
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        if dist.is_initialized():
+            return
+        if self.backend == "nccl":
+            torch.cuda.set_device(self.local_rank)
+        timeout = timedelta(seconds=self.rdzv_timeout)
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            # The agent's store outlives a restart of the workers, and torch 2.13 gives restarted workers the same
+            # keys: a restarted worker could read the address of a dead one. Keep each attempt's keys apart.
+            agent_store = dist.TCPStore(
+                os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout
+            )
+            store = dist.PrefixStore(f"easyrec/attempt-{self.restart_count}", agent_store)
+            dist.init_process_group(
+                self.backend, store=store, rank=self.rank, world_size=self.world_size, timeout=timeout
+            )
+        else:
+            dist.init_process_group(self.backend, timeout=timeout)
 
     def close(self) -> None:
         if dist.is_initialized():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -34,16 +36,50 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+_COMPOSED: dict[tuple[str, ...], DictConfig] = {}
+
+
 def compose_config(*overrides: str) -> DictConfig:
-    """The composed ``train`` config with ``overrides``."""
-    with initialize_config_module(config_module="easyrec.conf", version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
+    """The composed ``train`` config with ``overrides``: a copy of the one composed the first time (composing takes
+    a quarter of a second, and the same overrides are composed by many tests)."""
+    if overrides not in _COMPOSED:
+        with initialize_config_module(config_module="easyrec.conf", version_base="1.3"):
+            _COMPOSED[overrides] = compose(config_name="train", overrides=list(overrides))
+    return copy.deepcopy(_COMPOSED[overrides])
 
 
 @pytest.fixture
 def compose_train() -> Callable[..., DictConfig]:
     """``compose_train("optimizer=sgd", ...)`` -> the composed ``train`` config."""
     return compose_config
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store, created once: MLflow's creation of a store's tables (its migrations) takes
+    seconds, a copy of this file milliseconds. Use ``copy_mlflow_store`` or the ``mlflow_store`` fixture."""
+    from mlflow import MlflowClient
+
+    directory = tmp_path_factory.mktemp("mlflow-template")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(directory)  # the store's default artifact root, ./mlruns, is made where it is created
+        MlflowClient(f"sqlite:///{directory}/mlflow.db").search_experiments()
+    return directory / "mlflow.db"
+
+
+def copy_mlflow_store(template: Path, directory: Path) -> str:
+    """``directory/mlflow.db``: a copy of the empty store ``template`` (what ``easyrec train`` started in
+    ``directory`` would create there, before its first run); return its tracking URI."""
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, directory / "mlflow.db")
+    return f"sqlite:///{directory}/mlflow.db"
+
+
+@pytest.fixture
+def mlflow_store(mlflow_template: Path, tmp_path: Path) -> str:
+    """An empty MLflow store at ``tmp_path/mlflow.db`` (the default ``sqlite:///mlflow.db`` of a run started in
+    ``tmp_path``): its tracking URI."""
+    return copy_mlflow_store(mlflow_template, tmp_path)
 
 
 @pytest.fixture

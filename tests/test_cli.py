@@ -1,4 +1,6 @@
-"""The real ``easyrec`` command, run in a subprocess in an empty directory, as a user runs it."""
+"""The ``easyrec`` command, run in an empty directory as a user runs it: in a subprocess where the process matters
+(the entry point, exit codes and one-line errors on stderr, Ctrl-C), in this process (``easyrec_main``, the same
+``main``) for the training runs, which would otherwise pay torch's and MLflow's imports again each time."""
 
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ OPTIMIZERS = "adagrad, adam, adamw, ftrl, lamb, lazy_adam, momentum, rmsprop, sg
 
 
 def runs(directory: Path) -> list:
+    if not (directory / "mlflow.db").exists():
+        return []  # as MlflowClient would find, without creating the store (a second of migrations)
     client = MlflowClient(f"sqlite:///{directory}/mlflow.db")
     experiment = client.get_experiment_by_name("easyrec")
     return [] if experiment is None else client.search_runs([experiment.experiment_id], order_by=["start_time"])
@@ -41,6 +45,15 @@ def write_synthetic_files(directory: Path, fmt: str) -> tuple[Path, Path]:
     for part, path in zip((train, test), paths, strict=True):
         pv.write_csv(part, path) if fmt == "csv" else pq.write_table(part, path)
     return paths
+
+
+@pytest.fixture
+def easyrec_here(easyrec_main, mlflow_store, tmp_path, monkeypatch):
+    """``easyrec ARGS`` in this process, run from ``tmp_path`` as ``easyrec_cli`` runs it: ``(code, out, err)``. The
+    default MLflow store, ``tmp_path/mlflow.db``, starts as an empty copy (see ``mlflow_template``)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "200")
+    return easyrec_main
 
 
 def test_top_level_help_lists_the_commands(easyrec_cli):
@@ -68,10 +81,10 @@ def test_train_help_and_cfg_job(easyrec_cli, tmp_path):
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_train_end_to_end_lands_a_finished_mlflow_run(easyrec_cli, tmp_path):
-    done = easyrec_cli("train", *QUICK, "trainer.max_epochs=2")
-    assert done.returncode == 0, done.stderr
-    assert "eval/auc" in done.stdout and "eval/oracle_auc" in done.stdout  # the metrics table
+def test_train_end_to_end_lands_a_finished_mlflow_run(easyrec_here, tmp_path):
+    code, out, err = easyrec_here("train", *QUICK, "trainer.max_epochs=2")
+    assert code == 0, err
+    assert "eval/auc" in out and "eval/oracle_auc" in out  # the metrics table
     [run] = runs(tmp_path)
     assert run.info.status == "FINISHED"
     assert len(run.data.params) >= 20
@@ -94,39 +107,41 @@ def test_train_end_to_end_lands_a_finished_mlflow_run(easyrec_cli, tmp_path):
     assert (output_dir / "train.log").read_text().count("eval/auc") >= 2
 
 
-def test_optimizer_and_loss_options_in_a_git_checkout(easyrec_cli, tmp_path):
+def test_optimizer_and_loss_options_in_a_git_checkout(easyrec_here, tmp_path):
     for command in (
         ["init", "-q"],
         ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"],
     ):
         subprocess.run(["git", *command], cwd=tmp_path, check=True)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
-    done = easyrec_cli("train", *QUICK, "optimizer=adagrad", "loss=focal", "loss.gamma=1.5")
-    assert done.returncode == 0, done.stderr
+    code, _, err = easyrec_here("train", *QUICK, "optimizer=adagrad", "loss=focal", "loss.gamma=1.5")
+    assert code == 0, err
     [run] = runs(tmp_path)
     assert run.info.status == "FINISHED"
     assert run.data.params["optimizer"] == "torch.optim.Adagrad" and run.data.params["loss.gamma"] == "1.5"
     assert run.data.tags["git.commit"] == commit == run.data.tags["mlflow.source.git.commit"]
 
 
-def test_user_options_from_config_dir(easyrec_cli, tmp_path):
+def test_user_options_from_config_dir(easyrec_here, tmp_path):
     mine = tmp_path / "my-conf" / "optimizer"
     mine.mkdir(parents=True)
     (mine / "fast_adam.yaml").write_text("_target_: torch.optim.Adam\n_partial_: true\nlr: 0.02\n")
-    done = easyrec_cli("train", "--config-dir", "my-conf", "optimizer=fast_adam", *QUICK, "trainer.max_steps=3")
-    assert done.returncode == 0, done.stderr
+    code, _, err = easyrec_here(
+        "train", "--config-dir", "my-conf", "optimizer=fast_adam", *QUICK, "trainer.max_steps=3"
+    )
+    assert code == 0, err
     [run] = runs(tmp_path)
     assert run.data.params["optimizer.lr"] == "0.02"
     (mine / "bad_adam.yaml").write_text("_target_: torch.optim.Adam\n_partial_: true\nlr: -0.02\n")
-    refused = easyrec_cli("train", "--config-dir", "my-conf", "optimizer=bad_adam", *QUICK)
-    assert refused.returncode == 2
-    assert only_line(refused.stderr) == "easyrec train: error: optimizer.lr=-0.02: must be > 0"
+    code, _, err = easyrec_here("train", "--config-dir", "my-conf", "optimizer=bad_adam", *QUICK)
+    assert code == 2
+    assert only_line(err) == "easyrec train: error: optimizer.lr=-0.02: must be > 0"
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
-def test_train_from_files(easyrec_cli, tmp_path, fmt):
+def test_train_from_files(easyrec_here, tmp_path, fmt):
     train, test = write_synthetic_files(tmp_path, fmt)
-    done = easyrec_cli(
+    code, _, err = easyrec_here(
         "train",
         f"data={fmt}",
         f"data.train_path={train.name}",
@@ -134,15 +149,15 @@ def test_train_from_files(easyrec_cli, tmp_path, fmt):
         *QUICK[1:],
         "trainer.max_epochs=3",
     )
-    assert done.returncode == 0, done.stderr
+    assert code == 0, err
     [run] = runs(tmp_path)
     assert run.info.status == "FINISHED" and run.data.metrics["eval/auc"] > 0.5
     assert "eval/oracle_auc" not in run.data.metrics
 
 
-def test_multirun_makes_one_run_per_job(easyrec_cli, tmp_path):
-    done = easyrec_cli("train", "-m", "optimizer=adam,sgd", *QUICK, "trainer.max_steps=5")
-    assert done.returncode == 0, done.stderr
+def test_multirun_makes_one_run_per_job(easyrec_here, tmp_path):
+    code, _, err = easyrec_here("train", "-m", "optimizer=adam,sgd", *QUICK, "trainer.max_steps=5")
+    assert code == 0, err
     found = runs(tmp_path)
     assert [r.info.status for r in found] == ["FINISHED", "FINISHED"]
     assert sorted(r.data.params["optimizer"] for r in found) == ["torch.optim.Adam", "torch.optim.SGD"]
@@ -176,28 +191,30 @@ def test_config_errors_are_one_line_and_open_no_run(easyrec_cli, tmp_path, args,
     assert runs(tmp_path) == []
 
 
-def test_bad_data_is_one_line_and_the_run_ends_failed(easyrec_cli, tmp_path):
+def test_bad_data_is_one_line_and_the_run_ends_failed(easyrec_here, tmp_path):
     train, test = write_synthetic_files(tmp_path, "csv")
     lines = train.read_text().splitlines()
     cells, label = lines[5].split(","), lines[0].replace('"', "").split(",").index("label")
     lines[5] = ",".join([*cells[:label], "2", *cells[label + 1 :]])  # data row 5: label 2
     train.write_text("\n".join(lines) + "\n")
-    done = easyrec_cli("train", "data=csv", f"data.train_path={train.name}", f"data.eval_path={test.name}", *QUICK[1:])
-    assert done.returncode == 1
-    message = [line for line in done.stderr.splitlines() if "error:" in line]
+    code, _, err = easyrec_here(
+        "train", "data=csv", f"data.train_path={train.name}", f"data.eval_path={test.name}", *QUICK[1:]
+    )
+    assert code == 1
+    message = [line for line in err.splitlines() if "error:" in line]
     assert message == [
         "easyrec train: error: train.csv: column 'label', row 5: label 2 is not one of {0, 1} "
         "(required by loss BinaryCrossEntropy)"
     ]
-    assert "Traceback" not in done.stderr
+    assert "Traceback" not in err
     [run] = runs(tmp_path)
     assert run.info.status == "FAILED"
     assert "row 5" in run.data.tags["easyrec.error"]
 
 
-def test_ctrl_c_ends_the_run_killed(tmp_path):
+def test_ctrl_c_ends_the_run_killed(mlflow_store, tmp_path):
     process = subprocess.Popen(
-        [sys.executable, "-m", "easyrec", "train", "data.num_rows=400000", "trainer.max_epochs=5"],
+        [sys.executable, "-m", "easyrec", "train", "data.num_rows=100000", "trainer.max_epochs=50"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -55,7 +55,9 @@ def error_line(stderr: str) -> str:
     ],
     ids=["matches-nothing", "claimed-twice", "sparse-adam", "freeze-no-match"],
 )
-def test_errors_while_building_are_one_line_and_fail_the_run(easyrec_main, tmp_path, monkeypatch, args, expected):
+def test_errors_while_building_are_one_line_and_fail_the_run(
+    easyrec_main, mlflow_store, tmp_path, monkeypatch, args, expected
+):
     monkeypatch.chdir(tmp_path)
     code, _, stderr = easyrec_main("train", *QUICK, *args)
     assert code == 2

@@ -8,7 +8,7 @@ from mlflow import MlflowClient
 from easyrec.checkpoints import load_checkpoint
 from easyrec.run import train
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_store")]  # tmp_path/mlflow.db: an empty store
 
 # 22 steps an epoch; evaluations and logs every 5 steps; at most 110 steps
 SMALL = [

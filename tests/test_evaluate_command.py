@@ -17,7 +17,7 @@ from easyrec.data import generate_clicks
 from easyrec.metrics import binary_metrics
 from easyrec.run import train
 from easyrec.saved_run import SavedRun
-from tests.conftest import QUICK, compose_config
+from tests.conftest import QUICK, compose_config, copy_mlflow_store
 
 SMALL = [*QUICK, "trainer.progress_bar=false", "trainer.num_threads=1"]
 
@@ -34,14 +34,14 @@ def files_of(directory: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def tracked_run(tmp_path_factory) -> Path:
+def tracked_run(tmp_path_factory, mlflow_template) -> Path:
     """A synthetic DeepFM run tracked in MLflow, evaluated every 10 steps; the monitor picks the lowest AUC, so that
     best.pt (step 10) and the last step checkpoint (step 44) differ."""
     root = tmp_path_factory.mktemp("tracked")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)  # MLflow keeps artifacts under ./mlruns
         overrides = ["trainer.max_epochs=2", "trainer.eval_every_n_steps=10", "trainer.monitor_mode=min"]
-        overrides.append(f"logger.tracking_uri={store(root)}")
+        overrides.append(f"logger.tracking_uri={copy_mlflow_store(mlflow_template, root)}")
         train(compose_config(*SMALL, *overrides), root / "run")
     return root / "run"
 

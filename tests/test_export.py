@@ -24,7 +24,7 @@ from easyrec.export.serving import splitmix64 as script_splitmix64
 from easyrec.export.serving import unsigned_mod
 from easyrec.run import train
 from easyrec.saved_run import SavedRun
-from tests.conftest import QUICK, compose_config
+from tests.conftest import QUICK, compose_config, copy_mlflow_store
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -82,7 +82,7 @@ def int_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def csv_run(tmp_path_factory):
+def csv_run(tmp_path_factory, mlflow_template):
     """The same on CSV files (ids read as strings), tracked in MLflow."""
     root = tmp_path_factory.mktemp("strings")
     table, _ = generate_clicks(6000, seed=6)
@@ -96,7 +96,8 @@ def csv_run(tmp_path_factory):
     data = ["data=csv", f"data.train_path={root}/train.csv", f"data.eval_path={root}/eval.csv"]
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)  # MLflow keeps artifacts under ./mlruns
-        train(compose_config(*data, FIELDS, *SMALL, f"logger.tracking_uri=sqlite:///{root}/mlflow.db"), root / "run")
+        uri = copy_mlflow_store(mlflow_template, root)
+        train(compose_config(*data, FIELDS, *SMALL, f"logger.tracking_uri={uri}"), root / "run")
     return root, trainer_predictions(root / "run")
 
 

@@ -52,11 +52,13 @@ def test_a_session_loss_without_a_session_column_is_a_config_error(compose_train
         train(compose_train(f"loss={loss}", *QUICK), tmp_path)
 
 
-def test_uncertainty_weighting_logs_each_loss_and_its_learned_weight(compose_train, tmp_path, monkeypatch):
+def test_uncertainty_weighting_logs_each_loss_and_its_learned_weight(
+    compose_train, mlflow_store, tmp_path, monkeypatch
+):
     from mlflow import MlflowClient
 
     monkeypatch.chdir(tmp_path)  # MLflow keeps artifacts under ./mlruns
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_store
     overrides = ["loss=bce_pairwise", "loss.strategy=uncertainty", "loss.losses.bce.learn_weight=true"]
     cfg = compose_train(*overrides, *QUICK[:3], f"logger.tracking_uri={uri}", "trainer.log_every_n_steps=25")
     train(cfg, tmp_path)

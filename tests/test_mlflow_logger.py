@@ -69,10 +69,17 @@ def test_run_name_from_overrides():
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch) -> str:
-    """A tracking URI in ``tmp_path``, which is also the working directory (MLflow puts artifacts in ./mlruns)."""
+def new_store(tmp_path, monkeypatch) -> str:
+    """A tracking URI in ``tmp_path``, which is also the working directory (MLflow puts artifacts in ./mlruns); the
+    store does not exist yet: the logger creates it."""
     monkeypatch.chdir(tmp_path)
     return f"sqlite:///{tmp_path}/mlflow.db"
+
+
+@pytest.fixture
+def store(mlflow_store, new_store) -> str:
+    """The same, made an empty store in advance: a copy, not MLflow's seconds of creating its tables."""
+    return new_store
 
 
 def start_logger(store: str, output_dir: Path, asynchronous: bool = False, **kwargs) -> MLflowLogger:
@@ -85,7 +92,8 @@ def history(logger: MLflowLogger, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in logger.client.get_metric_history(logger.run_id, key))
 
 
-def test_a_finished_run_has_params_metrics_tags_and_artifacts(store, tmp_path):
+def test_a_finished_run_has_params_metrics_tags_and_artifacts(new_store, tmp_path):
+    store = new_store
     output_dir = tmp_path / "outputs" / "run"
     (output_dir / ".hydra").mkdir(parents=True)
     (output_dir / ".hydra" / "overrides.yaml").write_text("- optimizer=adam\n")

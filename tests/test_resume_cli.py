@@ -15,12 +15,13 @@ from mlflow import MlflowClient
 from easyrec.checkpoints import Checkpoints, load_checkpoint
 from easyrec.errors import CheckpointError, ConfigError
 from easyrec.run import train
+from tests.conftest import copy_mlflow_store
 
 pytestmark = pytest.mark.slow
 
-# 142 steps: long enough to be killed after the first checkpoints, short enough for CI
+# 72 steps: long enough to be killed after the first checkpoints (every 10 steps), short enough for CI
 ARGS = [
-    "data.num_rows=20000",
+    "data.num_rows=10000",
     "data.batch_size=256",
     "model.hidden_units=[64]",
     "model.embedding_dim=8",
@@ -65,32 +66,33 @@ def runs(directory: Path) -> list:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict[str, float]:
+def uninterrupted(tmp_path_factory, mlflow_template) -> dict[str, float]:
     directory = tmp_path_factory.mktemp("whole")
+    copy_mlflow_store(mlflow_template, directory)
     output = finish(start(directory, directory / "run"))
     state = load_checkpoint(directory / "run")
-    assert state["step"] == 142, output  # 2 epochs of 71 batches
+    assert state["step"] == 72, output  # 2 epochs of 36 batches
     return state["metrics"]
 
 
-def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path, uninterrupted):
+def test_sigkill_then_resume_gives_the_uninterrupted_result(mlflow_store, tmp_path, uninterrupted):
     run_dir = tmp_path / "run"
     process = start(tmp_path, run_dir)
     wait_for_checkpoint(run_dir, process)
     process.kill()  # SIGKILL: no handler, no goodbye
     finish(process)
     killed_at = load_checkpoint(run_dir)["step"]
-    assert 10 <= killed_at < 142
+    assert 10 <= killed_at < 72
     output = finish(start(tmp_path, run_dir, "trainer.resume=true"))
     assert f"resumed from {run_dir}/checkpoints/step-{killed_at:09d}.pt at step {killed_at}" in output, output
     final = load_checkpoint(run_dir)
-    assert final["step"] == 142 and final["metrics"] == uninterrupted
+    assert final["step"] == 72 and final["metrics"] == uninterrupted
     [run] = runs(tmp_path)  # one MLflow run, continued
     assert run.info.status == "FINISHED" and run.data.tags["easyrec.resumes"] == "1"
     assert run.data.metrics["eval/auc"] == pytest.approx(uninterrupted["eval/auc"])
 
 
-def test_sigterm_saves_a_checkpoint_ends_the_run_killed_and_resumes(tmp_path, uninterrupted):
+def test_sigterm_saves_a_checkpoint_ends_the_run_killed_and_resumes(mlflow_store, tmp_path, uninterrupted):
     run_dir = tmp_path / "run"
     process = start(tmp_path, run_dir)
     wait_for_checkpoint(run_dir, process)
@@ -110,7 +112,9 @@ def test_sigterm_saves_a_checkpoint_ends_the_run_killed_and_resumes(tmp_path, un
     assert run.info.status == "FINISHED"
 
 
-def test_a_resume_with_a_changed_model_is_refused_and_writes_nothing(compose_train, tmp_path, monkeypatch):
+def test_a_resume_with_a_changed_model_is_refused_and_writes_nothing(
+    compose_train, mlflow_store, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     small = ["data.num_rows=6000", "model.embedding_dim=8", "trainer.progress_bar=false"]
     train(compose_train(*small), tmp_path / "run")

@@ -65,11 +65,13 @@ def test_multi_task_learns_both_tasks(compose_train, tmp_path):
 
 
 @pytest.mark.slow
-def test_multi_task_with_uncertainty_logs_each_tasks_loss_and_learned_weight(compose_train, tmp_path, monkeypatch):
+def test_multi_task_with_uncertainty_logs_each_tasks_loss_and_learned_weight(
+    compose_train, mlflow_store, tmp_path, monkeypatch
+):
     from mlflow import MlflowClient
 
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_store
     cfg = compose_train(
         "experiment=multi_task",
         "loss.strategy=uncertainty",

@@ -7,7 +7,7 @@ import pytest
 from easyrec.errors import ConfigError
 from easyrec.run import train
 
-pytestmark = pytest.mark.slow  # about 4 s per option
+pytestmark = pytest.mark.slow  # about 2 s per option
 
 LOSSES = [
     "bce",
@@ -20,7 +20,15 @@ LOSSES = [
     "pairwise_focal",
     "bce_pairwise",
 ]
-QUICK = ["data.num_rows=200000", "model.hidden_units=[64]", "trainer.max_steps=150", "logger=none"]
+# 8-dim embeddings: eval AUCs 0.71-0.73 on every option here (pairwise_focal: 0.7249; 0.7254 with the default 16),
+# and Adam's dense update of the embedding tables, most of a step's time, halves
+QUICK = [
+    "data.num_rows=200000",
+    "model.hidden_units=[64]",
+    "model.embedding_dim=8",
+    "trainer.max_steps=150",
+    "logger=none",
+]
 
 
 @pytest.mark.parametrize("loss", LOSSES)
@@ -42,7 +50,7 @@ def test_jrc_trains_two_logits_on_sessions(compose_train, tmp_path, strategy):
 
 def test_listwise_distill_runs_on_sessions(compose_train, tmp_path):
     # Click labels are not teacher ranks, so this checks the wiring, not the quality.
-    cfg = compose_train("loss=listwise_distill", "data.features.session=session", "trainer.max_steps=20", *QUICK[:2])
+    cfg = compose_train("loss=listwise_distill", "data.features.session=session", "trainer.max_steps=20", *QUICK[:3])
     assert 0.0 <= train(cfg, tmp_path) <= 1.0
 
 
@@ -60,7 +68,7 @@ def test_uncertainty_weighting_logs_each_loss_and_its_learned_weight(
     monkeypatch.chdir(tmp_path)  # MLflow keeps artifacts under ./mlruns
     uri = mlflow_store
     overrides = ["loss=bce_pairwise", "loss.strategy=uncertainty", "loss.losses.bce.learn_weight=true"]
-    cfg = compose_train(*overrides, *QUICK[:3], f"logger.tracking_uri={uri}", "trainer.log_every_n_steps=25")
+    cfg = compose_train(*overrides, *QUICK[:4], f"logger.tracking_uri={uri}", "trainer.log_every_n_steps=25")
     train(cfg, tmp_path)
     client = MlflowClient(uri)
     [run] = client.search_runs([client.get_experiment_by_name("easyrec").experiment_id])

@@ -58,7 +58,9 @@ def test_every_task_trains_end_to_end_and_logs_its_metrics(compose_train, tmp_pa
 
 @pytest.mark.slow
 def test_multi_task_learns_both_tasks(compose_train, tmp_path):
-    cfg = compose_train("experiment=multi_task", "data.num_rows=200000", "trainer.max_steps=150", *SMALL[2:])
+    # 8-dim embeddings (default 16): AUCs 0.715 and 0.755 measured, a third of the time
+    overrides = ["data.num_rows=200000", "model.embedding_dim=8", "trainer.max_steps=150", *SMALL[2:]]
+    cfg = compose_train("experiment=multi_task", *overrides)
     train(cfg, tmp_path)
     metrics = final_metrics(tmp_path)
     assert metrics["eval/ctr/auc"] > 0.68 and metrics["eval/ctcvr/auc"] > 0.7

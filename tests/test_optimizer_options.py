@@ -6,7 +6,7 @@ import pytest
 
 from easyrec.run import train
 
-pytestmark = pytest.mark.slow  # about 5 s per option
+pytestmark = pytest.mark.slow  # about 3 s per option
 
 OPTIONS = [
     ["optimizer=sgd"],
@@ -21,7 +21,15 @@ OPTIONS = [
     ["optimizer=sparse_dense"],
     ["model=wide_deep", "optimizer=wide_deep"],
 ]
-QUICK = ["data.num_rows=300000", "model.hidden_units=[64]", "trainer.max_steps=250", "logger=none"]
+# 8-dim embeddings (default 16): a quarter less time, the dense optimizers updating whole tables every step; eval
+# AUCs measured 0.672 (sparse_dense; 0.684 with 16) to 0.728, sgd 0.676 and rmsprop 0.675 as with 16
+QUICK = [
+    "data.num_rows=300000",
+    "model.hidden_units=[64]",
+    "model.embedding_dim=8",
+    "trainer.max_steps=250",
+    "logger=none",
+]
 
 
 @pytest.mark.parametrize("option", OPTIONS, ids=lambda o: o[-1])

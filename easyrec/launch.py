@@ -45,10 +45,14 @@ def launch_workers(
     from torch.distributed.elastic.rendezvous.api import RendezvousError
     from torch.distributed.launcher.api import elastic_launch
 
+    from easyrec.resume import checked_resume_state
+
     config = OmegaConf.to_container(cfg, resolve=True)
     logger = instantiate(cfg.logger) if distributed.nnodes == 1 else None
     if logger is not None:
-        logger.start(config, overrides, output_dir)
+        # a resumed job continues its run: read the checkpoint's run id (and refuse a config that changed) now
+        state = checked_resume_state(cfg.trainer.get("resume"), output_dir, config)
+        logger.start(config, overrides, output_dir, run_id=state["run"]["id"] if state else None)
     launch = distributed.launch_config()
     log.info(
         "starting %d worker(s) on this machine (%d machine(s), backend %s, restarts allowed: %d)",

@@ -38,6 +38,16 @@ def resume_state(setting: bool | str | None, output_dir: Path) -> dict[str, Any]
     return load_named_checkpoint("trainer.resume", setting)
 
 
+def checked_resume_state(
+    setting: bool | str | None, output_dir: Path, config: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """:func:`resume_state`, refused by :func:`check_resumable` when ``config`` changed what must stay."""
+    state = resume_state(setting, output_dir)
+    if state is not None:
+        check_resumable(state, config, state["path"])
+    return state
+
+
 def load_named_checkpoint(key: str, location: str | Path) -> dict[str, Any]:
     """:func:`load_checkpoint`, its errors naming the config ``key`` that gave ``location``."""
     try:

@@ -67,7 +67,8 @@ def train(
     """Validate ``cfg``, build the components, train; the tracked run ends whatever happens.
 
     In a distributed job every worker runs this; the main one (rank 0) alone tracks the run and writes files.
-    ``tracked_run``: the id of the run the launcher opened for this job (the workers log into it).
+    ``tracked_run``: the id of the run the launcher opened (or reopened, to resume) for this job: the workers
+    log into it.
     Returns the final value of ``cfg.optimized_metric``.
     """
     validate(cfg)
@@ -76,7 +77,7 @@ def train(
     from easyrec.loggers import NullLogger
     from easyrec.losses.heads import label_rules
     from easyrec.optim import attach_loss_parameters, build_optimizer, build_schedules
-    from easyrec.resume import check_resumable, fine_tune, load_named_checkpoint, resume_state
+    from easyrec.resume import checked_resume_state, fine_tune, load_named_checkpoint
 
     torch.manual_seed(cfg.seed)
     # Constructors only check their arguments: a bad config fails here, before a run is opened.
@@ -102,16 +103,16 @@ def train(
     if distributed.restart_count and not resume:
         resume = "auto"  # restarted workers continue from the run's latest checkpoint, if there is one yet
     # the main worker reads the checkpoint and hands it to the others (their machines may not have the files)
-    state = distributed.broadcast(resume_state(resume, output_dir) if distributed.is_main else None)
-    if state is not None:
-        check_resumable(state, config, state["path"])
+    state = distributed.broadcast(checked_resume_state(resume, output_dir, config) if distributed.is_main else None)
     init_state = load_named_checkpoint("trainer.init_from", init_from) if init_from else None
     status = "FAILED"
     try:
-        if tracked_run and state is None:
+        if tracked_run:
             logger.attach(tracked_run)
         else:
             logger.start(config, overrides or [], output_dir, run_id=state["run"]["id"] if state else None)
+        if distributed.restart_count:
+            logger.set_tags({"easyrec.restarts": str(distributed.restart_count)})
         data.setup(keep_encoding=init_state["data"]["encoder"] if init_state else None)
         for rule in label_rules(loss, data.spec.label_names):
             data.check_labels(rule.required_by, rule.values, rule.value_range, rule.column, rule.every_value)

@@ -111,7 +111,7 @@ def test_a_killed_worker_restarts_the_job_from_its_checkpoint_into_the_same_run(
     [run] = runs(tmp_path)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["train/steps"] == 11
-    assert run.data.tags["easyrec.resumes"] == "1"
+    assert run.data.tags["easyrec.restarts"] == "1"
     assert "resumed from" in (tmp_path / "run" / "train.log").read_text()
     assert sorted(history(tmp_path, run.info.run_id, "eval/auc")) == [4, 8, 11]
 
@@ -147,16 +147,22 @@ def test_two_machines_on_loopback_train_one_job(tmp_path):
     assert not (other_dir / "checkpoints").exists()
 
 
-def test_an_outside_torchrun_gives_one_run_directory_and_one_run(tmp_path):
+def test_an_outside_torchrun_gives_one_run_directory_and_one_run_that_stops_early_on_every_worker(tmp_path):
+    """torchrun starts 2 workers that each run ``easyrec train``; the stop file (checked every 4 steps) ends the
+    job at step 4 of 11 on both workers, as rank 0 decides."""
+    (tmp_path / "STOP").touch()
+    stop = ["early_stopping=stop_file", f"early_stopping.path={tmp_path / 'STOP'}", "early_stopping.every_n_steps=4"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "easyrec"]
-    command += ["train", "distributed=ddp", *SMALL, f"logger.tracking_uri={store(tmp_path)}"]
+    command += ["train", "distributed=ddp", *SMALL, *stop, f"logger.tracking_uri={store(tmp_path)}"]
     done = subprocess.run(command, cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     [run_dir] = (tmp_path / "outputs" / "torchrun").iterdir()
     assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "checkpoints", "rank-1.log", "train.log"]
     [run] = runs(tmp_path)
-    assert run.info.status == "FINISHED" and run.data.metrics["train/steps"] == 11
+    assert run.info.status == "FINISHED" and run.data.metrics["train/steps"] == 4
     assert run.data.tags["easyrec.output_dir"] == str(run_dir)
+    assert run.data.tags["easyrec.stop_reason"].startswith("the stop file")
+    assert "stopping early: the main worker stopped early" in (run_dir / "rank-1.log").read_text()
 
 
 def test_bad_distributed_settings_fail_fast_with_one_line_naming_the_key(easyrec_main, tmp_path):

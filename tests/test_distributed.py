@@ -221,3 +221,44 @@ def test_a_failed_worker_is_one_line_naming_its_rank_and_error(tmp_path):
         failure_message(ChildFailedError("worker", {0: killed}))
         == "worker 0 failed: Signal 9 (SIGKILL) received by PID 12"
     )
+
+
+class MainWorkerDecides(SingleProcess):
+    """Worker 1 of 2 whose main worker decides to stop (or got a signal) after step ``at``: what ``agree``
+    answers it then, whatever its own rules said."""
+
+    is_main = False  # but it reads all the data, so that the trainer needs no collectives
+
+    def __init__(self, at: int, signal_number: int = 0) -> None:
+        super().__init__()
+        self.at, self.signal_number, self.steps = at, signal_number, 0
+
+    def agree(self, stop: bool, signal_number: int) -> tuple[bool, int]:
+        self.steps += 1
+        if self.steps < self.at:
+            return False, 0
+        return not self.signal_number, self.signal_number or signal_number
+
+
+def test_a_worker_stops_at_the_step_its_main_worker_decides(data, tmp_path):
+    trainer = make_trainer(data, tmp_path, MainWorkerDecides(at=3))
+    trainer.fit()
+    assert trainer.step == 3 and trainer.stop_reason == "the main worker stopped early"
+    assert not (tmp_path / "checkpoints").exists()  # only the main worker writes
+
+
+def test_a_worker_stops_with_the_signal_another_worker_received(data, tmp_path):
+    from easyrec.errors import Interrupted
+
+    trainer = make_trainer(data, tmp_path, MainWorkerDecides(at=2, signal_number=15))
+    with pytest.raises(Interrupted) as stopped:
+        trainer.fit()
+    assert trainer.step == 2 and stopped.value.name == "SIGTERM"
+
+
+def test_sparse_gradients_under_nccl_are_refused_naming_the_setting(data):
+    workers = DDP()
+    workers.backend = "nccl"  # as on a GPU machine
+    model = DeepFM(data.input_spec, embedding_dim=4, hidden_units=[16], sparse_embeddings=True)
+    with pytest.raises(ConfigError, match="model.sparse_embeddings=true with distributed.backend=nccl"):
+        workers.wrap(model)

@@ -147,6 +147,12 @@ class DDP(SingleProcess):
     def wrap(self, model: nn.Module) -> nn.Module:
         """``model`` in torch's DistributedDataParallel: its weights are broadcast from rank 0 now, its gradients
         averaged over the workers in every backward (sparse embedding gradients too, with gloo)."""
+        sparse = [name for name, module in model.named_modules() if getattr(module, "sparse", False) is True]
+        if sparse and self.backend == "nccl":
+            raise ConfigError(
+                f"model.sparse_embeddings=true with distributed.backend=nccl: NCCL cannot all-reduce the sparse "
+                f"gradients of {sparse[0]}; use dense embedding gradients (model.sparse_embeddings=false), or gloo"
+            )
         device_ids = [self.local_rank] if next(model.parameters()).is_cuda else None
         return DistributedDataParallel(model, device_ids=device_ids)
 

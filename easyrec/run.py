@@ -18,11 +18,13 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from easyrec.config import validate
 from easyrec.errors import CheckpointError, ConfigError, EasyrecError, Interrupted
+from easyrec.sweeps.jobs import run_sweep_job
 from easyrec.user_errors import describe, exit_with
 
 log = logging.getLogger("easyrec")
@@ -32,9 +34,12 @@ log = logging.getLogger("easyrec")
 def main(cfg: DictConfig) -> float:
     """The Hydra app behind ``easyrec train``; returns ``cfg.optimized_metric`` for sweepers."""
     hydra_cfg = HydraConfig.get()
+    output_dir, overrides = Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task)
     try:
         with sigterm_interrupts():
-            return train(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
+            if hydra_cfg.mode == RunMode.MULTIRUN:  # a failing job is recorded, and the sweep goes on
+                return run_sweep_job(train, cfg, output_dir, overrides, hydra_cfg.job.num)
+            return train(cfg, output_dir, overrides)
     except EasyrecError as error:
         # Exit here, not through Hydra, which would print the job's overrides as a second line.
         exit_with("train", error, describe(error))

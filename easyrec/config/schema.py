@@ -656,6 +656,16 @@ class AnyOfConfig:
 
 
 @dataclass
+class PruneTrialConfig:
+    _target_: str = "easyrec.early_stopping.PruneTrial"
+    monitor: str = "eval/auc"
+    pruner: Any = None  # an optuna.pruners.* node
+    trial_id: int | None = None
+    study_name: str | None = None
+    storage: str | None = None
+
+
+@dataclass
 class SingleProcessConfig:
     _target_: str = "easyrec.distributed.SingleProcess"
 
@@ -700,6 +710,7 @@ class MLflowLoggerConfig:
     experiment_name: str = "easyrec"
     run_name: str | None = None
     asynchronous: bool = True
+    parent_run_id: str | None = None
 
 
 @dataclass
@@ -784,6 +795,7 @@ GROUP_SCHEMAS: dict[str, list[type]] = {
         DeadlineConfig,
         CustomStopConfig,
         AnyOfConfig,
+        PruneTrialConfig,
     ],
     "distributed": [SingleProcessConfig],
     "trainer": [TrainerConfig],

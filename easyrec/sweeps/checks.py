@@ -11,7 +11,7 @@ from easyrec.errors import ConfigError
 from easyrec.loggers.mlflow import absolute_uri
 from easyrec.sweeps.search_space import PREFIX, SearchSpace
 
-OPTUNA_SWEEPER = "easyrec.sweeps.OptunaSweeper"
+OPTUNA_SWEEPER = "hydra_plugins.easyrec_sweeper.optuna_sweeper.OptunaSweeper"
 
 
 def check_sweep(config: DictConfig) -> list[str]:
@@ -21,7 +21,7 @@ def check_sweep(config: DictConfig) -> list[str]:
     overrides = list(config.hydra.overrides.task)
     parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
     if config.hydra.sweeper._target_ == OPTUNA_SWEEPER:
-        from easyrec.sweeps.optuna_sweeper import check_study, study_direction
+        from hydra_plugins.easyrec_sweeper.optuna_sweeper import check_study, study_direction
 
         sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
         if sweeps:

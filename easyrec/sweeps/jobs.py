@@ -54,10 +54,25 @@ def run_sweep_job(
 
 
 def sweep_run_name(overrides: Sequence[str], job: int) -> str:
-    """``"#2 optimizer=adagrad,loss=bce"``: the job number and the values of the swept keys only."""
+    """``"#2 optimizer=adagrad,optimizer.lr=0.0031"``: the job number and the values of the swept keys only (the
+    last value of a key given twice, floats to 4 digits)."""
     swept = [key for key in os.environ.get(SWEPT_KEYS_ENV, "").split(",") if key]
-    shown = [o for o in overrides if not swept or o.split("=", 1)[0].lstrip("+~") in swept]
-    return f"#{job} {run_name_from(shown)}"
+    values: dict[str, str] = {}
+    for override in overrides:
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
+        if not swept or key in swept:
+            values.pop(key, None)
+            values[key] = _short(value)
+    return f"#{job} {run_name_from([f'{key}={value}' for key, value in values.items()])}"
+
+
+def _short(value: str) -> str:
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return f"{number:.4g}" if any(c in value for c in ".eE") else value
 
 
 def write_result(

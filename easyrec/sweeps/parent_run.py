@@ -39,6 +39,7 @@ class SweepParentRun(Callback):
     def __init__(self) -> None:
         self.client: Any = None
         self.run_id: str | None = None
+        self.swept: list[str] = []
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exceptions into warnings: a user error must exit here, before any job.
@@ -49,6 +50,7 @@ class SweepParentRun(Callback):
             if message is None:
                 raise
             exit_with("train", error, message)
+        self.swept = swept
         os.environ[SWEPT_KEYS_ENV] = ",".join(swept)
         if not _is_mlflow(config):
             return
@@ -75,7 +77,7 @@ class SweepParentRun(Callback):
         if self.run_id is not None:
             self._summarize(config, results, failed)
         if failed:
-            shown = "; ".join(f"#{r['job']} ({' '.join(r['overrides'])}): {r['error']}" for r in failed[:3])
+            shown = "; ".join(f"#{r['job']} ({self._swept_values(r)}): {r['error']}" for r in failed[:3])
             more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
             error = JobsFailed(f"{len(failed)} of {len(results)} jobs failed: {shown}{more}")
             exit_with("train", error, str(error))
@@ -103,6 +105,9 @@ class SweepParentRun(Callback):
         status = "FAILED" if results and len(failed) == len(results) else "FINISHED"
         self.client.set_terminated(self.run_id, status)
         log.info("MLflow parent run %s ended %s: %d jobs, %d failed", self.run_id, status, len(results), len(failed))
+
+    def _swept_values(self, result: dict[str, Any]) -> str:
+        return " ".join(o for o in result["overrides"] if o.split("=", 1)[0].lstrip("+~") in self.swept)
 
     def _child(self, output_dir: str) -> Any:
         """The child run of the job in ``output_dir``."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: Waits before each retry grow from 0.05 s to about 3 s: about 30 s in all before the error is raised.
 ATTEMPTS, FIRST_WAIT, MAX_WAIT = 15, 0.05, 3.0
@@ -33,6 +35,9 @@ def retry_locked(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         except Exception as error:
             if not is_locked(error):
                 raise
+            log.debug(
+                "SQLite store locked (%s): trying %s again in %.2f s", error, getattr(call, "__name__", call), wait
+            )
         time.sleep(wait * (0.5 + random.random()))
         wait = min(wait * 2, MAX_WAIT)
     return call(*args, **kwargs)
@@ -45,6 +50,8 @@ class LockRetryingClient:
         self._client = client
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_client":  # not set yet: being unpickled
+            raise AttributeError(name)
         attribute = getattr(self._client, name)
         if not callable(attribute):
             return attribute

@@ -37,7 +37,7 @@ class SweepParentRun(Callback):
     """
 
     def __init__(self) -> None:
-        self.client: Any = None
+        self.tracking_uri: str | None = None  # a URI, not a client: the callback is pickled to joblib's workers
         self.run_id: str | None = None
         self.swept: list[str] = []
 
@@ -54,7 +54,8 @@ class SweepParentRun(Callback):
         os.environ[SWEPT_KEYS_ENV] = ",".join(swept)
         if not _is_mlflow(config):
             return
-        self.client = open_client(config.logger.tracking_uri)
+        self.tracking_uri = config.logger.tracking_uri
+        client = open_client(self.tracking_uri)
         sweep_dir = Path(config.hydra.sweep.dir).absolute()
         tags = {
             "easyrec.sweep.overrides": " ".join(config.hydra.overrides.task),
@@ -64,8 +65,8 @@ class SweepParentRun(Callback):
             "easyrec.version": __version__,
             **git_tags(Path.cwd()),
         }
-        experiment = experiment_id(self.client, config.logger.experiment_name)
-        self.run_id = self.client.create_run(experiment, run_name=f"sweep-{sweep_dir.name}", tags=tags).info.run_id
+        experiment = experiment_id(client, config.logger.experiment_name)
+        self.run_id = client.create_run(experiment, run_name=f"sweep-{sweep_dir.name}", tags=tags).info.run_id
         os.environ[PARENT_RUN_ENV] = self.run_id
         log.info("MLflow parent run %s of the sweep in %s", self.run_id, sweep_dir)
 
@@ -86,11 +87,12 @@ class SweepParentRun(Callback):
         metric, larger = config.optimized_metric, config.trainer.monitor_mode == "max"
         finished = [r for r in results if r["status"] == "FINISHED" and r["value"] is not None]
         finished = [r for r in finished if math.isfinite(r["value"])]
+        client = open_client(self.tracking_uri)
         tags = {"easyrec.sweep.jobs": str(len(results)), "easyrec.sweep.failed": str(len(failed))}
         metrics = {"sweep/jobs": len(results), "sweep/failed": len(failed)}
         if finished:
             best = (max if larger else min)(finished, key=lambda r: r["value"])
-            child = self._child(best["output_dir"])
+            child = self._child(client, best["output_dir"])
             tags |= {"easyrec.sweep.best_job": str(best["job"]), "easyrec.sweep.best_value": repr(best["value"])}
             if child is not None:
                 tags |= {
@@ -99,20 +101,20 @@ class SweepParentRun(Callback):
                 }
             metrics[f"best/{metric}"] = best["value"]
         for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, value)
+            client.set_tag(self.run_id, key, value)
         for key, value in metrics.items():
-            self.client.log_metric(self.run_id, key, float(value))
+            client.log_metric(self.run_id, key, float(value))
         status = "FAILED" if results and len(failed) == len(results) else "FINISHED"
-        self.client.set_terminated(self.run_id, status)
+        client.set_terminated(self.run_id, status)
         log.info("MLflow parent run %s ended %s: %d jobs, %d failed", self.run_id, status, len(results), len(failed))
 
     def _swept_values(self, result: dict[str, Any]) -> str:
         return " ".join(o for o in result["overrides"] if o.split("=", 1)[0].lstrip("+~") in self.swept)
 
-    def _child(self, output_dir: str) -> Any:
+    def _child(self, client: Any, output_dir: str) -> Any:
         """The child run of the job in ``output_dir``."""
-        experiment = self.client.get_run(self.run_id).info.experiment_id
-        runs = self.client.search_runs(
+        experiment = client.get_run(self.run_id).info.experiment_id
+        runs = client.search_runs(
             [experiment],
             filter_string=f"tags.`mlflow.parentRunId` = '{self.run_id}' and tags.`easyrec.output_dir` = '{output_dir}'",
             max_results=1,

@@ -46,7 +46,8 @@ def run_sweep_job(
             message = f"{type(error).__name__}: {error}".strip().splitlines()[0]
         else:
             log.error("job %d failed: %s", job, message)
-        record_failed_run(cfg, output_dir, overrides, message)
+        # the tag train() writes when the run was open: the error's type and message
+        record_failed_run(cfg, output_dir, overrides, f"{type(error).__name__}: {describe(error) or error}")
         write_result(output_dir, job, overrides, "FAILED", error=message)
         return math.nan
     write_result(output_dir, job, overrides, "FINISHED", value=value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import os
@@ -44,15 +45,14 @@ class SweepParentRun(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exceptions into warnings: a user error must exit here, before any job.
         try:
-            swept = check_sweep(config)
+            self.swept, tracked = check_sweep(config), _is_mlflow(config)
         except Exception as error:
             message = describe(error)
             if message is None:
                 raise
             exit_with("train", error, message)
-        self.swept = swept
-        os.environ[SWEPT_KEYS_ENV] = ",".join(swept)
-        if not _is_mlflow(config):
+        os.environ[SWEPT_KEYS_ENV] = ",".join(self.swept)
+        if not tracked:
             return
         self.tracking_uri = config.logger.tracking_uri
         client = open_client(self.tracking_uri)
@@ -68,9 +68,11 @@ class SweepParentRun(Callback):
         experiment = experiment_id(client, config.logger.experiment_name)
         self.run_id = client.create_run(experiment, run_name=f"sweep-{sweep_dir.name}", tags=tags).info.run_id
         os.environ[PARENT_RUN_ENV] = self.run_id
+        atexit.register(self._abandon)
         log.info("MLflow parent run %s of the sweep in %s", self.run_id, sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        atexit.unregister(self._abandon)
         os.environ.pop(PARENT_RUN_ENV, None)
         os.environ.pop(SWEPT_KEYS_ENV, None)
         results = read_results(Path(config.hydra.sweep.dir))
@@ -107,6 +109,13 @@ class SweepParentRun(Callback):
         status = "FAILED" if results and len(failed) == len(results) else "FINISHED"
         client.set_terminated(self.run_id, status)
         log.info("MLflow parent run %s ended %s: %d jobs, %d failed", self.run_id, status, len(results), len(failed))
+
+    def _abandon(self) -> None:
+        """At exit without :meth:`on_multirun_end` (Ctrl-C, a sweeper's crash): the parent ends KILLED, not RUNNING."""
+        try:
+            open_client(self.tracking_uri).set_terminated(self.run_id, "KILLED")
+        except Exception as error:  # exiting anyway: say why the parent stays RUNNING
+            log.warning("MLflow parent run %s could not be ended: %s", self.run_id, error)
 
     def _swept_values(self, result: dict[str, Any]) -> str:
         return " ".join(o for o in result["overrides"] if o.split("=", 1)[0].lstrip("+~") in self.swept)

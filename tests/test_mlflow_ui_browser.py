@@ -52,7 +52,7 @@ def mlflow_server(tmp_path):
         port = probe.getsockname()[1]
     log = tmp_path / "server.log"
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
         + ["--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,

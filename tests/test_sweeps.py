@@ -160,7 +160,7 @@ def test_parallel_jobs_on_one_sqlite_store_lose_no_run_or_metric(easyrec_cli, tm
     # 8 steps (an epoch of 1800 rows), each logged, an evaluation every 2
     every_step = ["trainer.max_steps=8", "trainer.log_every_n_steps=1", "trainer.eval_every_n_steps=2"]
     done = easyrec_cli(
-        "train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=3", "seed=1,2,3", *SWEEP, *every_step
+        "train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2,3", *SWEEP, *every_step
     )
     assert done.returncode == 0, done.stderr[-3000:]
     parent, children = all_runs(tmp_path)

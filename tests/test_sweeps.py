@@ -138,6 +138,18 @@ def test_one_failing_point_fails_its_child_only_and_the_exit_code(easyrec_main, 
 
 
 @pytest.mark.slow
+def test_a_job_failing_after_its_run_opened_has_that_one_run(easyrec_main, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = easyrec_main("train", "-m", "optimized_metric=eval/auc,eval/nope", *SWEEP)
+    assert code == 1
+    assert "1 of 2 jobs failed: #1 (optimized_metric=eval/nope): trainer.monitor=eval/nope: no such metric" in stderr
+    _, children = all_runs(tmp_path)  # train() ended the failed job's run; no second run was made for it
+    assert sorted(run.info.status for run in children) == ["FAILED", "FINISHED"]
+    [failed] = [run for run in children if run.info.status == "FAILED"]
+    assert failed.data.tags["easyrec.error"].startswith("ConfigError: trainer.monitor=eval/nope: no such metric")
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "sweep,message",
     [

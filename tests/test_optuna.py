@@ -144,6 +144,7 @@ def test_a_study_is_pruned_then_resumed_by_a_second_command(easyrec_main, tmp_pa
         ),
         (["optimizer.lr=0.1,0.2"], "optimizer.lr=0.1,0.2: a sweep on the command line; an Optuna search takes keys"),
         (["hydra.sweeper.params.model.dropout.high=0.5"], "hydra.sweeper.study_name=deepfm: the study in sqlite:///"),
+        (["hydra.sweeper.n_jobs=0"], "hydra.sweeper.n_jobs=0: must be an integer >= 1"),
     ],
 )
 def test_bad_searches_start_nothing(easyrec_main, tmp_path, monkeypatch, overrides, message):

@@ -21,17 +21,18 @@ def check_sweep(config: DictConfig) -> list[str]:
     overrides = list(config.hydra.overrides.task)
     parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
     if config.hydra.sweeper._target_ == OPTUNA_SWEEPER:
-        from hydra_plugins.easyrec_sweeper.optuna_sweeper import check_study, study_direction
+        from hydra_plugins.easyrec_sweeper.optuna_sweeper import check_counts, check_study, study_direction
 
         sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
         if sweeps:
             raise ConfigError(f"{sweeps[0]}: a sweep on the command line; an Optuna search takes keys from {PREFIX}")
-        space = SearchSpace(OmegaConf.to_container(config.hydra.sweeper.params, resolve=True) or {})
+        sweeper = config.hydra.sweeper
+        check_counts(sweeper.n_trials, sweeper.n_jobs)
+        space = SearchSpace(OmegaConf.to_container(sweeper.params, resolve=True) or {})
         for key in space.keys():
             if key not in config.hydra.runtime.choices and OmegaConf.select(config, key, default=KeyError) is KeyError:
                 raise ConfigError(f"{PREFIX}.{key}: no such key or config group in the config")
         jobs = [overrides + corner for corner in space.corner_overrides()]
-        sweeper = config.hydra.sweeper
         check_study(
             absolute_uri(sweeper.storage), sweeper.study_name, space, study_direction(sweeper.direction, config)
         )

@@ -62,6 +62,7 @@ class OptunaSweeper(Sweeper):
         direction: str | None = None,
         sampler: Any = None,
     ) -> None:
+        check_counts(n_trials, n_jobs)
         self.params = OmegaConf.to_container(params, resolve=True) if isinstance(params, DictConfig) else params
         self.storage, self.study_name, self.direction = storage, study_name, direction
         self.n_trials, self.n_jobs, self.sampler = n_trials, n_jobs, sampler
@@ -118,6 +119,13 @@ class OptunaSweeper(Sweeper):
         node = OmegaConf.create(self.sampler) if not isinstance(self.sampler, DictConfig) else self.sampler
         seed = node.get("seed")
         return instantiate(node, **({"seed": seed + trials_so_far} if seed is not None else {}))
+
+
+def check_counts(n_trials: Any, n_jobs: Any) -> None:
+    """Refuse a number of trials or of trials at a time that is not a positive integer."""
+    for key, value in (("n_trials", n_trials), ("n_jobs", n_jobs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"hydra.sweeper.{key}={value!r}: must be an integer >= 1")
 
 
 def study_direction(direction: str | None, config: DictConfig) -> str:

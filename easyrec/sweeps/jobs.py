@@ -89,10 +89,11 @@ def write_result(
     (output_dir / RESULT_FILE).write_text(json.dumps(record, indent=1) + "\n")
 
 
-def read_results(sweep_dir: Path) -> list[dict[str, Any]]:
-    """The records of the jobs of the sweep in ``sweep_dir``, by job number."""
-    records = [json.loads(path.read_text()) for path in sweep_dir.rglob(RESULT_FILE)]
-    return sorted(records, key=lambda record: record["job"])
+def read_results(sweep_dir: Path, since: float = 0.0) -> list[dict[str, Any]]:
+    """The records of the jobs of the sweep in ``sweep_dir`` written since ``since`` (a ``time.time()``: a sweep
+    dir given twice keeps the files of the earlier sweep), by job number."""
+    paths = [path for path in sweep_dir.rglob(RESULT_FILE) if path.stat().st_mtime >= since]
+    return sorted((json.loads(path.read_text()) for path in paths), key=lambda record: record["job"])
 
 
 def record_failed_run(cfg: DictConfig, output_dir: Path, overrides: list[str], message: str) -> None:

@@ -6,6 +6,7 @@ import atexit
 import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,10 @@ class SweepParentRun(Callback):
         self.tracking_uri: str | None = None  # a URI, not a client: the callback is pickled to joblib's workers
         self.run_id: str | None = None
         self.swept: list[str] = []
+        self.started = 0.0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
         # Hydra turns a callback's exceptions into warnings: a user error must exit here, before any job.
         try:
             self.swept, tracked = check_sweep(config), _is_mlflow(config)
@@ -75,7 +78,7 @@ class SweepParentRun(Callback):
         atexit.unregister(self._abandon)
         os.environ.pop(PARENT_RUN_ENV, None)
         os.environ.pop(SWEPT_KEYS_ENV, None)
-        results = read_results(Path(config.hydra.sweep.dir))
+        results = read_results(Path(config.hydra.sweep.dir), since=self.started)
         failed = [r for r in results if r["status"] == "FAILED"]
         if self.run_id is not None:
             self._summarize(config, results, failed)

@@ -68,6 +68,8 @@ class SweepParentRun(Callback):
             "easyrec.version": __version__,
             **git_tags(Path.cwd()),
         }
+        if "study_name" in config.hydra.sweeper:  # an Optuna search
+            tags |= {"easyrec.sweep.study_name": config.hydra.sweeper.study_name}
         experiment = experiment_id(client, config.logger.experiment_name)
         self.run_id = client.create_run(experiment, run_name=f"sweep-{sweep_dir.name}", tags=tags).info.run_id
         os.environ[PARENT_RUN_ENV] = self.run_id

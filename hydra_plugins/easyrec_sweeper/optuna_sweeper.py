@@ -105,7 +105,11 @@ class OptunaSweeper(Sweeper):
                 [*arguments, *space.overrides(trial), *env_overrides({**env, "trial_id": str(trial._trial_id)})]
                 for trial in trials
             ]
-            results = self.launcher.launch(batch, initial_job_idx=done)
+            # jobs numbered as their trials (the runs' names, the sweep's subdirectories), unless another process
+            # asked for trials of this study in between
+            numbers = [trial.number for trial in trials]
+            first = numbers[0] if numbers == list(range(numbers[0], numbers[0] + len(numbers))) else done
+            results = self.launcher.launch(batch, initial_job_idx=first)
             for trial, result in zip(trials, results, strict=True):
                 tell(study, trial, result)
             done += len(trials)

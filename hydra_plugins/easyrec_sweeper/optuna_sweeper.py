@@ -86,7 +86,8 @@ class OptunaSweeper(Sweeper):
             study_name=self.study_name, storage=storage, direction=direction, load_if_exists=True
         )
         study.set_user_attr(SPACE_ATTR, space.to_json())
-        study.sampler = self._sampler(len(study.trials))
+        if self.sampler is not None:  # else Optuna's default
+            study.sampler = self._sampler(len(study.trials))
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -118,8 +119,6 @@ class OptunaSweeper(Sweeper):
         return returns
 
     def _sampler(self, trials_so_far: int) -> Any:
-        if self.sampler is None:
-            return None
         node = OmegaConf.create(self.sampler) if not isinstance(self.sampler, DictConfig) else self.sampler
         seed = node.get("seed")
         return instantiate(node, **({"seed": seed + trials_so_far} if seed is not None else {}))

@@ -1,5 +1,6 @@
 """The ``easyrec`` command: dispatches ``easyrec <command> [args]`` to the command's app: a Hydra app
-(``train``) or an argparse front-end (``evaluate``, ``predict``, ``export``: their config comes from a checkpoint).
+(``train``) or an argparse front-end (``evaluate``, ``predict``, ``export``: their config comes from a checkpoint;
+``compare``: MLflow runs).
 Each app reads its arguments from ``sys.argv``.
 
 User errors (a bad override, an unknown option, an impossible value, unreadable data) end with one line
@@ -31,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": (
         "easyrec.commands.export:main",
         "export a checkpoint as TorchScript and an MLflow pyfunc model that take raw feature values",
+    ),
+    "compare": (
+        "easyrec.commands.compare:main",
+        "compare runs (a sweep's children, an experiment) in a table of differing params and metrics; --plot",
     ),
 }
 

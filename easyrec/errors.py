@@ -31,3 +31,7 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signal_number: int, name: str) -> None:
         super().__init__(name)
         self.signal_number, self.name = signal_number, name
+
+
+class JobsFailed(EasyrecError):
+    """Some jobs of a sweep failed (the others ran to the end); the message names them and their errors."""

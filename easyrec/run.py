@@ -19,11 +19,13 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from easyrec.config import validate
 from easyrec.errors import CheckpointError, ConfigError, EasyrecError, Interrupted
+from easyrec.sweeps.jobs import run_sweep_job
 from easyrec.user_errors import describe, exit_with
 
 log = logging.getLogger("easyrec")
@@ -48,17 +50,24 @@ def main(cfg: DictConfig) -> float:
     output_dir, overrides = Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task)
     try:
         with sigterm_interrupts():
-            validate(cfg)
-            distributed = instantiate(cfg.distributed)
-            if getattr(distributed, "launches_workers", False):
-                from easyrec.launch import launch_workers
-
-                job_logging = OmegaConf.to_container(hydra_cfg.job_logging, resolve=True)
-                return launch_workers(cfg, distributed, output_dir, overrides, job_logging)
-            return train(cfg, output_dir, overrides)
+            if hydra_cfg.mode == RunMode.MULTIRUN:  # a failing job is recorded, and the sweep goes on
+                return run_sweep_job(run_job, cfg, output_dir, overrides, hydra_cfg.job.num)
+            return run_job(cfg, output_dir, overrides)
     except EasyrecError as error:
         # Exit here, not through Hydra, which would print the job's overrides as a second line.
         exit_with("train", error, describe(error))
+
+
+def run_job(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> float:
+    """One job: trained in this process, or by the workers it starts (``distributed=ddp``, outside torchrun)."""
+    validate(cfg)
+    distributed = instantiate(cfg.distributed)
+    if getattr(distributed, "launches_workers", False):
+        from easyrec.launch import launch_workers
+
+        job_logging = OmegaConf.to_container(HydraConfig.get().job_logging, resolve=True)
+        return launch_workers(cfg, distributed, output_dir, overrides, job_logging)
+    return train(cfg, output_dir, overrides)
 
 
 def train(

@@ -63,7 +63,8 @@ def test_top_level_help_lists_the_commands(easyrec_cli):
     unknown = easyrec_cli("fly")
     assert unknown.returncode == 2
     assert (
-        only_line(unknown.stderr) == "easyrec: unknown command 'fly'; choose one of: train, evaluate, predict, export"
+        only_line(unknown.stderr)
+        == "easyrec: unknown command 'fly'; choose one of: train, evaluate, predict, export, compare"
     )
 
 

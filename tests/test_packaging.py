@@ -14,7 +14,8 @@ def test_every_package_is_listed_in_pyproject():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {
         ".".join(init.parent.relative_to(ROOT).parts)
-        for init in (ROOT / "easyrec").rglob("__init__.py")
+        for top in ("easyrec", "hydra_plugins")
+        for init in (ROOT / top).rglob("__init__.py")
         if "__pycache__" not in init.parts
     }
     assert found - listed == set(), "add them to [tool.setuptools] packages"

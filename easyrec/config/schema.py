@@ -656,6 +656,16 @@ class AnyOfConfig:
 
 
 @dataclass
+class PruneTrialConfig:
+    _target_: str = "easyrec.early_stopping.PruneTrial"
+    monitor: str = "eval/auc"
+    pruner: Any = None  # an optuna.pruners.* node
+    trial_id: int | None = None
+    study_name: str | None = None
+    storage: str | None = None
+
+
+@dataclass
 class SingleProcessConfig:
     _target_: str = "easyrec.distributed.SingleProcess"
     accumulate_steps: int = checked(1, ge(1))
@@ -715,6 +725,7 @@ class MLflowLoggerConfig:
     experiment_name: str = "easyrec"
     run_name: str | None = None
     asynchronous: bool = True
+    parent_run_id: str | None = None
 
 
 @dataclass
@@ -799,6 +810,7 @@ GROUP_SCHEMAS: dict[str, list[type]] = {
         DeadlineConfig,
         CustomStopConfig,
         AnyOfConfig,
+        PruneTrialConfig,
     ],
     "distributed": [SingleProcessConfig, DDPConfig],
     "trainer": [TrainerConfig],

@@ -8,6 +8,7 @@ from easyrec.early_stopping.deadline import StopAtDeadline
 from easyrec.early_stopping.divergence import StopOnDivergence
 from easyrec.early_stopping.never import NeverStop
 from easyrec.early_stopping.plateau import StopOnPlateau
+from easyrec.early_stopping.prune_trial import PruneTrial
 from easyrec.early_stopping.stop_file import StopOnFile
 from easyrec.early_stopping.threshold import StopAtThreshold
 
@@ -16,6 +17,7 @@ __all__ = [
     "CustomStop",
     "EarlyStopping",
     "NeverStop",
+    "PruneTrial",
     "StopAtDeadline",
     "StopAtThreshold",
     "StopOnDivergence",

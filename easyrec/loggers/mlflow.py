@@ -12,6 +12,7 @@ from typing import Any
 
 from easyrec import __version__
 from easyrec.loggers.base import Logger
+from easyrec.loggers.retry import LockRetryingClient, is_locked
 
 log = logging.getLogger(__name__)
 
@@ -83,27 +84,19 @@ def absolute_uri(tracking_uri: str) -> str:
     return str(store.resolve())
 
 
-def quiet_mlflow() -> None:
-    """MLflow's own INFO lines (database migrations) and usage telemetry are off unless asked for."""
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-
 def log_to_run(
     tracking_uri: str, run_id: str, metrics: Mapping[str, float], step: int, tags: Mapping[str, str]
 ) -> str | None:
     """Add ``metrics`` (at ``step``) and ``tags`` to an existing run, whatever its status, which stays as it is
     (``easyrec evaluate`` on a finished run). Returns None, or why nothing was logged: the store or the run is not
     there (a local store is never created here)."""
-    quiet_mlflow()
     store = local_store(tracking_uri)
     if store is not None and not store.exists():
         return f"no MLflow store {tracking_uri} here (in {Path.cwd()}); give it with logger.tracking_uri=..."
     tracking_uri = absolute_uri(tracking_uri)
-    from mlflow import MlflowClient
+    client = open_client(tracking_uri)
     from mlflow.entities import Metric
 
-    client = MlflowClient(tracking_uri)
     try:
         client.get_run(run_id)
     except Exception as error:  # not in this store, or the server cannot be reached
@@ -116,6 +109,30 @@ def log_to_run(
     return None
 
 
+def experiment_id(client: Any, name: str) -> str:
+    """The id of experiment ``name``, created if missing (by this process or, at the same moment, another)."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name)
+    except Exception:  # another job created it first
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def open_client(tracking_uri: str) -> Any:
+    """An MlflowClient on ``tracking_uri`` (a local store's path made absolute) that retries locked SQLite calls;
+    MLflow's own INFO lines (database migrations) and usage telemetry are off unless asked for."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow import MlflowClient
+
+    return LockRetryingClient(MlflowClient(absolute_uri(tracking_uri)))
+
+
 class MLflowLogger(Logger):
     """Logs params, metrics, tags and artifacts of one run to an MLflow tracking store.
 
@@ -124,6 +141,10 @@ class MLflowLogger(Logger):
         experiment_name: created on first use.
         run_name: None builds one from the command-line overrides.
         asynchronous: send metrics from a background thread (flushed in :meth:`finish`).
+        parent_run_id: nest the run under this one (a sweep's parent run: ``mlflow.parentRunId``).
+
+    Calls that an SQLite store refuses because another process holds its lock are retried, so parallel jobs on
+    one ``mlflow.db`` lose no run, param or metric.
     """
 
     def __init__(
@@ -132,32 +153,33 @@ class MLflowLogger(Logger):
         experiment_name: str = "easyrec",
         run_name: str | None = None,
         asynchronous: bool = True,
+        parent_run_id: str | None = None,
     ) -> None:
         self.tracking_uri, self.experiment_name, self.run_name = tracking_uri, experiment_name, run_name
-        self.asynchronous = asynchronous
+        self.asynchronous, self.parent_run_id = asynchronous, parent_run_id
         self.client = None
         self.run_id: str | None = None
-        self._pending: list[Any] = []
+        self._pending: list[tuple[Any, list[Any]]] = []  # (background operation, its metrics)
 
     def start(
         self, config: Mapping[str, Any], overrides: Sequence[str], output_dir: Path, run_id: str | None = None
     ) -> None:
-        quiet_mlflow()
-        from mlflow import MlflowClient
         from mlflow.entities import Param
 
         self.tracking_uri = absolute_uri(self.tracking_uri)
-        self.client = MlflowClient(self.tracking_uri)
+        self.client = open_client(self.tracking_uri)
         if run_id is not None and self._reopen(run_id, overrides):
             return
-        experiment_id = self._experiment_id()
+        experiment = experiment_id(self.client, self.experiment_name)
         tags = {
             "easyrec.overrides": " ".join(overrides),
             "easyrec.version": __version__,
             "easyrec.output_dir": str(output_dir),
             **git_tags(Path.cwd()),
         }
-        run = self.client.create_run(experiment_id, run_name=self.run_name or run_name_from(overrides), tags=tags)
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        run = self.client.create_run(experiment, run_name=self.run_name or run_name_from(overrides), tags=tags)
         self.run_id = run.info.run_id
         params = [Param(k, v) for k, v in flatten_params(config).items()]
         self.client.log_batch(self.run_id, params=params)
@@ -168,11 +190,8 @@ class MLflowLogger(Logger):
         log.info("MLflow run %s in experiment '%s' at %s", self.run_id, self.experiment_name, self.tracking_uri)
 
     def attach(self, run_id: str) -> None:
-        quiet_mlflow()
-        from mlflow import MlflowClient
-
         self.tracking_uri = absolute_uri(self.tracking_uri)
-        self.client = MlflowClient(self.tracking_uri)
+        self.client = open_client(self.tracking_uri)
         self.run_id = run_id
         self.client.update_run(run_id, status="RUNNING")  # again, after the workers were restarted
 
@@ -194,18 +213,6 @@ class MLflowLogger(Logger):
         log.info("MLflow run %s continued (resume %d) at %s", self.run_id, resumes, self.tracking_uri)
         return True
 
-    def _experiment_id(self) -> str:
-        experiment = self.client.get_experiment_by_name(self.experiment_name)
-        if experiment is not None:
-            return experiment.experiment_id
-        try:
-            return self.client.create_experiment(self.experiment_name)
-        except Exception:  # another job created it first
-            experiment = self.client.get_experiment_by_name(self.experiment_name)
-            if experiment is None:
-                raise
-            return experiment.experiment_id
-
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
@@ -213,7 +220,7 @@ class MLflowLogger(Logger):
         batch = [Metric(key, float(value), timestamp, step) for key, value in metrics.items()]
         operation = self.client.log_batch(self.run_id, metrics=batch, synchronous=not self.asynchronous)
         if operation is not None:
-            self._pending.append(operation)
+            self._pending.append((operation, batch))
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if self.run_id is None:
@@ -232,8 +239,13 @@ class MLflowLogger(Logger):
     def finish(self, status: str) -> None:
         if self.run_id is None:
             return
-        for operation in self._pending:
-            operation.wait()
+        for operation, batch in self._pending:
+            try:
+                operation.wait()
+            except Exception as error:  # the background send found the SQLite store locked: send it again
+                if not is_locked(error):
+                    raise
+                self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
         self._pending.clear()
         self.client.set_terminated(self.run_id, status)
         log.info("MLflow run %s ended %s", self.run_id, status)

@@ -178,3 +178,16 @@ def test_bad_distributed_settings_fail_fast_with_one_line_naming_the_key(easyrec
     assert "distributed.rdzv_endpoint=192.0.2.1:29400: the workers could not meet there within" in err
     assert time.monotonic() - started < 60  # no hang
     assert not (tmp_path / "b" / "checkpoints").exists()
+
+
+def test_a_sweep_of_distributed_jobs_gives_each_job_its_workers_and_its_child_run(easyrec_main, tmp_path):
+    sweep = ["-m", *DDP, "optimizer.lr=0.001,0.01", *SMALL, "trainer.max_steps=3"]
+    sweep += [f"logger.tracking_uri={store(tmp_path)}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    code, _, err = easyrec_main("train", *sweep)
+    assert code == 0, err
+    children = [run for run in runs(tmp_path) if "mlflow.parentRunId" in run.data.tags]
+    assert len(children) == 2 and {run.info.status for run in children} == {"FINISHED"}
+    assert {run.data.params["optimizer.lr"] for run in children} == {"0.001", "0.01"}
+    assert all(run.data.metrics["train/steps"] == 3 for run in children)
+    for job in ("0", "1"):
+        assert (tmp_path / "sweep" / job / "rank-1.log").is_file()

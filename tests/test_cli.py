@@ -156,15 +156,6 @@ def test_train_from_files(easyrec_here, tmp_path, fmt):
     assert "eval/oracle_auc" not in run.data.metrics
 
 
-def test_multirun_makes_one_run_per_job(easyrec_here, tmp_path):
-    code, _, err = easyrec_here("train", "-m", "optimizer=adam,sgd", *QUICK, "trainer.max_steps=5")
-    assert code == 0, err
-    found = runs(tmp_path)
-    assert [r.info.status for r in found] == ["FINISHED", "FINISHED"]
-    assert sorted(r.data.params["optimizer"] for r in found) == ["torch.optim.Adam", "torch.optim.SGD"]
-    assert len({r.info.run_name for r in found}) == 2
-
-
 @pytest.mark.parametrize(
     "args,expected",
     [

@@ -7,6 +7,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from easyrec.commands.compare import compare
+from tests.conftest import copy_mlflow_store
 
 RUNS = {  # name: (optimizer.lr, eval/auc at steps 10 and 20, best/eval/auc)
     "#0 optimizer.lr=0.1": ("0.1", [0.60, 0.62], None),
@@ -16,10 +17,10 @@ RUNS = {  # name: (optimizer.lr, eval/auc at steps 10 and 20, best/eval/auc)
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, mlflow_template):
     """A store with a sweep's parent run, its three children, and a run of another experiment."""
     root = tmp_path_factory.mktemp("compare")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = copy_mlflow_store(mlflow_template, root)
     client = MlflowClient(uri)
     experiment = client.create_experiment("easyrec", artifact_location=str(root / "mlruns"))
     parent = client.create_run(experiment, run_name="sweep-10-00-00", tags={"easyrec.sweep.dir": "outputs/x"})

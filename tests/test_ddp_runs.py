@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from easyrec.checkpoints import load_checkpoint
 from easyrec.saved_run import SavedRun
-from tests.conftest import QUICK
+from tests.conftest import QUICK, copy_mlflow_store
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +26,17 @@ DDP = ["distributed=ddp", "distributed.nproc_per_node=2"]
 
 def store(root: Path) -> str:
     return f"sqlite:///{root}/mlflow.db"
+
+
+@pytest.fixture
+def stores(mlflow_template: Path):
+    """``stores(root, ...)``: an empty MLflow store in each directory (copied: creating one takes seconds)."""
+
+    def make(*roots: Path) -> None:
+        for root in roots:
+            copy_mlflow_store(mlflow_template, root)
+
+    return make
 
 
 def runs(root: Path) -> list:
@@ -52,14 +63,15 @@ def free_port() -> int:
 
 
 def test_two_gloo_workers_match_one_with_twice_the_batch_and_resume_with_one_worker_accumulating(
-    easyrec_main, tmp_path
+    easyrec_main, tmp_path, stores
 ):
     """2 workers x 128 rows (sparse embedding gradients under DDP, gloo) train to a FINISHED run whose eval metrics
     are those of the whole eval split, with the losses of 1 worker x 256 rows step by step; their checkpoint
     resumes with 1 worker accumulating 2 x 128 rows, and goes on alike."""
     common = [*SMALL, "model.sparse_embeddings=true", "optimizer=adagrad", "trainer.max_steps=6"]
     common += ["trainer.log_every_n_steps=1", "trainer.checkpoint_every_n_steps=3"]
-    two_dir = tmp_path / "two"
+    two_dir, one_dir, resumed_dir = tmp_path / "two", tmp_path / "one", tmp_path / "resumed"
+    stores(two_dir, one_dir, resumed_dir)
     two = ["data.batch_size=128", *DDP, f"logger.tracking_uri={store(two_dir)}", f"hydra.run.dir={two_dir}"]
     code, _, err = easyrec_main("train", *common, *two)
     assert code == 0, err
@@ -76,12 +88,10 @@ def test_two_gloo_workers_match_one_with_twice_the_batch_and_resume_with_one_wor
     assert alone == pytest.approx(state["metrics"], abs=1e-6)
     assert two_run.data.metrics["eval/auc"] == pytest.approx(alone["eval/auc"], abs=1e-6)
 
-    one_dir = tmp_path / "one"
     one = ["data.batch_size=256", f"logger.tracking_uri={store(one_dir)}", f"hydra.run.dir={one_dir}"]
     code, _, err = easyrec_main("train", *common, *one)
     assert code == 0, err
     checkpoint = two_dir / "checkpoints" / "step-000000003.pt"
-    resumed_dir = tmp_path / "resumed"
     resumed = ["data.batch_size=128", "distributed.accumulate_steps=2", f"trainer.resume={checkpoint}"]
     resumed += [f"logger.tracking_uri={store(resumed_dir)}", f"hydra.run.dir={resumed_dir}"]
     code, _, err = easyrec_main("train", *common, *resumed)
@@ -97,9 +107,10 @@ def test_two_gloo_workers_match_one_with_twice_the_batch_and_resume_with_one_wor
     assert resumed_run.data.metrics["eval/auc"] == pytest.approx(two_run.data.metrics["eval/auc"], abs=1e-5)
 
 
-def test_a_killed_worker_restarts_the_job_from_its_checkpoint_into_the_same_run(tmp_path):
+def test_a_killed_worker_restarts_the_job_from_its_checkpoint_into_the_same_run(tmp_path, stores):
     """Worker 1 dies (SIGKILL) at step 8 of 11; with max_restarts=1 the agent restarts both workers, which resume
     from the step-4 checkpoint and finish: one MLflow run, FINISHED, all 11 steps."""
+    stores(tmp_path)
     fault = ["early_stopping=custom", "early_stopping.fn=tests.faults.die_once"]
     fault += ["~early_stopping.params", "+early_stopping.params={at_step:8}"]
     command = [sys.executable, "-m", "easyrec", "train", *DDP, *SMALL, *fault, "distributed.max_restarts=1"]
@@ -116,8 +127,9 @@ def test_a_killed_worker_restarts_the_job_from_its_checkpoint_into_the_same_run(
     assert sorted(history(tmp_path, run.info.run_id, "eval/auc")) == [4, 8, 11]
 
 
-def test_two_machines_on_loopback_train_one_job(tmp_path):
+def test_two_machines_on_loopback_train_one_job(tmp_path, stores):
     """Two launchers (``distributed.nnodes=2``), one worker each, meet at a c10d rendezvous and train one job."""
+    stores(tmp_path)
     port = free_port()
     node = [
         *DDP[:1],
@@ -147,9 +159,10 @@ def test_two_machines_on_loopback_train_one_job(tmp_path):
     assert not (other_dir / "checkpoints").exists()
 
 
-def test_an_outside_torchrun_gives_one_run_directory_and_one_run_that_stops_early_on_every_worker(tmp_path):
+def test_an_outside_torchrun_gives_one_run_directory_and_one_run_that_stops_early_on_every_worker(tmp_path, stores):
     """torchrun starts 2 workers that each run ``easyrec train``; the stop file (checked every 4 steps) ends the
     job at step 4 of 11 on both workers, as rank 0 decides."""
+    stores(tmp_path)
     (tmp_path / "STOP").touch()
     stop = ["early_stopping=stop_file", f"early_stopping.path={tmp_path / 'STOP'}", "early_stopping.every_n_steps=4"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "easyrec"]
@@ -180,7 +193,8 @@ def test_bad_distributed_settings_fail_fast_with_one_line_naming_the_key(easyrec
     assert not (tmp_path / "b" / "checkpoints").exists()
 
 
-def test_a_sweep_of_distributed_jobs_gives_each_job_its_workers_and_its_child_run(easyrec_main, tmp_path):
+def test_a_sweep_of_distributed_jobs_gives_each_job_its_workers_and_its_child_run(easyrec_main, tmp_path, stores):
+    stores(tmp_path)
     sweep = ["-m", *DDP, "optimizer.lr=0.001,0.01", *SMALL, "trainer.max_steps=3"]
     sweep += [f"logger.tracking_uri={store(tmp_path)}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     code, _, err = easyrec_main("train", *sweep)

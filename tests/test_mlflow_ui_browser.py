@@ -43,10 +43,10 @@ def find_chromium() -> str:
 
 
 @pytest.fixture
-def mlflow_server(tmp_path):
+def mlflow_server(tmp_path, mlflow_store):
     """``mlflow server`` on 127.0.0.1 over ``tmp_path/mlflow.db``, starting while the test runs its sweep; yields
     a function that waits until it answers and returns its URL."""
-    MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()  # the schema, before two processes race
+    # mlflow_store: the schema is there before two processes race to make it
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

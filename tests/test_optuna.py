@@ -105,7 +105,7 @@ def test_a_study_of_another_space_or_direction_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_study_is_pruned_then_resumed_by_a_second_command(easyrec_main, tmp_path, monkeypatch):
+def test_a_study_is_pruned_then_resumed_by_a_second_command(easyrec_main, tmp_path, monkeypatch, mlflow_store):
     monkeypatch.chdir(tmp_path)
     code, _, stderr = easyrec_main(
         "train", "hparams_search=optuna", "hydra.sweeper.n_trials=2", *CERTAIN_PRUNING, *TRIALS

@@ -86,7 +86,9 @@ def test_a_store_locked_by_another_process_loses_no_write(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_2x2_sweep_nests_four_children_under_one_parent_with_the_best_child(easyrec_main, tmp_path, monkeypatch):
+def test_a_2x2_sweep_nests_four_children_under_one_parent_with_the_best_child(
+    easyrec_main, tmp_path, monkeypatch, mlflow_store
+):
     monkeypatch.chdir(tmp_path)
     code, _, stderr = easyrec_main("train", "-m", "optimizer=adam,adagrad", "loss=bce,focal", *SWEEP)
     assert code == 0, stderr
@@ -120,7 +122,7 @@ def test_a_2x2_sweep_nests_four_children_under_one_parent_with_the_best_child(ea
 
 
 @pytest.mark.slow
-def test_one_failing_point_fails_its_child_only_and_the_exit_code(easyrec_main, tmp_path, monkeypatch):
+def test_one_failing_point_fails_its_child_only_and_the_exit_code(easyrec_main, tmp_path, monkeypatch, mlflow_store):
     monkeypatch.chdir(tmp_path)
     code, _, stderr = easyrec_main("train", "-m", "optimizer.lr=0.01,-1,0.1", *SWEEP)
     assert code == 1
@@ -138,7 +140,7 @@ def test_one_failing_point_fails_its_child_only_and_the_exit_code(easyrec_main, 
 
 
 @pytest.mark.slow
-def test_a_job_failing_after_its_run_opened_has_that_one_run(easyrec_main, tmp_path, monkeypatch):
+def test_a_job_failing_after_its_run_opened_has_that_one_run(easyrec_main, tmp_path, monkeypatch, mlflow_store):
     monkeypatch.chdir(tmp_path)
     code, _, stderr = easyrec_main("train", "-m", "optimized_metric=eval/auc,eval/nope", *SWEEP)
     assert code == 1
@@ -168,7 +170,7 @@ def test_a_sweep_that_cannot_compose_starts_nothing(easyrec_main, tmp_path, monk
 
 
 @pytest.mark.slow
-def test_parallel_jobs_on_one_sqlite_store_lose_no_run_or_metric(easyrec_cli, tmp_path):
+def test_parallel_jobs_on_one_sqlite_store_lose_no_run_or_metric(easyrec_cli, tmp_path, mlflow_store):
     # 8 steps (an epoch of 1800 rows), each logged, an evaluation every 2
     every_step = ["trainer.max_steps=8", "trainer.log_every_n_steps=1", "trainer.eval_every_n_steps=2"]
     done = easyrec_cli(

@@ -5,19 +5,22 @@ import nox
 nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["lint", "tests"]
 
+# One pytest worker per core, at most 4: most slow tests wait on subprocesses that import torch and MLflow.
+PARALLEL = ("-n", "auto", "--maxprocesses", "4")
+
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Install easyrec with its dev extras and run the whole test suite (slow end-to-end tests included)."""
     session.install("-e", ".[dev]")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *PARALLEL, *session.posargs)
 
 
 @nox.session
 def fast(session: nox.Session) -> None:
     """The unit tests only, without the end-to-end CLI runs."""
     session.install("-e", ".[dev]")
-    session.run("pytest", "-m", "not slow", *session.posargs)
+    session.run("pytest", *PARALLEL, "-m", "not slow", *session.posargs)
 
 
 @nox.session

@@ -153,6 +153,7 @@ class Trainer:
         self.run_id: str | None = None  # the tracked run, kept in checkpoints so that a resume continues it
         self._interrupt: tuple[int, str] | None = None
         self._last_checkpoint = time.monotonic()
+        self.eval_seconds = 0.0  # spent evaluating in this process
         names = self.metric_names()
         self.early_stopping.check_metrics(names)
         if monitor is not None and monitor not in names:
@@ -167,7 +168,7 @@ class Trainer:
         resumed = f", resuming at step {self.step}" if self.step else ""
         log.info("training for %d steps (%s)%s", total_steps, self._limits(), resumed)
         window = _LogWindow(self.device)
-        train_start = time.perf_counter()
+        train_start, rows_trained = time.perf_counter(), 0
         self._last_checkpoint = time.monotonic()
         workers = self.distributed
         with self._stop_signals(), self._progress_bar(total_steps) as advance:
@@ -177,6 +178,7 @@ class Trainer:
                 )
                 for step in steps:
                     window.add(*self._train_step(step), step.rows)
+                    rows_trained += step.rows
                     self.step += 1
                     self.rows_in_epoch += step.rows
                     train, stop = None, None
@@ -198,7 +200,15 @@ class Trainer:
                     self.rows_in_epoch = 0
                     if not self.eval_every_n_steps and not self._done():
                         self._settle(self._evaluate_and_decide())
-        summary = {"train/seconds": time.perf_counter() - train_start, "train/steps": float(self.step)}
+        seconds = time.perf_counter() - train_start
+        summary = {
+            "train/seconds": seconds,
+            "train/eval_seconds": self.eval_seconds,
+            # the training loop's throughput: rows of this process's steps (over all workers) per second spent
+            # outside evaluation (checkpoints and logging included)
+            "train/loop_samples_per_s": rows_trained / max(seconds - self.eval_seconds, 1e-9),
+            "train/steps": float(self.step),
+        }
         if self.last_eval_step != self.step:
             self._evaluate_and_decide()  # no step follows: nothing to stop
         self.logger.log_metrics(summary, self.step)
@@ -325,7 +335,9 @@ class Trainer:
 
     def _evaluate_and_decide(self) -> str | None:
         """Evaluate, log, and ask the early-stopping rule whether to stop: the reason to stop, or None."""
+        start = time.perf_counter()
         metrics = self.eval_metrics = self.evaluate()
+        self.eval_seconds += time.perf_counter() - start
         self.last_eval_step = self.step
         self.history[self.step] = dict(metrics)
         self.logger.log_metrics(metrics, self.step)

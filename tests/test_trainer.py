@@ -102,8 +102,11 @@ def test_evaluates_once_per_epoch_without_eval_every_n_steps(two_epoch_runs):
     assert eval_calls[-1][1] == metrics
     step, summary = trainer.logger.calls[-1]
     assert step == 2 * BATCHES_PER_EPOCH
-    assert set(summary) == {"train/seconds", "train/steps"}
-    assert summary["train/steps"] == 2 * BATCHES_PER_EPOCH and summary["train/seconds"] > 0
+    assert set(summary) == {"train/seconds", "train/eval_seconds", "train/loop_samples_per_s", "train/steps"}
+    assert summary["train/steps"] == 2 * BATCHES_PER_EPOCH
+    assert 0 < summary["train/eval_seconds"] < summary["train/seconds"]
+    loop_seconds = summary["train/seconds"] - summary["train/eval_seconds"]
+    assert summary["train/loop_samples_per_s"] == pytest.approx(2 * len(trainer.data.train) / loop_seconds)
 
 
 def test_checkpoint_loads_safely_and_restores_the_model(two_epoch_runs, data):

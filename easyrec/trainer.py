@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import signal
@@ -216,7 +217,7 @@ class Trainer:
             self.logger.set_tags({"easyrec.stop_reason": self.stop_reason})
         self.save_checkpoint()
         final = self._restore_best()
-        self._print_summary({**final, **summary})
+        self._report({**final, **summary})
         return final
 
     def _train_step(self, step: TrainStep) -> tuple[torch.Tensor, float]:
@@ -499,9 +500,16 @@ class Trainer:
         with progress:
             yield advance
 
-    def _print_summary(self, metrics: dict[str, float]) -> None:
+    def _report(self, metrics: dict[str, float]) -> None:
+        """Print the final metrics as a table and write them to ``metrics.json`` in the run directory (for scripts
+        and benchmarks, whatever the logger)."""
         if not self.distributed.is_main:
             return
+        path = self.output_dir / "metrics.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".json.tmp")
+        partial.write_text(json.dumps({"step": self.step, "epoch": self.epoch, **metrics}, indent=1) + "\n")
+        partial.replace(path)
         table = Table(title=f"easyrec: {self.step} steps, {self.epoch} epochs")
         table.add_column("metric")
         table.add_column("value", justify="right")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 
@@ -105,6 +106,9 @@ def test_evaluates_once_per_epoch_without_eval_every_n_steps(two_epoch_runs):
     assert set(summary) == {"train/seconds", "train/eval_seconds", "train/loop_samples_per_s", "train/steps"}
     assert summary["train/steps"] == 2 * BATCHES_PER_EPOCH
     assert 0 < summary["train/eval_seconds"] < summary["train/seconds"]
+    assert json.loads((trainer.output_dir / "metrics.json").read_text()) == {
+        "step": 2 * BATCHES_PER_EPOCH, "epoch": 2, **metrics, **summary
+    }
     loop_seconds = summary["train/seconds"] - summary["train/eval_seconds"]
     assert summary["train/loop_samples_per_s"] == pytest.approx(2 * len(trainer.data.train) / loop_seconds)
 

@@ -29,3 +29,10 @@ def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """easyrec against DeepCTR-Torch, FuxiCTR and plain PyTorch loops (needs ../shared/bench); ``-- --quick``."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/vs_peers.py", *session.posargs)

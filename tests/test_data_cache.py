@@ -13,7 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from hydra.utils import instantiate
 
+from easyrec.config import validate
 from easyrec.data import CSVData, FeatureSpec, ParquetData, TabularData, cache
 from easyrec.data.cache import cache_key
 from easyrec.errors import DataError
@@ -340,3 +342,26 @@ def test_the_key_covers_files_reader_spec_and_code(files):
     assert cache_key(paths, {"delimiter": ","}, FeatureSpec.from_config({**FEATURES, "session": None}), code) != key
     code[0].write_text("x = 2\n")
     assert cache_key(paths, {"delimiter": ","}, spec, code) != key
+
+
+@pytest.mark.parametrize("data", ["csv", "parquet"])
+def test_the_configs_cache_under_xdg_cache_home_and_null_turns_it_off(
+    compose_train, files, tmp_path, data, monkeypatch
+):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    if data == "parquet":
+        for name in ("train", "eval"):
+            pq.write_table(table(0), files / f"{name}.parquet")
+    paths = [f"data.train_path={files / f'train.{data}'}", f"data.eval_path={files / f'eval.{data}'}"]
+    features = ["data.features.weight=w", "data.features.session=s"]
+    features += ["data.features.dense=[{names:[a]},{names:[b]}]", "data.features.categorical=[{names:[c,h]}]"]
+    cfg = compose_train(f"data={data}", *paths, *features)
+    validate(cfg)
+    assert cfg.data.cache_dir == str(tmp_path / "xdg" / "easyrec" / "data")
+    instantiate(cfg.data, _convert_="all").setup()
+    assert len(entries(tmp_path / "xdg" / "easyrec" / "data")) == 1
+    cfg = compose_train(f"data={data}", *paths, *features, "data.cache_dir=null")
+    validate(cfg)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "off"))
+    instantiate(cfg.data, _convert_="all").setup()
+    assert not (tmp_path / "off").exists()

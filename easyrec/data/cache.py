@@ -138,14 +138,11 @@ def write_entry(directory: Path, key: str, encoder: FeatureEncoder, splits: Mapp
         with pa.OSFile(str(directory / f"vocabulary-{index}.arrow"), "wb") as sink:
             with pa.ipc.new_file(sink, pa.schema([("id", values.type)])) as writer:
                 writer.write_batch(pa.record_batch([values], names=["id"]))
-    tensors: dict[str, dict[str, list[int]]] = {}
+    tensors: dict[str, list[str]] = {}
     for split, data in splits.items():
-        tensors[split] = {}
-        for field in TENSOR_DTYPES:
-            tensor = getattr(data, field)
-            if tensor is not None:
-                np.save(directory / f"{split}-{field}.npy", tensor.numpy(), allow_pickle=False)
-                tensors[split][field] = list(tensor.shape)
+        tensors[split] = [field for field in TENSOR_DTYPES if getattr(data, field) is not None]
+        for field in tensors[split]:
+            np.save(directory / f"{split}-{field}.npy", getattr(data, field).numpy(), allow_pickle=False)
     manifest = {
         "format": FORMAT_VERSION,
         "key": key,
@@ -197,10 +194,10 @@ def read_vocabulary(path: Path) -> pa.Array:
 
 
 def read_tensors(
-    entry: Path, split: str, rows: int, spec: FeatureSpec, shapes: Mapping[str, list[int]]
+    entry: Path, split: str, rows: int, spec: FeatureSpec, fields: Sequence[str]
 ) -> dict[str, torch.Tensor | None]:
-    """The tensors of ``split``, memory-mapped; each must have the dtype and shape that ``spec`` gives ``rows``
-    rows."""
+    """The tensors ``fields`` of ``split``, memory-mapped; they must be those ``spec`` encodes, each with the dtype
+    and shape that ``spec`` gives ``rows`` rows."""
     labels = len(spec.label_names)
     expected = {
         "dense": (rows, len(spec.dense_names)),
@@ -209,8 +206,8 @@ def read_tensors(
         "weights": (rows,) if spec.weight else None,
         "sessions": (rows,) if spec.session else None,
     }
-    if {field for field, shape in expected.items() if shape} != set(shapes):
-        raise BadEntry(f"{split} tensors {sorted(shapes)} are not those the spec encodes")
+    if {field for field, shape in expected.items() if shape} != set(fields):
+        raise BadEntry(f"{split} tensors {list(fields)} are not those the spec encodes")
     tensors: dict[str, torch.Tensor | None] = {}
     for field, shape in expected.items():
         if shape is None:

@@ -36,6 +36,16 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """XDG_CACHE_HOME in a tmp dir for the whole session, so that the configs' ``data.cache_dir`` (in this process
+    and in the CLI processes the tests start, which inherit it) never writes to the real ``~/.cache``."""
+    directory = tmp_path_factory.mktemp("cache-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(directory))
+        yield directory
+
+
 _COMPOSED: dict[tuple[str, ...], DictConfig] = {}
 
 

@@ -87,6 +87,7 @@ class CSVDataConfig(DataConfig):
     delimiter: str = ","
     header: bool = True
     columns: list[str] | None = None
+    cache_dir: str | None = None  # null: no cache of encoded splits
 
     @staticmethod
     def consistency(node: Any) -> str | None:
@@ -100,6 +101,7 @@ class ParquetDataConfig(DataConfig):
     _target_: str = "easyrec.data.ParquetData"
     train_path: str = MISSING
     eval_path: str = MISSING
+    cache_dir: str | None = None
 
 
 # --------------------------------------------------------------------------- model

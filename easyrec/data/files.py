@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from easyrec.data.features import FeatureSpec
+from easyrec.data.cache import EncodingCache, cache_key
+from easyrec.data.features import FeatureEncoder, FeatureSpec
+from easyrec.data.hashing import hash_buckets
 from easyrec.data.tabular import TabularData
 from easyrec.errors import DataError
 
@@ -34,20 +38,38 @@ def missing_columns_error(path: Path, wanted: list[str], present: list[str]) -> 
     )
 
 
+def source_files(*objects: Any) -> list[Path]:
+    """The files that define ``objects`` (classes, functions), once each; one defined interactively has none."""
+    files = (getattr(sys.modules.get(o.__module__), "__file__", None) for o in objects)
+    return [Path(name) for name in dict.fromkeys(files) if name]
+
+
 class FileData(TabularData):
     """A data source made of one training file and one evaluation file; subclasses :meth:`read` one.
+
+    With a ``cache_dir``, :meth:`setup` keeps the fitted encoder and the encoded splits there (see
+    :mod:`easyrec.data.cache`) and later runs on the same files, reader options and feature spec load them instead
+    of reading and encoding the files again.
 
     Args:
         train_path: the training file.
         eval_path: the evaluation file.
+        cache_dir: where encoded splits are cached; None (the default here; the shipped configs give
+            ``~/.cache/easyrec/data``): no cache.
         **kwargs: see :class:`TabularData`.
     """
 
     def __init__(
-        self, features: FeatureSpec | Mapping[str, Any], train_path: str, eval_path: str, **kwargs: Any
+        self,
+        features: FeatureSpec | Mapping[str, Any],
+        train_path: str,
+        eval_path: str,
+        cache_dir: str | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(features, **kwargs)
         self.train_path, self.eval_path = train_path, eval_path
+        self.cache_dir = cache_dir
 
     def read(self, path: Path) -> pa.Table:
         """Read the spec's columns of the existing, non-empty file ``path``."""
@@ -61,3 +83,36 @@ class FileData(TabularData):
 
     def read_eval(self) -> tuple[pa.Table, str]:
         return self.read(existing_file(self.eval_path)), str(self.eval_path)
+
+    @property
+    def reader_options(self) -> dict[str, Any]:
+        """The arguments a subclass's constructor adds, as it keeps them (CSV: delimiter, header, columns): how
+        :meth:`read` parses a file."""
+        shared = inspect.signature(FileData.__init__).parameters
+        added = [name for name in inspect.signature(type(self).__init__).parameters if name not in shared]
+        return {name: getattr(self, name) for name in added}
+
+    def setup(self, keep_encoding: Mapping[str, Any] | None = None) -> None:
+        """See :meth:`TabularData.setup`; with a ``cache_dir``, the encoder and the splits come from the cache when
+        it has them. ``keep_encoding`` (fine-tuning) changes the vocabularies: it bypasses the cache."""
+        if self.cache_dir is None or keep_encoding is not None:
+            super().setup(keep_encoding)
+            return
+        try:
+            files = [existing_file(self.train_path), existing_file(self.eval_path)]
+        except DataError:
+            super().setup()  # raises the error of the first bad file, as without a cache
+            return
+        # the code that reads and encodes: an edited reader or encoder must not reuse older encodings
+        readers = [c for c in type(self).__mro__ if issubclass(c, FileData)]
+        code = source_files(*readers, FeatureEncoder, hash_buckets)
+        key = cache_key(files, {"reader": type(self).__qualname__, **self.reader_options}, self.spec, code)
+        cache = EncodingCache(self.cache_dir)
+        found = cache.load(key, self.spec, (str(self.train_path), str(self.eval_path)))
+        if found is None:
+            super().setup()
+            cache.store(key, self.encoder, self.train, self.eval)
+            return
+        state, self.train, self.eval = found
+        self.encoder.load_state_dict(state)
+        self.log_splits()

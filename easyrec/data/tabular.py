@@ -64,12 +64,16 @@ class TabularData:
         self.encoder.fit(train_table, train_source, keep=keep_encoding)
         self.train = self.encoder.encode(train_table, train_source)
         self.eval = self.encoder.encode(eval_table, eval_source)
+        self.log_splits()
+
+    def log_splits(self) -> None:
+        """Log the rows of both splits, where they come from and the model's inputs."""
         log.info(
             "data: %d train rows (%s), %d eval rows (%s), %d dense + %d categorical features, %d embedding rows",
             len(self.train),
-            train_source,
+            self.train.source,
             len(self.eval),
-            eval_source,
+            self.eval.source,
             self.input_spec.num_dense,
             self.input_spec.num_fields,
             sum(self.input_spec.cardinalities),

@@ -62,6 +62,10 @@ class CSVData(FileData):
             raise ConfigError(f"data.delimiter={delimiter!r}: must be one character")
         self.delimiter, self.header, self.columns = delimiter, header, columns
 
+    @property
+    def reader_options(self) -> dict[str, Any]:
+        return {"delimiter": self.delimiter, "header": self.header, "columns": self.columns}
+
     def read(self, path: Path) -> pa.Table:
         """Read the spec's columns: dense, label and weight as float64, ids as strings."""
         names = self._header(path) if self.header else list(self.columns)

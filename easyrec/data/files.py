@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -86,11 +85,8 @@ class FileData(TabularData):
 
     @property
     def reader_options(self) -> dict[str, Any]:
-        """The arguments a subclass's constructor adds, as it keeps them (CSV: delimiter, header, columns): how
-        :meth:`read` parses a file."""
-        shared = inspect.signature(FileData.__init__).parameters
-        added = [name for name in inspect.signature(type(self).__init__).parameters if name not in shared]
-        return {name: getattr(self, name) for name in added}
+        """How :meth:`read` parses a file (part of the cache key); a subclass with options names them."""
+        return {}
 
     def setup(self, keep_encoding: Mapping[str, Any] | None = None) -> None:
         """See :meth:`TabularData.setup`; with a ``cache_dir``, the encoder and the splits come from the cache when

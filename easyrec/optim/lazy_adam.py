@@ -70,9 +70,20 @@ class LazyAdam(Optimizer):
                     state["exp_avg"] = torch.zeros_like(param)
                     state["exp_avg_sq"] = torch.zeros_like(param)
                 rows, grad = touched(param.grad)
-                exp_avg = beta1 * state["exp_avg"][rows] + (1 - beta1) * grad
-                exp_avg_sq = beta2 * state["exp_avg_sq"][rows] + (1 - beta2) * grad * grad
-                param[rows] = param[rows] - lr_t * exp_avg / (exp_avg_sq.sqrt() + eps)
-                state["exp_avg"][rows] = exp_avg
-                state["exp_avg_sq"][rows] = exp_avg_sq
+                if rows is ...:
+                    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                    exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+                    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                    param.addcdiv_(exp_avg, exp_avg_sq.sqrt().add_(eps), value=-lr_t)
+                    continue
+                # the coalesced rows are distinct: gather them, update, scatter them back (no Python per row)
+                (index,) = rows
+                exp_avg = state["exp_avg"].index_select(0, index).mul_(beta1).add_(grad, alpha=1 - beta1)
+                exp_avg_sq = (
+                    state["exp_avg_sq"].index_select(0, index).mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                )
+                weights = param.index_select(0, index).addcdiv_(exp_avg, exp_avg_sq.sqrt().add_(eps), value=-lr_t)
+                param.index_copy_(0, index, weights)  # index_copy_ is several times faster than index_add_ here
+                state["exp_avg"].index_copy_(0, index, exp_avg)
+                state["exp_avg_sq"].index_copy_(0, index, exp_avg_sq)
         return loss

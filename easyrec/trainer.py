@@ -73,6 +73,9 @@ class Trainer:
         progress_bar: show a rich progress bar when the terminal is interactive.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         num_threads: torch intra-op threads (None: torch's default).
+        precision: ``"fp32"``, or ``"bf16"``: the training forward pass runs under bfloat16 autocast (matrix
+            products in bf16, on AMX or tensor cores where the machine has them); parameters, optimizer state, the
+            loss and evaluation stay fp32.
         config: the resolved run config, kept in every checkpoint (for resume checks and ``easyrec evaluate``).
 
     A checkpoint holds everything an exact resume needs (see :mod:`easyrec.checkpoints`); :meth:`load_state_dict`
@@ -106,10 +109,13 @@ class Trainer:
         progress_bar: bool = True,
         device: str = "auto",
         num_threads: int | None = None,
+        precision: str = "fp32",
         config: Mapping[str, Any] | None = None,
     ) -> None:
         if max_epochs <= 0 and not max_steps:
             raise ConfigError("trainer.max_epochs=0 and trainer.max_steps unset: set at least one limit")
+        if precision not in ("fp32", "bf16"):
+            raise ConfigError(f"trainer.precision={precision}: must be one of: fp32, bf16")
         if monitor_mode not in ("max", "min"):
             raise ConfigError(f"trainer.monitor_mode={monitor_mode}: must be one of: max, min")
         if num_threads:
@@ -118,6 +124,7 @@ class Trainer:
         self.device = self.distributed.device(device)
         self.model = model.to(self.device)
         self.ddp_model = self.distributed.wrap(self.model)  # trains; self.model evaluates and is saved
+        self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         is_module = isinstance(loss, nn.Module)  # a plain callable works too
         self.data, self.optimizer, self.loss = data, optimizer, loss.to(self.device) if is_module else loss
         self._loss_takes_sessions = takes_sessions(loss)
@@ -236,7 +243,9 @@ class Trainer:
             batch = batch.to(self.device)
             # gradients are all-reduced in the backward of the last micro-batch only
             with self.distributed.no_sync(self.ddp_model) if k < last else contextlib.nullcontext():
-                loss = self._loss(self.ddp_model(batch.dense, batch.sparse), batch)
+                with torch.autocast(self.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None):
+                    logits = self.ddp_model(batch.dense, batch.sparse)
+                loss = self._loss(logits.float(), batch)
                 (loss * (share * self.distributed.world_size)).backward()
             part += loss.detach() * share
         report = self.gradients.apply(self.step + 1)

@@ -107,7 +107,10 @@ def test_evaluates_once_per_epoch_without_eval_every_n_steps(two_epoch_runs):
     assert summary["train/steps"] == 2 * BATCHES_PER_EPOCH
     assert 0 < summary["train/eval_seconds"] < summary["train/seconds"]
     assert json.loads((trainer.output_dir / "metrics.json").read_text()) == {
-        "step": 2 * BATCHES_PER_EPOCH, "epoch": 2, **metrics, **summary
+        "step": 2 * BATCHES_PER_EPOCH,
+        "epoch": 2,
+        **metrics,
+        **summary,
     }
     loop_seconds = summary["train/seconds"] - summary["train/eval_seconds"]
     assert summary["train/loop_samples_per_s"] == pytest.approx(2 * len(trainer.data.train) / loop_seconds)
@@ -200,3 +203,20 @@ def test_plateau_stops_early_with_a_reason(data, tmp_path):
 def test_unknown_monitor_is_a_config_error_before_training(data, tmp_path):
     with pytest.raises(ConfigError, match="the metrics are: eval/auc, eval/logloss, eval/oracle_auc"):
         make_trainer(data, tmp_path, early_stopping=StopOnPlateau(monitor="eval/accuracy"))
+
+
+def test_bf16_precision_trains_the_forward_pass_in_bf16_and_evaluates_in_fp32(two_epoch_runs, data, tmp_path):
+    trainer = make_trainer(data, tmp_path, max_epochs=2, precision="bf16")
+    seen: dict[bool, set[torch.dtype]] = {True: set(), False: set()}
+    first_layer = trainer.model.mlp.layers[0]
+    first_layer.register_forward_hook(lambda module, inputs, output: seen[module.training].add(output.dtype))
+    metrics = trainer.fit()
+    assert seen == {True: {torch.bfloat16}, False: {torch.float32}}
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    # the same seed in fp32 (two_epoch_runs) reached the same quality
+    assert metrics["eval/auc"] == pytest.approx(two_epoch_runs[0][1]["eval/auc"], abs=0.005)
+
+
+def test_an_unknown_precision_is_a_config_error(data, tmp_path):
+    with pytest.raises(ConfigError, match="trainer.precision=fp16: must be one of: fp32, bf16"):
+        make_trainer(data, tmp_path, max_epochs=1, precision="fp16")

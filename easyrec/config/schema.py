@@ -709,6 +709,7 @@ class TrainerConfig:
     progress_bar: bool = True
     device: str = checked("auto", one_of("auto", "cpu", "cuda"))
     num_threads: int | None = checked(None, gt(0))
+    precision: str = checked("fp32", one_of("fp32", "bf16"))
 
     @staticmethod
     def consistency(node: Any) -> str | None:

@@ -8,7 +8,8 @@ from torch import Tensor, nn
 
 
 class MLP(nn.Module):
-    """``Linear -> ReLU (-> Dropout)`` per hidden layer, then a linear output layer.
+    """``Linear -> ReLU (-> Dropout)`` per hidden layer, then a linear output layer; Glorot-normal weights, zero
+    biases.
 
     Args:
         in_features: input width.
@@ -28,6 +29,10 @@ class MLP(nn.Module):
             width = units
         layers.append(nn.Linear(width, out_features))
         self.layers = nn.Sequential(*layers)
+        for layer in self.layers:
+            if isinstance(layer, nn.Linear):  # Glorot, as Keras' Dense (EasyRec) and FuxiCTR initialise
+                nn.init.xavier_normal_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, in_features) -> (B, out_features)``."""

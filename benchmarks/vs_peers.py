@@ -190,11 +190,13 @@ def jobs(quick: bool, skip: set[str]) -> list[Job]:
             Job(f"fuxictr_{tag}", dataset, epochs, batch, "bench_fuxictr.py", common),
         ]
         found += [job for job in peers if job.label.split("_")[0] not in skip]
-        # synth: sparse rows (LazyAdam), MLflow on and off; Frappe: dense Adam like the peers
+        # synth: sparse rows (LazyAdam), MLflow on and off; Frappe: dense Adam like the peers; both also in bf16
         optimizer = "optimizer=lazy_adam" if dataset == "synth" else "optimizer=adam"
         found.append(Job(f"easyrec_{tag}", dataset, epochs, batch, easyrec=[optimizer]))
         if dataset == "synth":
             found.append(Job(f"easyrec-nolog_{tag}", dataset, epochs, batch, easyrec=[optimizer, "logger=none"]))
+        bf16 = [optimizer, "trainer.precision=bf16"]
+        found.append(Job(f"easyrec-bf16_{tag}", dataset, epochs, batch, easyrec=bf16))
     return found
 
 
@@ -246,8 +248,13 @@ def summary(results: dict[str, dict], bench: Bench, cfg_job_s: float) -> dict:
         peer_aucs = [get(f"{p}_frappe_e{epochs}", "auc") for p in PEERS]
         peer_aucs = [a for a in peer_aucs if a is not None]
         if auc is not None and peer_aucs:
-            frappe[f"e{epochs}"] = {"easyrec_auc": round(auc, 4), "best_peer_auc": round(max(peer_aucs), 4)}
+            frappe[f"e{epochs}"] = {
+                "easyrec_auc": round(auc, 4),
+                "easyrec_bf16_auc": round(get(f"easyrec-bf16_frappe_e{epochs}", "auc") or 0, 4),
+                "best_peer_auc": round(max(peer_aucs), 4),
+            }
     nolog = get(f"easyrec-nolog_{tag}", "samples_per_s")
+    bf16 = get(f"easyrec-bf16_{tag}", "samples_per_s")
     return {
         "dataset": f"synth-{bench.rows}",
         "easyrec_samples_per_s": round(mine) if mine else None,
@@ -257,6 +264,9 @@ def summary(results: dict[str, dict], bench: Bench, cfg_job_s: float) -> dict:
         "easyrec_vs_best_peer": ratio(mine, best_speed),
         "easyrec_vs_plain_sparse": ratio(mine, sparse),
         "easyrec_auc": round(get(f"easyrec_{tag}", "auc"), 4) if mine else None,
+        "easyrec_bf16_samples_per_s": round(bf16) if bf16 else None,
+        "easyrec_bf16_vs_plain_sparse": ratio(bf16, sparse),
+        "easyrec_bf16_auc": round(get(f"easyrec-bf16_{tag}", "auc"), 4) if bf16 else None,
         "best_peer_auc": round(get(f"{best_peer}_{tag}", "auc"), 4) if best_peer else None,
         "oracle_auc": round(oracle, 4),
         "easyrec_oracle_gap": round(oracle - get(f"easyrec_{tag}", "auc"), 4) if mine else None,

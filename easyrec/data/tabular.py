@@ -64,6 +64,10 @@ class TabularData:
         self.encoder.fit(train_table, train_source, keep=keep_encoding)
         self.train = self.encoder.encode(train_table, train_source)
         self.eval = self.encoder.encode(eval_table, eval_source)
+        del train_table, eval_table
+        # hand the tables' memory back to the system: torch's allocations (the model, the optimizer) cannot reuse
+        # what Arrow's allocator keeps, and the peak RSS would be the sum of both
+        pa.default_memory_pool().release_unused()
         self.log_splits()
 
     def log_splits(self) -> None:

@@ -80,7 +80,7 @@ def test_two_gloo_workers_match_one_with_twice_the_batch_and_resume_with_one_wor
     assert two_run.data.metrics["train/steps"] == 6
     # one run directory: Hydra's files and train.log from the main worker, the other's log beside them
     files = sorted(p.name for p in two_dir.iterdir() if p.name != "mlflow.db")
-    assert files == [".hydra", "checkpoints", "rank-1.log", "train.log"]
+    assert files == [".hydra", "checkpoints", "metrics.json", "rank-1.log", "train.log"]
     assert "training for 6 steps" in (two_dir / "rank-1.log").read_text()
     # the logged metrics are those of the whole eval split: one process evaluating the same weights agrees
     state = load_checkpoint(two_dir, "latest")
@@ -170,7 +170,13 @@ def test_an_outside_torchrun_gives_one_run_directory_and_one_run_that_stops_earl
     done = subprocess.run(command, cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     [run_dir] = (tmp_path / "outputs" / "torchrun").iterdir()
-    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "checkpoints", "rank-1.log", "train.log"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        ".hydra",
+        "checkpoints",
+        "metrics.json",
+        "rank-1.log",
+        "train.log",
+    ]
     [run] = runs(tmp_path)
     assert run.info.status == "FINISHED" and run.data.metrics["train/steps"] == 4
     assert run.data.tags["easyrec.output_dir"] == str(run_dir)

@@ -31,8 +31,10 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
 
 
-@nox.session
+@nox.session(reuse_venv=True)
 def bench(session: nox.Session) -> None:
-    """easyrec against DeepCTR-Torch, FuxiCTR and plain PyTorch loops (needs ../shared/bench); ``-- --quick``."""
+    """easyrec against DeepCTR-Torch, FuxiCTR and plain PyTorch loops (needs ../shared/bench); ``-- --quick``.
+
+    Its venv is kept between runs (the install is most of a quick run's first time)."""
     session.install("-e", ".")
     session.run("python", "benchmarks/vs_peers.py", *session.posargs)

@@ -59,6 +59,7 @@ def parse_args() -> argparse.Namespace:
         help="where the harness's venv, data and results go (default: $BENCH_WORK or ./bench-work)",
     )
     parser.add_argument("--skip", default="", help="comma-separated peers to leave out (e.g. fuxictr)")
+    parser.add_argument("--datasets", default="synth,frappe", help="comma-separated: synth, frappe")
     return parser.parse_args()
 
 
@@ -189,10 +190,11 @@ class Bench:
         return statistics.median(times)
 
 
-def jobs(quick: bool, skip: set[str]) -> list[Job]:
+def jobs(quick: bool, skip: set[str], datasets: set[str]) -> list[Job]:
     """Synth at batch 4096 for 1 epoch; Frappe at batch 1024 for 1 (and 10) epochs; every peer and easyrec."""
     found: list[Job] = []
-    for dataset, batch, epochs in [("synth", 4096, 1), ("frappe", 1024, 1)] + ([] if quick else [("frappe", 1024, 10)]):
+    plan = [("synth", 4096, 1), ("frappe", 1024, 1)] + ([] if quick else [("frappe", 1024, 10)])
+    for dataset, batch, epochs in [entry for entry in plan if entry[0] in datasets]:
         tag = f"{dataset}_e{epochs}"
         common = ["--data", dataset, "--batch", str(batch), "--epochs", str(epochs)]
         peers = [
@@ -210,6 +212,11 @@ def jobs(quick: bool, skip: set[str]) -> list[Job]:
         bf16 = [optimizer, "trainer.precision=bf16"]
         found.append(Job(f"easyrec-bf16_{tag}", dataset, epochs, batch, easyrec=bf16))
     return found
+
+
+def names(text: str) -> set[str]:
+    """``"a, b"`` -> ``{"a", "b"}``."""
+    return {name.strip() for name in text.split(",") if name.strip()}
 
 
 def median_row(rows: list[dict]) -> dict:
@@ -295,7 +302,7 @@ def main() -> None:
     args = parse_args()
     bench = Bench(args)
     bench.prepare()
-    todo = jobs(args.quick, {name.strip() for name in args.skip.split(",") if name.strip()})
+    todo = jobs(args.quick, names(args.skip), names(args.datasets))
     runs: dict[str, list[dict]] = {job.label: [] for job in todo}
     started = time.monotonic()
     for repeat in range(args.repeat):

@@ -161,7 +161,7 @@ class Trainer:
         self.run_id: str | None = None  # the tracked run, kept in checkpoints so that a resume continues it
         self._interrupt: tuple[int, str] | None = None
         self._last_checkpoint = time.monotonic()
-        self.eval_seconds = 0.0  # spent evaluating in this process
+        self.eval_seconds = 0.0  # spent evaluating inside the training loop of this process
         names = self.metric_names()
         self.early_stopping.check_metrics(names)
         if monitor is not None and monitor not in names:
@@ -211,7 +211,7 @@ class Trainer:
         seconds = time.perf_counter() - train_start
         summary = {
             "train/seconds": seconds,
-            "train/eval_seconds": self.eval_seconds,
+            "train/eval_seconds": self.eval_seconds,  # the evaluation after the last step is not in either
             # the training loop's throughput: rows of this process's steps (over all workers) per second spent
             # outside evaluation (checkpoints and logging included)
             "train/loop_samples_per_s": rows_trained / max(seconds - self.eval_seconds, 1e-9),

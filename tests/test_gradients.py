@@ -19,6 +19,7 @@ from easyrec.losses import BinaryCrossEntropy
 from easyrec.models import DeepFM, WideAndDeep
 from easyrec.optim import ConstantLR, GradientTreatment, GroupedOptimizer, PolynomialDecay, build_schedules
 from easyrec.optim.gradients import NonFiniteGradientError, global_norm
+from easyrec.optim.sparse_rows import coalesced
 from easyrec.trainer import Trainer
 from tests.conftest import CRITEO_FEATURES
 
@@ -376,3 +377,14 @@ def test_the_trainer_logs_the_lr_of_every_group(data, tmp_path):
         assert metrics["train/lr"] == metrics["train/lr/embeddings"]  # the first param group's
         assert metrics["train/skipped_steps"] == 0.0
     assert model.embedding.table.weight.grad.is_sparse
+
+
+@pytest.mark.parametrize("dims", [(16,), (1,), (2, 3)])
+def test_coalesced_sums_duplicate_rows_as_torch_does(dims):
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randint(0, 50, (400,), generator=generator)  # many duplicates
+    grad = torch.sparse_coo_tensor(rows[None], torch.randn(400, *dims, generator=generator), (60, *dims))
+    mine, torchs = coalesced(grad), grad.coalesce()
+    assert mine.is_coalesced() and torch.equal(mine.indices(), torchs.indices())
+    torch.testing.assert_close(mine.values(), torchs.values())
+    assert torch.equal(coalesced(torchs).values(), torchs.values())  # already coalesced: unchanged

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from easyrec.errors import ConfigError, EasyrecError
 from easyrec.optim.grouped import EMBEDDINGS, embedding_parameter_names
+from easyrec.optim.sparse_rows import coalesced
 
 
 class NonFiniteGradientError(EasyrecError):
@@ -84,7 +85,7 @@ class GradientTreatment:
         """Treat the gradients of the prepared model's parameters in place; ``step`` names the step in errors."""
         for param in self._params:
             if param.grad is not None and param.grad.is_sparse:
-                param.grad = param.grad.coalesce()  # a row looked up twice is one gradient row, as torch applies it
+                param.grad = coalesced(param.grad)  # a row looked up twice is one gradient row, as torch applies it
         for param, factor in self._scaled:
             if param.grad is not None:
                 param.grad.mul_(factor)

@@ -72,6 +72,24 @@ def run_logged(command: list[str], log: Path, env: dict[str, str], cwd: Path) ->
     return os.waitstatus_to_exitcode(status), time.monotonic() - start, usage.ru_maxrss // 1024
 
 
+def settle(idle: float = 0.9, patience_s: float = 60.0) -> None:
+    """Wait (at most ``patience_s``) until the CPUs are ``idle`` for one second, so that what a run leaves behind
+    (FuxiCTR's Ray processes shut down for several seconds after it exits) does not slow the next run."""
+
+    def times() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, all
+
+    deadline = time.monotonic() + patience_s
+    while time.monotonic() < deadline:
+        idle_before, total_before = times()
+        time.sleep(1.0)
+        idle_after, total_after = times()
+        if (idle_after - idle_before) >= idle * max(total_after - total_before, 1):
+            return
+
+
 class Bench:
     """The harness's set-up, data and runs under ``work``, and easyrec's runs beside them."""
 
@@ -308,6 +326,7 @@ def main() -> None:
     for repeat in range(args.repeat):
         for job in todo:  # interleaved: each repeat runs every job once
             label = job.label if args.repeat == 1 else f"{job.label}_r{repeat + 1}"
+            settle()
             print(f"=== {label}", flush=True)
             runs[job.label].append(bench.run(job, label))
     results = {label: median_row(rows) for label, rows in runs.items()}

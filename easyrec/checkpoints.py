@@ -10,6 +10,7 @@ predict, export or fine-tune, not to resume.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -67,6 +68,14 @@ class Checkpoints:
     def latest(self) -> Path | None:
         files = self.step_files()
         return files[-1] if files else None
+
+
+def write_json(report: Mapping[str, Any], path: Path) -> None:
+    """Write ``report`` as JSON to ``path.partial``, then rename it into place (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(dict(report), indent=2) + "\n")
+    os.replace(partial, path)
 
 
 def write_atomically(state: Mapping[str, Any], path: Path) -> Path:

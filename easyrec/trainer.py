@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import signal
@@ -21,7 +20,7 @@ from rich.table import Table
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from easyrec.checkpoints import FORMAT, Checkpoints, load_checkpoint
+from easyrec.checkpoints import FORMAT, Checkpoints, load_checkpoint, write_json
 from easyrec.data.batches import TrainStep
 from easyrec.data.tabular import TabularData
 from easyrec.distributed import SingleProcess
@@ -514,11 +513,7 @@ class Trainer:
         and benchmarks, whatever the logger)."""
         if not self.distributed.is_main:
             return
-        path = self.output_dir / "metrics.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".json.tmp")
-        partial.write_text(json.dumps({"step": self.step, "epoch": self.epoch, **metrics}, indent=1) + "\n")
-        partial.replace(path)
+        write_json({"step": self.step, "epoch": self.epoch, **metrics}, self.output_dir / "metrics.json")
         table = Table(title=f"easyrec: {self.step} steps, {self.epoch} epochs")
         table.add_column("metric")
         table.add_column("value", justify="right")

@@ -7,14 +7,13 @@ the same weights, encoding, eval batches and eval loop (:func:`easyrec.metrics.e
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from easyrec.checkpoints import write_json
 from easyrec.commands import CommandParser, checkpoint_parser, free_name, refuse_existing
 
 DESCRIPTION = """\
@@ -92,14 +91,6 @@ def evaluate(
     if mlflow:
         log_to_mlflow(saved, metrics, source)
     return metrics
-
-
-def write_json(report: dict[str, Any], path: Path) -> None:
-    """Write ``report`` to ``path.partial``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(partial, path)
 
 
 def print_metrics(metrics: dict[str, float], saved: Any, source: str, output: Path) -> None:

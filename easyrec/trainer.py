@@ -21,7 +21,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from easyrec.checkpoints import FORMAT, Checkpoints, load_checkpoint, write_json
-from easyrec.data.batches import TrainStep
+from easyrec.data.batches import EncodedSplit, TrainStep
 from easyrec.data.tabular import TabularData
 from easyrec.distributed import SingleProcess
 from easyrec.early_stopping import EarlyStopping, NeverStop
@@ -75,6 +75,9 @@ class Trainer:
         precision: ``"fp32"``, or ``"bf16"``: the training forward pass runs under bfloat16 autocast (matrix
             products in bf16, on AMX or tensor cores where the machine has them); parameters, optimizer state, the
             loss and evaluation stay fp32.
+        data_on_device: move the training split to the device once, so that each step gathers its rows there
+            instead of copying them from the host: ``True``, ``False``, or ``"auto"`` (on a GPU whose free memory
+            is more than twice the split's size).
         config: the resolved run config, kept in every checkpoint (for resume checks and ``easyrec evaluate``).
 
     A checkpoint holds everything an exact resume needs (see :mod:`easyrec.checkpoints`); :meth:`load_state_dict`
@@ -109,12 +112,15 @@ class Trainer:
         device: str = "auto",
         num_threads: int | None = None,
         precision: str = "fp32",
+        data_on_device: bool | str = "auto",
         config: Mapping[str, Any] | None = None,
     ) -> None:
         if max_epochs <= 0 and not max_steps:
             raise ConfigError("trainer.max_epochs=0 and trainer.max_steps unset: set at least one limit")
         if precision not in ("fp32", "bf16"):
             raise ConfigError(f"trainer.precision={precision}: must be one of: fp32, bf16")
+        if data_on_device not in ("auto", True, False):
+            raise ConfigError(f"trainer.data_on_device={data_on_device}: must be one of: auto, true, false")
         if monitor_mode not in ("max", "min"):
             raise ConfigError(f"trainer.monitor_mode={monitor_mode}: must be one of: max, min")
         if num_threads:
@@ -126,6 +132,8 @@ class Trainer:
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         is_module = isinstance(loss, nn.Module)  # a plain callable works too
         self.data, self.optimizer, self.loss = data, optimizer, loss.to(self.device) if is_module else loss
+        if data_on_device is True or (data_on_device == "auto" and _fits_on(self.device, data.train)):
+            data.train_to(self.device)
         self._loss_takes_sessions = takes_sessions(loss)
         self.metrics = metrics or EvalMetrics()
         self.heads = heads_of(loss, data.spec.label_names)
@@ -520,6 +528,14 @@ class Trainer:
         for key, value in metrics.items():
             table.add_row(key, f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 1e4 else f"{value:.5f}")
         Console().print(table)
+
+
+def _fits_on(device: torch.device, split: EncodedSplit) -> bool:
+    """Whether ``split`` takes under half of ``device``'s free memory (never for the CPU: nothing to gain)."""
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return 2 * split.nbytes < free
 
 
 class _LogWindow:

@@ -464,6 +464,20 @@ def test_train_batches_without_shuffle_follow_the_file_order():
     assert eval_rows == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]
 
 
+def test_a_training_split_moved_to_a_device_gathers_each_step_there():
+    data = InMemoryData(INDEXED, indexed_table(25), indexed_table(9), batch_size=10, seed=3)
+    data.setup()
+    assert data.train.nbytes == 25 * (4 + 4 + 4)  # dense float32, sparse int32, label float32 per row
+    cpu_rows = epoch_rows(data, 0)
+    data.train_to(torch.device("meta"))  # a device with shapes and no values stands in for a GPU here
+    assert data.train.device.type == "meta" and data.train.nbytes == 25 * 12
+    assert data.epoch_order(0).device.type == "meta"  # drawn on the CPU (the same rows), moved once per epoch
+    steps = list(data.train_steps(0))
+    assert [len(step.batches[0]) for step in steps] == [len(rows) for rows in cpu_rows] == [10, 10, 5]
+    assert all(t.device.type == "meta" for step in steps for b in step.batches for t in (b.dense, b.sparse, b.labels))
+    assert data.eval.device.type == "cpu"  # evaluation batches are moved one at a time
+
+
 def test_weights_are_carried_through_with_their_rows():
     spec = FeatureSpec(dense=[DenseFeatures(["i"])], categorical=[CategoricalFeatures(["c"])], weight="w")
     data = InMemoryData(spec, indexed_table(50, with_weight=True), indexed_table(7, with_weight=True), batch_size=8)

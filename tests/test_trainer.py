@@ -16,7 +16,7 @@ from easyrec.errors import ConfigError
 from easyrec.loggers import Logger
 from easyrec.losses import BinaryCrossEntropy
 from easyrec.models import DeepFM
-from easyrec.trainer import Trainer
+from easyrec.trainer import Trainer, _fits_on
 from tests.conftest import CRITEO_FEATURES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -215,6 +215,24 @@ def test_bf16_precision_trains_the_forward_pass_in_bf16_and_evaluates_in_fp32(tw
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
     # the same seed in fp32 (two_epoch_runs) reached the same quality
     assert metrics["eval/auc"] == pytest.approx(two_epoch_runs[0][1]["eval/auc"], abs=0.005)
+
+
+def test_data_on_device_moves_the_training_split_when_asked_or_when_a_gpu_has_room(data, tmp_path, monkeypatch):
+    moved = []
+    monkeypatch.setattr(data, "train_to", moved.append)
+    make_trainer(data, tmp_path, data_on_device="auto")  # on the CPU there is nothing to gain
+    make_trainer(data, tmp_path, data_on_device=False)
+    assert moved == []
+    make_trainer(data, tmp_path, data_on_device=True)
+    assert moved == [torch.device("cpu")]
+    # auto on a GPU: only when the split takes under half of its free memory
+    gpu = torch.device("cuda", 0)
+    for free, fits in ((2 * data.train.nbytes + 1, True), (2 * data.train.nbytes, False)):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, free=free: (free, 10 * free))
+        assert _fits_on(gpu, data.train) is fits
+    assert _fits_on(torch.device("cpu"), data.train) is False
+    with pytest.raises(ConfigError, match="trainer.data_on_device=yes: must be one of: auto, true, false"):
+        make_trainer(data, tmp_path, data_on_device="yes")
 
 
 def test_an_unknown_precision_is_a_config_error(data, tmp_path):

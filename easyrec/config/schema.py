@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from easyrec.config.checks import between, checked, each, ge, gt, non_empty, one_of
+from easyrec.config.checks import Rule, between, checked, each, ge, gt, non_empty, one_of
 
 # --------------------------------------------------------------------------- data
 
@@ -180,6 +180,7 @@ class AdamConfig:
     eps: float = checked(1e-8, ge(0))
     weight_decay: float = checked(0.0, ge(0))
     amsgrad: bool = False
+    fused: bool | None = None
 
 
 @dataclass
@@ -689,6 +690,8 @@ class DDPConfig:
 
 # --------------------------------------------------------------------------- trainer
 
+AUTO_TRUE_FALSE = Rule(lambda v: v in ("auto", True, False), "must be one of: auto, true, false")
+
 
 @dataclass
 class TrainerConfig:
@@ -710,6 +713,7 @@ class TrainerConfig:
     device: str = checked("auto", one_of("auto", "cpu", "cuda"))
     num_threads: int | None = checked(None, gt(0))
     precision: str = checked("fp32", one_of("fp32", "bf16"))
+    data_on_device: Any = checked("auto", AUTO_TRUE_FALSE)
 
     @staticmethod
     def consistency(node: Any) -> str | None:

@@ -71,13 +71,33 @@ class EncodedSplit:
     def num_batches(self, batch_size: int) -> int:
         return -(-len(self) // batch_size)
 
+    @property
+    def device(self) -> torch.device:
+        return self.dense.device
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all the split's tensors."""
+        columns = (self.dense, self.sparse, self.labels, self.weights, self.sessions)
+        return sum(t.numel() * t.element_size() for t in columns if t is not None)
+
+    def to(self, device: torch.device) -> EncodedSplit:
+        """The split with its tensors on ``device`` (batches are then sliced there: no copy per step)."""
+
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device)
+
+        columns = (self.dense, self.sparse, self.labels, self.weights)
+        return EncodedSplit(*(move(t) for t in columns), source=self.source, sessions=move(self.sessions))
+
     def batches(self, batch_size: int, order: Tensor | None = None, first: int = 0) -> Iterator[Batch]:
         """Yield batches of ``batch_size`` rows from batch ``first`` on: contiguous slices, or ``order``'s rows."""
         for start in range(first * batch_size, len(self), batch_size):
             yield self.rows(start, min(start + batch_size, len(self)), order)
 
     def rows(self, start: int, stop: int, order: Tensor | None = None) -> Batch:
-        """Rows ``start:stop`` as a batch: a contiguous slice, or those rows of ``order`` (``(N,) int64``)."""
+        """Rows ``start:stop`` as a batch: a contiguous slice, or those rows of ``order`` (``(N,) int64``, on the
+        split's device)."""
         columns = (self.dense, self.sparse, self.labels, self.weights, self.sessions)
         if order is None:
             return Batch(*(None if t is None else t[start:stop] for t in columns))
@@ -90,8 +110,9 @@ class EncodedSplit:
         Sessions are shuffled, rows within a session keep their order; a session that does not fit in what is
         left of a batch continues in the next one.
         """
-        by_session = torch.sort(self.sessions, stable=True).indices
-        _, counts = torch.unique_consecutive(self.sessions[by_session], return_counts=True)
+        sessions = self.sessions.cpu()  # the generator is a CPU one
+        by_session = torch.sort(sessions, stable=True).indices
+        _, counts = torch.unique_consecutive(sessions[by_session], return_counts=True)
         starts = torch.cumsum(counts, 0) - counts
         shuffled = torch.randperm(len(counts), generator=generator)
         lengths = counts[shuffled]

@@ -153,7 +153,8 @@ class TabularData:
 
     def epoch_order(self, epoch: int) -> Tensor | None:
         """``(N,) int64`` the training rows in the order of ``epoch``, from a generator seeded with ``(seed,
-        epoch)``, the same for any batch size or number of workers; None without shuffling (the file's order).
+        epoch)``, the same for any batch size or number of workers (and on any device: it is drawn on the CPU and
+        moved to the training split's); None without shuffling (the file's order).
 
         With a session column, whole sessions are shuffled and a session's rows stay together.
         """
@@ -161,8 +162,15 @@ class TabularData:
             return None
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         if self.train.sessions is None:
-            return torch.randperm(len(self.train), generator=generator)
-        return self.train.session_order(generator)  # listwise losses need a session's rows in one batch
+            order = torch.randperm(len(self.train), generator=generator)
+        else:
+            order = self.train.session_order(generator)  # listwise losses need a session's rows in one batch
+        return order.to(self.train.device)
+
+    def train_to(self, device: torch.device) -> None:
+        """Keep the training split on ``device``: each step's rows are then gathered there, with no copy from the
+        host (for a GPU whose memory holds the split)."""
+        self.train = self.train.to(device)
 
     def train_batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
         """The training batches of ``epoch`` in its order (:meth:`epoch_order`), from batch ``skip`` on."""

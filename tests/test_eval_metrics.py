@@ -14,6 +14,7 @@ from easyrec.data.batches import Batch, EncodedSplit
 from easyrec.losses import BinaryCrossEntropy, L2Loss, MultiTaskLoss, SoftmaxCrossEntropy, ZILNLoss
 from easyrec.losses.heads import Head, heads_of, pair_scores
 from easyrec.metrics import EvalMetrics, in_batch_recall_hits, multiclass_metrics, regression_metrics
+from easyrec.metrics.binary import binary_metrics
 
 
 def test_regression_metrics_match_numpy():
@@ -176,3 +177,18 @@ def test_a_conditional_head_must_name_two_tasks():
             label_columns=["click"],
             eval_conditional={"cvr": {"task": "ctr", "given": "click"}},
         )
+
+
+def test_binary_auc_counts_tied_scores_half_and_is_nan_for_one_class():
+    probs, labels = torch.tensor([0.1, 0.4, 0.4, 0.8]), torch.tensor([0.0, 0.0, 1.0, 1.0])
+    # positive-negative pairs: (0.4, 0.1) 1, (0.4, 0.4) 1/2, (0.8, 0.1) 1, (0.8, 0.4) 1
+    assert binary_metrics(probs, labels)["auc"] == pytest.approx(3.5 / 4, abs=1e-12)
+    assert math.isnan(binary_metrics(probs, torch.ones(4))["auc"])
+
+
+def test_multiclass_accuracy_and_recall_at_k_by_hand():
+    probs = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7], [0.25, 0.45, 0.3]])
+    metrics = multiclass_metrics(probs, torch.tensor([1, 2, 0]), top_k=2)
+    assert metrics["accuracy"] == pytest.approx(1 / 3)  # only row 2's most probable class is its label
+    assert metrics["recall@2"] == pytest.approx(2 / 3)  # rows 1 and 2 have their label among the top 2
+    assert multiclass_metrics(probs, torch.tensor([1, 2, 0]), top_k=5)["recall@5"] == 1.0

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchmetrics.functional.classification import binary_auroc
+
+from easyrec.metrics.grouped_auc import grouped_auc
 
 
 def binary_metrics(probs: Tensor, labels: Tensor) -> dict[str, float]:
-    """ROC AUC and logloss of ``probs (N,)`` against 0/1 ``labels (N,)``."""
+    """ROC AUC and logloss of ``probs (N,)`` against 0/1 ``labels (N,)``.
+
+    The AUC is exact, tied scores counting 1/2 (the AUC of one group, see :func:`grouped_auc`); NaN when the
+    labels hold one class only."""
     probs = probs.double()
     clipped = probs.clamp(1e-7, 1 - 1e-7)
     logloss = torch.nn.functional.binary_cross_entropy(clipped, labels.double())
-    return {"auc": float(binary_auroc(probs, labels.long())), "logloss": float(logloss)}
+    auc = grouped_auc(probs, labels, torch.zeros(labels.shape, dtype=torch.long, device=labels.device))["gauc"]
+    return {"auc": float(auc), "logloss": float(logloss)}

@@ -1,5 +1,8 @@
 """Developer sessions: ``nox -s tests`` (what CI runs), ``nox -s lint``."""
 
+import hashlib
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -35,6 +38,11 @@ def lint(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """easyrec against DeepCTR-Torch, FuxiCTR and plain PyTorch loops (needs ../shared/bench); ``-- --quick``.
 
-    Its venv is kept between runs (the install is most of a quick run's first time)."""
-    session.install("-e", ".")
+    Its venv is kept between runs, and the (editable) install is redone only when pyproject.toml changes (pip's
+    check of an installed environment takes seconds of a quick run's few minutes)."""
+    marker = Path(session.virtualenv.location) / ".easyrec-pyproject.sha256"
+    wanted = hashlib.sha256(Path("pyproject.toml").read_bytes()).hexdigest()
+    if not marker.exists() or marker.read_text() != wanted:
+        session.install("-e", ".")
+        marker.write_text(wanted)
     session.run("python", "benchmarks/vs_peers.py", *session.posargs)

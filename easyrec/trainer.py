@@ -133,7 +133,14 @@ class Trainer:
         is_module = isinstance(loss, nn.Module)  # a plain callable works too
         self.data, self.optimizer, self.loss = data, optimizer, loss.to(self.device) if is_module else loss
         if data_on_device is True or (data_on_device == "auto" and _fits_on(self.device, data.train)):
-            data.train_to(self.device)
+            try:
+                data.train_to(self.device)
+            except torch.OutOfMemoryError as error:
+                setting = "true" if data_on_device is True else data_on_device
+                raise ConfigError(
+                    f"trainer.data_on_device={setting}: the training split ({data.train.nbytes / 2**30:.2f} "
+                    f"GiB) does not fit in the memory of {self.device}; set trainer.data_on_device=false"
+                ) from error
         self._loss_takes_sessions = takes_sessions(loss)
         self.metrics = metrics or EvalMetrics()
         self.heads = heads_of(loss, data.spec.label_names)

@@ -235,6 +235,15 @@ def test_data_on_device_moves_the_training_split_when_asked_or_when_a_gpu_has_ro
         make_trainer(data, tmp_path, data_on_device="yes")
 
 
+def test_a_training_split_too_large_for_the_device_is_a_config_error(data, tmp_path, monkeypatch):
+    def out_of_memory(device):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+    monkeypatch.setattr(data, "train_to", out_of_memory)
+    with pytest.raises(ConfigError, match=r"trainer.data_on_device=true: the training split \(0.00 GiB\) does not fit"):
+        make_trainer(data, tmp_path, data_on_device=True)
+
+
 def test_an_unknown_precision_is_a_config_error(data, tmp_path):
     with pytest.raises(ConfigError, match="trainer.precision=fp16: must be one of: fp32, bf16"):
         make_trainer(data, tmp_path, max_epochs=1, precision="fp16")

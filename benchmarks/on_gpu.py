@@ -113,7 +113,8 @@ def bare_loop(args: argparse.Namespace) -> dict:
 
     start = time.perf_counter()
     rows = sum(epoch() for _ in range(args.epochs))
-    torch.cuda.synchronize() if device.type == "cuda" else None
+    if device.type == "cuda":
+        torch.cuda.synchronize()  # the kernels launched so far have run
     seconds = time.perf_counter() - start
     model.eval()
     with torch.no_grad():

@@ -388,3 +388,22 @@ def test_coalesced_sums_duplicate_rows_as_torch_does(dims):
     assert mine.is_coalesced() and torch.equal(mine.indices(), torchs.indices())
     torch.testing.assert_close(mine.values(), torchs.values())
     assert torch.equal(coalesced(torchs).values(), torchs.values())  # already coalesced: unchanged
+
+
+def test_gradients_of_one_step_with_the_same_ids_share_their_unique_rows():
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 50, (400,), generator=generator)
+    other = torch.randint(0, 50, (400,), generator=generator)  # same shape, other ids: not reused
+    grads = [
+        torch.sparse_coo_tensor(index[None].clone(), torch.randn(400, width, generator=generator), (60, width))
+        for index, width in ((ids, 16), (ids, 1), (other, 16))
+    ]
+    last: dict = {}
+    kept = []
+    for grad in grads:
+        mine, torchs = coalesced(grad, last), grad.coalesce()
+        assert torch.equal(mine.indices(), torchs.indices())
+        torch.testing.assert_close(mine.values(), torchs.values())
+        kept.append(last["ids"].data_ptr())
+    first, second, third = (grad._indices().data_ptr() for grad in grads)
+    assert kept == [first, first, third]  # the second gradient reused the first's unique rows

@@ -83,9 +83,10 @@ class GradientTreatment:
 
     def apply(self, step: int) -> GradientReport:
         """Treat the gradients of the prepared model's parameters in place; ``step`` names the step in errors."""
+        last: dict[str, Tensor] = {}  # the ids of the last sparse gradient and their unique rows
         for param in self._params:
             if param.grad is not None and param.grad.is_sparse:
-                param.grad = coalesced(param.grad)  # a row looked up twice is one gradient row, as torch applies it
+                param.grad = coalesced(param.grad, last)  # a row looked up twice is one gradient row, as torch does
         for param, factor in self._scaled:
             if param.grad is not None:
                 param.grad.mul_(factor)

@@ -31,10 +31,12 @@ class Batch:
         return self.dense.shape[0]
 
     def to(self, device: torch.device) -> Batch:
-        def move(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device, non_blocking=True)
+        return Batch(*_moved((self.dense, self.sparse, self.labels, self.weights, self.sessions), device))
 
-        return Batch(*(move(t) for t in (self.dense, self.sparse, self.labels, self.weights, self.sessions)))
+
+def _moved(tensors: tuple[Tensor | None, ...], device: torch.device) -> list[Tensor | None]:
+    """``tensors`` on ``device``, None left as None."""
+    return [None if t is None else t.to(device, non_blocking=True) for t in tensors]
 
 
 @dataclass
@@ -76,19 +78,19 @@ class EncodedSplit:
         return self.dense.device
 
     @property
+    def columns(self) -> tuple[Tensor | None, ...]:
+        """The split's tensors in :class:`Batch`'s order: dense, sparse, labels, weights, sessions."""
+        return (self.dense, self.sparse, self.labels, self.weights, self.sessions)
+
+    @property
     def nbytes(self) -> int:
         """Bytes of all the split's tensors."""
-        columns = (self.dense, self.sparse, self.labels, self.weights, self.sessions)
-        return sum(t.numel() * t.element_size() for t in columns if t is not None)
+        return sum(t.numel() * t.element_size() for t in self.columns if t is not None)
 
     def to(self, device: torch.device) -> EncodedSplit:
         """The split with its tensors on ``device`` (batches are then sliced there: no copy per step)."""
-
-        def move(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device)
-
-        columns = (self.dense, self.sparse, self.labels, self.weights)
-        return EncodedSplit(*(move(t) for t in columns), source=self.source, sessions=move(self.sessions))
+        dense, sparse, labels, weights, sessions = _moved(self.columns, device)
+        return EncodedSplit(dense, sparse, labels, weights, self.source, sessions)
 
     def batches(self, batch_size: int, order: Tensor | None = None, first: int = 0) -> Iterator[Batch]:
         """Yield batches of ``batch_size`` rows from batch ``first`` on: contiguous slices, or ``order``'s rows."""
@@ -98,11 +100,10 @@ class EncodedSplit:
     def rows(self, start: int, stop: int, order: Tensor | None = None) -> Batch:
         """Rows ``start:stop`` as a batch: a contiguous slice, or those rows of ``order`` (``(N,) int64``, on the
         split's device)."""
-        columns = (self.dense, self.sparse, self.labels, self.weights, self.sessions)
         if order is None:
-            return Batch(*(None if t is None else t[start:stop] for t in columns))
+            return Batch(*(None if t is None else t[start:stop] for t in self.columns))
         index = order[start:stop]
-        return Batch(*(None if t is None else t.index_select(0, index) for t in columns))
+        return Batch(*(None if t is None else t.index_select(0, index) for t in self.columns))
 
     def session_order(self, generator: torch.Generator) -> Tensor:
         """A random order of the rows that keeps each session's rows together: ``(N,) int64``.

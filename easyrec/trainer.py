@@ -30,6 +30,7 @@ from easyrec.loggers import Logger, NullLogger
 from easyrec.losses.heads import heads_of
 from easyrec.losses.sessions import takes_sessions
 from easyrec.metrics import EvalMetrics, evaluate_model
+from easyrec.modules import FieldEmbedding
 from easyrec.optim.gradients import GradientTreatment
 from easyrec.optim.grouped import GroupedOptimizer
 
@@ -128,6 +129,7 @@ class Trainer:
         self.distributed = distributed or SingleProcess()
         self.device = self.distributed.device(device)
         self.model = model.to(self.device)
+        self._regularized = [m for m in self.model.modules() if isinstance(m, FieldEmbedding) and m.l2 > 0]
         self.ddp_model = self.distributed.wrap(self.model)  # trains; self.model evaluates and is saved
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         is_module = isinstance(loss, nn.Module)  # a plain callable works too
@@ -189,7 +191,7 @@ class Trainer:
         total_steps = self._planned_steps()
         resumed = f", resuming at step {self.step}" if self.step else ""
         log.info("training for %d steps (%s)%s", total_steps, self._limits(), resumed)
-        window = _LogWindow(self.device)
+        window = _LogWindow(self.device, regularized=bool(self._regularized))
         train_start, rows_trained = time.perf_counter(), 0
         self._last_checkpoint = time.monotonic()
         workers = self.distributed
@@ -241,17 +243,20 @@ class Trainer:
         self._report({**final, **summary})
         return final
 
-    def _train_step(self, step: TrainStep) -> tuple[torch.Tensor, float]:
+    def _train_step(self, step: TrainStep) -> tuple[torch.Tensor, torch.Tensor, float]:
         """One optimizer step on this worker's micro-batches of ``step``; returns this worker's part of the step's
-        mean loss (the parts sum to it over the workers) and the gradient norm before clipping.
+        mean loss and of its regularization penalty (the parts sum to them over the workers), and the gradient norm
+        before clipping.
 
         Each micro-batch's mean loss is weighted by its share of the step's rows (times the number of workers,
         which DDP's gradient average divides out), so the gradient is that of the mean loss over the whole step,
-        however its rows are split over workers and micro-batches.
+        however its rows are split over workers and micro-batches. Penalties of the model's modules (such as
+        ``model.embedding_regularization``) are sums over rows, so the step's is the sum of its micro-batches'.
         """
         self.ddp_model.train()
         self.optimizer.zero_grad(set_to_none=True)
         part = torch.zeros((), device=self.device)
+        penalty = torch.zeros((), device=self.device)
         last = len(step.batches) - 1
         for k, (batch, share) in enumerate(zip(step.batches, step.shares, strict=True)):
             batch = batch.to(self.device)
@@ -260,7 +265,12 @@ class Trainer:
                 with torch.autocast(self.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None):
                     logits = self.ddp_model(batch.dense, batch.sparse)
                 loss = self._loss(logits.float(), batch)
-                (loss * (share * self.distributed.world_size)).backward()
+                objective = loss * share
+                for module in self._regularized:  # penalties sum over the rows: their share is 1
+                    if (term := module.take_penalty()) is not None:
+                        objective = objective + term
+                        penalty += term.detach()
+                (objective * self.distributed.world_size).backward()
             part += loss.detach() * share
         report = self.gradients.apply(self.step + 1)
         if report.apply:
@@ -269,7 +279,7 @@ class Trainer:
             log.warning("step %d: non-finite gradient norm, step skipped", self.step + 1)
         for scheduler in self.lr_schedulers:
             scheduler.step()
-        return part, report.norm
+        return part, penalty, report.norm
 
     def _loss(self, logits: torch.Tensor, batch) -> torch.Tensor:
         if self._loss_takes_sessions:
@@ -546,21 +556,26 @@ def _fits_on(device: torch.device, split: EncodedSplit) -> bool:
 
 
 class _LogWindow:
-    """Loss, gradient norm and throughput since the last logging interval (the loss stays on the device)."""
+    """Loss, penalty, gradient norm and throughput since the last logging interval (sums stay on the device)."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, regularized: bool = False) -> None:
         self.loss_sum = torch.zeros((), device=device)
+        self.penalty_sum = torch.zeros((), device=device) if regularized else None
         self.norm_sum, self.steps, self.samples, self.start = 0.0, 0, 0, time.perf_counter()
 
-    def add(self, loss: torch.Tensor, grad_norm: float, samples: int) -> None:
-        """Add a step: this worker's part of its mean loss, its gradient norm, and its rows over all workers."""
+    def add(self, loss: torch.Tensor, penalty: torch.Tensor, grad_norm: float, samples: int) -> None:
+        """Add a step: this worker's part of its mean loss and of its penalty, its gradient norm, and its rows over
+        all workers."""
         self.loss_sum += loss
+        if self.penalty_sum is not None:
+            self.penalty_sum += penalty
         self.norm_sum += grad_norm
         self.steps += 1
         self.samples += samples
 
     def close(self, workers: SingleProcess) -> dict[str, float]:
         """The window's ``train/loss`` (summed over ``workers``: each adds its part of every step's mean loss),
+        ``train/regularization`` (the model's penalties, not in ``train/loss``; only when it has some),
         ``train/grad_norm`` and ``train/samples_per_s``; starts the next one."""
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         metrics = {
@@ -569,5 +584,8 @@ class _LogWindow:
             "train/samples_per_s": self.samples / elapsed,
         }
         self.loss_sum.zero_()
+        if self.penalty_sum is not None:
+            metrics["train/regularization"] = float(workers.sum(self.penalty_sum)) / self.steps
+            self.penalty_sum.zero_()
         self.norm_sum, self.steps, self.samples, self.start = 0.0, 0, 0, time.perf_counter()
         return metrics

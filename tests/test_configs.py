@@ -112,6 +112,7 @@ def test_defaults(compose_train):
         ("data.eval_fraction=1.5", "data.eval_fraction=1.5: must be in (0, 1)"),
         ("model.hidden_units=[64,0]", "model.hidden_units=[64, 0]: every element must be > 0"),
         ("model.dropout=1", "model.dropout=1.0: must be in [0, 1)"),
+        ("model.embedding_regularization=-1e-5", "model.embedding_regularization=-1e-05: must be >= 0"),
         ("trainer.max_epochs=0", "trainer.max_epochs=0 and max_steps=null: set at least one limit"),
         ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps=0: must be > 0"),
         ("trainer.device=tpu", "trainer.device=tpu: must be one of: auto, cpu, cuda"),

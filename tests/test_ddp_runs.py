@@ -65,10 +65,11 @@ def free_port() -> int:
 def test_two_gloo_workers_match_one_with_twice_the_batch_and_resume_with_one_worker_accumulating(
     easyrec_main, tmp_path, stores
 ):
-    """2 workers x 128 rows (sparse embedding gradients under DDP, gloo) train to a FINISHED run whose eval metrics
-    are those of the whole eval split, with the losses of 1 worker x 256 rows step by step; their checkpoint
-    resumes with 1 worker accumulating 2 x 128 rows, and goes on alike."""
+    """2 workers x 128 rows (sparse embedding gradients under DDP, gloo, with embedding regularization) train to a
+    FINISHED run whose eval metrics are those of the whole eval split, with the losses and penalties of 1 worker x
+    256 rows step by step; their checkpoint resumes with 1 worker accumulating 2 x 128 rows, and goes on alike."""
     common = [*SMALL, "model.sparse_embeddings=true", "optimizer=adagrad", "trainer.max_steps=6"]
+    common += ["model.embedding_regularization=1e-3"]
     common += ["trainer.log_every_n_steps=1", "trainer.checkpoint_every_n_steps=3"]
     two_dir, one_dir, resumed_dir = tmp_path / "two", tmp_path / "one", tmp_path / "resumed"
     stores(two_dir, one_dir, resumed_dir)
@@ -102,6 +103,9 @@ def test_two_gloo_workers_match_one_with_twice_the_batch_and_resume_with_one_wor
     resumed_losses = history(resumed_dir, resumed_run.info.run_id, "train/loss")
     assert sorted(two_losses) == sorted(one_losses) == [1, 2, 3, 4, 5, 6]
     assert [two_losses[s] for s in range(1, 7)] == pytest.approx([one_losses[s] for s in range(1, 7)], rel=1e-5)
+    two_penalties = history(two_dir, two_run.info.run_id, "train/regularization")
+    one_penalties = history(one_dir, one_run.info.run_id, "train/regularization")
+    assert [two_penalties[s] for s in range(1, 7)] == pytest.approx([one_penalties[s] for s in range(1, 7)], rel=1e-5)
     assert sorted(resumed_losses) == [4, 5, 6]
     assert [resumed_losses[s] for s in (4, 5, 6)] == pytest.approx([two_losses[s] for s in (4, 5, 6)], rel=1e-5)
     assert resumed_run.data.metrics["eval/auc"] == pytest.approx(two_run.data.metrics["eval/auc"], abs=1e-5)

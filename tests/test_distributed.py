@@ -84,9 +84,11 @@ def test_eval_shares_concatenate_to_the_eval_batches(data):
         assert [batch for share in shares for batch in share] == whole
 
 
-def make_trainer(data, tmp_path, distributed=None) -> Trainer:
+def make_trainer(data, tmp_path, distributed=None, embedding_regularization=0.0) -> Trainer:
     torch.manual_seed(0)
-    model = DeepFM(data.input_spec, embedding_dim=4, hidden_units=[16])
+    model = DeepFM(
+        data.input_spec, embedding_dim=4, hidden_units=[16], embedding_regularization=embedding_regularization
+    )
     return Trainer(
         model=model,
         data=data,
@@ -102,21 +104,26 @@ def make_trainer(data, tmp_path, distributed=None) -> Trainer:
     )
 
 
-def losses(trainer: Trainer) -> list[float]:
-    return [metrics["train/loss"] for _, metrics in trainer.logger.calls if "train/loss" in metrics]
+def losses(trainer: Trainer, key: str = "train/loss") -> list[float]:
+    return [metrics[key] for _, metrics in trainer.logger.calls if key in metrics]
 
 
-def test_accumulating_k_batches_matches_one_batch_k_times_larger(data, tmp_path):
-    accumulated = make_trainer(data, tmp_path / "k", SingleProcess(accumulate_steps=3))
+@pytest.mark.parametrize("embedding_regularization", [0.0, 1e-3])
+def test_accumulating_k_batches_matches_one_batch_k_times_larger(data, tmp_path, embedding_regularization):
+    """Also with model penalties, which sum over the step's rows (its micro-batches' penalties add up)."""
+    accumulated = make_trainer(data, tmp_path / "k", SingleProcess(accumulate_steps=3), embedding_regularization)
     accumulated.fit()
     data.batch_size = 300
     try:
-        big = make_trainer(data, tmp_path / "big")
+        big = make_trainer(data, tmp_path / "big", embedding_regularization=embedding_regularization)
         big.fit()
     finally:
         data.batch_size = 100
     assert accumulated.step == big.step == 6
     assert losses(accumulated) == pytest.approx(losses(big), rel=1e-5, abs=1e-7)
+    penalties = losses(accumulated, "train/regularization")
+    assert penalties == pytest.approx(losses(big, "train/regularization"), rel=1e-5)
+    assert len(penalties) == (6 if embedding_regularization else 0)
     for name, weight in big.model.state_dict().items():
         # Adam divides by the root of tiny second moments on rarely seen rows: float noise shows at 1e-5
         torch.testing.assert_close(accumulated.model.state_dict()[name], weight, rtol=1e-3, atol=1e-4)

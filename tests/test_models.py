@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from easyrec.data.features import InputSpec
-from easyrec.models import DeepFM
+from easyrec.models import DSSM, ESMM, DeepFM, MMoE, WideAndDeep
 from easyrec.modules import MLP, FactorizationMachine, FieldEmbedding
 
 CARDINALITIES = (3, 5, 2)
@@ -78,6 +78,42 @@ def test_field_embedding_sparse_gradient_touches_only_looked_up_rows():
     expected_counts = torch.zeros(sum(CARDINALITIES))
     expected_counts[[1, 7, 3, 8, 9]] = torch.tensor([2.0, 1.0, 1.0, 1.0, 1.0])
     assert torch.equal(dense_grad, expected_counts[:, None].expand(-1, 4))
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_field_embedding_penalty_is_half_l2_times_the_squares_of_the_rows_looked_up(sparse):
+    """EasyRec's embedding_regularization: l2·Σe²/2 over the batch's lookups, so a row looked up twice counts
+    twice and its gradient is l2·count·w; rows not looked up get none."""
+    torch.manual_seed(0)
+    emb = FieldEmbedding(CARDINALITIES, dim=4, sparse=sparse, init_std=0.5, l2=0.1)
+    ids = torch.tensor([[1, 4, 0], [1, 0, 1]], dtype=torch.int32)  # rows 1 (twice), 7, 3, 8, 9
+    out = emb(ids)
+    penalty = emb.take_penalty()
+    assert penalty.item() == pytest.approx(0.5 * 0.1 * out.square().sum().item(), rel=1e-6)
+    assert emb.take_penalty() is None  # handed over once
+    penalty.backward()
+    grad = emb.table.weight.grad
+    assert grad.is_sparse == sparse
+    counts = torch.zeros(sum(CARDINALITIES))
+    counts[[1, 7, 3, 8, 9]] = torch.tensor([2.0, 1.0, 1.0, 1.0, 1.0])
+    expected = 0.1 * counts[:, None] * emb.table.weight.detach()
+    torch.testing.assert_close(grad.to_dense(), expected)
+
+
+def test_field_embedding_penalty_only_in_training_forwards_with_gradients():
+    emb = FieldEmbedding(CARDINALITIES, dim=4, l2=0.1)
+    ids = random_ids(4)
+    with torch.no_grad():
+        emb(ids)
+    assert emb.take_penalty() is None
+    emb.eval()
+    emb(ids)
+    assert emb.take_penalty() is None
+    unregularized = FieldEmbedding(CARDINALITIES, dim=4)
+    unregularized(ids)
+    assert unregularized.take_penalty() is None
+    with pytest.raises(ValueError, match="l2=-1: must be >= 0"):
+        FieldEmbedding(CARDINALITIES, dim=4, l2=-1)
 
 
 def test_field_embedding_dense_gradient_by_default():
@@ -203,6 +239,28 @@ def test_deepfm_sparse_embeddings_give_sparse_gradients():
     assert model.embedding.table.weight.grad.is_sparse
     assert model.linear.categorical.table.weight.grad.is_sparse
     assert not model.mlp.layers[0].weight.grad.is_sparse
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda **kw: DeepFM(spec(), embedding_dim=4, hidden_units=[8], **kw),
+        lambda **kw: WideAndDeep(spec(), embedding_dim=4, hidden_units=[8], **kw),
+        lambda **kw: MMoE(spec(), embedding_dim=4, expert_units=[8], tower_units=[4], **kw),
+        lambda **kw: ESMM(spec(), embedding_dim=4, tower_units=[8], **kw),
+        lambda **kw: DSSM(spec(), ["I0", "C0"], ["I1", "C1", "C2"], embedding_dim=4, hidden_units=[8], **kw),
+    ],
+    ids=["deepfm", "wide_deep", "mmoe", "esmm", "dssm"],
+)
+def test_every_model_regularizes_every_table_it_looks_up(build):
+    torch.manual_seed(0)
+    model = build(embedding_regularization=0.1)
+    model(torch.randn(4, 2), random_ids(4))
+    tables = [m for m in model.modules() if isinstance(m, FieldEmbedding)]
+    penalties = [m.take_penalty() for m in tables]
+    assert tables and all(p is not None for p in penalties)  # first-order weights start at 0: so do their penalties
+    assert sum(penalties).item() > 0
+    assert all(m.l2 == 0 for m in build().modules() if isinstance(m, FieldEmbedding))  # off by default
 
 
 @pytest.mark.parametrize("num_dense", [2, 0])

@@ -115,6 +115,7 @@ class DeepFMConfig:
     hidden_units: list[int] = checked([400, 400, 400], each(gt(0)))
     dropout: float = checked(0.0, between(0, 1, high_open=True))
     sparse_embeddings: bool = False
+    embedding_regularization: float = checked(0.0, ge(0))
 
 
 @dataclass
@@ -133,6 +134,7 @@ class MMoEConfig:
     tower_units: list[int] = checked([64], each(gt(0)))
     dropout: float = checked(0.0, between(0, 1, high_open=True))
     sparse_embeddings: bool = False
+    embedding_regularization: float = checked(0.0, ge(0))
 
     @staticmethod
     def consistency(node: Any) -> str | None:
@@ -147,6 +149,7 @@ class ESMMConfig:
     tower_units: list[int] = checked([256, 128, 64], each(gt(0)))
     dropout: float = checked(0.0, between(0, 1, high_open=True))
     sparse_embeddings: bool = False
+    embedding_regularization: float = checked(0.0, ge(0))
 
 
 @dataclass
@@ -161,6 +164,7 @@ class DSSMConfig:
     normalize: bool = True
     dropout: float = checked(0.0, between(0, 1, high_open=True))
     sparse_embeddings: bool = False
+    embedding_regularization: float = checked(0.0, ge(0))
 
     @staticmethod
     def consistency(node: Any) -> str | None:

@@ -23,6 +23,9 @@ class DeepFM(nn.Module):
         hidden_units: widths of the MLP's hidden layers.
         dropout: MLP dropout.
         sparse_embeddings: sparse gradients for the two embedding tables.
+        embedding_regularization: EasyRec's ``embedding_regularization``: ``scale · Σ e² / 2`` over the embeddings
+            and first-order weights looked up for each training batch (see :class:`~easyrec.modules.FieldEmbedding`),
+            added to the loss.
         num_outputs: logits per sample (a loss such as JRC wants 2); the first-order and FM terms are added
             to each.
 
@@ -39,13 +42,18 @@ class DeepFM(nn.Module):
         hidden_units: Sequence[int] = (400, 400, 400),
         dropout: float = 0.0,
         sparse_embeddings: bool = False,
+        embedding_regularization: float = 0.0,
         num_outputs: int = 1,
     ) -> None:
         super().__init__()
         if inputs.num_fields == 0:
             raise ValueError("DeepFM needs at least one categorical feature")
-        self.embedding = FieldEmbedding(inputs.cardinalities, embedding_dim, sparse=sparse_embeddings)
-        self.linear = LinearTerms(inputs.cardinalities, inputs.num_dense, sparse=sparse_embeddings)
+        self.embedding = FieldEmbedding(
+            inputs.cardinalities, embedding_dim, sparse=sparse_embeddings, l2=embedding_regularization
+        )
+        self.linear = LinearTerms(
+            inputs.cardinalities, inputs.num_dense, sparse=sparse_embeddings, l2=embedding_regularization
+        )
         self.fm = FactorizationMachine()
         self.mlp = MLP(inputs.num_fields * embedding_dim + inputs.num_dense, hidden_units, num_outputs, dropout)
 

@@ -30,6 +30,8 @@ class DSSM(nn.Module):
         normalize: L2-normalise the two embeddings.
         dropout: dropout after each hidden activation.
         sparse_embeddings: sparse gradients for the embedding tables.
+        embedding_regularization: EasyRec's ``embedding_regularization``: ``scale · Σ e² / 2`` over the embeddings
+            looked up for each training batch (see :class:`~easyrec.modules.FieldEmbedding`), added to the loss.
 
     Example::
 
@@ -51,6 +53,7 @@ class DSSM(nn.Module):
         normalize: bool = True,
         dropout: float = 0.0,
         sparse_embeddings: bool = False,
+        embedding_regularization: float = 0.0,
     ) -> None:
         super().__init__()
         for argument, names in (("user_features", user_features), ("item_features", item_features)):
@@ -69,8 +72,12 @@ class DSSM(nn.Module):
             raise ValueError(f"output_dim={output_dim}: must be > 0")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout={dropout}: must be in [0, 1)")
-        self.user_features = FeatureVector(inputs, embedding_dim, user_features, sparse=sparse_embeddings)
-        self.item_features = FeatureVector(inputs, embedding_dim, item_features, sparse=sparse_embeddings)
+        self.user_features = FeatureVector(
+            inputs, embedding_dim, user_features, sparse=sparse_embeddings, l2=embedding_regularization
+        )
+        self.item_features = FeatureVector(
+            inputs, embedding_dim, item_features, sparse=sparse_embeddings, l2=embedding_regularization
+        )
         self.user_tower = MLP(self.user_features.out_features, hidden_units, output_dim, dropout)
         self.item_tower = MLP(self.item_features.out_features, hidden_units, output_dim, dropout)
         self.normalize = normalize

@@ -27,6 +27,8 @@ class ESMM(nn.Module):
         tower_units: widths of each tower's hidden layers.
         dropout: dropout after each hidden activation.
         sparse_embeddings: sparse gradients for the embedding table.
+        embedding_regularization: EasyRec's ``embedding_regularization``: ``scale · Σ e² / 2`` over the embeddings
+            looked up for each training batch (see :class:`~easyrec.modules.FieldEmbedding`), added to the loss.
 
     Example::
 
@@ -42,6 +44,7 @@ class ESMM(nn.Module):
         tower_units: Sequence[int] = (256, 128, 64),
         dropout: float = 0.0,
         sparse_embeddings: bool = False,
+        embedding_regularization: float = 0.0,
     ) -> None:
         super().__init__()
         if tuple(task_outputs) != (1, 1):
@@ -52,7 +55,7 @@ class ESMM(nn.Module):
             raise ValueError(f"tower_units={list(tower_units)}: every width must be > 0")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout={dropout}: must be in [0, 1)")
-        self.features = FeatureVector(inputs, embedding_dim, sparse=sparse_embeddings)
+        self.features = FeatureVector(inputs, embedding_dim, sparse=sparse_embeddings, l2=embedding_regularization)
         self.ctr_tower = MLP(self.features.out_features, tower_units, 1, dropout)
         self.cvr_tower = MLP(self.features.out_features, tower_units, 1, dropout)
 

@@ -29,6 +29,8 @@ class MMoE(nn.Module):
         tower_units: widths of each tower's hidden layers (empty: a linear head).
         dropout: dropout after each hidden activation of the experts and towers.
         sparse_embeddings: sparse gradients for the embedding table.
+        embedding_regularization: EasyRec's ``embedding_regularization``: ``scale · Σ e² / 2`` over the embeddings
+            looked up for each training batch (see :class:`~easyrec.modules.FieldEmbedding`), added to the loss.
 
     Example::
 
@@ -46,6 +48,7 @@ class MMoE(nn.Module):
         tower_units: Sequence[int] = (64,),
         dropout: float = 0.0,
         sparse_embeddings: bool = False,
+        embedding_regularization: float = 0.0,
     ) -> None:
         super().__init__()
         task_outputs = tuple(task_outputs)
@@ -55,7 +58,7 @@ class MMoE(nn.Module):
             raise ValueError(f"tower_units={list(tower_units)}: every width must be > 0")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout={dropout}: must be in [0, 1)")
-        self.features = FeatureVector(inputs, embedding_dim, sparse=sparse_embeddings)
+        self.features = FeatureVector(inputs, embedding_dim, sparse=sparse_embeddings, l2=embedding_regularization)
         self.experts = MixtureOfExperts(
             self.features.out_features, num_experts, expert_units, len(task_outputs), dropout
         )

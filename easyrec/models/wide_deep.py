@@ -20,6 +20,8 @@ class DeepTower(nn.Module):
         hidden_units: widths of the MLP's hidden layers.
         dropout: MLP dropout.
         sparse: sparse gradients for the embedding table.
+        num_outputs: logits per sample.
+        l2: penalty on the looked-up embeddings of each training batch (see :class:`FieldEmbedding`).
     """
 
     def __init__(
@@ -30,9 +32,10 @@ class DeepTower(nn.Module):
         dropout: float,
         sparse: bool,
         num_outputs: int = 1,
+        l2: float = 0.0,
     ) -> None:
         super().__init__()
-        self.embedding = FieldEmbedding(inputs.cardinalities, embedding_dim, sparse=sparse)
+        self.embedding = FieldEmbedding(inputs.cardinalities, embedding_dim, sparse=sparse, l2=l2)
         self.mlp = MLP(inputs.num_fields * embedding_dim + inputs.num_dense, hidden_units, num_outputs, dropout)
 
     def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
@@ -55,6 +58,9 @@ class WideAndDeep(nn.Module):
         hidden_units: widths of the deep tower's hidden layers.
         dropout: deep tower dropout.
         sparse_embeddings: sparse gradients for both parts' id tables.
+        embedding_regularization: EasyRec's ``embedding_regularization``: ``scale · Σ e² / 2`` over the embeddings
+            and id weights looked up for each training batch (see :class:`~easyrec.modules.FieldEmbedding`), added
+            to the loss.
         num_outputs: logits per sample (a loss such as JRC wants 2); the wide part is added to each.
 
     Example::
@@ -70,13 +76,18 @@ class WideAndDeep(nn.Module):
         hidden_units: Sequence[int] = (256, 128, 64),
         dropout: float = 0.0,
         sparse_embeddings: bool = False,
+        embedding_regularization: float = 0.0,
         num_outputs: int = 1,
     ) -> None:
         super().__init__()
         if inputs.num_fields == 0:
             raise ValueError("WideAndDeep needs at least one categorical feature")
-        self.wide = LinearTerms(inputs.cardinalities, inputs.num_dense, sparse=sparse_embeddings)
-        self.deep = DeepTower(inputs, embedding_dim, hidden_units, dropout, sparse_embeddings, num_outputs)
+        self.wide = LinearTerms(
+            inputs.cardinalities, inputs.num_dense, sparse=sparse_embeddings, l2=embedding_regularization
+        )
+        self.deep = DeepTower(
+            inputs, embedding_dim, hidden_units, dropout, sparse_embeddings, num_outputs, l2=embedding_regularization
+        )
 
     def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
         """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> logits ``(B,)``, or ``(B, num_outputs)``."""

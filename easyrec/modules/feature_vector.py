@@ -36,6 +36,7 @@ class FeatureVector(nn.Module):
         embedding_dim: int,
         features: Sequence[str] | None = None,
         sparse: bool = False,
+        l2: float = 0.0,
     ) -> None:
         super().__init__()
         if embedding_dim < 1:
@@ -52,7 +53,7 @@ class FeatureVector(nn.Module):
             "categorical_columns", torch.tensor(categorical_columns, dtype=torch.long), persistent=False
         )
         cardinalities = [inputs.cardinalities[f] for f in categorical_columns]
-        self.embedding = FieldEmbedding(cardinalities, embedding_dim, sparse=sparse) if cardinalities else None
+        self.embedding = FieldEmbedding(cardinalities, embedding_dim, sparse=sparse, l2=l2) if cardinalities else None
         self.out_features = len(categorical_columns) * embedding_dim + len(dense_columns)
 
     def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:

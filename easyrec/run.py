@@ -87,6 +87,7 @@ def train(
     from easyrec.losses.heads import label_rules
     from easyrec.optim import attach_loss_parameters, build_optimizer, build_schedules
     from easyrec.resume import checked_resume_state, fine_tune, load_named_checkpoint
+    from easyrec.trainer import planned_steps
 
     torch.manual_seed(cfg.seed)
     # Constructors only check their arguments: a bad config fails here, before a run is opened.
@@ -135,7 +136,12 @@ def train(
             optimizer = build_optimizer(instantiate(cfg.optimizer, _convert_="all"), model)
             attach_loss_parameters(optimizer, loss)
         with config_errors("lr_schedule"):
-            lr_schedulers = build_schedules(instantiate(cfg.lr_schedule, _convert_="all"), optimizer)
+            steps = planned_steps(
+                data.num_train_steps(distributed.world_size, distributed.accumulate_steps),
+                trainer_options.get("max_epochs", 1),
+                trainer_options.get("max_steps"),
+            )
+            lr_schedulers = build_schedules(instantiate(cfg.lr_schedule, _convert_="all"), optimizer, steps)
         if init_state:
             tuned = fine_tune(model, init_state, list(data.input_spec.cardinalities))
             logger.set_tags({"easyrec.init_from": tuned["path"], "easyrec.init_skipped": str(len(tuned["skipped"]))})

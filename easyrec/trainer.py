@@ -483,8 +483,7 @@ class Trainer:
 
     def _planned_steps(self) -> int:
         per_epoch = self.data.num_train_steps(self.distributed.world_size, self.distributed.accumulate_steps)
-        steps = per_epoch * self.max_epochs if self.max_epochs > 0 else self.max_steps
-        return min(steps, self.max_steps) if self.max_steps else steps
+        return planned_steps(per_epoch, self.max_epochs, self.max_steps)
 
     def _limits(self) -> str:
         limits = [f"max_epochs={self.max_epochs}"] if self.max_epochs > 0 else []
@@ -545,6 +544,12 @@ class Trainer:
         for key, value in metrics.items():
             table.add_row(key, f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 1e4 else f"{value:.5f}")
         Console().print(table)
+
+
+def planned_steps(steps_per_epoch: int, max_epochs: int, max_steps: int | None) -> int:
+    """The optimizer steps a run takes without an early stop: ``max_epochs`` epochs, capped at ``max_steps``."""
+    steps = steps_per_epoch * max_epochs if max_epochs > 0 else max_steps
+    return min(steps, max_steps) if max_steps else steps
 
 
 def _fits_on(device: torch.device, split: EncodedSplit) -> bool:

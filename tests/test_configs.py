@@ -14,7 +14,7 @@ from easyrec.config.schema import GROUP_SCHEMAS, SCHEMAS
 from easyrec.data import InputSpec
 from easyrec.errors import ConfigError
 from easyrec.models import WideAndDeep
-from easyrec.optim import build_optimizer
+from easyrec.optim import build_optimizer, build_schedules
 
 CONF = resources.files("easyrec.conf")
 GROUPS = [
@@ -77,7 +77,7 @@ def test_every_option_composes_validates_and_instantiates(compose_train, group, 
         assert sum(len(group["params"]) for group in optimizer.param_groups) == len(list(model.parameters()))
     elif group == "lr_schedule":
         model = torch.nn.Linear(2, 1)
-        scheduler = built(torch.optim.SGD(model.parameters(), lr=0.1))
+        [scheduler] = build_schedules(built, torch.optim.SGD(model.parameters(), lr=0.1), planned_steps=100)
         assert scheduler.get_last_lr()[0] >= 0
     elif group == "gradients":
         built.prepare(torch.nn.Linear(2, 1))

@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 import torch
 from torch import nn
 
+from easyrec.checkpoints import load_checkpoint
 from easyrec.optim import (
     ConstantLR,
     CosineDecayWithWarmup,
@@ -18,7 +20,9 @@ from easyrec.optim import (
     PolynomialDecay,
     StepSchedule,
     TransformerLR,
+    build_schedules,
 )
+from tests.conftest import QUICK
 
 Factory = Callable[[torch.optim.Optimizer], StepSchedule]
 
@@ -263,3 +267,30 @@ def test_state_dict_round_trip_resumes_at_the_same_lr(factory: Factory) -> None:
     assert restored.last_epoch == 7
     assert [group["lr"] for group in optimizer.param_groups] == scheduler.get_last_lr()
     assert trace(restored, 6) == trace(scheduler, 6)
+
+
+# ---------------------------------------------------------------------- over the whole run (total_steps: null)
+
+
+def test_build_schedules_gives_a_schedule_without_total_steps_the_runs_planned_steps():
+    optimizer = sgd(0.1)
+    [cosine] = build_schedules(partial(CosineDecayWithWarmup, total_steps=None, warmup_steps=2), optimizer, 10)
+    assert cosine.total_steps == 10
+    lrs = trace(cosine, 10)
+    assert lrs[2] == [pytest.approx(0.1)] and lrs[10] == [pytest.approx(0.0, abs=1e-12)]
+    [fixed] = build_schedules(partial(PolynomialDecay, total_steps=4), sgd(0.1), 10)
+    assert fixed.total_steps == 4  # a number given stays
+    with pytest.raises(ValueError, match=r"total_steps=None: give a number of steps"):
+        build_schedules(partial(PolynomialDecay, total_steps=None), sgd(0.1))
+
+
+@pytest.mark.slow
+def test_cosine_from_the_command_line_decays_to_zero_at_the_last_step(easyrec_main, tmp_path):
+    """``lr_schedule=cosine`` with its default ``total_steps: null`` spans max_epochs x steps per epoch."""
+    overrides = [*QUICK, "trainer.max_epochs=2", "lr_schedule=cosine", "logger=none", "trainer.progress_bar=false"]
+    code, _, err = easyrec_main("train", *overrides, f"hydra.run.dir={tmp_path}")
+    assert code == 0, err
+    state = load_checkpoint(tmp_path, "latest")
+    [schedule] = state["lr_schedulers"]
+    assert schedule["total_steps"] == state["step"] == 2 * 22  # 5,400 train rows in steps of 256: 22 an epoch
+    assert schedule["_last_lr"] == [pytest.approx(0.0, abs=1e-12)]

@@ -306,7 +306,7 @@ class ManualStepConfig:
 class CosineConfig:
     _target_: str = "easyrec.optim.CosineDecayWithWarmup"
     _partial_: bool = True
-    total_steps: int = checked(10000, gt(0))
+    total_steps: int | None = checked(None, gt(0))  # None: the run's planned steps
     warmup_learning_rate: float = checked(0.0, ge(0))
     warmup_steps: int = checked(0, ge(0))
     hold_base_rate_steps: int = checked(0, ge(0))
@@ -316,7 +316,7 @@ class CosineConfig:
 class PolynomialConfig:
     _target_: str = "easyrec.optim.PolynomialDecay"
     _partial_: bool = True
-    total_steps: int = checked(10000, gt(0))
+    total_steps: int | None = checked(None, gt(0))  # None: the run's planned steps
     power: float = checked(1.0, gt(0))
     end_learning_rate: float = checked(0.0, ge(0))
 

@@ -68,14 +68,23 @@ def check_sparse_support(optimizer: Optimizer, model: nn.Module) -> None:
                 )
 
 
-def build_schedules(shared: ScheduleFactory | None, optimizer: Optimizer) -> list:
-    """One step-based scheduler per torch optimizer: its group's own ``lr_schedule``, else ``shared``."""
+def build_schedules(shared: ScheduleFactory | None, optimizer: Optimizer, planned_steps: int | None = None) -> list:
+    """One step-based scheduler per torch optimizer: its group's own ``lr_schedule``, else ``shared``.
+
+    A schedule partial given ``total_steps=None`` (cosine, polynomial) runs over the whole training:
+    ``planned_steps``, the trainer's step count (max_epochs x steps per epoch, or max_steps)."""
     own = optimizer.schedule_factories if isinstance(optimizer, GroupedOptimizer) else {}
     schedules = []
     for name, inner in inner_optimizers(optimizer).items():
         factory = own.get(name) or shared
-        if factory is not None:
-            schedules.append(factory(inner))
+        if factory is None:
+            continue
+        if isinstance(factory, functools.partial) and "total_steps" in factory.keywords:
+            if factory.keywords["total_steps"] is None:
+                if planned_steps is None:
+                    raise ValueError("total_steps=None: give a number of steps (the run fills in its planned steps)")
+                factory = functools.partial(factory, total_steps=planned_steps)
+        schedules.append(factory(inner))
     return schedules
 
 

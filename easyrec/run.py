@@ -136,11 +136,7 @@ def train(
             optimizer = build_optimizer(instantiate(cfg.optimizer, _convert_="all"), model)
             attach_loss_parameters(optimizer, loss)
         with config_errors("lr_schedule"):
-            steps = planned_steps(
-                data.num_train_steps(distributed.world_size, distributed.accumulate_steps),
-                trainer_options.get("max_epochs", 1),
-                trainer_options.get("max_steps"),
-            )
+            steps = planned_steps(data, distributed, trainer_options["max_epochs"], trainer_options["max_steps"])
             lr_schedulers = build_schedules(instantiate(cfg.lr_schedule, _convert_="all"), optimizer, steps)
         if init_state:
             tuned = fine_tune(model, init_state, list(data.input_spec.cardinalities))

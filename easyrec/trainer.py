@@ -482,8 +482,7 @@ class Trainer:
         return path
 
     def _planned_steps(self) -> int:
-        per_epoch = self.data.num_train_steps(self.distributed.world_size, self.distributed.accumulate_steps)
-        return planned_steps(per_epoch, self.max_epochs, self.max_steps)
+        return planned_steps(self.data, self.distributed, self.max_epochs, self.max_steps)
 
     def _limits(self) -> str:
         limits = [f"max_epochs={self.max_epochs}"] if self.max_epochs > 0 else []
@@ -546,8 +545,10 @@ class Trainer:
         Console().print(table)
 
 
-def planned_steps(steps_per_epoch: int, max_epochs: int, max_steps: int | None) -> int:
-    """The optimizer steps a run takes without an early stop: ``max_epochs`` epochs, capped at ``max_steps``."""
+def planned_steps(data: TabularData, workers: SingleProcess, max_epochs: int, max_steps: int | None) -> int:
+    """The optimizer steps a run on ``workers`` takes without an early stop: ``max_epochs`` epochs of ``data``'s
+    training split, capped at ``max_steps``."""
+    steps_per_epoch = data.num_train_steps(workers.world_size, workers.accumulate_steps)
     steps = steps_per_epoch * max_epochs if max_epochs > 0 else max_steps
     return min(steps, max_steps) if max_steps else steps
 

@@ -304,7 +304,10 @@ def print_table(console: Any, title: str, rows: list[dict[str, Any]], columns: C
         keys = run_keys(names)
         for key, name in zip(keys, names, strict=True):
             line(name if name.startswith(f"{key} ") else f"{key:>{len(keys[-1])}}  {name}")
-        for chunk in split(console, keys, fields):
+        chunks = split(console, keys, fields)
+        if len(chunks) > 1:  # the metrics go in the first table
+            chunks = split(console, keys, sorted(fields, key=lambda field: field[2] != "right"))
+        for chunk in chunks:
             console.print(make_table("run", keys, chunk))
     for note in columns.notes():
         line(note)

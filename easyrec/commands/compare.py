@@ -14,6 +14,7 @@ from typing import Any
 
 from easyrec.commands import CommandParser
 from easyrec.errors import EasyrecError
+from easyrec.loggers.mlflow import DEFAULT_TRACKING_URI
 
 DESCRIPTION = """\
 Compare MLflow runs: TARGET is a sweep's parent run id (its children: `easyrec train -m` prints it) or an
@@ -50,7 +51,7 @@ def parser() -> CommandParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("target", metavar="TARGET", help="a sweep's parent run id, or an experiment's name or id")
-    parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="the MLflow store (default: %(default)s)")
+    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="the MLflow store (default: %(default)s)")
     parser.add_argument(
         "--metrics", nargs="+", metavar="METRIC", help="the metric columns (default: the eval/ metrics the runs have)"
     )
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
 def compare(
     target: str,
-    tracking_uri: str = "sqlite:///mlflow.db",
+    tracking_uri: str = DEFAULT_TRACKING_URI,
     metrics: Sequence[str] | None = None,
     sort: str | None = None,
     plot: Path | None = None,

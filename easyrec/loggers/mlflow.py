@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 HYDRA_KEYS = ("_partial_", "_convert_", "_recursive_")
 MAX_PARAM_VALUE, MAX_KEY, MAX_RUN_NAME = 6000, 250, 250
+#: A file in the launch directory: the store of ``easyrec train`` and ``easyrec compare`` unless told otherwise.
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
 def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -172,7 +174,7 @@ class MLflowLogger(Logger):
 
     def __init__(
         self,
-        tracking_uri: str = "sqlite:///mlflow.db",
+        tracking_uri: str = DEFAULT_TRACKING_URI,
         experiment_name: str = "easyrec",
         run_name: str | None = None,
         asynchronous: bool = True,

@@ -14,7 +14,7 @@ from typing import Any
 
 from easyrec.commands import CommandParser
 from easyrec.errors import EasyrecError
-from easyrec.loggers.mlflow import DEFAULT_TRACKING_URI
+from easyrec.loggers.mlflow import DEFAULT_TRACKING_URI, local_store, open_client
 
 DESCRIPTION = """\
 Compare MLflow runs: TARGET is a sweep's parent run id (its children: `easyrec train -m` prints it) or an
@@ -35,6 +35,8 @@ UNINFORMATIVE = {"logger.run_name", "logger.parent_run_id", "early_stopping.tria
 CHOICES_TAG, OVERRIDES_TAG = "easyrec.choices", "easyrec.overrides"
 #: The key of a ``key=value`` override (``+``/``~`` prefixes left out).
 OVERRIDE_KEY = re.compile(r"[+~]*([\w./-]+)=")
+#: A column of the table: its header, its cells (one per run), its justification.
+Field = tuple[str, list[str], str]
 #: How a sweep's child's name starts (``easyrec.sweeps.jobs.sweep_run_name``).
 JOB_NUMBER = re.compile(r"#\d+")
 #: A width no table reaches: measure one as wide as its cells make it.
@@ -81,8 +83,6 @@ def compare(
     "metrics": {metric: value}}`` with the groups and params of the table's columns."""
     from rich.console import Console
 
-    from easyrec.loggers.mlflow import local_store, open_client
-
     store = local_store(tracking_uri)
     if store is not None and not store.exists():
         raise EasyrecError(f"--tracking-uri {tracking_uri}: no MLflow store there (in {Path.cwd()})")
@@ -105,7 +105,8 @@ def compare(
     missing = float("-inf") if larger else float("inf")
     rows.sort(key=lambda row: row["metrics"][sort] if row["metrics"][sort] is not None else missing, reverse=larger)
     columns = Columns.of(rows, metrics)
-    print_table(console or Console(), f"{title}: {len(rows)} runs, best first by {sort}", rows, columns)
+    runs_shown = f"{len(rows)} run" + ("s" if len(rows) > 1 else "")
+    print_table(console or Console(), f"{title}: {runs_shown}, best first by {sort}", rows, columns)
     if plot is not None:
         plot_curves(client, rows, metrics, plot)
         print(f"eval curves of {len(rows)} runs: {plot}")
@@ -236,21 +237,20 @@ class Columns:
                 params.append(key)
             elif key != package(group):  # the group's class says nothing its option does not
                 folded[group].append(key)
-        status = [row["status"] for row in rows]
-        values = {metric: [format_value(row["metrics"].get(metric)) for row in rows] for metric in metrics}
-        alike = {name: cells[0] for name, cells in {"status": status, **values}.items() if len(set(cells)) == 1}
-        if len(rows) == 1:
-            alike = {}
+        alike = {}
+        if len(rows) > 1:
+            cells = {"status": [row["status"] for row in rows]}
+            cells |= {metric: [format_value(row["metrics"].get(metric)) for row in rows] for metric in metrics}
+            alike = {name: values[0] for name, values in cells.items() if len(set(values)) == 1}
         return cls(groups, params, folded, [m for m in metrics if m not in alike], alike)
 
-    def fields(self, rows: list[dict[str, Any]]) -> list[tuple[str, list[str], str]]:
-        """The columns after the runs' names: ``(header, cells, justify)``."""
-        fields = [] if "status" in self.same else [("status", [row["status"] for row in rows], "left")]
-        fields += [(group, [row["choices"].get(group, "") for row in rows], "left") for group in self.groups]
-        fields += [(key, [row["params"].get(key, "") for row in rows], "left") for key in self.params]
-        return fields + [
-            (metric, [format_value(row["metrics"].get(metric)) for row in rows], "right") for metric in self.metrics
-        ]
+    def fields(self, rows: list[dict[str, Any]]) -> tuple[list[Field], list[Field]]:
+        """The columns after the runs' names: what the runs were given (status, groups, params), and the metrics."""
+        given = [] if "status" in self.same else [("status", [row["status"] for row in rows], "left")]
+        given += [(group, [row["choices"].get(group, "") for row in rows], "left") for group in self.groups]
+        given += [(key, [row["params"].get(key, "") for row in rows], "left") for key in self.params]
+        metrics = [(m, [format_value(row["metrics"].get(m)) for row in rows], "right") for m in self.metrics]
+        return given, metrics
 
     def notes(self) -> list[str]:
         """The lines below the table: the columns every run has alike, the params folded into each group."""
@@ -295,19 +295,19 @@ def print_table(console: Any, title: str, rows: list[dict[str, Any]], columns: C
     def line(text: str) -> None:
         console.print(Text(text), soft_wrap=True)  # a name or a note is never cut: the terminal wraps it
 
-    fields = columns.fields(rows)
+    given, metrics = columns.fields(rows)
     names = [row["run"] for row in rows]
     line(title)
-    table = make_table("run", names, fields)
+    table = make_table("run", names, given + metrics)
     if table_width(console, table) <= console.width:
         console.print(table)
     else:
         keys = run_keys(names)
         for key, name in zip(keys, names, strict=True):
             line(name if name.startswith(f"{key} ") else f"{key:>{len(keys[-1])}}  {name}")
-        chunks = split(console, keys, fields)
+        chunks = split(console, keys, given + metrics)
         if len(chunks) > 1:  # the metrics go in the first table
-            chunks = split(console, keys, sorted(fields, key=lambda field: field[2] != "right"))
+            chunks = split(console, keys, metrics + given)
         for chunk in chunks:
             console.print(make_table("run", keys, chunk))
     for note in columns.notes():
@@ -323,7 +323,7 @@ def run_keys(names: list[str]) -> list[str]:
     return [str(rank) for rank in range(1, len(names) + 1)]
 
 
-def make_table(key: str, keys: list[str], fields: list[tuple[str, list[str], str]]) -> Any:
+def make_table(key: str, keys: list[str], fields: list[Field]) -> Any:
     from rich.table import Table
     from rich.text import Text
 
@@ -341,11 +341,11 @@ def table_width(console: Any, table: Any) -> int:
     return console.measure(table, options=console.options.update(max_width=UNBOUNDED)).maximum
 
 
-def split(console: Any, keys: list[str], fields: list[tuple[str, list[str], str]]) -> list[list[Any]]:
+def split(console: Any, keys: list[str], fields: list[Field]) -> list[list[Field]]:
     """``fields`` in order, as few to a table as fit the console's width (one at least: it then wraps)."""
-    chunks: list[list[Any]] = [[]]
+    chunks: list[list[Field]] = [[]]
     for field in fields:
-        if chunks[-1] and table_width(console, make_table("#", keys, [*chunks[-1], field])) > console.width:
+        if chunks[-1] and table_width(console, make_table("run", keys, [*chunks[-1], field])) > console.width:
             chunks.append([])
         chunks[-1].append(field)
     return chunks

@@ -7,6 +7,7 @@ import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from easyrec.commands import CommandParser
 from easyrec.errors import DataError, EasyrecError
@@ -67,32 +68,33 @@ def sync(run_dir: Path, tracking_uri: str | None = None, timeout: float = 30.0) 
         raise DataError(str(error)) from None
     sent = {record["line"]: record.get("run_id") for _, record in lines if record["op"] == "sent"}
     to_send = [number for number, record in lines if record["op"] not in ("sent", "tracker") and number not in sent]
-    run_id, uri, courier, count = None, None, None, 0
+    target: dict[str, Any] = {"client": None, "run_id": None, "uri": None}  # where the next record goes
+    courier = Courier(lambda item: deliver(target["client"], target["run_id"], item, run_dir, confined=True), timeout)
+    count = 0
     for number, record in lines:
         op = record["op"]
         if op == "tracker":  # where the records after it belong
-            run_id, uri = record.get("run_id"), tracking_uri or record.get("tracking_uri")
+            uri = tracking_uri or record.get("tracking_uri")
             if not isinstance(uri, str):
                 raise DataError(f"{journal}, line {number}: names no tracking URI; give one with --tracking-uri")
-            client = open_client(uri)
-            courier = Courier(lambda item, c=client: deliver(c, run_id, item, run_dir, confined=True), timeout)
+            target.update(client=open_client(uri), run_id=record.get("run_id"), uri=uri)
             continue
         if op == "sent":
             continue
         if number in sent:
-            run_id = sent[number] or run_id
+            target["run_id"] = sent[number] or target["run_id"]
             continue
-        if courier is None:
+        if target["client"] is None:
             raise DataError(f"{journal}, line {number}: a record before the line naming its tracker")
-        run_id = courier.call(record)
+        target["run_id"] = courier.call(record)
         if courier.down:
             raise EasyrecError(
-                f"{journal}, line {number}: MLflow at {uri} did not take it ({courier.down}); {count} of "
+                f"{journal}, line {number}: MLflow at {target['uri']} did not take it ({courier.down}); {count} of "
                 f"{len(to_send)} records sent, the rest are kept: run `easyrec sync {run_dir}` again"
             )
         with journal.open("a") as marks:
-            marks.write(json.dumps({"op": "sent", "line": number, "run_id": run_id}) + "\n")
+            marks.write(json.dumps({"op": "sent", "line": number, "run_id": target["run_id"]}) + "\n")
         count += 1
     journal.replace(run_dir / SYNCED_FILE)
-    print(f"sent {count} records to MLflow run {run_id} at {uri}; {journal} is now {SYNCED_FILE}")
+    print(f"sent {count} records to MLflow run {target['run_id']} at {target['uri']}; {journal} is now {SYNCED_FILE}")
     return count

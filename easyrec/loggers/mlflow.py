@@ -315,7 +315,14 @@ class MLflowLogger(Logger):
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         timestamp = int(time.time() * 1000)
-        self._send({"op": "metrics", "metrics": {k: float(v) for k, v in metrics.items()}, "step": step, "timestamp": timestamp})
+        self._send(
+            {
+                "op": "metrics",
+                "metrics": {k: float(v) for k, v in metrics.items()},
+                "step": step,
+                "timestamp": timestamp,
+            }
+        )
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if self.output_dir is not None and path.is_relative_to(self.output_dir):
@@ -344,15 +351,18 @@ class MLflowLogger(Logger):
 
 
 def describe_kept(kept: Mapping[str, int], status: str) -> list[str]:
-    """What a journal holds, in words: ``["the run", "12 sets of metrics", "its end (FINISHED)"]``."""
+    """What a journal holds, in words: ``["the run itself", "12 sets of metrics", "its end (FINISHED)"]``."""
     words = {
         "open": "the run itself",
         "params": "its params",
         "dict": "its config",
         "running": "its RUNNING status",
         "end": f"its end ({status})",
+        "metrics": "set{s} of metrics",
+        "tags": "set{s} of tags",
+        "artifact": "artifact{s}",
     }
-    counted = {"metrics": "sets of metrics", "tags": "sets of tags", "artifact": "artifacts"}
     return [
-        words[op] if op in words else f"{count} {counted[op]}" for op, count in kept.items()
+        f"{count} {words[op].format(s='' if count == 1 else 's')}" if "{s}" in words[op] else words[op]
+        for op, count in kept.items()
     ]

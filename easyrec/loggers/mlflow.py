@@ -153,9 +153,10 @@ def open_client(tracking_uri: str) -> Any:
         return LockRetryingClient(MlflowClient(tracking_uri))  # the client opens (and creates) the store
 
 
-def open_run(client: Any, record: Mapping[str, Any]) -> str:
+def open_run(client: Any, record: Mapping[str, Any], root: Path) -> str:
     """The id of the run an ``open`` record asks for: the run ``record["resume"]["run_id"]`` continued (status
-    RUNNING again, the resume recorded as tags) when the store has it, else a new run."""
+    RUNNING again, the resume recorded as tags) when the store has it, else a new run with the record's params,
+    config (``config/resolved.yaml``) and Hydra files (``root/.hydra``, when ``record["hydra"]``)."""
     resume = record.get("resume")
     if resume:
         from mlflow.exceptions import MlflowException
@@ -174,8 +175,15 @@ def open_run(client: Any, record: Mapping[str, Any]) -> str:
             client.set_tag(run_id, f"easyrec.resume.{resumes}.overrides", resume["overrides"])
             log.info("MLflow run %s continued (resume %d)", run_id, resumes)
             return run_id
+    from mlflow.entities import Param
+
     experiment = experiment_id(client, record["experiment"])
-    return client.create_run(experiment, run_name=record["run_name"], tags=record["tags"]).info.run_id
+    run_id = client.create_run(experiment, run_name=record["run_name"], tags=record["tags"]).info.run_id
+    client.log_batch(run_id, params=[Param(str(k), str(v)) for k, v in record["params"].items()])
+    client.log_dict(run_id, record["config"], "config/resolved.yaml")
+    if record.get("hydra") and (root / ".hydra").is_dir():
+        client.log_artifacts(run_id, str(root / ".hydra"), "hydra")
+    return run_id
 
 
 def deliver(
@@ -184,28 +192,24 @@ def deliver(
     """Send one record of :class:`MLflowLogger` (live, or replayed from a journal by ``easyrec sync``) to the run
     ``run_id``; returns the run's id (an ``open`` record opens it).
 
-    Every record can be sent again without adding anything: params, tags and artifacts are set, not appended, and
-    a metric is stored once per key, step, timestamp and value. ``root``: the run directory that an artifact's path
+    Every record but ``open`` can be sent again without adding anything: tags and artifacts are set, not appended,
+    and a metric is stored once per key, step, timestamp and value. ``root``: the run directory that an artifact's path
     is relative to; ``confined``: the path must stay inside it (a journal read from a file names no other file to
     upload).
     """
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, RunTag
 
     op = record["op"]
     if op == "open":
-        return open_run(client, record)
+        return open_run(client, record, root)
     if run_id is None:
         raise ValueError(f"a '{op}' record before the run was opened")
     if op == "metrics":
         timestamp, step = int(record["timestamp"]), int(record["step"])
         batch = [Metric(str(key), float(value), timestamp, step) for key, value in record["metrics"].items()]
         client.log_batch(run_id, metrics=batch)
-    elif op == "params":
-        client.log_batch(run_id, params=[Param(str(k), str(v)) for k, v in record["params"].items()])
     elif op == "tags":
         client.log_batch(run_id, tags=[RunTag(str(k), str(v)) for k, v in record["tags"].items()])
-    elif op == "dict":
-        client.log_dict(run_id, record["dict"], str(record["artifact_file"]))
     elif op == "artifact":
         path = (root / record["path"]).resolve()
         if confined and not path.is_relative_to(root.resolve()):
@@ -277,20 +281,18 @@ class MLflowLogger(Logger):
             "experiment": self.experiment_name,
             "run_name": self.run_name or run_name_from(overrides),
             "tags": tags,
+            "params": flatten_params(config),
+            "config": dict(config),
+            "hydra": (output_dir / ".hydra").is_dir(),
         }
-        if run_id is not None:
+        if run_id is not None:  # a resumed run: continue it, when the store has it
             opening["resume"] = {"run_id": run_id, "overrides": " ".join(overrides)}
-        self.courier.post(opening)
-        self.courier.post({"op": "params", "params": flatten_params(config)})
-        self.courier.post({"op": "dict", "dict": dict(config), "artifact_file": "config/resolved.yaml"})
-        if (output_dir / ".hydra").is_dir():
-            self.courier.post({"op": "artifact", "path": ".hydra", "artifact_path": "hydra"})
-        if self.courier.flush():
+        if self.courier.call(opening) is not None:
             log.info("MLflow run %s in experiment '%s' at %s", self.run_id, self.experiment_name, self.tracking_uri)
 
     def attach(self, run_id: str, output_dir: Path | None = None) -> None:
-        self._connect(output_dir or Path.cwd())
         self.run_id = run_id
+        self._connect(output_dir or Path.cwd())
         self._send({"op": "running"})  # again, after the workers were restarted
 
     def _connect(self, output_dir: Path) -> None:
@@ -299,11 +301,13 @@ class MLflowLogger(Logger):
         self.output_dir = output_dir
         header = {"op": "tracker", "tracking_uri": self.tracking_uri, "experiment": self.experiment_name}
         self.courier = Courier(
-            lambda record: setattr(self, "run_id", deliver(self.client, self.run_id, record, self.output_dir)),
-            self.timeout,
-            output_dir / PENDING_FILE,
-            lambda: {**header, "run_id": self.run_id},
+            self._deliver, self.timeout, output_dir / PENDING_FILE, lambda: {**header, "run_id": self.run_id}
         )
+
+    def _deliver(self, record: dict[str, Any]) -> str | None:
+        """Send ``record`` (in the courier's thread); the run's id."""
+        self.run_id = deliver(self.client, self.run_id, record, self.output_dir)
+        return self.run_id
 
     def _send(self, record: dict[str, Any]) -> None:
         if self.courier is None:  # never started
@@ -341,7 +345,7 @@ class MLflowLogger(Logger):
             return
         kept = ", ".join(describe_kept(self.courier.kept, status))
         log.warning(
-            "MLflow at %s did not answer (%s): %s kept in %s; send them with `easyrec sync %s`",
+            "MLflow at %s did not take this run's records (%s): %s kept in %s; send them with `easyrec sync %s`",
             self.tracking_uri,
             self.courier.down,
             kept,
@@ -351,11 +355,9 @@ class MLflowLogger(Logger):
 
 
 def describe_kept(kept: Mapping[str, int], status: str) -> list[str]:
-    """What a journal holds, in words: ``["the run itself", "12 sets of metrics", "its end (FINISHED)"]``."""
+    """What a journal holds, in words: ``["12 sets of metrics", "its end (FINISHED)"]``."""
     words = {
-        "open": "the run itself",
-        "params": "its params",
-        "dict": "its config",
+        "open": "the run itself (params, config)",
         "running": "its RUNNING status",
         "end": f"its end ({status})",
         "metrics": "set{s} of metrics",

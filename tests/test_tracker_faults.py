@@ -183,6 +183,17 @@ def test_sync_refuses_a_journal_that_names_a_file_outside_the_run(tmp_path, mlfl
     assert (run_dir / PENDING_FILE).is_file()  # kept, with the first record marked sent
 
 
+def test_sync_errors_are_one_line(easyrec_main, tmp_path):
+    code, _, err = easyrec_main("sync", tmp_path / "nowhere")
+    assert (code, err.strip()) == (1, f"easyrec sync: error: {tmp_path / 'nowhere'}: no such run directory")
+    (tmp_path / PENDING_FILE).write_text('{"op": "tracker", "tracking_uri": "sqlite:///x.db"}\nnot json\n')
+    code, _, err = easyrec_main("sync", tmp_path)
+    assert code == 1 and err.startswith(f"easyrec sync: error: {tmp_path / PENDING_FILE}, line 2: not JSON")
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = easyrec_main("sync", tmp_path, "--timeout", "0")
+    assert code == 2 and "--timeout" in err
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "inf", "nan"])
 def test_logger_timeout_must_be_positive_and_finite(compose_train, value):
     with pytest.raises(ConfigError, match="logger.timeout"):

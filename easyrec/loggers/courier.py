@@ -9,7 +9,9 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: The journal in the run directory: what the tracker did not take, for ``easyrec sync``.
 PENDING_FILE = "tracking-pending.jsonl"
@@ -127,6 +129,20 @@ class Courier:
             return
         with self.journal.open("a") as journal:
             journal.writelines(json.dumps(line) + "\n" for line in lines)
+
+
+class TrackerDown(Exception):
+    """The tracker did not answer in time, or failed; the message says which."""
+
+
+def within(timeout: float, call: Callable[[], T]) -> T:
+    """``call()`` (a few tracker calls) from a daemon thread, waited for at most ``timeout`` seconds; TrackerDown
+    when it did not return in time or raised."""
+    courier = Courier(lambda _: call(), timeout)
+    result = courier.call({"op": "call"})
+    if courier.down:
+        raise TrackerDown(courier.down)
+    return result
 
 
 def first_line(error: BaseException) -> str:

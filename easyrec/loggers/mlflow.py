@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 
 from easyrec import __version__
 from easyrec.loggers.base import Logger
-from easyrec.loggers.courier import PENDING_FILE, Courier, first_line
+from easyrec.loggers.courier import PENDING_FILE, Courier, TrackerDown, first_line, within
 from easyrec.loggers.retry import LockRetryingClient
 
 log = logging.getLogger(__name__)
@@ -102,7 +104,7 @@ def log_to_run(
         return f"no MLflow store {tracking_uri} here (in {Path.cwd()}); give it with logger.tracking_uri=..."
     tracking_uri = absolute_uri(tracking_uri)
 
-    def send(_: Any) -> str | None:
+    def send() -> str | None:
         client = open_client(tracking_uri)
         try:
             client.get_run(run_id)
@@ -114,9 +116,10 @@ def log_to_run(
             deliver(client, run_id, {"op": "tags", "tags": tags}, Path())
         return None
 
-    courier = Courier(send, timeout)
-    why = courier.call({"op": "log_to_run"})
-    return f"MLflow at {tracking_uri} did not answer ({courier.down})" if courier.down else why
+    try:
+        return within(timeout, send)
+    except TrackerDown as error:
+        return f"MLflow at {tracking_uri} did not answer ({error})"
 
 
 def experiment_id(client: Any, name: str) -> str:
@@ -137,19 +140,21 @@ def open_client(tracking_uri: str) -> Any:
     """An MlflowClient on ``tracking_uri`` (a local store's path made absolute) that retries locked SQLite calls;
     MLflow's own INFO lines (database migrations) and usage telemetry are off unless asked for.
 
-    Processes that open one new SQLite store at the same moment take turns (a ``<store>.lock`` file next to it):
-    MLflow creates its tables on first use, and two doing so at once fail ("duplicate column name")."""
+    Processes of this machine that open one SQLite store at the same moment take turns (a lock file in the temporary
+    directory, named after the store): MLflow creates a new store's tables, and two doing it at once fail
+    ("duplicate column name")."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow import MlflowClient
 
     tracking_uri = absolute_uri(tracking_uri)
-    store = local_store(tracking_uri)
-    if store is None or not tracking_uri.startswith("sqlite:") or not store.parent.is_dir():
+    if not tracking_uri.startswith("sqlite:"):
         return LockRetryingClient(MlflowClient(tracking_uri))
     from filelock import FileLock
 
-    with FileLock(f"{store}.lock"):
+    name = hashlib.sha256(str(local_store(tracking_uri)).encode()).hexdigest()[:16]
+    # mode 0o666: another user's job may open the same store after this one
+    with FileLock(Path(tempfile.gettempdir()) / f"easyrec-mlflow-{name}.lock", mode=0o666):
         return LockRetryingClient(MlflowClient(tracking_uri))  # the client opens (and creates) the store
 
 

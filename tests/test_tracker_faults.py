@@ -183,7 +183,8 @@ def test_sync_refuses_a_journal_that_names_a_file_outside_the_run(tmp_path, mlfl
     assert (run_dir / PENDING_FILE).is_file()  # kept, with the first record marked sent
 
 
-def test_sync_errors_are_one_line(easyrec_main, tmp_path):
+def test_sync_errors_are_one_line(easyrec_main, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     code, _, err = easyrec_main("sync", tmp_path / "nowhere")
     assert (code, err.strip()) == (1, f"easyrec sync: error: {tmp_path / 'nowhere'}: no such run directory")
     (tmp_path / PENDING_FILE).write_text('{"op": "tracker", "tracking_uri": "sqlite:///x.db"}\nnot json\n')
@@ -192,6 +193,10 @@ def test_sync_errors_are_one_line(easyrec_main, tmp_path):
     assert len(err.strip().splitlines()) == 1
     code, _, err = easyrec_main("sync", tmp_path, "--timeout", "0")
     assert code == 2 and "--timeout" in err
+    (tmp_path / PENDING_FILE).write_text(json.dumps({"op": "tracker", "tracking_uri": "sqlite:///gone.db"}) + "\n")
+    code, _, err = easyrec_main("sync", tmp_path)
+    assert code == 1 and "line 1: no MLflow store sqlite:///gone.db" in err
+    assert not (tmp_path / "gone.db").exists()
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "inf", "nan"])

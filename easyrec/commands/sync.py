@@ -52,8 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def sync(run_dir: Path, tracking_uri: str | None = None, timeout: float = 30.0) -> int:
     """Send ``run_dir``'s pending tracking records, those not marked sent already; mark each one sent as it goes,
     and rename the file ``tracking-synced.jsonl`` at the end. Returns the number of records sent."""
-    from easyrec.loggers.courier import PENDING_FILE, SYNCED_FILE, Courier, read_journal
-    from easyrec.loggers.mlflow import deliver, open_client
+    from easyrec.loggers.courier import PENDING_FILE, SYNCED_FILE, Courier, TrackerDown, read_journal, within
+    from easyrec.loggers.mlflow import deliver, local_store, open_client
 
     if not run_dir.is_dir():
         raise EasyrecError(f"{run_dir}: no such run directory")
@@ -66,7 +66,8 @@ def sync(run_dir: Path, tracking_uri: str | None = None, timeout: float = 30.0) 
         lines = list(read_journal(journal))
     except ValueError as error:
         raise DataError(str(error)) from None
-    sent = {record["line"]: record.get("run_id") for _, record in lines if record["op"] == "sent"}
+    marks = [record for _, record in lines if record["op"] == "sent" and isinstance(record.get("line"), int)]
+    sent = {mark["line"]: mark.get("run_id") for mark in marks}
     to_send = [number for number, record in lines if record["op"] not in ("sent", "tracker") and number not in sent]
     target: dict[str, Any] = {"client": None, "run_id": None, "uri": None}  # where the next record goes
     courier = Courier(lambda item: deliver(target["client"], target["run_id"], item, run_dir, confined=True), timeout)
@@ -75,9 +76,17 @@ def sync(run_dir: Path, tracking_uri: str | None = None, timeout: float = 30.0) 
         op = record["op"]
         if op == "tracker":  # where the records after it belong
             uri = tracking_uri or record.get("tracking_uri")
+            where = f"{journal}, line {number}"
             if not isinstance(uri, str):
-                raise DataError(f"{journal}, line {number}: names no tracking URI; give one with --tracking-uri")
-            target.update(client=open_client(uri), run_id=record.get("run_id"), uri=uri)
+                raise DataError(f"{where}: names no tracking URI; give one with --tracking-uri")
+            store = local_store(uri)
+            if store is not None and not store.exists():  # moved, or never there: not made anew here
+                raise DataError(f"{where}: no MLflow store {uri} (in {Path.cwd()}); give one with --tracking-uri")
+            try:
+                client = within(timeout, lambda uri=uri: open_client(uri))
+            except TrackerDown as error:
+                raise EasyrecError(f"{where}: MLflow at {uri} cannot be opened ({error})") from None
+            target.update(client=client, run_id=record.get("run_id"), uri=uri)
             continue
         if op == "sent":
             continue

@@ -28,7 +28,7 @@ class _Job:
 
 class Courier:
     """Hands JSON records to ``send`` one at a time, in order, from a daemon thread (which never keeps the process
-    alive at exit).
+    alive at exit, and ends when no record is waiting).
 
     The first record the tracker does not take within ``timeout`` seconds of being waited for, or refuses, puts
     the courier *down* for good: that record, those queued behind it and every later one are appended to
@@ -95,8 +95,8 @@ class Courier:
     def _work(self) -> None:
         while True:
             with self._changed:
-                self._changed.wait_for(lambda: self._jobs or self.down)
-                if self.down:
+                if self.down or not self._jobs:  # the next record starts a new thread: none idles meanwhile
+                    self._thread = None
                     return
                 job = self._sending = self._jobs.popleft()
             try:

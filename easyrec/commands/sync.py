@@ -15,9 +15,9 @@ from easyrec.errors import DataError, EasyrecError
 DESCRIPTION = """\
 Send what a run could not give its MLflow tracker while it ran (the tracker was down, or did not answer within
 logger.timeout seconds) from RUN_DIR/tracking-pending.jsonl to the tracker: the run itself, its params, metrics
-(at their steps and times), tags, artifacts and its final status. Records are sent in order and each once: running
-it again, after a failure or after it succeeded, sends nothing twice. When all are sent, the file is renamed
-tracking-synced.jsonl."""
+(at their steps and times), tags, artifacts and its final status. Records are sent in order, and each is marked
+sent once the tracker took it: running it again (after a failure, or after it succeeded) sends only the rest. When
+all are sent, the file is renamed tracking-synced.jsonl."""
 
 EXAMPLES = """examples:
   easyrec sync outputs/2026-01-31/12-00-00

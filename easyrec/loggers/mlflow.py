@@ -198,7 +198,7 @@ def deliver(
     ``run_id``; returns the run's id (an ``open`` record opens it).
 
     Every record but ``open`` can be sent again without adding anything: tags and artifacts are set, not appended,
-    and a metric is stored once per key, step, timestamp and value. ``root``: the run directory that an artifact's path
+    and an SQL store (SQLite, a server's database) keeps a metric once per key, step, timestamp and value. ``root``: the run directory that an artifact's path
     is relative to; ``confined``: the path must stay inside it (a journal read from a file names no other file to
     upload).
     """

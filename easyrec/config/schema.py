@@ -56,7 +56,7 @@ class DataConfig:
     batch_size: int = checked(1024, gt(0))
     eval_batch_size: int = checked(16384, gt(0))
     shuffle: bool = True
-    seed: int = 0
+    seed: int = checked(0, between(0, 2**32 - 1))  # numpy's generators take no negative seed
 
     @staticmethod
     def consistency(node: Any) -> str | None:
@@ -751,7 +751,7 @@ class NullLoggerConfig:
 class TrainConfig:
     """The whole ``easyrec train`` config: one node per config group plus the run-wide keys."""
 
-    seed: int = 42
+    seed: int = checked(42, between(0, 2**32 - 1))  # numpy's generators take no negative seed
     optimized_metric: str = "eval/auc"
     model: Any = MISSING
     data: Any = MISSING

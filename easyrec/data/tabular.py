@@ -13,7 +13,7 @@ from torch import Tensor
 
 from easyrec.data.batches import Batch, EncodedSplit, TrainStep
 from easyrec.data.features import FeatureEncoder, FeatureSpec, InputSpec
-from easyrec.errors import DataError
+from easyrec.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class TabularData:
         batch_size: training rows per batch.
         eval_batch_size: rows per batch when evaluating.
         shuffle: shuffle the training rows every epoch.
-        seed: seeds the shuffling.
+        seed: seeds the shuffling, in [0, 2**32) (numpy's generators take no negative seed).
     """
 
     def __init__(
@@ -41,6 +41,8 @@ class TabularData:
         shuffle: bool = True,
         seed: int = 0,
     ) -> None:
+        if not 0 <= seed < 2**32:
+            raise ConfigError(f"data.seed={seed}: must be in [0, {2**32 - 1}]")
         self.spec = FeatureSpec.from_config(features)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size

@@ -49,3 +49,76 @@ def test_data_refuses_a_negative_seed():
 
     with pytest.raises(ConfigError, match=r"data.seed=-1: must be in \[0, 4294967295\]"):
         SyntheticCTRData(CRITEO_FEATURES, num_rows=200, seed=-1)
+
+
+# ------------------------------------------------------------------------------------- non-finite dense data
+
+
+def write_csv_with(tmp_path, cell: str) -> tuple:
+    """train.csv and eval.csv of the synthetic data (criteo layout), with ``cell`` in column I3 of train row 4."""
+    import pyarrow.csv as pv
+
+    from easyrec.data import generate_clicks
+
+    table, _ = generate_clicks(400, seed=3)
+    train, test = tmp_path / "train.csv", tmp_path / "eval.csv"
+    pv.write_csv(table.slice(0, 300), train)
+    pv.write_csv(table.slice(300), test)
+    lines = train.read_text().splitlines()
+    column = lines[0].replace('"', "").split(",").index("I3")
+    cells = lines[4].split(",")
+    cells[column] = cell
+    lines[4] = ",".join(cells)
+    train.write_text("\n".join(lines) + "\n")
+    return train, test
+
+
+def csv_data(train, test, **options):
+    from easyrec.data import CSVData
+    from tests.conftest import CRITEO_FEATURES
+
+    return CSVData(CRITEO_FEATURES, str(train), str(test), **options)
+
+
+@pytest.mark.parametrize("cell,shown", [("inf", "inf"), ("-inf", "-inf"), ("1e308", "1e+308")])
+def test_an_infinite_dense_value_is_an_error_naming_file_column_and_row(tmp_path, cell, shown):
+    from easyrec.errors import DataError
+
+    train, test = write_csv_with(tmp_path, cell)
+    with pytest.raises(DataError) as error:
+        csv_data(train, test).setup()
+    assert str(error.value) == (
+        f"{train}: column 'I3', row 4: {shown} is not a finite float32 "
+        "(data.non_finite=fill replaces such values with the feature's fill_value)"
+    )
+
+
+def test_non_finite_fill_takes_the_fill_value_and_counts(tmp_path, caplog):
+    import math
+
+    train, test = write_csv_with(tmp_path, "1e308")
+    data = csv_data(train, test, non_finite="fill")
+    with caplog.at_level("WARNING", logger="easyrec.data.features"):
+        data.setup()
+    assert f"{train}: column 'I3': 1 infinite values replaced by fill_value 0 (data.non_finite=fill)" in caplog.text
+    assert caplog.text.count("infinite values replaced") == 1  # fitting the statistics does not count them again
+    dense = data.train.dense
+    assert bool(dense.isfinite().all())
+    # I3 is log1p-transformed and standardized: row 4 holds fill_value 0 -> log1p(0) = 0, standardized
+    column = data.spec.dense_names.index("I3")
+    expected = (0.0 - data.encoder.mean["I3"]) / data.encoder.std["I3"]
+    assert math.isclose(float(dense[3, column]), expected, rel_tol=1e-5)
+
+
+def test_non_finite_mode_is_part_of_the_cache_key(tmp_path):
+    from easyrec.errors import DataError
+
+    train, test = write_csv_with(tmp_path, "inf")
+    csv_data(train, test, non_finite="fill", cache_dir=str(tmp_path / "cache")).setup()
+    with pytest.raises(DataError, match="row 4: inf is not a finite float32"):
+        csv_data(train, test, cache_dir=str(tmp_path / "cache")).setup()  # no cache hit with the filled encoding
+
+
+def test_bad_non_finite_option_is_refused(compose_train):
+    with pytest.raises(ConfigError, match="data.non_finite=drop: must be one of: error, fill"):
+        validate(compose_train("data.non_finite=drop"))

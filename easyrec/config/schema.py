@@ -57,6 +57,7 @@ class DataConfig:
     eval_batch_size: int = checked(16384, gt(0))
     shuffle: bool = True
     seed: int = checked(0, between(0, 2**32 - 1))  # numpy's generators take no negative seed
+    non_finite: str = checked("error", one_of("error", "fill"))
 
     @staticmethod
     def consistency(node: Any) -> str | None:

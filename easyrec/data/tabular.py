@@ -31,6 +31,8 @@ class TabularData:
         eval_batch_size: rows per batch when evaluating.
         shuffle: shuffle the training rows every epoch.
         seed: seeds the shuffling, in [0, 2**32) (numpy's generators take no negative seed).
+        non_finite: a dense value that is infinite in float32 (``inf``, ``1e308``) is an ``"error"`` naming the
+            file, column and row, or takes its feature's ``fill_value`` (``"fill"``, counted in the log).
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class TabularData:
         eval_batch_size: int = 16384,
         shuffle: bool = True,
         seed: int = 0,
+        non_finite: str = "error",
     ) -> None:
         if not 0 <= seed < 2**32:
             raise ConfigError(f"data.seed={seed}: must be in [0, {2**32 - 1}]")
@@ -48,7 +51,10 @@ class TabularData:
         self.eval_batch_size = eval_batch_size
         self.shuffle = shuffle
         self.seed = seed
-        self.encoder = FeatureEncoder(self.spec)
+        if non_finite not in ("error", "fill"):
+            raise ConfigError(f"data.non_finite={non_finite}: must be one of: error, fill")
+        self.non_finite = non_finite
+        self.encoder = FeatureEncoder(self.spec, non_finite)
         self.train: EncodedSplit | None = None
         self.eval: EncodedSplit | None = None
 

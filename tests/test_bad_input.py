@@ -122,3 +122,55 @@ def test_non_finite_mode_is_part_of_the_cache_key(tmp_path):
 def test_bad_non_finite_option_is_refused(compose_train):
     with pytest.raises(ConfigError, match="data.non_finite=drop: must be one of: error, fill"):
         validate(compose_train("data.non_finite=drop"))
+
+
+# ------------------------------------------------------------------------------------- memory check
+
+TINY = ["data.num_rows=1000", "data.batch_size=128", "model.embedding_dim=4", "logger=none", "trainer.max_steps=2"]
+
+
+def error_lines(err: str) -> list[str]:
+    assert "Traceback" not in err, err
+    return [line for line in err.splitlines() if "error:" in line]
+
+
+def test_training_bytes_count_weights_dense_gradients_and_optimizer_state():
+    import torch
+    from torch import nn
+
+    from easyrec.memory import training_bytes
+
+    with torch.device("meta"):  # nothing is allocated
+        model = nn.Sequential(nn.Embedding(1000, 8, sparse=True), nn.Linear(8, 4))
+    table, linear = 1000 * 8 * 4, (8 * 4 + 4) * 4  # bytes of the float32 parameters
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert training_bytes(model, sgd) == table + 2 * linear  # a sparse gradient holds a batch's rows only
+    adam = torch.optim.Adam(model[1].parameters())
+    assert training_bytes(model, adam) == table + 2 * linear + 2 * linear
+    adagrad = torch.optim.Adagrad(model.parameters())
+    assert training_bytes(model, adagrad) == 2 * table + 3 * linear
+
+
+@pytest.mark.slow
+def test_a_model_larger_than_memory_is_refused_in_one_line(easyrec_main, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = easyrec_main("train", *TINY, "model.hidden_units=[100000000]")
+    assert code == 2
+    [line] = error_lines(err)
+    assert line.startswith("easyrec train: error: model: DeepFM needs about ")
+    assert "parameters, their gradients and the Adam state, more than the " in line
+    assert line.endswith("or skip this check with trainer.memory_check=false")
+
+
+@pytest.mark.slow
+def test_memory_check_false_skips_the_check(easyrec_main, tmp_path, monkeypatch):
+    import easyrec.memory
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(easyrec.memory, "available_bytes", lambda device: 1000)  # a machine of 1000 bytes
+    code, _, err = easyrec_main("train", *TINY, "model.hidden_units=[8]")
+    assert code == 2 and "more than the 0.0 GiB available on cpu" in error_lines(err)[0]
+    code, _, err = easyrec_main("train", *TINY, "model.hidden_units=[8]", "trainer.memory_check=false")
+    assert code == 0, err
+    [metrics] = tmp_path.rglob("metrics.json")  # the run trained to the end
+    assert '"step": 2' in metrics.read_text()

@@ -719,6 +719,7 @@ class TrainerConfig:
     num_threads: int | None = checked(None, gt(0))
     precision: str = checked("fp32", one_of("fp32", "bf16"))
     data_on_device: Any = checked("auto", AUTO_TRUE_FALSE)
+    memory_check: bool = True  # refuse a model whose weights, gradients and optimizer state exceed the memory
 
     @staticmethod
     def consistency(node: Any) -> str | None:

@@ -174,3 +174,101 @@ def test_memory_check_false_skips_the_check(easyrec_main, tmp_path, monkeypatch)
     assert code == 0, err
     [metrics] = tmp_path.rglob("metrics.json")  # the run trained to the end
     assert '"step": 2' in metrics.read_text()
+
+
+# ------------------------------------------------------------------------------------- bf16 without native bf16
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    from easyrec.data import SyntheticCTRData
+    from tests.conftest import CRITEO_FEATURES
+
+    data = SyntheticCTRData(CRITEO_FEATURES, num_rows=2000, batch_size=256, seed=0)
+    data.setup()
+    return data
+
+
+def bf16_trainer(data, output_dir, precision):
+    """A trainer of ``precision`` and the dtypes its first layer's output had in training (filled by ``fit``)."""
+    import torch
+
+    from easyrec.losses import BinaryCrossEntropy
+    from easyrec.models import DeepFM
+    from easyrec.trainer import Trainer
+
+    model = DeepFM(data.input_spec, embedding_dim=4, hidden_units=[16])
+    trainer = Trainer(
+        model=model,
+        data=data,
+        optimizer=torch.optim.Adam(model.parameters()),
+        loss=BinaryCrossEntropy(),
+        output_dir=output_dir,
+        max_steps=2,
+        progress_bar=False,
+        device="cpu",
+        precision=precision,
+    )
+    seen = set()
+    model.mlp.layers[0].register_forward_hook(lambda m, i, output: seen.add(output.dtype) if m.training else None)
+    return trainer, seen
+
+
+def test_native_bf16_probe_reads_the_cpu_flags():
+    from pathlib import Path
+
+    import torch
+
+    from easyrec.trainer import native_bf16
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists() or torch.cpu.get_capabilities().get("architecture") != "x86_64":
+        pytest.skip("reads the x86 flags of /proc/cpuinfo")
+    flags = set(cpuinfo.read_text().split())
+    assert native_bf16(torch.device("cpu")) == bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+@pytest.mark.parametrize(
+    "precision,native,used",
+    [
+        ("bf16", False, "fp32"),
+        ("bf16", True, "bf16"),
+        ("bf16_force", False, "bf16"),
+        ("auto", False, "fp32"),
+        ("auto", True, "bf16"),
+        ("fp32", True, "fp32"),
+    ],
+)
+def test_bf16_falls_back_to_fp32_without_native_bf16_unless_forced(
+    small_data, tmp_path, monkeypatch, caplog, precision, native, used
+):
+    import json
+
+    import torch
+
+    import easyrec.trainer
+
+    monkeypatch.setattr(easyrec.trainer, "native_bf16", lambda device: native)
+    with caplog.at_level("WARNING", logger="easyrec.trainer"):
+        trainer, seen = bf16_trainer(small_data, tmp_path, precision)
+    trainer.fit()
+    assert trainer.precision == used
+    assert seen == {torch.bfloat16 if used == "bf16" else torch.float32}
+    assert json.loads((tmp_path / "metrics.json").read_text())["precision"] == used
+    fell_back = precision == "bf16" and not native
+    assert ("training in fp32 instead (trainer.precision=bf16_force: bf16 anyway)" in caplog.text) == fell_back
+    if fell_back:
+        assert "cpu has no native bf16 (no AVX512-BF16 or AMX)" in caplog.text and "18x" in caplog.text
+
+
+def test_bf16_on_this_machine_is_used_only_where_native(small_data, tmp_path):
+    """No probe replaced: the run trains in bf16 exactly when this machine has native bf16."""
+    import torch
+
+    from easyrec.trainer import native_bf16
+
+    trainer, seen = bf16_trainer(small_data, tmp_path, "bf16")
+    trainer.fit()
+    native = native_bf16(torch.device("cpu"))
+    assert trainer.precision == ("bf16" if native else "fp32")
+    assert seen == {torch.bfloat16 if native else torch.float32}

@@ -717,7 +717,7 @@ class TrainerConfig:
     progress_bar: bool = True
     device: str = checked("auto", one_of("auto", "cpu", "cuda"))
     num_threads: int | None = checked(None, gt(0))
-    precision: str = checked("fp32", one_of("fp32", "bf16"))
+    precision: str = checked("fp32", one_of("fp32", "bf16", "bf16_force", "auto"))
     data_on_device: Any = checked("auto", AUTO_TRUE_FALSE)
     memory_check: bool = True  # refuse a model whose weights, gradients and optimizer state exceed the memory
 

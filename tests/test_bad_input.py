@@ -272,3 +272,35 @@ def test_bf16_on_this_machine_is_used_only_where_native(small_data, tmp_path):
     native = native_bf16(torch.device("cpu"))
     assert trainer.precision == ("bf16" if native else "fp32")
     assert seen == {torch.bfloat16 if native else torch.float32}
+
+
+# ------------------------------------------------------------------------------------- as a user meets them
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("optimizer.lr=1e308", "optimizer.lr=1e+308: must be finite in float32 (|x| <= 3.403e+38)"),
+        ("seed=-1", "seed=-1: must be in [0, 4294967295]"),
+    ],
+)
+def test_bad_options_are_one_line_from_the_command(easyrec_cli, override, message):
+    done = easyrec_cli("train", override, "logger=none")
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"easyrec train: error: {message}"
+
+
+@pytest.mark.slow
+def test_an_infinite_value_in_a_csv_file_is_one_line_from_the_command(easyrec_main, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train, test = write_csv_with(tmp_path, "inf")
+    files = ["data=csv", f"data.train_path={train.name}", f"data.eval_path={test.name}"]
+    code, _, err = easyrec_main("train", *files, *TINY[1:])
+    assert code == 1
+    assert error_lines(err) == [
+        "easyrec train: error: train.csv: column 'I3', row 4: inf is not a finite float32 "
+        "(data.non_finite=fill replaces such values with the feature's fill_value)"
+    ]
+    code, _, err = easyrec_main("train", *files, *TINY[1:], "data.non_finite=fill")
+    assert code == 0, err

@@ -30,8 +30,12 @@ def test_non_finite_options_and_bad_seeds_are_refused(compose_train, overrides, 
     assert str(error.value).startswith(message)
 
 
-def test_largest_seed_and_float32_sized_values_pass(compose_train):
+def test_largest_seed_float32_sized_values_and_the_new_options_pass(compose_train):
     validate(compose_train("seed=4294967295", "optimizer.lr=3e38"))
+    for precision in ("auto", "bf16_force"):
+        validate(compose_train(f"trainer.precision={precision}", "trainer.memory_check=false", "data.non_finite=fill"))
+    with pytest.raises(ConfigError, match="trainer.precision=fp16: must be one of: fp32, bf16, bf16_force, auto"):
+        validate(compose_train("trainer.precision=fp16"))
 
 
 def test_optimizers_refuse_an_lr_float32_cannot_hold():

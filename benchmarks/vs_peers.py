@@ -195,6 +195,7 @@ class Bench:
             "peak_rss_mb": rss,
             "auc": metrics["eval/auc"],
             "logloss": metrics["eval/logloss"],
+            "precision": metrics.get("precision", "fp32"),  # what it trained in: bf16 falls back without native bf16
             "rc": 0,
         }
 
@@ -244,6 +245,8 @@ def median_row(rows: list[dict]) -> dict:
     keys = ("samples_per_s", "train_loop_s", "wall_s", "auc", "logloss")
     out = {key: statistics.median(row[key] for row in rows) for key in keys}
     out["peak_rss_mb"] = max(row["peak_rss_mb"] for row in rows)
+    if "precision" in rows[0]:
+        out["precision"] = rows[0]["precision"]
     return out
 
 
@@ -257,6 +260,8 @@ def table(results: dict[str, dict], reference: dict[str, str]) -> str:
             continue
         base = results.get(reference[label], {}).get("samples_per_s")
         ratio = f"{row['samples_per_s'] / base:.2f}x" if base else ""
+        if label.startswith("easyrec-bf16") and row.get("precision") == "fp32":
+            label += " (no native bf16: fell back to fp32)"
         lines.append(
             f"| {label} | {row['samples_per_s']:,.0f} | {ratio} | {row['train_loop_s']:.1f} | {row['wall_s']:.1f} "
             f"| {row['peak_rss_mb']:,} | {row['auc']:.4f} | {row['logloss']:.4f} |"
@@ -304,6 +309,7 @@ def summary(results: dict[str, dict], bench: Bench, cfg_job_s: float) -> dict:
         "easyrec_bf16_samples_per_s": round(bf16) if bf16 else None,
         "easyrec_bf16_vs_plain_sparse": ratio(bf16, sparse),
         "easyrec_bf16_auc": round(get(f"easyrec-bf16_{tag}", "auc"), 4) if bf16 else None,
+        "easyrec_bf16_fell_back": results.get(f"easyrec-bf16_{tag}", {}).get("precision") == "fp32",
         "best_peer_auc": round(get(f"{best_peer}_{tag}", "auc"), 4) if best_peer else None,
         "oracle_auc": round(oracle, 4),
         "easyrec_oracle_gap": round(oracle - get(f"easyrec_{tag}", "auc"), 4) if mine else None,

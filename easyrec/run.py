@@ -104,6 +104,7 @@ def train(
     config = OmegaConf.to_container(cfg, resolve=True)
     trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
     resume, init_from = trainer_options.pop("resume", False), trainer_options.pop("init_from", None)
+    memory_check = trainer_options.pop("memory_check", True)
     if resume and init_from:
         raise ConfigError(
             "trainer.resume and trainer.init_from: give one (resume continues a run, init_from starts a new one)"
@@ -132,6 +133,8 @@ def train(
         data.setup(keep_encoding=init_state["data"]["encoder"] if init_state else None)
         for rule in label_rules(loss, data.spec.label_names):
             data.check_labels(rule.required_by, rule.values, rule.value_range, rule.column, rule.every_value)
+        if memory_check:
+            check_memory(cfg, data, loss, distributed, trainer_options.get("device", "auto"))
         with config_errors("model"):
             model = build_model(instantiate(cfg.model, _convert_="all"), data, loss)
         log.info("model: %s, %s parameters", type(model).__name__, f"{sum(p.numel() for p in model.parameters()):,}")
@@ -200,6 +203,49 @@ def check_loss_fits_data(loss: Any, spec: Any) -> None:
         )
 
 
+def check_memory(cfg: DictConfig, data: Any, loss: Any, distributed: Any, device: str) -> None:
+    """Refuse (ConfigError) a model whose parameters, gradients and optimizer state exceed the memory available to
+    this worker, before building it: the model and the optimizer are built on the ``meta`` device, which allocates
+    nothing. A model that cannot be built there (a user's model with data-dependent code) is not checked."""
+    import torch
+
+    from easyrec.memory import available_bytes, training_bytes
+    from easyrec.optim import build_optimizer
+
+    try:
+        with torch.device("meta"):
+            with config_errors("model"):
+                model = construct_model(instantiate(cfg.model, _convert_="all"), data.input_spec, loss)
+            with config_errors("optimizer"):
+                optimizer = build_optimizer(instantiate(cfg.optimizer, _convert_="all"), model)
+    except (NotImplementedError, RuntimeError) as error:
+        log.debug("memory check skipped: the model cannot be built on the meta device (%s)", error)
+        return
+    where = distributed.device(device)
+    # the workers of a CPU machine share its memory; each GPU worker has a GPU of its own
+    sharing = getattr(distributed, "nproc_per_node", 1) if where.type == "cpu" else 1
+    needed, available = training_bytes(model, optimizer), available_bytes(where) // sharing
+    if needed > available:
+        count = sum(p.numel() for p in model.parameters())
+        each = f" for each of {sharing} workers" if sharing > 1 else ""
+        raise ConfigError(
+            f"model: {type(model).__name__} needs about {needed / 2**30:,.1f} GiB for its {count:,} parameters, their "
+            f"gradients and the {type(optimizer).__name__} state, more than the {available / 2**30:,.1f} GiB available "
+            f"on {where}{each}: make it smaller (model.hidden_units, model.embedding_dim, ...) or skip this check "
+            "with trainer.memory_check=false"
+        )
+
+
+def construct_model(factory: Any, input_spec: Any, loss: Any) -> Any:
+    """``factory(input_spec)`` with the outputs ``loss`` reads: one tower per task for a multi-task model (one that
+    takes ``task_outputs``), else ``num_outputs`` logits per sample."""
+    num_outputs = getattr(loss, "num_outputs", 1)
+    task_outputs = getattr(loss, "task_outputs", (num_outputs,))
+    if "task_outputs" in inspect.signature(factory).parameters:
+        return factory(input_spec, task_outputs=tuple(task_outputs))
+    return factory(input_spec, **({"num_outputs": num_outputs} if num_outputs != 1 else {}))
+
+
 def build_model(factory: Any, data: Any, loss: Any, probe: Any = None) -> Any:
     """Build the model with the outputs ``loss`` reads, and check that its output has their shape.
 
@@ -211,11 +257,7 @@ def build_model(factory: Any, data: Any, loss: Any, probe: Any = None) -> Any:
     import torch
 
     num_outputs = getattr(loss, "num_outputs", 1)
-    task_outputs = getattr(loss, "task_outputs", (num_outputs,))
-    if "task_outputs" in inspect.signature(factory).parameters:
-        model = factory(data.input_spec, task_outputs=tuple(task_outputs))
-    else:
-        model = factory(data.input_spec, **({"num_outputs": num_outputs} if num_outputs != 1 else {}))
+    model = construct_model(factory, data.input_spec, loss)
     retrieval = getattr(loss, "task", None) == "retrieval"
     model_name, loss_name = type(model).__name__, type(loss).__name__
     pairs = getattr(model, "output_kind", None) == "pair_embeddings"

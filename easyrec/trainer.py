@@ -36,6 +36,9 @@ from easyrec.optim.grouped import GroupedOptimizer
 
 log = logging.getLogger(__name__)
 
+#: ``trainer.precision``: see :class:`Trainer`
+PRECISIONS = ("fp32", "bf16", "bf16_force", "auto")
+
 
 class Trainer:
     """Trains ``model`` on ``data`` with ``optimizer`` and ``loss``, evaluates, logs and checkpoints.
@@ -75,7 +78,9 @@ class Trainer:
         num_threads: torch intra-op threads (None: torch's default).
         precision: ``"fp32"``, or ``"bf16"``: the training forward pass runs under bfloat16 autocast (matrix
             products in bf16, on AMX or tensor cores where the machine has them); parameters, optimizer state, the
-            loss and evaluation stay fp32.
+            loss and evaluation stay fp32. On a device without native bf16 (:func:`native_bf16`) software emulates
+            it, many times slower (18x on an AVX2 CPU): ``"bf16"`` then warns and trains in fp32, ``"bf16_force"``
+            uses bf16 anyway; ``"auto"``: bf16 where native, else fp32. :attr:`precision` is the one used.
         data_on_device: move the training split to the device once, so that each step gathers its rows there
             instead of copying them from the host: ``True``, ``False``, or ``"auto"`` (on a GPU whose free memory
             is more than twice the split's size).
@@ -118,8 +123,8 @@ class Trainer:
     ) -> None:
         if max_epochs <= 0 and not max_steps:
             raise ConfigError("trainer.max_epochs=0 and trainer.max_steps unset: set at least one limit")
-        if precision not in ("fp32", "bf16"):
-            raise ConfigError(f"trainer.precision={precision}: must be one of: fp32, bf16")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"trainer.precision={precision}: must be one of: {', '.join(PRECISIONS)}")
         if data_on_device not in ("auto", True, False):
             raise ConfigError(f"trainer.data_on_device={data_on_device}: must be one of: auto, true, false")
         if monitor_mode not in ("max", "min"):
@@ -131,7 +136,8 @@ class Trainer:
         self.model = model.to(self.device)
         self._regularized = [m for m in self.model.modules() if isinstance(m, FieldEmbedding) and m.l2 > 0]
         self.ddp_model = self.distributed.wrap(self.model)  # trains; self.model evaluates and is saved
-        self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+        self.precision = used_precision(precision, self.device)
+        self.autocast_dtype = torch.bfloat16 if self.precision == "bf16" else None
         is_module = isinstance(loss, nn.Module)  # a plain callable works too
         self.data, self.optimizer, self.loss = data, optimizer, loss.to(self.device) if is_module else loss
         if data_on_device is True or (data_on_device == "auto" and _fits_on(self.device, data.train)):
@@ -536,13 +542,40 @@ class Trainer:
         and benchmarks, whatever the logger)."""
         if not self.distributed.is_main:
             return
-        write_json({"step": self.step, "epoch": self.epoch, **metrics}, self.output_dir / "metrics.json")
+        summary = {"step": self.step, "epoch": self.epoch, "precision": self.precision, **metrics}
+        write_json(summary, self.output_dir / "metrics.json")
         table = Table(title=f"easyrec: {self.step} steps, {self.epoch} epochs")
         table.add_column("metric")
         table.add_column("value", justify="right")
         for key, value in metrics.items():
             table.add_row(key, f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 1e4 else f"{value:.5f}")
         Console().print(table)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bf16 in hardware: a CUDA GPU from Ampere on, a CPU with AVX512-BF16 or AMX
+    (x86) or the BF16 extension (ARM). Elsewhere torch emulates bf16 in software."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    capabilities = torch.cpu.get_capabilities()
+    return any(capabilities.get(flag, False) for flag in ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16"))
+
+
+def used_precision(requested: str, device: torch.device) -> str:
+    """``"fp32"`` or ``"bf16"``: what ``trainer.precision=requested`` trains in on ``device``."""
+    if requested in ("fp32", "bf16_force"):
+        return requested.removesuffix("_force")
+    if native_bf16(device):
+        return "bf16"
+    if requested == "bf16":
+        missing = "a GPU before Ampere" if device.type == "cuda" else "no AVX512-BF16 or AMX"
+        log.warning(
+            "trainer.precision=bf16: %s has no native bf16 (%s): emulated bf16 runs many times slower than fp32 "
+            "(18x on an AVX2 CPU); training in fp32 instead (trainer.precision=bf16_force: bf16 anyway)",
+            device,
+            missing,
+        )
+    return "fp32"
 
 
 def planned_steps(data: TabularData, workers: SingleProcess, max_epochs: int, max_steps: int | None) -> int:

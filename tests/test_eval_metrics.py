@@ -192,3 +192,47 @@ def test_multiclass_accuracy_and_recall_at_k_by_hand():
     assert metrics["accuracy"] == pytest.approx(1 / 3)  # only row 2's most probable class is its label
     assert metrics["recall@2"] == pytest.approx(2 / 3)  # rows 1 and 2 have their label among the top 2
     assert multiclass_metrics(probs, torch.tensor([1, 2, 0]), top_k=5)["recall@5"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "labels,reason",
+    [
+        ([1.0], "eval/auc is nan: the eval split (eval) has 1 row: an AUC needs two classes"),
+        ([1.0, 1.0, 1.0], "eval/auc is nan: the eval split (eval) has only label 1: an AUC needs both classes"),
+    ],
+    ids=["one-row", "one-class"],
+)
+def test_a_nan_auc_is_warned_once_with_the_reason(caplog, labels, reason):
+    data = fake_data(labels, ["label"])
+    metrics = EvalMetrics()
+    with caplog.at_level("WARNING", logger="easyrec.metrics.evaluation"):
+        for _ in range(3):  # three evaluations of one run: one warning
+            values = evaluate(metrics, heads_of(BinaryCrossEntropy(), ["label"]), data, torch.zeros(len(labels)))
+    assert math.isnan(values["eval/auc"]) and math.isfinite(values["eval/logloss"])
+    assert [record.getMessage() for record in caplog.records] == [reason]
+
+
+def test_diverged_predictions_give_nan_metrics_and_say_why(caplog):
+    data = fake_data([1.0, 0.0, 1.0, 0.0], ["label"])
+    with caplog.at_level("WARNING", logger="easyrec.metrics.evaluation"):
+        values = evaluate(
+            EvalMetrics(), heads_of(BinaryCrossEntropy(), ["label"]), data, torch.tensor([float("nan"), 1, 2, 3])
+        )
+    assert math.isnan(values["eval/auc"]) and math.isnan(values["eval/logloss"])  # no crash in the logloss
+    assert "eval/auc is nan: the model's predictions are not finite: training diverged" in caplog.text
+
+
+def test_a_conditional_head_names_the_rows_it_keeps(caplog):
+    loss = MultiTaskLoss(
+        label_columns=["click", "buy"],
+        tasks={
+            "ctr": {"loss": BinaryCrossEntropy(), "label": "click"},
+            "cvr": {"loss": BinaryCrossEntropy(), "label": "buy"},
+        },
+        eval_conditional={"cvr_given_click": {"task": "cvr", "given": "ctr"}},
+    )
+    labels = [[1.0, 1.0], [0.0, 0.0], [1.0, 1.0], [0.0, 0.0]]  # every click converts: P(buy | click) has one class
+    data = fake_data(labels, ["click", "buy"])
+    with caplog.at_level("WARNING", logger="easyrec.metrics.evaluation"):
+        evaluate(EvalMetrics(), heads_of(loss, ["click", "buy"]), data, torch.zeros(4, 2))
+    assert "the eval split (eval) where 'click' is positive has only label 1" in caplog.text

@@ -109,6 +109,7 @@ def test_evaluates_once_per_epoch_without_eval_every_n_steps(two_epoch_runs):
     assert json.loads((trainer.output_dir / "metrics.json").read_text()) == {
         "step": 2 * BATCHES_PER_EPOCH,
         "epoch": 2,
+        "precision": "fp32",
         **metrics,
         **summary,
     }
@@ -206,7 +207,7 @@ def test_unknown_monitor_is_a_config_error_before_training(data, tmp_path):
 
 
 def test_bf16_precision_trains_the_forward_pass_in_bf16_and_evaluates_in_fp32(two_epoch_runs, data, tmp_path):
-    trainer = make_trainer(data, tmp_path, max_epochs=2, precision="bf16")
+    trainer = make_trainer(data, tmp_path, max_epochs=2, precision="bf16_force")  # bf16 on any CPU
     seen: dict[bool, set[torch.dtype]] = {True: set(), False: set()}
     first_layer = trainer.model.mlp.layers[0]
     first_layer.register_forward_hook(lambda module, inputs, output: seen[module.training].add(output.dtype))
@@ -245,5 +246,5 @@ def test_a_training_split_too_large_for_the_device_is_a_config_error(data, tmp_p
 
 
 def test_an_unknown_precision_is_a_config_error(data, tmp_path):
-    with pytest.raises(ConfigError, match="trainer.precision=fp16: must be one of: fp32, bf16"):
+    with pytest.raises(ConfigError, match="trainer.precision=fp16: must be one of: fp32, bf16, bf16_force, auto"):
         make_trainer(data, tmp_path, max_epochs=1, precision="fp16")

@@ -15,6 +15,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from easyrec.errors import ConfigError
 
+#: The largest float32: every float option ends up in float32 tensors (parameters, data), where a larger value is inf.
+FLOAT32_MAX = 3.4028234663852886e38
+
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
@@ -79,8 +82,20 @@ def validate(cfg: DictConfig) -> None:
         resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     except OmegaConfBaseException as error:
         raise ConfigError(f"{error.full_key}: {_first_line(error)}") from None
+    _check_finite(OmegaConf.to_container(resolved), "")
     _check_rules(_typed(TrainConfig, resolved, ""), "")
     _check_targets(resolved, "")
+
+
+def _check_finite(container: Any, path: str) -> None:
+    """Refuse NaN, inf and floats beyond float32's range (1e308), at any depth, in any component's options."""
+    items = container.items() if isinstance(container, dict) else enumerate(container)
+    for key, value in items:
+        here = f"{path}.{key}" if path else str(key)
+        if isinstance(value, float) and not abs(value) <= FLOAT32_MAX:
+            raise ConfigError(f"{here}={value}: must be finite in float32 (|x| <= {FLOAT32_MAX:.4g})")
+        if isinstance(value, dict | list):
+            _check_finite(value, here)
 
 
 def _check_targets(node: DictConfig | ListConfig, path: str) -> None:

@@ -56,7 +56,8 @@ class DataConfig:
     batch_size: int = checked(1024, gt(0))
     eval_batch_size: int = checked(16384, gt(0))
     shuffle: bool = True
-    seed: int = 0
+    seed: int = checked(0, between(0, 2**32 - 1))  # numpy's generators take no negative seed
+    non_finite: str = checked("error", one_of("error", "fill"))
 
     @staticmethod
     def consistency(node: Any) -> str | None:
@@ -716,8 +717,9 @@ class TrainerConfig:
     progress_bar: bool = True
     device: str = checked("auto", one_of("auto", "cpu", "cuda"))
     num_threads: int | None = checked(None, gt(0))
-    precision: str = checked("fp32", one_of("fp32", "bf16"))
+    precision: str = checked("fp32", one_of("fp32", "bf16", "bf16_force", "auto"))
     data_on_device: Any = checked("auto", AUTO_TRUE_FALSE)
+    memory_check: bool = True  # refuse a model whose weights, gradients and optimizer state exceed the memory
 
     @staticmethod
     def consistency(node: Any) -> str | None:
@@ -752,7 +754,7 @@ class NullLoggerConfig:
 class TrainConfig:
     """The whole ``easyrec train`` config: one node per config group plus the run-wide keys."""
 
-    seed: int = 42
+    seed: int = checked(42, between(0, 2**32 - 1))  # numpy's generators take no negative seed
     optimized_metric: str = "eval/auc"
     model: Any = MISSING
     data: Any = MISSING

@@ -6,6 +6,7 @@ encodes any split into contiguous tensors, vectorised with pyarrow and numpy.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -19,6 +20,8 @@ from easyrec.data.batches import EncodedSplit
 from easyrec.data.hashing import hash_buckets
 from easyrec.errors import DataError
 
+log = logging.getLogger(__name__)
+
 NUMBER_PATTERN = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$|^\s*[-+]?(nan|inf|infinity)\s*$"
 
 
@@ -27,7 +30,8 @@ class DenseFeatures:
     """Float columns that share a transform.
 
     ``transform="log1p"`` maps x to sign(x)·log(1+|x|); ``standardize`` then subtracts the training
-    mean and divides by the training std. Empty cells take ``fill_value`` before the transform.
+    mean and divides by the training std. Empty cells (and NaN, as pandas writes them) take ``fill_value`` before
+    the transform; infinite values, and those beyond float32's range, are the encoder's ``non_finite`` business.
     """
 
     names: list[str]
@@ -135,10 +139,16 @@ class FeatureEncoder:
                            categorical=[CategoricalFeatures(["city"])])
         encoder = FeatureEncoder(spec).fit(train_table, source="train.csv")
         split = encoder.encode(eval_table, source="eval.csv")  # split.dense: (N, 1), split.sparse: (N, 1)
+
+    ``non_finite``: what a dense value that is infinite in float32 (``inf``, ``1e308``) gets: ``"error"`` (a
+    DataError naming the source, column and row) or ``"fill"`` (its group's ``fill_value``; the count is logged).
     """
 
-    def __init__(self, spec: FeatureSpec) -> None:
+    def __init__(self, spec: FeatureSpec, non_finite: str = "error") -> None:
+        if non_finite not in ("error", "fill"):
+            raise ValueError(f"non_finite={non_finite!r}: must be one of: error, fill")
         self.spec = spec
+        self.non_finite = non_finite
         self.vocabularies: dict[str, pa.Array] = {}
         self.mean: dict[str, float] = {}
         self.std: dict[str, float] = {}
@@ -161,7 +171,7 @@ class FeatureEncoder:
                 if group.standardize and name in keep["mean"]:
                     self.mean[name], self.std[name] = keep["mean"][name], keep["std"][name]
                 elif group.standardize:
-                    values = self._transformed(table, name, group, source)
+                    values = self._transformed(table, name, group, source, report=False)
                     self.mean[name] = float(values.mean()) if len(values) else 0.0
                     std = float(values.std()) if len(values) else 1.0
                     self.std[name] = std if std > 1e-12 else 1.0
@@ -237,8 +247,30 @@ class FeatureEncoder:
             sessions=sessions,
         )
 
-    def _transformed(self, table: pa.Table, name: str, group: DenseFeatures, source: str) -> np.ndarray:
-        values = numeric_column(table, name, source, fill_value=group.fill_value).astype(np.float64)
+    def _transformed(
+        self, table: pa.Table, name: str, group: DenseFeatures, source: str, report: bool = True
+    ) -> np.ndarray:
+        """Column ``name`` as ``(N,) float64``, filled, checked for infinite values and transformed; ``report``:
+        log how many infinite values were filled (once per split: fitting reads the training split too)."""
+        values = numeric_column(table, name, source, fill_value=group.fill_value)
+        infinite = np.isinf(values)  # float32: 1e308 is inf there; NaN was an empty cell and is filled already
+        if infinite.any():
+            if self.non_finite == "error":
+                first = int(np.flatnonzero(infinite)[0])
+                raise DataError(
+                    f"{source}: column '{name}', row {first + 1}: {table[name][first].as_py()!r} is not a finite "
+                    "float32 (data.non_finite=fill replaces such values with the feature's fill_value)"
+                )
+            values[infinite] = group.fill_value
+            if report:
+                log.warning(
+                    "%s: column '%s': %d infinite values replaced by fill_value %g (data.non_finite=fill)",
+                    source,
+                    name,
+                    int(infinite.sum()),
+                    group.fill_value,
+                )
+        values = values.astype(np.float64)
         if group.transform == "log1p":
             values = np.sign(values) * np.log1p(np.abs(values))
         return values
@@ -315,7 +347,8 @@ def numeric_column(table: pa.Table, name: str, source: str, fill_value: float | 
             first = first_true(pc.is_null(column))
             raise DataError(f"{source}: column '{name}', row {first + 1}: empty value")
         column = pc.fill_null(column.cast(pa.float64()), fill_value)
-    values = column.to_numpy().astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32's range is inf: the dense features' non_finite rule
+        values = column.to_numpy().astype(np.float32)
     if fill_value is not None:
         values[np.isnan(values)] = fill_value
     return values

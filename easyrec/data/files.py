@@ -102,7 +102,8 @@ class FileData(TabularData):
         # the code that reads and encodes: an edited reader or encoder must not reuse older encodings
         readers = [c for c in type(self).__mro__ if issubclass(c, FileData)]
         code = source_files(*readers, FeatureEncoder, hash_buckets)
-        key = cache_key(files, {"reader": type(self).__qualname__, **self.reader_options}, self.spec, code)
+        reader = {"reader": type(self).__qualname__, **self.reader_options, "non_finite": self.non_finite}
+        key = cache_key(files, reader, self.spec, code)
         cache = EncodingCache(self.cache_dir)
         found = cache.load(key, self.spec, (str(self.train_path), str(self.eval_path)))
         if found is None:

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from easyrec.data.batches import Batch, EncodedSplit, TrainStep
 from easyrec.data.features import FeatureEncoder, FeatureSpec, InputSpec
-from easyrec.errors import DataError
+from easyrec.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,9 @@ class TabularData:
         batch_size: training rows per batch.
         eval_batch_size: rows per batch when evaluating.
         shuffle: shuffle the training rows every epoch.
-        seed: seeds the shuffling.
+        seed: seeds the shuffling, in [0, 2**32) (numpy's generators take no negative seed).
+        non_finite: a dense value that is infinite in float32 (``inf``, ``1e308``) is an ``"error"`` naming the
+            file, column and row, or takes its feature's ``fill_value`` (``"fill"``, counted in the log).
     """
 
     def __init__(
@@ -40,13 +42,19 @@ class TabularData:
         eval_batch_size: int = 16384,
         shuffle: bool = True,
         seed: int = 0,
+        non_finite: str = "error",
     ) -> None:
+        if not 0 <= seed < 2**32:
+            raise ConfigError(f"data.seed={seed}: must be in [0, {2**32 - 1}]")
         self.spec = FeatureSpec.from_config(features)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.shuffle = shuffle
         self.seed = seed
-        self.encoder = FeatureEncoder(self.spec)
+        if non_finite not in ("error", "fill"):
+            raise ConfigError(f"data.non_finite={non_finite}: must be one of: error, fill")
+        self.non_finite = non_finite
+        self.encoder = FeatureEncoder(self.spec, non_finite)
         self.train: EncodedSplit | None = None
         self.eval: EncodedSplit | None = None
 

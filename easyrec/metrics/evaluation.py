@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -13,6 +15,8 @@ from easyrec.metrics.grouped_auc import grouped_auc
 from easyrec.metrics.multiclass import multiclass_metrics
 from easyrec.metrics.regression import regression_metrics
 from easyrec.metrics.retrieval import in_batch_recall_hits
+
+log = logging.getLogger(__name__)
 
 #: ``eval/gauc`` (mean over sessions), ``eval/gauc_sample`` and ``eval/gauc_positive`` (weighted by the
 #: session's samples or positives; EasyRec's mean_by_sample_num and mean_by_positive_num).
@@ -30,7 +34,8 @@ class EvalMetrics:
     * ``retrieval``: ``recall@<k>`` for each of ``recall_at_k``, among the positive pairs of the same eval batch,
       and ``auc`` of the pair score against the label.
 
-    A single loss's metrics are ``eval/<metric>``; a multi-task loss's are ``eval/<task>/<metric>``.
+    A single loss's metrics are ``eval/<metric>``; a multi-task loss's are ``eval/<task>/<metric>``. An AUC that is
+    NaN (an eval split of one row or one class, a diverged model) is warned about once per metric, with the reason.
 
     Args:
         gauc_reductions: any of ``mean``, ``sample``, ``positive``.
@@ -47,6 +52,7 @@ class EvalMetrics:
         if top_k < 1 or any(k < 1 for k in recall_at_k):
             raise ValueError(f"top_k={top_k}, recall_at_k={list(recall_at_k)}: each k must be >= 1")
         self.gauc_reductions, self.top_k, self.recall_at_k = tuple(gauc_reductions), top_k, tuple(recall_at_k)
+        self.explained: set[str] = set()  # the NaN AUCs already warned about
 
     def names(self, heads: Sequence[Any], data: Any) -> list[str]:
         """Every key :meth:`Evaluation.compute` returns for ``heads`` on ``data``'s eval split."""
@@ -107,7 +113,28 @@ class Evaluation:
             rows = eval_labels(self.data, head.given) > 0 if head.given else None
             values = self._head_metrics(i, head, predictions, labels, rows)
             results.update({head.prefix + name: value for name, value in values.items()})
+            nan_aucs = [head.prefix + k for k, v in values.items() if k.endswith("auc") and math.isnan(v)]
+            if rows is not None:
+                predictions, labels = predictions[rows], labels[rows]
+            for name in (n for n in nan_aucs if n not in self.metrics.explained):
+                self.metrics.explained.add(name)
+                log.warning("%s is nan: %s", name, self._why_nan(head, predictions, labels))
         return results
+
+    def _why_nan(self, head: Any, predictions: Tensor, labels: Tensor) -> str:
+        """Why an AUC of ``head`` over these ``predictions (N,)`` and ``labels (N,)`` is NaN, in a few words."""
+        if not bool(predictions.isfinite().all()):
+            return "the model's predictions are not finite: training diverged (see train/skipped_steps; lower the lr)"
+        where = f"the eval split ({self.data.eval.source})"
+        where += f" where '{head.given}' is positive" if head.given else ""
+        if len(labels) < 2:
+            return f"{where} has {len(labels)} row{'' if len(labels) == 1 else 's'}: an AUC needs two classes"
+        values, positive = torch.unique(labels), labels > 0
+        if len(values) == 1:
+            return f"{where} has only label {values[0].item():g}: an AUC needs both classes"
+        if bool(positive.all()):
+            return f"{where} has only positive labels: an AUC needs both classes"
+        return f"no session of {where} has both classes"
 
     def _head_metrics(
         self, i: int, head: Any, predictions: Tensor, labels: Tensor, rows: Tensor | None

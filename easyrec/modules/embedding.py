@@ -41,7 +41,8 @@ class FieldEmbedding(nn.Module):
         self.penalty: Tensor | None = None
         sizes = torch.as_tensor(list(cardinalities), dtype=torch.long)
         self.register_buffer("offsets", (torch.cumsum(sizes, 0) - sizes).to(torch.int32), persistent=False)
-        self.table = nn.Embedding(int(sizes.sum()), dim, sparse=sparse)
+        # rows summed in Python: under torch.device("meta") (the memory check) sizes holds no values
+        self.table = nn.Embedding(sum(int(c) for c in cardinalities), dim, sparse=sparse)
         if init_std > 0:
             nn.init.normal_(self.table.weight, std=init_std)
         else:

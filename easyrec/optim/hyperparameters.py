@@ -5,6 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
+#: float32 parameters make a larger lr inf at the first step
+_LARGEST_LR = torch.finfo(torch.float32).max
+
 
 def _in_unit_interval(value: float) -> bool:
     return 0 <= value < 1
@@ -15,7 +20,7 @@ def _non_negative(value: float) -> bool:
 
 
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "lr": (lambda v: v > 0, "must be > 0"),
+    "lr": (lambda v: 0 < v <= _LARGEST_LR, f"must be > 0 and finite in float32 (at most {_LARGEST_LR:.4g})"),
     "betas": (lambda v: all(_in_unit_interval(b) for b in v), "each must be in [0, 1)"),
     "decay": (_in_unit_interval, "must be in [0, 1)"),
     "momentum": (_in_unit_interval, "must be in [0, 1)"),

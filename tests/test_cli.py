@@ -183,6 +183,22 @@ def test_config_errors_are_one_line_and_open_no_run(easyrec_cli, tmp_path, args,
     assert runs(tmp_path) == []
 
 
+def test_a_missing_file_or_column_is_one_line_and_opens_no_run(easyrec_here, tmp_path):
+    train, test = write_synthetic_files(tmp_path, "csv")
+    header, *rows = test.read_text().splitlines()
+    (tmp_path / "no_c26.csv").write_text("\n".join([header.replace('"C26"', '"C27"'), *rows]) + "\n")
+    columns = header.replace('"', "").replace(",", ", ").replace("C26", "C27")
+    data = ["data=csv", f"data.train_path={train.name}", *QUICK[1:]]
+    for eval_path, message in [
+        ("nope.csv", f"nope.csv: file not found (relative paths are taken from {tmp_path})"),
+        ("no_c26.csv", f"no_c26.csv: column 'C26' not found; the columns are: {columns}"),
+    ]:
+        code, _, err = easyrec_here("train", *data, f"data.eval_path={eval_path}")
+        assert code == 1
+        assert only_line(err) == f"easyrec train: error: {message}"
+    assert runs(tmp_path) == [] and not list((tmp_path / "outputs").glob("*/*/checkpoints"))
+
+
 def test_bad_data_is_one_line_and_the_run_ends_failed(easyrec_here, tmp_path):
     train, test = write_synthetic_files(tmp_path, "csv")
     lines = train.read_text().splitlines()

@@ -54,6 +54,10 @@ class TabularData:
         """Return ``((train_table, train_source), (eval_table, eval_source))``."""
         raise NotImplementedError
 
+    def check_files(self) -> None:
+        """Raise a :class:`DataError` for a missing file or column, cheaply (before a run is opened; :meth:`setup`
+        reads and checks everything); a source that reads no files has nothing to check."""
+
     def setup(self, keep_encoding: Mapping[str, Any] | None = None) -> None:
         """Read both splits, fit the encoder on the training split, encode both.
 

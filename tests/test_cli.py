@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import subprocess
 import sys
@@ -82,7 +83,8 @@ def test_train_help_and_cfg_job(easyrec_cli, tmp_path):
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_train_end_to_end_lands_a_finished_mlflow_run(easyrec_here, tmp_path):
+def test_train_end_to_end_lands_a_finished_mlflow_run(easyrec_here, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "60")  # narrower than the paths: logs outside a terminal are never wrapped
     code, out, err = easyrec_here("train", *QUICK, "trainer.max_epochs=2")
     assert code == 0, err
     assert "eval/auc" in out and "eval/oracle_auc" in out  # the metrics table
@@ -106,6 +108,16 @@ def test_train_end_to_end_lands_a_finished_mlflow_run(easyrec_here, tmp_path):
     output_dir = Path(run.data.tags["easyrec.output_dir"])
     assert list((output_dir / "checkpoints").glob("step-*.pt"))
     assert (output_dir / "train.log").read_text().count("eval/auc") >= 2
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert f" INFO    MLflow run {run.info.run_id} in experiment 'easyrec' at {uri}" in err.splitlines()[0]
+    assert "easyrec: 44 steps, 2 epochs" in out
+    *_, directory, ui, compare = out.splitlines()  # the run ends saying where it is and how to look at it
+    assert directory == f"run directory: {output_dir}"
+    assert ui == f"to look at it: mlflow ui --backend-store-uri {uri}"
+    assert compare == f"{'':14} easyrec compare easyrec --tracking-uri {uri}"
+    code, out, err = easyrec_here(*shlex.split(compare)[1:])
+    assert code == 0, err
+    assert "experiment easyrec" in out  # the table of its runs
 
 
 def test_optimizer_and_loss_options_in_a_git_checkout(easyrec_here, tmp_path):

@@ -62,11 +62,11 @@ def main(cfg: DictConfig) -> float:
 def run_job(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> float:
     """One job: trained in this process, or by the workers it starts (``distributed=ddp``, outside torchrun)."""
     validate(cfg)
+    # a missing file or column fails before a run is opened, as a bad config does (data.setup reads all later)
+    instantiate(cfg.data, _convert_="all").check_files()
     distributed = instantiate(cfg.distributed)
     if getattr(distributed, "launches_workers", False):
         from easyrec.launch import launch_workers
-
-        instantiate(cfg.data, _convert_="all").check_files()  # before the launcher opens the job's run
 
         job_logging = OmegaConf.to_container(HydraConfig.get().job_logging, resolve=True)
         return launch_workers(cfg, distributed, output_dir, overrides, job_logging)
@@ -103,7 +103,6 @@ def train(
     logger = instantiate(cfg.logger)
     metrics = instantiate(cfg.metrics, _convert_="all")
     check_loss_fits_data(loss, data.spec)
-    data.check_files()  # a missing file or column, too, fails before a run is opened (setup reads all of it later)
     config = OmegaConf.to_container(cfg, resolve=True)
     trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
     resume, init_from = trainer_options.pop("resume", False), trainer_options.pop("init_from", None)

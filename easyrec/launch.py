@@ -21,6 +21,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from easyrec.console import plural
 from easyrec.errors import ConfigError, EasyrecError, Interrupted
 
 log = logging.getLogger("easyrec")
@@ -55,9 +56,9 @@ def launch_workers(
         logger.start(config, overrides, output_dir, run_id=state["run"]["id"] if state else None)
     launch = distributed.launch_config()
     log.info(
-        "starting %d worker(s) on this machine (%d machine(s), backend %s, restarts allowed: %d)",
-        distributed.nproc_per_node,
-        distributed.nnodes,
+        "starting %s on this machine (%s, backend %s, restarts allowed: %d)",
+        plural(distributed.nproc_per_node, "worker"),
+        plural(distributed.nnodes, "machine"),
         distributed.backend,
         distributed.max_restarts,
     )

@@ -62,6 +62,8 @@ def main(cfg: DictConfig) -> float:
 def run_job(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> float:
     """One job: trained in this process, or by the workers it starts (``distributed=ddp``, outside torchrun)."""
     validate(cfg)
+    # a missing file or column fails before a run is opened, as a bad config does (data.setup reads all later)
+    instantiate(cfg.data, _convert_="all").check_files()
     distributed = instantiate(cfg.distributed)
     if getattr(distributed, "launches_workers", False):
         from easyrec.launch import launch_workers

@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from easyrec.checkpoints import FORMAT, Checkpoints, load_checkpoint, write_json
+from easyrec.console import TrainingProgress, plural
 from easyrec.data.batches import EncodedSplit, TrainStep
 from easyrec.data.tabular import TabularData
 from easyrec.distributed import SingleProcess
@@ -196,7 +196,7 @@ class Trainer:
         weights with ``restore_best``). After :meth:`load_state_dict`, continue where the checkpoint left off."""
         total_steps = self._planned_steps()
         resumed = f", resuming at step {self.step}" if self.step else ""
-        log.info("training for %d steps (%s)%s", total_steps, self._limits(), resumed)
+        log.info("training for %s (%s)%s", plural(total_steps, "step"), self._limits(), resumed)
         window = _LogWindow(self.device, regularized=bool(self._regularized))
         train_start, rows_trained = time.perf_counter(), 0
         self._last_checkpoint = time.monotonic()
@@ -216,7 +216,7 @@ class Trainer:
                         train = {**window.close(workers), **self._learning_rates(), **self._loss_components()}
                         train["train/skipped_steps"] = float(self.gradients.skipped_steps)
                         self.logger.log_metrics(train, self.step)
-                        advance(train)
+                    advance(step.rows, train)
                     if self.eval_every_n_steps and self.step % self.eval_every_n_steps == 0:
                         stop = self._evaluate_and_decide()
                     if stop is None and self.stop_reason is None and self.early_stopping.after_step(self.step, train):
@@ -230,17 +230,17 @@ class Trainer:
                     self.rows_in_epoch = 0
                     if not self.eval_every_n_steps and not self._done():
                         self._settle(self._evaluate_and_decide())
+        if self.last_eval_step != self.step:
+            self._evaluate_and_decide()  # no step follows: nothing to stop
         seconds = time.perf_counter() - train_start
         summary = {
-            "train/seconds": seconds,
-            "train/eval_seconds": self.eval_seconds,  # the evaluation after the last step is not in either
+            "train/seconds": seconds,  # training and its evaluations, the final one included
+            "train/eval_seconds": self.eval_seconds,  # those evaluations (not a re-evaluation of the best weights)
             # the training loop's throughput: rows of this process's steps (over all workers) per second spent
             # outside evaluation (checkpoints and logging included)
             "train/loop_samples_per_s": rows_trained / max(seconds - self.eval_seconds, 1e-9),
             "train/steps": float(self.step),
         }
-        if self.last_eval_step != self.step:
-            self._evaluate_and_decide()  # no step follows: nothing to stop
         self.logger.log_metrics(summary, self.step)
         if self.stop_reason:
             self.logger.set_tags({"easyrec.stop_reason": self.stop_reason})
@@ -501,41 +501,26 @@ class Trainer:
 
     @contextmanager
     def _progress_bar(self, total: int) -> Iterator:
-        """Yield ``advance(train_metrics)``, called at each logging interval: it moves the bar, or logs a line."""
+        """Yield ``advance(rows, train_metrics)``, called after each step (``train_metrics``: those of a logging
+        interval that ended there, else None): it moves the bar (:class:`~easyrec.console.TrainingProgress`), or
+        logs a line at each logging interval."""
         if not self.show_progress:
 
-            def advance_log(train: dict[str, float]) -> None:
-                log.info(
-                    "step %d/%d: loss %.5f, lr %.3g, %.0f samples/s",
-                    self.step,
-                    total,
-                    train["train/loss"],
-                    train["train/lr"],
-                    train["train/samples_per_s"],
-                )
+            def advance_log(rows: int, train: dict[str, float] | None) -> None:
+                if train is not None:
+                    log.info(
+                        "step %d/%d: loss %.5f, lr %.3g, %.0f samples/s",
+                        self.step,
+                        total,
+                        train["train/loss"],
+                        train["train/lr"],
+                        train["train/samples_per_s"],
+                    )
 
             yield advance_log
             return
-        progress = Progress(
-            TextColumn("step {task.completed}/{task.total}"),
-            BarColumn(),
-            TextColumn("{task.fields[speed]:>8.0f} samples/s  loss {task.fields[loss]:.5f}  lr {task.fields[lr]:.3g}"),
-            TimeRemainingColumn(),
-            console=self.console,
-        )
-        task = progress.add_task("train", total=total, speed=0.0, loss=float("nan"), lr=0.0)
-
-        def advance(train: dict[str, float]) -> None:
-            progress.update(
-                task,
-                completed=self.step,
-                speed=train["train/samples_per_s"],
-                loss=train["train/loss"],
-                lr=train["train/lr"],
-            )
-
-        with progress:
-            yield advance
+        with TrainingProgress(self.console, total) as progress:
+            yield lambda rows, train: progress.advance(self.step, rows, self.optimizer.param_groups[0]["lr"], train)
 
     def _report(self, metrics: dict[str, float]) -> None:
         """Print the final metrics as a table and write them to ``metrics.json`` in the run directory (for scripts
@@ -544,12 +529,16 @@ class Trainer:
             return
         summary = {"step": self.step, "epoch": self.epoch, "precision": self.precision, **metrics}
         write_json(summary, self.output_dir / "metrics.json")
-        table = Table(title=f"easyrec: {self.step} steps, {self.epoch} epochs")
+        table = Table(title=f"easyrec: {plural(self.step, 'step')}, {plural(self.epoch, 'epoch')}")
         table.add_column("metric")
         table.add_column("value", justify="right")
         for key, value in metrics.items():
             table.add_row(key, f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 1e4 else f"{value:.5f}")
         Console().print(table)
+        # plain lines, never wrapped: a path or a command is copied whole
+        print(f"run directory: {self.output_dir.resolve()}")
+        for number, command in enumerate(self.logger.view_commands()):
+            print(f"{'to look at it:' if number == 0 else '':<14} {command}")
 
 
 def native_bf16(device: torch.device) -> bool:

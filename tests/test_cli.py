@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import subprocess
 import sys
@@ -82,7 +83,8 @@ def test_train_help_and_cfg_job(easyrec_cli, tmp_path):
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_train_end_to_end_lands_a_finished_mlflow_run(easyrec_here, tmp_path):
+def test_train_end_to_end_lands_a_finished_mlflow_run(easyrec_here, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "60")  # narrower than the paths: logs outside a terminal are never wrapped
     code, out, err = easyrec_here("train", *QUICK, "trainer.max_epochs=2")
     assert code == 0, err
     assert "eval/auc" in out and "eval/oracle_auc" in out  # the metrics table
@@ -106,6 +108,16 @@ def test_train_end_to_end_lands_a_finished_mlflow_run(easyrec_here, tmp_path):
     output_dir = Path(run.data.tags["easyrec.output_dir"])
     assert list((output_dir / "checkpoints").glob("step-*.pt"))
     assert (output_dir / "train.log").read_text().count("eval/auc") >= 2
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert f" INFO    MLflow run {run.info.run_id} in experiment 'easyrec' at {uri}" in err.splitlines()[0]
+    assert "easyrec: 44 steps, 2 epochs" in out
+    *_, directory, ui, compare = out.splitlines()  # the run ends saying where it is and how to look at it
+    assert directory == f"run directory: {output_dir}"
+    assert ui == f"to look at it: mlflow ui --backend-store-uri {uri}"
+    assert compare == f"{'':14} easyrec compare easyrec"  # the default store, here
+    code, out, err = easyrec_here(*shlex.split(compare)[1:])
+    assert code == 0, err
+    assert "experiment easyrec" in out  # the table of its runs
 
 
 def test_optimizer_and_loss_options_in_a_git_checkout(easyrec_here, tmp_path):
@@ -181,6 +193,22 @@ def test_config_errors_are_one_line_and_open_no_run(easyrec_cli, tmp_path, args,
     assert done.returncode == 2
     assert only_line(done.stderr).startswith(expected)
     assert runs(tmp_path) == []
+
+
+def test_a_missing_file_or_column_is_one_line_and_opens_no_run(easyrec_here, tmp_path):
+    train, test = write_synthetic_files(tmp_path, "csv")
+    header, *rows = test.read_text().splitlines()
+    (tmp_path / "no_c26.csv").write_text("\n".join([header.replace('"C26"', '"C27"'), *rows]) + "\n")
+    columns = header.replace('"', "").replace(",", ", ").replace("C26", "C27")
+    data = ["data=csv", f"data.train_path={train.name}", *QUICK[1:]]
+    for eval_path, message in [
+        ("nope.csv", f"nope.csv: file not found (relative paths are taken from {tmp_path})"),
+        ("no_c26.csv", f"no_c26.csv: column 'C26' not found; the columns are: {columns}"),
+    ]:
+        code, _, err = easyrec_here("train", *data, f"data.eval_path={eval_path}")
+        assert code == 1
+        assert only_line(err) == f"easyrec train: error: {message}"
+    assert runs(tmp_path) == [] and not list((tmp_path / "outputs").glob("*/*/checkpoints"))
 
 
 def test_bad_data_is_one_line_and_the_run_ends_failed(easyrec_here, tmp_path):

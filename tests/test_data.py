@@ -621,6 +621,33 @@ def test_parquet_reads_only_the_spec_columns(tmp_path):
     assert data.train.dense[:, 0].tolist() == [1.0, 2.0]
 
 
+def test_check_files_reads_only_names_and_finds_what_setup_would(tmp_path):
+    # the data rows are bad (setup refuses them): check_files reads no further than the header or schema
+    good = write(tmp_path / "good.csv", "label,a,c\n0,oops,x\n")
+    no_a = write(tmp_path / "no_a.csv", "label,b,c\n0,1,x\n")
+    CSVData(CSV_FEATURES, good, good).check_files()
+    with pytest.raises(DataError, match="column 'a', row 1: 'oops' is not a number"):
+        CSVData(CSV_FEATURES, good, good).setup()
+    missing = tmp_path / "missing.csv"
+    cases = [
+        (CSVData(CSV_FEATURES, good, str(missing)), f"{missing}: file not found"),
+        (CSVData(CSV_FEATURES, good, no_a), f"{no_a}: column 'a' not found; the columns are: label, b, c"),
+        (
+            CSVData(CSV_FEATURES, good, good, header=False, columns=["label", "b", "c"]),
+            f"{good}: column 'a' not found; the columns are: label, b, c",
+        ),
+    ]
+    pq.write_table(pa.table({"a": [1.0], "label": [0.0]}), tmp_path / "t.parquet")
+    parquet = str(tmp_path / "t.parquet")
+    cases.append((ParquetData(CSV_FEATURES, parquet, parquet), f"{parquet}: column 'c' not found"))
+    cases.append((ParquetData(CSV_FEATURES, good, parquet), f"{good}: not a readable Parquet file ("))
+    for data, message in cases:
+        with pytest.raises(DataError) as info:
+            data.check_files()
+        assert str(info.value).startswith(message)
+    SyntheticCTRData(CSV_FEATURES, num_rows=10).check_files()  # reads no file: nothing to check
+
+
 def test_csv_header_with_a_byte_order_mark(tmp_path):
     path = tmp_path / "bom.csv"
     path.write_bytes("\ufefflabel,a,c\n0,1,x\n1,2,y\n".encode())

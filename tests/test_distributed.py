@@ -10,12 +10,12 @@ import torch
 
 from easyrec.data import SyntheticCTRData
 from easyrec.distributed import DDP, SingleProcess
-from easyrec.errors import ConfigError
+from easyrec.errors import ConfigError, DataError
 from easyrec.launch import failure_message, torchrun_arguments, worker_logging
 from easyrec.losses import BinaryCrossEntropy
 from easyrec.models import DeepFM
 from easyrec.trainer import Trainer
-from tests.conftest import CRITEO_FEATURES
+from tests.conftest import CRITEO_FEATURES, compose_config
 from tests.test_trainer import RecordingLogger
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -170,6 +170,18 @@ def test_ddp_outside_a_worker_refuses_to_start(monkeypatch):
     assert DDP().launches_workers
     with pytest.raises(ConfigError, match="not started as a worker"):
         DDP().start()
+
+
+def test_a_missing_data_file_stops_a_ddp_job_before_its_launcher_opens_a_run(monkeypatch, tmp_path):
+    import easyrec.launch
+    from easyrec.run import run_job
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(easyrec.launch, "launch_workers", lambda *args: pytest.fail("the launcher was started"))
+    config = compose_config("distributed=ddp", "data=csv", "data.train_path=nope.csv", "data.eval_path=nope.csv")
+    with pytest.raises(DataError, match="^nope.csv: file not found"):
+        run_job(config, tmp_path / "run", [])
 
 
 def test_one_process_refuses_to_be_one_of_several_workers(monkeypatch):

@@ -72,7 +72,7 @@ def test_nan_counts_as_no_improvement():
 def test_nan_from_the_first_evaluation_stops_with_a_reason():
     rule = StopOnPlateau(monitor="eval/logloss", mode="min", patience=1)
     assert feed(rule, [math.nan], monitor="eval/logloss") == [True]
-    assert rule.reason == "eval/logloss has not improved for 1 evaluations (no finite value yet)"
+    assert rule.reason == "eval/logloss has not improved for 1 evaluation (no finite value yet)"
     assert rule.best is None
 
 

@@ -4,18 +4,27 @@ predictions from raw feature values (TorchScript and MLflow pyfunc); hashing par
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
 import pytest
 import torch
 from hydra.utils import instantiate
+from mlflow.models import Model
 
 from easyrec.data import generate_clicks
 from easyrec.data.hashing import fnv1a64, splitmix64
@@ -185,19 +194,96 @@ def test_the_exported_model_gives_the_trainers_predictions_in_a_fresh_process(wh
 
 
 @pytest.mark.slow
-def test_the_model_is_logged_to_the_runs_mlflow_run(csv_run, easyrec_main, monkeypatch):
+def test_the_model_is_logged_to_the_runs_mlflow_run_and_served(csv_run, easyrec_main, monkeypatch):
     root, expected = csv_run
     np.save(root / "expected.npy", expected)
     monkeypatch.chdir(root)
     output = root / "logged"
     code, out, err = easyrec_main("export", root / "run", "--output", output)
     assert code == 0, err
-    run_id = json.loads((output / "signature.json").read_text())["run_id"]
+    signature = json.loads((output / "signature.json").read_text())
+    run_id = signature["run_id"]
     assert f"runs:/{run_id}/model" in out
+    model = Model.load(output / "mlflow_model")
+    columns = [*signature["dense"], *signature["string_ids"]]
+    assert model.signature.inputs.input_names() == columns and model.signature.outputs.input_names() == ["prediction"]
+    assert {c["name"]: c["type"] for c in json.loads(model.signature.to_dict()["inputs"])} == {
+        **{name: "any" for name in signature["dense"]},
+        **{name: "string" for name in signature["string_ids"]},
+    }
+    assert list(model.load_input_example(output / "mlflow_model").columns) == columns
     script = f"import mlflow\nmlflow.set_tracking_uri('sqlite:///{root}/mlflow.db')\n" + FRESH_PYFUNC
-    columns = ",".join(f"C{i}" for i in range(1, 27))
-    done = fresh((script, [f"runs:/{run_id}/model", root / "eval.csv", root / "expected.npy", columns]), cwd=root)
+    ids = ",".join(signature["string_ids"])
+    done = fresh((script, [f"runs:/{run_id}/model", root / "eval.csv", root / "expected.npy", ids]), cwd=root)
     assert done.returncode == 0, done.stderr + done.stdout
+
+    # `mlflow models serve` on the logged model answers a request of raw rows with `easyrec predict`'s scores
+    rows = pd.read_csv(root / "eval.csv", dtype={name: str for name in signature["string_ids"]}, nrows=8)
+    rows.to_csv(root / "rows.csv", index=False)  # empty cells and unseen ids in rows 0-5
+    code, _, err = easyrec_main(
+        "predict", root / "run", "--input", root / "rows.csv", "--output", root / "rows.out.csv"
+    )
+    assert code == 0, err
+    request = {
+        "dataframe_split": {
+            "columns": columns,
+            "data": rows[columns].astype(object).where(rows[columns].notna(), None).values.tolist(),
+        }
+    }
+    with served(f"runs:/{run_id}/model", f"sqlite:///{root}/mlflow.db", root) as url:
+        answer = http_json(f"{url}/invocations", request)
+    scores = [row["prediction"] for row in answer["predictions"]]
+    assert np.abs(np.array(scores) - pd.read_csv(root / "rows.out.csv")["prediction"].to_numpy()).max() < 1e-6
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def http_json(url: str, body: dict | None = None, timeout: float = 60) -> dict:
+    """GET ``url`` (POST ``body`` as JSON when given) and return the JSON answer."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as answer:
+        text = answer.read().decode()
+    return json.loads(text) if text.strip() else {}
+
+
+@contextmanager
+def served(model_uri: str, tracking_uri: str, cwd: Path, wait: float = 240) -> Iterator[str]:
+    """``mlflow models serve`` of ``model_uri`` on loopback in this Python's environment: its base URL; skips the
+    test, with the server's last words, when it does not start."""
+    port, bin_dir, path = free_port(), Path(sys.executable).parent, os.environ.get("PATH", "")
+    log_path = cwd / f"serve-{port}.log"
+    with log_path.open("w") as log_file:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            cwd=cwd,
+            # the server runs `uvicorn` from PATH: this Python's, as in an activated venv
+            env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{bin_dir}{os.pathsep}{path}"},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # the server and its workers, stopped together below
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                http_json(f"http://127.0.0.1:{port}/ping", timeout=5)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    last = (log_path.read_text().strip().splitlines() or ["no output"])[-1]
+                    pytest.skip(f"mlflow models serve did not start (exit code {server.poll()}): {last}")
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
 
 
 def test_hashing_matches_the_training_hashes():

@@ -187,3 +187,21 @@ def test_local_store_uris_are_made_absolute_where_the_run_starts(tmp_path, monke
     assert absolute_uri(f"sqlite:///{tmp_path}/x.db") == f"sqlite:///{tmp_path}/x.db"
     assert absolute_uri("./mlruns") == f"{tmp_path}/mlruns"
     assert absolute_uri("http://mlflow.internal:5000") == "http://mlflow.internal:5000"
+
+
+def test_view_commands_name_the_store_unless_it_is_the_default_one_here(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    default = f"sqlite:///{tmp_path}/mlflow.db"
+    other = f"sqlite:///{tmp_path}/my store.db"
+    assert MLflowLogger(default).view_commands() == [
+        f"mlflow ui --backend-store-uri {default}",
+        "easyrec compare easyrec",
+    ]
+    assert MLflowLogger(other, parent_run_id="3f2c").view_commands() == [
+        f"mlflow ui --backend-store-uri '{other}'",
+        f"easyrec compare 3f2c --tracking-uri '{other}'",
+    ]
+    assert MLflowLogger("http://127.0.0.1:5000", experiment_name="ctr").view_commands() == [
+        "open http://127.0.0.1:5000 (MLflow's UI)",
+        "easyrec compare ctr --tracking-uri http://127.0.0.1:5000",
+    ]

@@ -451,7 +451,7 @@ def test_any_of_stops_when_one_stops_and_names_it(tmp_path):
 def test_any_of_delegates_evaluations():
     rule = AnyOf([StopAtThreshold(threshold=0.9), StopOnPlateau(patience=1)])
     assert run(rule, evals([0.7, 0.8, 0.8])) == 2
-    assert rule.reason == "patience: eval/auc has not improved for 1 evaluations (best 0.8 at step 200)"
+    assert rule.reason == "patience: eval/auc has not improved for 1 evaluation (best 0.8 at step 200)"
     assert list(rule.rules) == ["threshold", "patience"]
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Mapping
 
 import pytest
 import torch
+from rich.console import Console
 
 from easyrec.checkpoints import load_checkpoint
 from easyrec.data import SyntheticCTRData
@@ -117,6 +119,22 @@ def test_evaluates_once_per_epoch_without_eval_every_n_steps(two_epoch_runs):
     assert summary["train/loop_samples_per_s"] == pytest.approx(2 * len(trainer.data.train) / loop_seconds)
 
 
+def test_one_epoch_counts_its_final_evaluation_shows_progress_and_ends_with_its_dir(data, tmp_path, capsys):
+    trainer = make_trainer(data, tmp_path, max_epochs=1, log_every_n_steps=1000, logger=RecordingLogger())
+    screen = io.StringIO()
+    trainer.console, trainer.show_progress = Console(file=screen, force_terminal=True, width=150), True
+    trainer.fit()
+    assert trainer.logger.steps_with("eval/auc") == [BATCHES_PER_EPOCH]  # one evaluation: after the last step
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0 < summary["train/eval_seconds"] < summary["train/seconds"]
+    last_drawn = screen.getvalue().rsplit("\r", 1)[-1]
+    assert f"step {BATCHES_PER_EPOCH}/{BATCHES_PER_EPOCH}" in last_drawn and "lr 0.001" in last_drawn
+    assert "loss 0." in last_drawn  # the loss of the one logging interval, which ended at the last step
+    out = capsys.readouterr().out
+    assert f"easyrec: {BATCHES_PER_EPOCH} steps, 1 epoch " in out
+    assert out.splitlines()[-1] == f"run directory: {tmp_path.resolve()}"  # the logger has nothing to show
+
+
 def test_checkpoint_loads_safely_and_restores_the_model(two_epoch_runs, data):
     trainer, metrics = two_epoch_runs[0]
     path = trainer.output_dir / "checkpoints" / f"step-{2 * BATCHES_PER_EPOCH:09d}.pt"
@@ -193,7 +211,7 @@ def test_plateau_stops_early_with_a_reason(data, tmp_path):
     assert trainer.step == 10
     assert logger.steps_with("eval/auc") == [5, 10]
     assert trainer.stop_reason == rule.reason
-    assert trainer.stop_reason.startswith("eval/oracle_auc has not improved for 1 evaluations (best 0.80")
+    assert trainer.stop_reason.startswith("eval/oracle_auc has not improved for 1 evaluation (best 0.80")
     assert trainer.stop_reason.endswith("at step 5)")
     assert logger.tags == {"easyrec.stop_reason": trainer.stop_reason}
     assert set(metrics) == EVAL_KEYS

@@ -107,7 +107,7 @@ def write_export(saved: Any, directory: Path) -> dict[str, Any]:
         "run_id": saved.run_id,
     }
     (directory / "signature.json").write_text(json.dumps(signature, indent=2) + "\n")
-    save_pyfunc(directory)
+    save_pyfunc(directory, *input_example(module, signature, saved.encoder.state_dict()))
     return signature
 
 
@@ -128,9 +128,33 @@ def check_against_the_model(saved: Any, module: Any, width: int) -> None:
         )
 
 
-def save_pyfunc(directory: Path) -> None:
+def input_example(module: Any, signature: dict[str, Any], encoding: dict[str, Any], rows: int = 3) -> tuple:
+    """``rows`` rows of raw values for the exported ``module`` and its predictions, as two DataFrames: dense values
+    ``0, 1, 2, ...`` by row, the first ids of each vocabulary (``1, 2, ...`` for a hashed column)."""
+    import numpy
+    import pandas
+    import torch
+
+    def first_ids(name: str) -> list[Any]:
+        seen = list(encoding["vocabularies"].get(name) or range(1, rows + 1))
+        return [seen[row % len(seen)] for row in range(rows)]
+
+    frame = pandas.DataFrame(
+        {name: [float(row) for row in range(rows)] for name in signature["dense"]}
+        | {name: [int(value) for value in first_ids(name)] for name in signature["int_ids"]}
+        | {name: [str(value) for value in first_ids(name)] for name in signature["string_ids"]}
+    )
+    dense = torch.tensor(frame[signature["dense"]].to_numpy(numpy.float64).reshape(rows, -1))
+    int_ids = torch.tensor(frame[signature["int_ids"]].to_numpy(numpy.int64).reshape(rows, -1))
+    with torch.no_grad():
+        scores = module(dense, int_ids, [frame[name].tolist() for name in signature["string_ids"]])
+    return frame, pandas.DataFrame(scores.numpy(), columns=signature["outputs"])
+
+
+def save_pyfunc(directory: Path, example: Any, predictions: Any) -> None:
     """``directory/mlflow_model``: the standalone pyfunc file as the model's code, model.pt and signature.json as its
-    artifacts."""
+    artifacts; its signature inferred from the DataFrames ``example`` (the input example, kept with the model) and
+    ``predictions``."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow.pyfunc
@@ -150,7 +174,25 @@ def save_pyfunc(directory: Path) -> None:
         python_model=str(code),
         artifacts={"model": str(directory / "model.pt"), "signature": str(directory / "signature.json")},
         pip_requirements=requirements,
+        signature=model_signature(example, predictions),
+        input_example=example,
     )
+
+
+def model_signature(example: Any, predictions: Any) -> Any:
+    """MLflow's signature of the pyfunc model: the columns of ``example`` and ``predictions``, inferred; id columns
+    read as text stay ``string``, numeric inputs take ``any`` type (MLflow's ``long`` refuses an empty cell, its
+    ``double`` an int64 column and rounds ids above 2**53; the model reads any number, NaN or None as empty)."""
+    import warnings
+
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # MLflow's hint on integer columns: they become "any" here
+        inferred = infer_signature(example, predictions)
+    columns = [c if c.type == DataType.string else ColSpec(AnyType(), c.name) for c in inferred.inputs.inputs]
+    return ModelSignature(Schema(columns), inferred.outputs)
 
 
 def log_to_mlflow(saved: Any, directory: Path) -> None:

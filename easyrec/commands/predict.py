@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from easyrec.commands import CommandParser, checkpoint_parser, open_partial, refuse_existing
+from easyrec.console import plural
 
 DESCRIPTION = """\
 Predict every row of a CSV or Parquet file with a checkpoint (PATH: a checkpoint file or a run directory: its
@@ -72,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     saved = SavedRun.load(args.path, args.overrides, args.checkpoint, args.trust_target)
     rows = predict_file(saved, args.input, args.output, keep, args.batch_size, args.overwrite, args.delimiter)
-    print(f"easyrec predict: {rows:,} rows predicted with {saved.path}, written to {args.output}")
+    print(f"easyrec predict: {plural(rows, 'row')} predicted with {saved.path}, written to {args.output}")
     return rows
 
 

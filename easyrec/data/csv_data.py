@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.csv as pv
 
 from easyrec.data.features import FeatureSpec, numeric_column
-from easyrec.data.files import FileData, missing_columns_error
+from easyrec.data.files import FileData
 from easyrec.errors import ConfigError, DataError
 
 # pyarrow names the column by its position in the file, and not the row.
@@ -68,10 +68,7 @@ class CSVData(FileData):
 
     def read(self, path: Path) -> pa.Table:
         """Read the spec's columns: dense, label and weight as float64, ids as strings."""
-        names = self._header(path) if self.header else list(self.columns)
-        error = missing_columns_error(path, self.spec.columns, names)
-        if error:
-            raise error
+        names = self.check_spec_columns(path)
         types = csv_column_types(self.spec, self.spec.columns)
         try:
             return self._read_csv(path, names, types)
@@ -89,8 +86,8 @@ class CSVData(FileData):
             ),
         )
 
-    def _header(self, path: Path) -> list[str]:
-        return csv_header(path, self.delimiter)
+    def column_names(self, path: Path) -> list[str]:
+        return csv_header(path, self.delimiter) if self.header else list(self.columns)
 
     def _describe(self, path: Path, names: list[str], message: str) -> str:
         match = _CONVERSION_ERROR.search(message)

@@ -74,6 +74,23 @@ class FileData(TabularData):
         """Read the spec's columns of the existing, non-empty file ``path``."""
         raise NotImplementedError
 
+    def column_names(self, path: Path) -> list[str]:
+        """The columns of the existing, non-empty file ``path``, from its header or schema (not its data)."""
+        raise NotImplementedError
+
+    def check_spec_columns(self, path: Path) -> list[str]:
+        """The columns of ``path``; a :class:`DataError` naming the spec's columns it lacks, and the ones it has."""
+        names = self.column_names(path)
+        error = missing_columns_error(path, self.spec.columns, names)
+        if error:
+            raise error
+        return names
+
+    def check_files(self) -> None:
+        """Both files exist, are not empty and have the spec's columns: only their headers are read."""
+        for path in (self.train_path, self.eval_path):
+            self.check_spec_columns(existing_file(path))
+
     def read_splits(self) -> tuple[tuple[pa.Table, str], tuple[pa.Table, str]]:
         return (
             (self.read(existing_file(self.train_path)), str(self.train_path)),

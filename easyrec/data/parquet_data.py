@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from easyrec.data.files import FileData, missing_columns_error
+from easyrec.data.files import FileData
 from easyrec.errors import DataError
 
 
@@ -15,10 +17,19 @@ class ParquetData(FileData):
     """Train and eval splits from two Parquet files (arguments: see :class:`FileData`)."""
 
     def read(self, path: Path) -> pa.Table:
-        try:
-            error = missing_columns_error(path, self.spec.columns, pq.read_schema(path).names)
-            if error:
-                raise error
+        self.check_spec_columns(path)
+        with unreadable_parquet(path):
             return pq.read_table(path, columns=self.spec.columns)
-        except (pa.ArrowInvalid, OSError) as error:
-            raise DataError(f"{path}: not a readable Parquet file ({str(error).splitlines()[0]})") from None
+
+    def column_names(self, path: Path) -> list[str]:
+        with unreadable_parquet(path):
+            return pq.read_schema(path).names
+
+
+@contextmanager
+def unreadable_parquet(path: Path) -> Iterator[None]:
+    """Arrow's error on a file that is not Parquet (or is damaged) as a one-line :class:`DataError`."""
+    try:
+        yield
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DataError(f"{path}: not a readable Parquet file ({str(error).splitlines()[0]})") from None

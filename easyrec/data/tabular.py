@@ -11,6 +11,7 @@ import pyarrow as pa
 import torch
 from torch import Tensor
 
+from easyrec.console import plural
 from easyrec.data.batches import Batch, EncodedSplit, TrainStep
 from easyrec.data.features import FeatureEncoder, FeatureSpec, InputSpec
 from easyrec.errors import ConfigError, DataError
@@ -62,6 +63,10 @@ class TabularData:
         """Return ``((train_table, train_source), (eval_table, eval_source))``."""
         raise NotImplementedError
 
+    def check_files(self) -> None:
+        """Raise a :class:`DataError` for a missing file or column, cheaply (before a run is opened; :meth:`setup`
+        reads and checks everything); a source that reads no files has nothing to check."""
+
     def setup(self, keep_encoding: Mapping[str, Any] | None = None) -> None:
         """Read both splits, fit the encoder on the training split, encode both.
 
@@ -81,14 +86,14 @@ class TabularData:
     def log_splits(self) -> None:
         """Log the rows of both splits, where they come from and the model's inputs."""
         log.info(
-            "data: %d train rows (%s), %d eval rows (%s), %d dense + %d categorical features, %d embedding rows",
-            len(self.train),
+            "data: %s (%s), %s (%s), %d dense + %d categorical features, %s",
+            plural(len(self.train), "train row"),
             self.train.source,
-            len(self.eval),
+            plural(len(self.eval), "eval row"),
             self.eval.source,
             self.input_spec.num_dense,
             self.input_spec.num_fields,
-            sum(self.input_spec.cardinalities),
+            plural(sum(self.input_spec.cardinalities), "embedding row"),
         )
 
     def read_eval(self) -> tuple[pa.Table, str]:
@@ -101,7 +106,7 @@ class TabularData:
         self.encoder.load_state_dict(encoding)
         eval_table, eval_source = self.read_eval()
         self.eval = self.encoder.encode(eval_table, eval_source)
-        log.info("data: %d eval rows (%s)", len(self.eval), eval_source)
+        log.info("data: %s (%s)", plural(len(self.eval), "eval row"), eval_source)
 
     @property
     def input_spec(self) -> InputSpec:

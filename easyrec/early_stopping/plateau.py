@@ -6,6 +6,7 @@ import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from easyrec.console import plural
 from easyrec.early_stopping.base import EarlyStopping, check_at_least, check_mode, require_metric
 from easyrec.errors import ConfigError
 
@@ -89,11 +90,11 @@ class StopOnPlateau(EarlyStopping):
         if self.patience is not None:
             if self.bad_evaluations < self.patience:
                 return False
-            waited = f"{self.patience} evaluations"
+            waited = plural(self.patience, "evaluation")
         else:
             if step - self.best_step < self.max_steps_without_improvement:
                 return False
-            waited = f"{step - self.best_step} steps"
+            waited = plural(step - self.best_step, "step")
         best = "no finite value yet" if self.best is None else f"best {self.best:.6g} at step {self.best_step}"
         self.reason = f"{self.monitor} has not improved for {waited} ({best})"
         return True

@@ -36,6 +36,10 @@ class Logger:
     def finish(self, status: str) -> None:
         """Close the run with ``status`` (FINISHED, FAILED or KILLED) after flushing what is pending."""
 
+    def view_commands(self) -> list[str]:
+        """Commands a user runs to look at the run (after :meth:`start`); none where nothing is tracked."""
+        return []
+
 
 class NullLogger(Logger):
     """Tracks nothing: metrics reach only the terminal and the run directory's log."""

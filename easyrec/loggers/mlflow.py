@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import subprocess
 import tempfile
 import time
@@ -385,6 +386,14 @@ class MLflowLogger(Logger):
             self.courier.journal,
             self.output_dir,
         )
+
+    def view_commands(self) -> list[str]:
+        """MLflow's UI on the store, and ``easyrec compare`` on the experiment's runs (a sweep's: its parent's)."""
+        uri = self.tracking_uri
+        local = local_store(uri) is not None
+        ui = shlex.join(["mlflow", "ui", "--backend-store-uri", uri]) if local else f"open {uri} (MLflow's UI)"
+        store = [] if uri == absolute_uri(DEFAULT_TRACKING_URI) else ["--tracking-uri", uri]  # as a sweep's last line
+        return [ui, shlex.join(["easyrec", "compare", self.parent_run_id or self.experiment_name, *store])]
 
 
 def describe_kept(kept: Mapping[str, int], status: str) -> list[str]:

@@ -103,7 +103,7 @@ def partial_file(path: Path) -> Iterator[Path]:
     except BaseException as error:
         partial.unlink(missing_ok=True)
         if isinstance(error, OSError):
-            raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
+            raise OutputError.cannot_write(path, error) from None
         raise
 
 

@@ -9,6 +9,8 @@ refused however it was damaged. ``best.pt`` holds the same without the optimizer
 weights``): enough to evaluate, predict, export or fine-tune, not to resume.
 
 Checkpoints of the previous format (``easyrec-checkpoint/1``, written before checksums) still load, unchecked.
+The checksum finds damage (a file cut short, a changed byte), it is no signature: whoever edits a checkpoint can
+write a new one, so a checkpoint from elsewhere is only as safe as loading it with ``weights_only`` makes it.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ class Checkpoints:
     """``directory/step-<step>.pt`` files (the last ``keep_last_n`` kept) and ``directory/best.pt``.
 
     Each write goes to a ``.partial`` file first and is renamed into place, so a crash mid-write never leaves a
-    half-written file under a checkpoint's name.
+    half-written file under a checkpoint's name (a failed write removes its ``.partial``: see
+    :func:`partial_file`), and the checkpoints before it stay as they were.
 
     Args:
         directory: usually ``<run directory>/checkpoints``.

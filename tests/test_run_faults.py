@@ -181,3 +181,20 @@ def test_resume_skips_a_truncated_latest_checkpoint_with_a_warning(compose_train
     assert any(m.startswith(f"skipping a damaged checkpoint: {latest}: not a readable checkpoint") for m in messages)
     assert f"resumed from {tmp_path / 'checkpoints' / 'step-000000010.pt'} at step 10" in messages
     assert Checkpoints(tmp_path / "checkpoints").latest().name == "step-000000020.pt"
+
+
+def test_a_restarted_worker_resumes_from_the_newest_readable_checkpoint(tmp_path):
+    from easyrec.checkpoints import FORMAT, Checkpoints
+    from easyrec.errors import CheckpointError
+    from easyrec.resume import resume_state
+
+    checkpoints = Checkpoints(tmp_path / "checkpoints")
+    for step in (5, 10):
+        checkpoints.save({"format": FORMAT, "step": step}, step)
+    latest = checkpoints.latest()
+    latest.write_bytes(latest.read_bytes()[:-100])  # damaged after it was written (a disk error, a copy cut short)
+    assert resume_state("auto", tmp_path)["step"] == 5
+    checkpoints.step_files()[0].write_bytes(b"")
+    # nothing readable left: an error, never a silent start from step 0 over the run's files
+    with pytest.raises(CheckpointError, match="no readable checkpoint"):
+        resume_state("auto", tmp_path)

@@ -25,6 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from easyrec.config import validate
+from easyrec.config.trust import TrustedTargets, check_stored_config, code_references
 from easyrec.errors import CheckpointError, ConfigError, EasyrecError, Interrupted
 from easyrec.sweeps.jobs import run_sweep_job
 from easyrec.user_errors import describe, exit_with
@@ -126,6 +127,11 @@ def train(
     # the main worker reads the checkpoint and hands it to the others (their machines may not have the files)
     state = distributed.broadcast(checked_resume_state(resume, output_dir, config) if distributed.is_main else None)
     init_state = load_named_checkpoint("trainer.init_from", init_from) if init_from else None
+    # a checkpoint's config builds nothing here, but may name only code this run's own config trusts
+    trusted = TrustedTargets.from_env(exact=[target for _, target in code_references(config)])
+    for loaded in (state, init_state):
+        if loaded is not None:
+            check_stored_config(loaded.get("config") or {}, loaded["path"], trusted)
     status = "FAILED"
     try:
         if tracked_run:

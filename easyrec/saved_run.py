@@ -21,6 +21,7 @@ from torch import nn
 
 from easyrec.checkpoints import WHICH, load_checkpoint
 from easyrec.config import validate
+from easyrec.config.trust import TrustedTargets, check_stored_config
 from easyrec.data.batches import Batch
 from easyrec.data.features import FeatureEncoder
 from easyrec.data.tabular import TabularData
@@ -48,10 +49,15 @@ class SavedRun:
         self.path, self.state, self.config = path, state, config
 
     @classmethod
-    def load(cls, location: str | Path, overrides: Sequence[str] = (), which: str = "best") -> SavedRun:
+    def load(
+        cls, location: str | Path, overrides: Sequence[str] = (), which: str = "best", trust: Sequence[str] = ()
+    ) -> SavedRun:
         """The run of the checkpoint ``location`` names: a checkpoint file, or a run directory (its ``best.pt`` with
         ``which="best"`` when there is one, else its latest step checkpoint); ``overrides`` are ``key=value`` changes
-        to its config (``data.eval_path=other.csv``, ``trainer.device=cpu``), checked like ``easyrec train``'s."""
+        to its config (``data.eval_path=other.csv``, ``trainer.device=cpu``), checked like ``easyrec train``'s.
+
+        The stored config is untrusted: it may name only the components easyrec ships and the modules or callables
+        in ``trust`` (and ``EASYREC_TRUSTED_TARGETS``), see :mod:`easyrec.config.trust`."""
         if which not in WHICH:
             raise ConfigError(f"checkpoint={which}: must be one of: {', '.join(WHICH)}")
         state = load_checkpoint(location, which)
@@ -59,6 +65,7 @@ class SavedRun:
         for key in ("config", "model", "data"):
             if not state.get(key):
                 raise CheckpointError(f"{path}: the checkpoint has no '{key}' (written by an older easyrec?)")
+        check_stored_config(state["config"], str(path), TrustedTargets.from_env(trust))
         config = OmegaConf.create(state["config"])
         apply_overrides(config, overrides)
         validate(config)

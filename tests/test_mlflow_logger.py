@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,8 @@ def test_a_finished_run_has_params_metrics_tags_and_artifacts(new_store, tmp_pat
     output_dir = tmp_path / "outputs" / "run"
     (output_dir / ".hydra").mkdir(parents=True)
     (output_dir / ".hydra" / "overrides.yaml").write_text("- optimizer=adam\n")
+    choices = {"optimizer": "adam", "data/features": "criteo", "experiment": None, "hydra/launcher": "basic"}
+    (output_dir / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
     (output_dir / "train.log").write_text("hello\n")
 
     logger = start_logger(store, output_dir)
@@ -120,13 +123,22 @@ def test_a_finished_run_has_params_metrics_tags_and_artifacts(new_store, tmp_pat
     assert tags["easyrec.version"] == __version__
     assert tags["easyrec.output_dir"] == str(output_dir)
     assert tags["easyrec.stop_reason"] == "plateau"
+    assert json.loads(tags["easyrec.choices"]) == {"optimizer": "adam", "data/features": "criteo"}  # Hydra's left out
 
     artifacts = {a.path for a in logger.client.list_artifacts(logger.run_id)}
     assert artifacts == {"config", "hydra", "train.log"}
-    assert [a.path for a in logger.client.list_artifacts(logger.run_id, "hydra")] == ["hydra/overrides.yaml"]
+    hydra_files = [a.path for a in logger.client.list_artifacts(logger.run_id, "hydra")]
+    assert hydra_files == ["hydra/hydra.yaml", "hydra/overrides.yaml"]
     config_file = logger.client.download_artifacts(logger.run_id, "config/resolved.yaml", str(tmp_path))
     assert yaml.safe_load(Path(config_file).read_text()) == CONFIG
     assert (tmp_path / "mlruns").is_dir()  # artifacts went to the working directory, i.e. tmp_path
+
+
+def test_a_run_without_hydras_files_has_no_choices_tag(store, tmp_path):
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "hydra.yaml").write_text("hydra: [not, a, mapping\n")
+    logger = start_logger(store, tmp_path)
+    assert "easyrec.choices" not in logger.client.get_run(logger.run_id).data.tags
 
 
 def test_a_second_run_reuses_the_experiment(store, tmp_path):

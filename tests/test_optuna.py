@@ -113,7 +113,7 @@ def test_a_study_is_pruned_then_resumed_by_a_second_command(easyrec_main, tmp_pa
     assert code == 0, stderr
     assert [t.state.name for t in study(tmp_path).trials] == ["PRUNED", "PRUNED"]
     # the second command: the same study, median pruning that needs finished trials first
-    code, _, stderr = easyrec_main("train", "hparams_search=optuna", "hydra.sweeper.n_trials=2", *TRIALS)
+    code, stdout, stderr = easyrec_main("train", "hparams_search=optuna", "hydra.sweeper.n_trials=2", *TRIALS)
     assert code == 0, stderr
     trials = study(tmp_path).trials
     assert [t.state.name for t in trials] == ["PRUNED", "PRUNED", "COMPLETE", "COMPLETE"]
@@ -125,6 +125,11 @@ def test_a_study_is_pruned_then_resumed_by_a_second_command(easyrec_main, tmp_pa
     parents = [run for run in runs if "easyrec.sweep.dir" in run.data.tags]
     children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
     assert len(parents) == 2 and len(children) == 4
+    # the search ends naming its best trial and the command to compare its trials
+    second = max(parents, key=lambda run: run.info.start_time)
+    best = second.data.tags["easyrec.sweep.best_run_name"]
+    assert f"best of 2 jobs: {best} (eval/auc " in stdout and best.startswith(("#2 ", "#3 "))
+    assert stdout.rstrip().endswith(f"compare the runs: easyrec compare {second.info.run_id}")
     pruned = [run for run in children if run.data.tags.get("easyrec.stop_reason", "").startswith("pruned by Optuna")]
     assert len(pruned) == 2
     assert all(run.data.metrics["train/steps"] == 3 for run in pruned)

@@ -3,6 +3,8 @@ id columns; every bad input is one line and leaves no output."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pv
@@ -199,3 +201,33 @@ def test_predict_through_the_real_cli(csv_run, easyrec_cli, tmp_path):
     assert (
         only_line(again.stderr) == "easyrec predict: error: p.parquet: already exists; pass --overwrite to replace it"
     )
+
+
+def test_the_output_is_only_ever_a_regular_file_of_its_own(csv_run, easyrec_main, tmp_path):
+    """--output never replaces a link, a directory or a device, --overwrite included, and a link planted at
+    ``<output>.partial`` is removed, not written through."""
+    root, expected = csv_run
+    run, rows = root / "run", root / "eval_rows.csv"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "link.csv").symlink_to(victim)
+    (tmp_path / "dangling.csv").symlink_to(tmp_path / "nowhere.csv")
+    (tmp_path / "folder.csv").mkdir()
+    cases = [
+        (tmp_path / "link.csv", "is a symbolic link; easyrec does not write through links, give the real path"),
+        (tmp_path / "dangling.csv", "is a symbolic link; easyrec does not write through links, give the real path"),
+        (tmp_path / "folder.csv", "already exists and is not a regular file"),
+        (Path("/dev/null"), "already exists and is not a regular file"),
+    ]
+    for output, message in cases:
+        for overwrite in ([], ["--overwrite"]):
+            done, _, err = easyrec_main("predict", run, "--input", rows, "--output", output, *overwrite)
+            assert done == 1 and only_line(err) == f"easyrec predict: error: {output}: {message}", err
+    assert victim.read_text() == "precious" and not (tmp_path / "nowhere.csv").exists()
+    assert (tmp_path / "folder.csv").is_dir() and not list((tmp_path / "folder.csv").iterdir())
+    (tmp_path / "scores.csv.partial").symlink_to(victim)
+    done, _, err = easyrec_main("predict", run, "--input", rows, "--output", tmp_path / "scores.csv")
+    assert done == 0, err
+    assert victim.read_text() == "precious" and not (tmp_path / "scores.csv.partial").exists()
+    written = pv.read_csv(tmp_path / "scores.csv")["prediction"].to_numpy()
+    assert np.abs(written - expected).max() < 1e-6

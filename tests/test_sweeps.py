@@ -90,7 +90,7 @@ def test_a_2x2_sweep_nests_four_children_under_one_parent_with_the_best_child(
     easyrec_main, tmp_path, monkeypatch, mlflow_store
 ):
     monkeypatch.chdir(tmp_path)
-    code, _, stderr = easyrec_main("train", "-m", "optimizer=adam,adagrad", "loss=bce,focal", *SWEEP)
+    code, stdout, stderr = easyrec_main("train", "-m", "optimizer=adam,adagrad", "loss=bce,focal", *SWEEP)
     assert code == 0, stderr
     parent, children = all_runs(tmp_path)
     assert len(children) == 4
@@ -119,6 +119,15 @@ def test_a_2x2_sweep_nests_four_children_under_one_parent_with_the_best_child(
     assert tags["easyrec.sweep.overrides"].startswith("optimizer=adam,adagrad loss=bce,focal")
     assert tags["easyrec.sweep.sweeper"].endswith("BasicSweeper")
     assert parent.data.metrics["best/eval/auc"] == pytest.approx(final_auc(best))
+    # the sweep ends naming its best child and the command to compare the children
+    assert f"best of 4 jobs: {best.info.run_name} (eval/auc {final_auc(best):.5f}) in " in stdout
+    assert stdout.rstrip().endswith(f"compare the runs: easyrec compare {parent.info.run_id}")
+    # which shows each child's options, as the runs recorded them
+    code, table, _ = easyrec_main("compare", parent.info.run_id)
+    assert code == 0 and "torch.optim" not in table
+    for run in children:
+        assert json.loads(run.data.tags["easyrec.choices"])["optimizer"] in run.info.run_name
+        assert run.info.run_name in table
 
 
 @pytest.mark.slow

@@ -7,9 +7,10 @@ They are argparse front-ends, not Hydra apps: their config is the one inside the
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import BinaryIO, NoReturn
 
 from easyrec.errors import OutputError
 
@@ -43,13 +44,38 @@ def checkpoint_parser(prog: str, description: str, examples: str, overrides_exam
         help="which checkpoint of a run directory: best.pt (default; the latest if there is none) or the latest",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument(
+        "--trust-target",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a module or callable the checkpoint's config may build besides easyrec's own components (your own "
+        "model, say: --trust-target my_models); repeatable; also EASYREC_TRUSTED_TARGETS=NAME,NAME",
+    )
     return parser
 
 
-def refuse_existing(path: Path, overwrite: bool) -> None:
-    """OutputError when ``path`` exists and ``overwrite`` is false."""
-    if path.exists() and not overwrite:
+def refuse_existing(path: Path, overwrite: bool, kind: str = "file") -> None:
+    """OutputError when ``path`` exists and ``overwrite`` is false, or when it is something ``--overwrite`` may not
+    replace: a symbolic link (writing through it would change the file it points to), or anything but a regular
+    file (``kind="file"``) or a directory (``kind="directory"``): a device, a pipe, a directory for a file."""
+    if path.is_symlink():
+        raise OutputError(f"{path}: is a symbolic link; easyrec does not write through links, give the real path")
+    if not path.exists():
+        return
+    if not (path.is_file() if kind == "file" else path.is_dir()):
+        raise OutputError(f"{path}: already exists and is not a {'regular file' if kind == 'file' else kind}")
+    if not overwrite:
         raise OutputError(f"{path}: already exists; pass --overwrite to replace it")
+
+
+def open_partial(path: Path) -> tuple[Path, BinaryIO]:
+    """``<path>.partial`` and that file open for writing, new and empty: created by this call (an old one, or a link
+    planted under that name, is removed first, never written through)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    return partial, os.fdopen(os.open(partial, flags, 0o644), "wb")
 
 
 def free_name(path: Path) -> Path:

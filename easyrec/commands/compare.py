@@ -4,19 +4,25 @@ of the params that differ and the chosen metrics, best first; ``--plot`` draws t
 from __future__ import annotations
 
 import argparse
+import json
+import re
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from easyrec.commands import CommandParser
 from easyrec.errors import EasyrecError
+from easyrec.loggers.mlflow import DEFAULT_TRACKING_URI, local_store, open_client
 
 DESCRIPTION = """\
 Compare MLflow runs: TARGET is a sweep's parent run id (its children: `easyrec train -m` prints it) or an
-experiment's name or id (its runs, without sweep parents). The table has one row per run, the params whose values
-differ between the runs and the chosen metrics (their final values: those of the restored best weights when
-there are), sorted by the monitored metric, best first."""
+experiment's name or id (its runs, without sweep parents). One row per run, best first by the monitored metric:
+the config groups whose option differs between the runs (optimizer=adam; the params that follow from a group's
+option are folded into it), the other params that differ, and the chosen metrics at their final values (those
+of the restored best weights when there are). Columns equal in every run are listed once below the table. A
+table wider than the terminal numbers its runs (their names listed above it) and is split into narrower ones."""
 
 EXAMPLES = """examples:
   easyrec compare easyrec
@@ -25,6 +31,18 @@ EXAMPLES = """examples:
 
 #: Params that differ between any two runs of a sweep without saying anything about them.
 UNINFORMATIVE = {"logger.run_name", "logger.parent_run_id", "early_stopping.trial_id"}
+#: The tags where a run records each config group's option (JSON) and its command-line overrides.
+CHOICES_TAG, OVERRIDES_TAG = "easyrec.choices", "easyrec.overrides"
+#: The key of a ``key=value`` override (``+``/``~`` prefixes left out).
+OVERRIDE_KEY = re.compile(r"[+~]*([\w./-]+)=")
+#: A column of the table: its header, its cells (one per run), its justification.
+Field = tuple[str, list[str], str]
+#: How a sweep's child's name starts (``easyrec.sweeps.jobs.sweep_run_name``).
+JOB_NUMBER = re.compile(r"#\d+")
+#: A width no table reaches: measure one as wide as its cells make it.
+UNBOUNDED = 1_000_000
+#: Folded params named, per group, below the table.
+FOLDED_SHOWN = 6
 
 
 def parser() -> CommandParser:
@@ -35,7 +53,7 @@ def parser() -> CommandParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("target", metavar="TARGET", help="a sweep's parent run id, or an experiment's name or id")
-    parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="the MLflow store (default: %(default)s)")
+    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="the MLflow store (default: %(default)s)")
     parser.add_argument(
         "--metrics", nargs="+", metavar="METRIC", help="the metric columns (default: the eval/ metrics the runs have)"
     )
@@ -54,13 +72,16 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
 def compare(
     target: str,
-    tracking_uri: str = "sqlite:///mlflow.db",
+    tracking_uri: str = DEFAULT_TRACKING_URI,
     metrics: Sequence[str] | None = None,
     sort: str | None = None,
     plot: Path | None = None,
+    console: Any = None,
 ) -> list[dict[str, Any]]:
-    """Print the table of ``target``'s runs and return its rows (``{"run": ..., "params": ..., "metrics": ...}``)."""
-    from easyrec.loggers.mlflow import local_store, open_client
+    """Print the table of ``target``'s runs on ``console`` (a ``rich`` Console; default: stdout's) and return its
+    rows, best first: ``{"run_id", "run", "status", "choices": {group: option}, "params": {key: value},
+    "metrics": {metric: value}}`` with the groups and params of the table's columns."""
+    from rich.console import Console
 
     store = local_store(tracking_uri)
     if store is not None and not store.exists():
@@ -74,19 +95,29 @@ def compare(
             "run_id": run.info.run_id,
             "run": run.info.run_name,
             "status": run.info.status,
+            "choices": run_choices(run),
             "params": run.data.params,
+            "overridden": override_keys(run),
             "metrics": {m: final_value(run, m) for m in {*metrics, sort}},
         }
         for run in runs
     ]
     missing = float("-inf") if larger else float("inf")
     rows.sort(key=lambda row: row["metrics"][sort] if row["metrics"][sort] is not None else missing, reverse=larger)
-    differing = differing_params(rows)
-    print_table(title, rows, differing, metrics)
+    columns = Columns.of(rows, metrics)
+    runs_shown = f"{len(rows)} run" + ("s" if len(rows) > 1 else "")
+    print_table(console or Console(), f"{title}: {runs_shown}, best first by {sort}", rows, columns)
     if plot is not None:
         plot_curves(client, rows, metrics, plot)
         print(f"eval curves of {len(rows)} runs: {plot}")
-    return [{**row, "params": {key: row["params"].get(key) for key in differing}} for row in rows]
+    return [
+        {
+            **{key: row[key] for key in ("run_id", "run", "status", "metrics")},
+            "choices": {group: row["choices"].get(group) for group in columns.groups},
+            "params": {key: row["params"].get(key) for key in columns.params},
+        }
+        for row in rows
+    ]
 
 
 def find_runs(client: Any, target: str) -> tuple[str, list[Any]]:
@@ -146,32 +177,178 @@ def final_value(run: Any, metric: str) -> float | None:
     return metrics.get(f"best/{metric}", metrics.get(metric))
 
 
-def differing_params(rows: list[dict[str, Any]]) -> list[str]:
-    """The params whose values are not the same in every row (a missing param counts as a value)."""
-    keys = sorted({key for row in rows for key in row["params"]} - UNINFORMATIVE)
-    return [key for key in keys if len({row["params"].get(key) for row in rows}) > 1]
+def run_choices(run: Any) -> dict[str, str]:
+    """The option of each config group of the run: as it recorded them (tag ``easyrec.choices``) or, for a run
+    from before that tag, the class of each node with a ``_target_`` (param ``optimizer=torch.optim.Adam``, a key
+    with keys below it: ``{"optimizer": "Adam"}``)."""
+    try:
+        choices = json.loads(run.data.tags.get(CHOICES_TAG, ""))
+    except json.JSONDecodeError:
+        choices = None
+    if isinstance(choices, dict):
+        return {str(group): str(option) for group, option in choices.items()}
+    params = run.data.params
+    nodes = {key[:i] for key in params for i, char in enumerate(key) if char == "."}
+    return {key: value.rsplit(".", 1)[-1] for key, value in params.items() if key in nodes}
 
 
-def print_table(title: str, rows: list[dict[str, Any]], params: list[str], metrics: list[str]) -> None:
-    from rich.console import Console
+def override_keys(run: Any) -> list[str]:
+    """The keys the run's command line set (tag ``easyrec.overrides``), in their order."""
+    tokens = run.data.tags.get(OVERRIDES_TAG, "").split()
+    return [match.group(1) for match in map(OVERRIDE_KEY.match, tokens) if match]
+
+
+def package(group: str) -> str:
+    """The config node a group's option fills: ``data/features`` -> ``data.features``."""
+    return group.replace("/", ".")
+
+
+@dataclass
+class Columns:
+    """What the table shows of the runs, in order: the config groups whose option differs, the params that differ
+    and neither follow from a group's option nor are its class (``folded``, per group) unless the command line
+    set them, and the metrics that differ (every one for a single run); ``same`` holds the status and the metrics
+    that every run has alike."""
+
+    groups: list[str]
+    params: list[str]
+    folded: dict[str, list[str]]
+    metrics: list[str]
+    same: dict[str, str]
+
+    @classmethod
+    def of(cls, rows: list[dict[str, Any]], metrics: list[str]) -> Columns:
+        """``rows``: best first, each with the run's ``choices``, ``params``, ``overridden`` keys and ``metrics``."""
+        order: dict[str, int] = {}  # groups and params in the order the command lines give them, the best run's first
+        for row in rows:
+            for key in row["overridden"]:
+                order.setdefault(key, len(order))
+
+        def ranked(keys: set[str]) -> list[str]:
+            return sorted(keys, key=lambda key: (order.get(key, len(order)), key))
+
+        groups = ranked(differing(rows, "choices"))
+        overridden = set(order) - {package(group) for group in groups}
+        folded: dict[str, list[str]] = {group: [] for group in groups}
+        params = []
+        for key in ranked(differing(rows, "params") - UNINFORMATIVE):
+            group = None if key in overridden else follows_from(rows, key, groups)
+            if group is None:
+                params.append(key)
+            elif key != package(group):  # the group's class says nothing its option does not
+                folded[group].append(key)
+        alike = {}
+        if len(rows) > 1:
+            cells = {"status": [row["status"] for row in rows]}
+            cells |= {metric: [format_value(row["metrics"].get(metric)) for row in rows] for metric in metrics}
+            alike = {name: values[0] for name, values in cells.items() if len(set(values)) == 1}
+        return cls(groups, params, folded, [m for m in metrics if m not in alike], alike)
+
+    def fields(self, rows: list[dict[str, Any]]) -> tuple[list[Field], list[Field]]:
+        """The columns after the runs' names: what the runs were given (status, groups, params), and the metrics."""
+        given = [] if "status" in self.same else [("status", [row["status"] for row in rows], "left")]
+        given += [(group, [row["choices"].get(group, "") for row in rows], "left") for group in self.groups]
+        given += [(key, [row["params"].get(key, "") for row in rows], "left") for key in self.params]
+        metrics = [(m, [format_value(row["metrics"].get(m)) for row in rows], "right") for m in self.metrics]
+        return given, metrics
+
+    def notes(self) -> list[str]:
+        """The lines below the table: the columns every run has alike, the params folded into each group."""
+        notes = [f"same in every run: {', '.join(f'{k} {v}' for k, v in self.same.items())}"] if self.same else []
+        for group, keys in self.folded.items():
+            if keys:
+                more = f" and {len(keys) - FOLDED_SHOWN} more" if len(keys) > FOLDED_SHOWN else ""
+                notes.append(f"set by the option of {group}: {', '.join(keys[:FOLDED_SHOWN])}{more}")
+        return notes
+
+
+def differing(rows: list[dict[str, Any]], field: str) -> set[str]:
+    """The keys of ``row[field]`` whose values are not the same in every row (a missing key counts as a value)."""
+    keys = {key for row in rows for key in row[field]}
+    return {key for key in keys if len({row[field].get(key) for row in rows}) > 1}
+
+
+def follows_from(rows: list[dict[str, Any]], key: str, groups: list[str]) -> str | None:
+    """The group whose option sets param ``key`` (every run with the same option has the same value), that whose
+    node holds ``key`` first; None if no group's does."""
+    node_first = sorted(groups, key=lambda g: not (key == package(g) or key.startswith(package(g) + ".")))
+    for group in node_first:
+        values: dict[str | None, str | None] = {}  # the group's option -> the key's value
+        for row in rows:
+            value = row["params"].get(key)
+            if values.setdefault(row["choices"].get(group), value) != value:
+                break
+        else:
+            return group
+    return None
+
+
+def format_value(value: float | None) -> str:
+    return "" if value is None else f"{value:.5f}"
+
+
+def print_table(console: Any, title: str, rows: list[dict[str, Any]], columns: Columns) -> None:
+    """The title, the table and its notes on ``console``, at its width: one table with the runs' names when it
+    fits, else numbered runs (names listed, never cut) and the columns split over as many tables as it takes."""
+    from rich.text import Text
+
+    def line(text: str) -> None:
+        console.print(Text(text), soft_wrap=True)  # a name or a note is never cut: the terminal wraps it
+
+    given, metrics = columns.fields(rows)
+    names = [row["run"] for row in rows]
+    line(title)
+    table = make_table("run", names, given + metrics)
+    if table_width(console, table) <= console.width:
+        console.print(table)
+    else:
+        keys = run_keys(names)
+        for key, name in zip(keys, names, strict=True):
+            line(name if name.startswith(f"{key} ") else f"{key:>{len(keys[-1])}}  {name}")
+        chunks = split(console, keys, given + metrics)
+        if len(chunks) > 1:  # the metrics go in the first table
+            chunks = split(console, keys, metrics + given)
+        for chunk in chunks:
+            console.print(make_table("run", keys, chunk))
+    for note in columns.notes():
+        line(note)
+
+
+def run_keys(names: list[str]) -> list[str]:
+    """Short names of the runs for a narrow table: a sweep's job numbers (``#2`` of ``#2 optimizer=adam``) when
+    they tell the runs apart, else their ranks, 1 the best."""
+    jobs = [name.split(" ", 1)[0] for name in names]
+    if len(set(jobs)) == len(jobs) and all(JOB_NUMBER.fullmatch(job) for job in jobs):
+        return jobs
+    return [str(rank) for rank in range(1, len(names) + 1)]
+
+
+def make_table(key: str, keys: list[str], fields: list[Field]) -> Any:
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"{title}: {len(rows)} runs, best first")
-    table.add_column("run")
-    table.add_column("status")
-    for key in params:
-        table.add_column(key)
-    for metric in metrics:
-        table.add_column(metric, justify="right")
-    for row in rows:
-        values = [row["metrics"].get(m) for m in metrics]
-        table.add_row(
-            row["run"],
-            row["status"],
-            *(str(row["params"].get(key, "")) for key in params),
-            *("" if value is None else f"{value:.5f}" for value in values),
-        )
-    Console().print(table)
+    table = Table()
+    table.add_column(key, overflow="fold")
+    for header, _, justify in fields:
+        table.add_column(header, justify=justify, overflow="fold")
+    for i, name in enumerate(keys):
+        table.add_row(Text(name), *(Text(str(cells[i])) for _, cells, _ in fields))
+    return table
+
+
+def table_width(console: Any, table: Any) -> int:
+    """The width ``table`` takes with no cell wrapped."""
+    return console.measure(table, options=console.options.update(max_width=UNBOUNDED)).maximum
+
+
+def split(console: Any, keys: list[str], fields: list[Field]) -> list[list[Field]]:
+    """``fields`` in order, as few to a table as fit the console's width (one at least: it then wraps)."""
+    chunks: list[list[Field]] = [[]]
+    for field in fields:
+        if chunks[-1] and table_width(console, make_table("run", keys, [*chunks[-1], field])) > console.width:
+            chunks.append([])
+        chunks[-1].append(field)
+    return chunks
 
 
 def plot_curves(client: Any, rows: list[dict[str, Any]], metrics: list[str], path: Path) -> None:

@@ -55,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         output=args.output,
         overwrite=args.overwrite,
         mlflow=not args.no_mlflow,
+        trust=args.trust_target,
     )
 
 
@@ -65,13 +66,15 @@ def evaluate(
     output: Path | None = None,
     overwrite: bool = False,
     mlflow: bool = True,
+    trust: Sequence[str] = (),
 ) -> dict[str, float]:
-    """Evaluate the checkpoint ``location`` names; print a table, write the JSON report, log to MLflow."""
+    """Evaluate the checkpoint ``location`` names; print a table, write the JSON report, log to MLflow.
+    ``trust``: see :meth:`SavedRun.load`."""
     if output is not None:
         refuse_existing(output, overwrite)  # before any work
     from easyrec.saved_run import SavedRun
 
-    saved = SavedRun.load(location, overrides, which)
+    saved = SavedRun.load(location, overrides, which, trust)
     metrics = saved.evaluate()
     source = saved.data.eval.source
     report = {

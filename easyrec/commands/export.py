@@ -42,7 +42,9 @@ def parser() -> CommandParser:
 def main(argv: Sequence[str] | None = None) -> Path:
     """The ``easyrec export`` command (arguments from ``sys.argv`` when ``argv`` is None); returns the directory."""
     args = parser().parse_intermixed_args(argv)
-    return export(args.path, args.overrides, args.checkpoint, args.output, args.overwrite, not args.no_mlflow)
+    return export(
+        args.path, args.overrides, args.checkpoint, args.output, args.overwrite, not args.no_mlflow, args.trust_target
+    )
 
 
 def export(
@@ -52,24 +54,25 @@ def export(
     output: Path | None = None,
     overwrite: bool = False,
     mlflow: bool = True,
+    trust: Sequence[str] = (),
 ) -> Path:
     """Export the checkpoint ``location`` names into ``output``, written as a temporary directory then renamed;
-    log it to the checkpoint's MLflow run. Returns the directory."""
+    log it to the checkpoint's MLflow run. ``trust``: see :meth:`SavedRun.load`. Returns the directory."""
     if output is not None:
-        refuse_existing(output, overwrite)  # before any work
+        refuse_existing(output, overwrite, "directory")  # before any work
     from easyrec.saved_run import SavedRun
 
-    saved = SavedRun.load(location, overrides, which)
+    saved = SavedRun.load(location, overrides, which, trust)
     if output is None:
         output = (saved.run_dir or saved.path.parent) / "export" / saved.path.stem
-        refuse_existing(output, overwrite)
+        refuse_existing(output, overwrite, "directory")
     partial = output.with_name(f"{output.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
         partial.mkdir(parents=True)
         write_export(saved, partial)
-        if output.exists():  # --overwrite
-            shutil.rmtree(output) if output.is_dir() else output.unlink()
+        if output.exists():  # --overwrite (refuse_existing let only a directory through)
+            shutil.rmtree(output)
         os.replace(partial, output)
     except BaseException:  # an error or Ctrl-C: no half-written export
         shutil.rmtree(partial, ignore_errors=True)

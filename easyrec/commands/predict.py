@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from easyrec.commands import CommandParser, checkpoint_parser, refuse_existing
+from easyrec.commands import CommandParser, checkpoint_parser, open_partial, refuse_existing
 
 DESCRIPTION = """\
 Predict every row of a CSV or Parquet file with a checkpoint (PATH: a checkpoint file or a run directory: its
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     refuse_existing(args.output, args.overwrite)  # before any work
     from easyrec.saved_run import SavedRun
 
-    saved = SavedRun.load(args.path, args.overrides, args.checkpoint)
+    saved = SavedRun.load(args.path, args.overrides, args.checkpoint, args.trust_target)
     rows = predict_file(saved, args.input, args.output, keep, args.batch_size, args.overwrite, args.delimiter)
     print(f"easyrec predict: {rows:,} rows predicted with {saved.path}, written to {args.output}")
     return rows
@@ -120,10 +120,10 @@ def predict_file(
     output_schema = pa.schema(fields)
     encoder, source = saved.encoder, str(input_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = output_path.with_name(output_path.name + ".partial")
+    partial, sink = open_partial(output_path)
     rows = 0
     try:
-        with open_writer(partial, output_schema, output_format, out_delimiter) as writer:
+        with sink, open_writer(sink, output_schema, output_format, out_delimiter) as writer:
             for batch in batches:
                 table = pa.Table.from_batches([batch])
                 encoded = encoder.encode(table, f"{source} (the batch from data row {rows + 1})", labels=False)
@@ -271,10 +271,10 @@ def slices(batch: Any, batch_size: int) -> Iterator[Any]:
         yield batch.slice(start, batch_size)
 
 
-def open_writer(path: Path, schema: Any, output_format: str, delimiter: str) -> Any:
+def open_writer(sink: Any, schema: Any, output_format: str, delimiter: str) -> Any:
     import pyarrow.csv as pv
     import pyarrow.parquet as pq
 
     if output_format == "parquet":
-        return pq.ParquetWriter(path, schema)
-    return pv.CSVWriter(path, schema, write_options=pv.WriteOptions(delimiter=delimiter))
+        return pq.ParquetWriter(sink, schema)
+    return pv.CSVWriter(sink, schema, write_options=pv.WriteOptions(delimiter=delimiter))

@@ -32,6 +32,8 @@ class CustomStop(EarlyStopping):
     """
 
     name = "custom"
+    #: Parameters naming code (a dotted path): a config read from a file may name only trusted code there.
+    code_parameters = ("fn",)
 
     def __init__(self, fn: str | Callable[..., Any], params: Mapping[str, Any] | None = None):
         self.fn = resolve(fn) if isinstance(fn, str) else fn

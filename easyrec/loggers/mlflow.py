@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -18,6 +19,8 @@ log = logging.getLogger(__name__)
 
 HYDRA_KEYS = ("_partial_", "_convert_", "_recursive_")
 MAX_PARAM_VALUE, MAX_KEY, MAX_RUN_NAME = 6000, 250, 250
+#: A file in the launch directory: the store of ``easyrec train`` and ``easyrec compare`` unless told otherwise.
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
 def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -45,6 +48,25 @@ def run_name_from(overrides: Sequence[str]) -> str:
     """``"optimizer=adagrad,loss=focal"`` from the command-line overrides; ``"defaults"`` if none."""
     shown = [o for o in overrides if not o.startswith(("hydra.", "logger."))]
     return (",".join(shown) or "defaults")[:MAX_RUN_NAME]
+
+
+def group_choices(hydra_dir: Path) -> dict[str, str]:
+    """The option chosen in each config group of the job (``{"optimizer": "adam", "data/features": "criteo"}``), from
+    the ``hydra.yaml`` Hydra writes in the job's ``.hydra`` folder; Hydra's own groups and empty choices left out,
+    and nothing when the file is missing or unreadable (``hydra.output_subdir=null``)."""
+    import yaml
+
+    try:
+        choices = yaml.safe_load((hydra_dir / "hydra.yaml").read_text())["hydra"]["runtime"]["choices"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return {}
+    if not isinstance(choices, dict):
+        return {}
+    return {
+        str(group): str(option)
+        for group, option in choices.items()
+        if option is not None and str(group).split("/")[0] != "hydra"
+    }
 
 
 def git_tags(directory: Path) -> dict[str, str]:
@@ -143,13 +165,16 @@ class MLflowLogger(Logger):
         asynchronous: send metrics from a background thread (flushed in :meth:`finish`).
         parent_run_id: nest the run under this one (a sweep's parent run: ``mlflow.parentRunId``).
 
+    The run's tags: its command-line overrides (``easyrec.overrides``), the option of each config group
+    (``easyrec.choices``, JSON), the version, the output directory and the git commit.
+
     Calls that an SQLite store refuses because another process holds its lock are retried, so parallel jobs on
     one ``mlflow.db`` lose no run, param or metric.
     """
 
     def __init__(
         self,
-        tracking_uri: str = "sqlite:///mlflow.db",
+        tracking_uri: str = DEFAULT_TRACKING_URI,
         experiment_name: str = "easyrec",
         run_name: str | None = None,
         asynchronous: bool = True,
@@ -177,6 +202,9 @@ class MLflowLogger(Logger):
             "easyrec.output_dir": str(output_dir),
             **git_tags(Path.cwd()),
         }
+        choices = group_choices(output_dir / ".hydra")
+        if choices:  # what `easyrec compare` shows for a swept group: its option, not its classes' params
+            tags["easyrec.choices"] = json.dumps(choices)
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
         run = self.client.create_run(experiment, run_name=self.run_name or run_name_from(overrides), tags=tags)

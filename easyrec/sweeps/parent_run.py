@@ -6,6 +6,7 @@ import atexit
 import logging
 import math
 import os
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from omegaconf import DictConfig
 from easyrec import __version__
 from easyrec.errors import ConfigError, JobsFailed
 from easyrec.loggers import MLflowLogger
-from easyrec.loggers.mlflow import experiment_id, git_tags, open_client
+from easyrec.loggers.mlflow import DEFAULT_TRACKING_URI, experiment_id, git_tags, open_client
 from easyrec.sweeps.checks import check_sweep
 from easyrec.sweeps.jobs import SWEPT_KEYS_ENV, read_results
 from easyrec.user_errors import describe, exit_with
@@ -35,7 +36,8 @@ class SweepParentRun(Callback):
     parent run (tags: the sweep's overrides, sweeper and directory) and hands its id to the jobs in
     ``EASYREC_PARENT_RUN_ID``. After the last job it records on the parent the number of jobs, of failed jobs and
     the best child by ``optimized_metric`` (``trainer.monitor_mode`` says if more is better), ends it FINISHED
-    (FAILED if every job failed), and exits non-zero, naming the failed jobs, if any failed.
+    (FAILED if every job failed), names the best job and the ``easyrec compare`` command to run next, and exits
+    non-zero, naming the failed jobs, if any failed.
     """
 
     def __init__(self) -> None:
@@ -82,23 +84,29 @@ class SweepParentRun(Callback):
         os.environ.pop(SWEPT_KEYS_ENV, None)
         results = read_results(Path(config.hydra.sweep.dir), since=self.started)
         failed = [r for r in results if r["status"] == "FAILED"]
-        if self.run_id is not None:
-            self._summarize(config, results, failed)
+        best = best_result(results, config.trainer.monitor_mode == "max")
+        child = self._summarize(config, results, failed, best) if self.run_id is not None else None
+        if best is not None:
+            self._name_best(config, results, best, child)
         if failed:
             shown = "; ".join(f"#{r['job']} ({self._swept_values(r)}): {r['error']}" for r in failed[:3])
             more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
             error = JobsFailed(f"{len(failed)} of {len(results)} jobs failed: {shown}{more}")
             exit_with("train", error, str(error))
 
-    def _summarize(self, config: DictConfig, results: list[dict[str, Any]], failed: list[dict[str, Any]]) -> None:
-        metric, larger = config.optimized_metric, config.trainer.monitor_mode == "max"
-        finished = [r for r in results if r["status"] == "FINISHED" and r["value"] is not None]
-        finished = [r for r in finished if math.isfinite(r["value"])]
+    def _summarize(
+        self,
+        config: DictConfig,
+        results: list[dict[str, Any]],
+        failed: list[dict[str, Any]],
+        best: dict[str, Any] | None,
+    ) -> Any:
+        """Record the jobs and the best of them on the parent run and end it; returns the best job's child run."""
         client = open_client(self.tracking_uri)
         tags = {"easyrec.sweep.jobs": str(len(results)), "easyrec.sweep.failed": str(len(failed))}
         metrics = {"sweep/jobs": len(results), "sweep/failed": len(failed)}
-        if finished:
-            best = (max if larger else min)(finished, key=lambda r: r["value"])
+        child = None
+        if best is not None:
             child = self._child(client, best["output_dir"])
             tags |= {"easyrec.sweep.best_job": str(best["job"]), "easyrec.sweep.best_value": repr(best["value"])}
             if child is not None:
@@ -106,7 +114,7 @@ class SweepParentRun(Callback):
                     "easyrec.sweep.best_run_id": child.info.run_id,
                     "easyrec.sweep.best_run_name": child.info.run_name,
                 }
-            metrics[f"best/{metric}"] = best["value"]
+            metrics[f"best/{config.optimized_metric}"] = best["value"]
         for key, value in tags.items():
             client.set_tag(self.run_id, key, value)
         for key, value in metrics.items():
@@ -114,6 +122,19 @@ class SweepParentRun(Callback):
         status = "FAILED" if results and len(failed) == len(results) else "FINISHED"
         client.set_terminated(self.run_id, status)
         log.info("MLflow parent run %s ended %s: %d jobs, %d failed", self.run_id, status, len(results), len(failed))
+        return child
+
+    def _name_best(self, config: DictConfig, results: list[dict[str, Any]], best: dict[str, Any], child: Any) -> None:
+        """The sweep's last lines: its best job (its run's name, value and directory) and, when tracked, the
+        ``easyrec compare`` command that puts its runs side by side."""
+        name = child.info.run_name if child is not None else f"#{best['job']} {self._swept_values(best)}".strip()
+        value = f"{config.optimized_metric} {best['value']:.5f}"
+        log.info("best of %d jobs: %s (%s) in %s", len(results), name, value, best["output_dir"])
+        if self.run_id is not None:
+            store = (
+                "" if self.tracking_uri == DEFAULT_TRACKING_URI else f" --tracking-uri {shlex.quote(self.tracking_uri)}"
+            )
+            log.info("compare the runs: easyrec compare %s%s", self.run_id, store)
 
     def _abandon(self) -> None:
         """At exit without :meth:`on_multirun_end` (Ctrl-C, a sweeper's crash): the parent ends KILLED, not RUNNING."""
@@ -134,6 +155,14 @@ class SweepParentRun(Callback):
             max_results=1,
         )
         return runs[0] if runs else None
+
+
+def best_result(results: list[dict[str, Any]], larger: bool) -> dict[str, Any] | None:
+    """The finished job with the best finite value (the largest when ``larger``), None if there is none."""
+    finished = [
+        r for r in results if r["status"] == "FINISHED" and r["value"] is not None and math.isfinite(r["value"])
+    ]
+    return (max if larger else min)(finished, key=lambda r: r["value"]) if finished else None
 
 
 def _is_mlflow(config: DictConfig) -> bool:

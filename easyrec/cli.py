@@ -1,6 +1,6 @@
 """The ``easyrec`` command: dispatches ``easyrec <command> [args]`` to the command's app: a Hydra app
 (``train``) or an argparse front-end (``evaluate``, ``predict``, ``export``: their config comes from a checkpoint;
-``compare``: MLflow runs).
+``compare``, ``sync``: MLflow runs).
 Each app reads its arguments from ``sys.argv``.
 
 User errors (a bad override, an unknown option, an impossible value, unreadable data) end with one line
@@ -37,6 +37,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": (
         "easyrec.commands.compare:main",
         "compare runs (a sweep's children, an experiment) in a table of differing params and metrics; --plot",
+    ),
+    "sync": (
+        "easyrec.commands.sync:main",
+        "send a run's tracking records that MLflow did not take while it ran (tracking-pending.jsonl) to it now",
     ),
 }
 

@@ -135,7 +135,7 @@ def train(
     status = "FAILED"
     try:
         if tracked_run:
-            logger.attach(tracked_run)
+            logger.attach(tracked_run, output_dir)
         else:
             logger.start(config, overrides or [], output_dir, run_id=state["run"]["id"] if state else None)
         if distributed.restart_count:

@@ -14,3 +14,14 @@ def die_once(history: dict[int, dict[str, float]], at_step: int, rank: int = 1) 
     if first_attempt and int(os.environ.get("RANK", "0")) == rank and max(history) >= at_step:
         os.kill(os.getpid(), signal.SIGKILL)
     return False
+
+
+def kill_server(history: dict[int, dict[str, float]], at_step: int, pgid: int) -> bool:
+    """An early-stopping rule (``early_stopping=custom``) that never stops, but kills the process group ``pgid``
+    (a tracking server the test started) with SIGKILL at the first evaluation at or after ``at_step``."""
+    if max(history) >= at_step:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:  # killed at an earlier evaluation
+            pass
+    return False

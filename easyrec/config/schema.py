@@ -737,6 +737,7 @@ class MLflowLoggerConfig:
     run_name: str | None = None
     asynchronous: bool = True
     parent_run_id: str | None = None
+    timeout: float = checked(30.0, Rule(lambda v: v > 0 and math.isfinite(v), "must be > 0 and finite (seconds)"))
 
 
 @dataclass

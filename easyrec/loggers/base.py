@@ -20,9 +20,9 @@ class Logger:
         """Open a run for the resolved ``config``, launched with command-line ``overrides``; with ``run_id`` (a
         resumed run), reopen that run instead."""
 
-    def attach(self, run_id: str) -> None:
+    def attach(self, run_id: str, output_dir: Path | None = None) -> None:
         """Log into the run ``run_id`` that another process opened (a distributed job's launcher) and keeps
-        RUNNING; :meth:`finish` still closes it."""
+        RUNNING; :meth:`finish` still closes it. ``output_dir``: the run directory (default: the working one)."""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Record ``{"train/loss": 0.45, ...}`` at optimizer step ``step``."""

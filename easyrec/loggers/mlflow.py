@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,7 +16,8 @@ from typing import Any
 
 from easyrec import __version__
 from easyrec.loggers.base import Logger
-from easyrec.loggers.retry import LockRetryingClient, is_locked
+from easyrec.loggers.courier import PENDING_FILE, Courier, TrackerDown, first_line, within
+from easyrec.loggers.retry import LockRetryingClient
 
 log = logging.getLogger(__name__)
 
@@ -107,28 +111,37 @@ def absolute_uri(tracking_uri: str) -> str:
 
 
 def log_to_run(
-    tracking_uri: str, run_id: str, metrics: Mapping[str, float], step: int, tags: Mapping[str, str]
+    tracking_uri: str,
+    run_id: str,
+    metrics: Mapping[str, float],
+    step: int,
+    tags: Mapping[str, str],
+    timeout: float = 30.0,
 ) -> str | None:
     """Add ``metrics`` (at ``step``) and ``tags`` to an existing run, whatever its status, which stays as it is
     (``easyrec evaluate`` on a finished run). Returns None, or why nothing was logged: the store or the run is not
-    there (a local store is never created here)."""
+    there (a local store is never created here), or the tracker did not answer within ``timeout`` seconds."""
     store = local_store(tracking_uri)
     if store is not None and not store.exists():
         return f"no MLflow store {tracking_uri} here (in {Path.cwd()}); give it with logger.tracking_uri=..."
     tracking_uri = absolute_uri(tracking_uri)
-    client = open_client(tracking_uri)
-    from mlflow.entities import Metric
+
+    def send() -> str | None:
+        client = open_client(tracking_uri)
+        try:
+            client.get_run(run_id)
+        except Exception as error:  # not in this store
+            return f"MLflow run {run_id} not found in {tracking_uri} ({first_line(error)})"
+        timestamp = int(time.time() * 1000)
+        deliver(client, run_id, {"op": "metrics", "metrics": metrics, "step": step, "timestamp": timestamp}, Path())
+        if tags:
+            deliver(client, run_id, {"op": "tags", "tags": tags}, Path())
+        return None
 
     try:
-        client.get_run(run_id)
-    except Exception as error:  # not in this store, or the server cannot be reached
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return f"MLflow run {run_id} not found in {tracking_uri} ({first})"
-    timestamp = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(key, float(value), timestamp, step) for key, value in metrics.items()])
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value)
-    return None
+        return within(timeout, send)
+    except TrackerDown as error:
+        return f"MLflow at {tracking_uri} did not answer ({error})"
 
 
 def experiment_id(client: Any, name: str) -> str:
@@ -147,12 +160,98 @@ def experiment_id(client: Any, name: str) -> str:
 
 def open_client(tracking_uri: str) -> Any:
     """An MlflowClient on ``tracking_uri`` (a local store's path made absolute) that retries locked SQLite calls;
-    MLflow's own INFO lines (database migrations) and usage telemetry are off unless asked for."""
+    MLflow's own INFO lines (database migrations) and usage telemetry are off unless asked for.
+
+    Processes of this machine that open one SQLite store at the same moment take turns (a lock file in the temporary
+    directory, named after the store): MLflow creates a new store's tables, and two doing it at once fail
+    ("duplicate column name")."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow import MlflowClient
 
-    return LockRetryingClient(MlflowClient(absolute_uri(tracking_uri)))
+    tracking_uri = absolute_uri(tracking_uri)
+    if not tracking_uri.startswith("sqlite:"):
+        return LockRetryingClient(MlflowClient(tracking_uri))
+    from filelock import FileLock
+
+    name = hashlib.sha256(str(local_store(tracking_uri)).encode()).hexdigest()[:16]
+    # mode 0o666: another user's job may open the same store after this one
+    with FileLock(Path(tempfile.gettempdir()) / f"easyrec-mlflow-{name}.lock", mode=0o666):
+        return LockRetryingClient(MlflowClient(tracking_uri))  # the client opens (and creates) the store
+
+
+def open_run(client: Any, record: Mapping[str, Any], root: Path) -> str:
+    """The id of the run an ``open`` record asks for: the run ``record["resume"]["run_id"]`` continued (status
+    RUNNING again, the resume recorded as tags) when the store has it, else a new run with the record's params,
+    config (``config/resolved.yaml``) and Hydra files (``root/.hydra``, when ``record["hydra"]``)."""
+    resume = record.get("resume")
+    if resume:
+        from mlflow.exceptions import MlflowException
+
+        run_id = resume["run_id"]
+        try:
+            run = client.get_run(run_id)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            log.warning("MLflow run %s of the checkpoint is not in its store: starting a new run", run_id)
+        else:
+            client.update_run(run_id, status="RUNNING")
+            resumes = int(run.data.tags.get("easyrec.resumes", "0")) + 1
+            client.set_tag(run_id, "easyrec.resumes", str(resumes))
+            client.set_tag(run_id, f"easyrec.resume.{resumes}.overrides", resume["overrides"])
+            log.info("MLflow run %s continued (resume %d)", run_id, resumes)
+            return run_id
+    from mlflow.entities import Param
+
+    experiment = experiment_id(client, record["experiment"])
+    run_id = client.create_run(experiment, run_name=record["run_name"], tags=record["tags"]).info.run_id
+    client.log_batch(run_id, params=[Param(str(k), str(v)) for k, v in record["params"].items()])
+    client.log_dict(run_id, record["config"], "config/resolved.yaml")
+    if record.get("hydra") and (root / ".hydra").is_dir():
+        client.log_artifacts(run_id, str(root / ".hydra"), "hydra")
+    return run_id
+
+
+def deliver(
+    client: Any, run_id: str | None, record: Mapping[str, Any], root: Path, confined: bool = False
+) -> str | None:
+    """Send one record of :class:`MLflowLogger` (live, or replayed from a journal by ``easyrec sync``) to the run
+    ``run_id``; returns the run's id (an ``open`` record opens it).
+
+    Every record but ``open`` can be sent again without adding anything: tags and artifacts are set, not appended,
+    and an SQL store (SQLite, a server's database) keeps a metric once per key, step, timestamp and value.
+    ``root``: the run directory that an artifact's path is relative to; ``confined``: the path must stay inside it
+    (a journal read from a file names no other file to upload).
+    """
+    from mlflow.entities import Metric, RunTag
+
+    op = record["op"]
+    if op == "open":
+        return open_run(client, record, root)
+    if run_id is None:
+        raise ValueError(f"a '{op}' record before the run was opened")
+    if op == "metrics":
+        timestamp, step = int(record["timestamp"]), int(record["step"])
+        batch = [Metric(str(key), float(value), timestamp, step) for key, value in record["metrics"].items()]
+        client.log_batch(run_id, metrics=batch)
+    elif op == "tags":
+        client.log_batch(run_id, tags=[RunTag(str(k), str(v)) for k, v in record["tags"].items()])
+    elif op == "artifact":
+        path = (root / record["path"]).resolve()
+        if confined and not path.is_relative_to(root.resolve()):
+            raise ValueError(f"artifact {record['path']}: outside the run directory {root}")
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), record.get("artifact_path"))
+        elif path.is_file():
+            client.log_artifact(run_id, str(path), record.get("artifact_path"))
+    elif op == "running":
+        client.update_run(run_id, status="RUNNING")
+    elif op == "end":
+        client.set_terminated(run_id, str(record["status"]), end_time=int(record["end_time"]))
+    else:
+        raise ValueError(f"unknown record '{op}'")
+    return run_id
 
 
 class MLflowLogger(Logger):
@@ -162,14 +261,19 @@ class MLflowLogger(Logger):
         tracking_uri: ``sqlite:///mlflow.db`` (a file in the launch directory), ``http://host:5000``, ...
         experiment_name: created on first use.
         run_name: None builds one from the command-line overrides.
-        asynchronous: send metrics from a background thread (flushed in :meth:`finish`).
+        asynchronous: send metrics, tags and artifacts from a background thread (flushed in :meth:`finish`)
+            instead of waiting for each.
         parent_run_id: nest the run under this one (a sweep's parent run: ``mlflow.parentRunId``).
+        timeout: seconds to wait for the tracker, > 0: for :meth:`start`'s records, for each record when not
+            asynchronous, and for :meth:`finish`'s flush.
 
     The run's tags: its command-line overrides (``easyrec.overrides``), the option of each config group
     (``easyrec.choices``, JSON), the version, the output directory and the git commit.
 
     Calls that an SQLite store refuses because another process holds its lock are retried, so parallel jobs on
-    one ``mlflow.db`` lose no run, param or metric.
+    one ``mlflow.db`` lose no run, param or metric. A tracker that does not answer in ``timeout`` seconds, or fails,
+    is not called again by this run: what it did not take is kept in the run directory's ``tracking-pending.jsonl``
+    (``easyrec sync <run dir>`` sends it later), and :meth:`finish` says so in one warning.
     """
 
     def __init__(
@@ -179,23 +283,21 @@ class MLflowLogger(Logger):
         run_name: str | None = None,
         asynchronous: bool = True,
         parent_run_id: str | None = None,
+        timeout: float = 30.0,
     ) -> None:
+        if not (timeout > 0 and math.isfinite(timeout)):
+            raise ValueError(f"timeout={timeout}: must be > 0 and finite (seconds)")
         self.tracking_uri, self.experiment_name, self.run_name = tracking_uri, experiment_name, run_name
-        self.asynchronous, self.parent_run_id = asynchronous, parent_run_id
+        self.asynchronous, self.parent_run_id, self.timeout = asynchronous, parent_run_id, timeout
         self.client = None
         self.run_id: str | None = None
-        self._pending: list[tuple[Any, list[Any]]] = []  # (background operation, its metrics)
+        self.output_dir: Path | None = None
+        self.courier: Courier | None = None
 
     def start(
         self, config: Mapping[str, Any], overrides: Sequence[str], output_dir: Path, run_id: str | None = None
     ) -> None:
-        from mlflow.entities import Param
-
-        self.tracking_uri = absolute_uri(self.tracking_uri)
-        self.client = open_client(self.tracking_uri)
-        if run_id is not None and self._reopen(run_id, overrides):
-            return
-        experiment = experiment_id(self.client, self.experiment_name)
+        self._connect(output_dir)
         tags = {
             "easyrec.overrides": " ".join(overrides),
             "easyrec.version": __version__,
@@ -207,73 +309,95 @@ class MLflowLogger(Logger):
             tags["easyrec.choices"] = json.dumps(choices)
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
-        run = self.client.create_run(experiment, run_name=self.run_name or run_name_from(overrides), tags=tags)
-        self.run_id = run.info.run_id
-        params = [Param(k, v) for k, v in flatten_params(config).items()]
-        self.client.log_batch(self.run_id, params=params)
-        self.client.log_dict(self.run_id, dict(config), "config/resolved.yaml")
-        hydra_dir = output_dir / ".hydra"
-        if hydra_dir.is_dir():
-            self.client.log_artifacts(self.run_id, str(hydra_dir), "hydra")
-        log.info("MLflow run %s in experiment '%s' at %s", self.run_id, self.experiment_name, self.tracking_uri)
+        opening = {
+            "op": "open",
+            "experiment": self.experiment_name,
+            "run_name": self.run_name or run_name_from(overrides),
+            "tags": tags,
+            "params": flatten_params(config),
+            "config": dict(config),
+            "hydra": (output_dir / ".hydra").is_dir(),
+        }
+        if run_id is not None:  # a resumed run: continue it, when the store has it
+            opening["resume"] = {"run_id": run_id, "overrides": " ".join(overrides)}
+        if self.courier.call(opening) is not None:
+            log.info("MLflow run %s in experiment '%s' at %s", self.run_id, self.experiment_name, self.tracking_uri)
 
-    def attach(self, run_id: str) -> None:
+    def attach(self, run_id: str, output_dir: Path | None = None) -> None:
+        self.run_id = run_id
+        self._connect(output_dir or Path.cwd())
+        self._send({"op": "running"})  # again, after the workers were restarted
+
+    def _connect(self, output_dir: Path) -> None:
         self.tracking_uri = absolute_uri(self.tracking_uri)
         self.client = open_client(self.tracking_uri)
-        self.run_id = run_id
-        self.client.update_run(run_id, status="RUNNING")  # again, after the workers were restarted
+        self.output_dir = output_dir
+        header = {"op": "tracker", "tracking_uri": self.tracking_uri, "experiment": self.experiment_name}
+        self.courier = Courier(
+            self._deliver, self.timeout, output_dir / PENDING_FILE, lambda: {**header, "run_id": self.run_id}
+        )
 
-    def _reopen(self, run_id: str, overrides: Sequence[str]) -> bool:
-        """Continue the run a checkpoint belongs to: status RUNNING again, the resume recorded as tags; False when
-        this store does not have it."""
-        from mlflow.exceptions import MlflowException
+    def _deliver(self, record: dict[str, Any]) -> str | None:
+        """Send ``record`` (in the courier's thread); the run's id."""
+        self.run_id = deliver(self.client, self.run_id, record, self.output_dir)
+        return self.run_id
 
-        try:
-            run = self.client.get_run(run_id)
-        except MlflowException:
-            log.warning("MLflow run %s of the checkpoint is not in %s: starting a new run", run_id, self.tracking_uri)
-            return False
-        self.run_id = run.info.run_id
-        self.client.update_run(self.run_id, status="RUNNING")
-        resumes = int(run.data.tags.get("easyrec.resumes", "0")) + 1
-        self.client.set_tag(self.run_id, "easyrec.resumes", str(resumes))
-        self.client.set_tag(self.run_id, f"easyrec.resume.{resumes}.overrides", " ".join(overrides))
-        log.info("MLflow run %s continued (resume %d) at %s", self.run_id, resumes, self.tracking_uri)
-        return True
+    def _send(self, record: dict[str, Any]) -> None:
+        if self.courier is None:  # never started
+            return
+        if self.asynchronous:
+            self.courier.post(record)
+        else:
+            self.courier.call(record)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
         timestamp = int(time.time() * 1000)
-        batch = [Metric(key, float(value), timestamp, step) for key, value in metrics.items()]
-        operation = self.client.log_batch(self.run_id, metrics=batch, synchronous=not self.asynchronous)
-        if operation is not None:
-            self._pending.append((operation, batch))
+        self._send(
+            {
+                "op": "metrics",
+                "metrics": {k: float(v) for k, v in metrics.items()},
+                "step": step,
+                "timestamp": timestamp,
+            }
+        )
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        if self.run_id is None:
-            return
-        if path.is_dir():
-            self.client.log_artifacts(self.run_id, str(path), artifact_path)
-        elif path.is_file():
-            self.client.log_artifact(self.run_id, str(path), artifact_path)
+        if self.output_dir is not None and path.is_relative_to(self.output_dir):
+            path = path.relative_to(self.output_dir)  # the journal stays valid when the run directory moves
+        self._send({"op": "artifact", "path": str(path), "artifact_path": artifact_path})
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        if self.run_id is None:
-            return
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, value)
+        self._send({"op": "tags", "tags": dict(tags)})
 
     def finish(self, status: str) -> None:
-        if self.run_id is None:
+        if self.courier is None:
             return
-        for operation, batch in self._pending:
-            try:
-                operation.wait()
-            except Exception as error:  # the background send found the SQLite store locked: send it again
-                if not is_locked(error):
-                    raise
-                self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
-        self._pending.clear()
-        self.client.set_terminated(self.run_id, status)
-        log.info("MLflow run %s ended %s", self.run_id, status)
+        self.courier.post({"op": "end", "status": status, "end_time": int(time.time() * 1000)})
+        if self.courier.flush():
+            log.info("MLflow run %s ended %s", self.run_id, status)
+            return
+        kept = ", ".join(describe_kept(self.courier.kept, status))
+        log.warning(
+            "MLflow at %s did not take this run's records (%s): %s kept in %s; send them with `easyrec sync %s`",
+            self.tracking_uri,
+            self.courier.down,
+            kept,
+            self.courier.journal,
+            self.output_dir,
+        )
+
+
+def describe_kept(kept: Mapping[str, int], status: str) -> list[str]:
+    """What a journal holds, in words: ``["12 sets of metrics", "its end (FINISHED)"]``."""
+    words = {
+        "open": "the run itself (params, config)",
+        "running": "its RUNNING status",
+        "end": f"its end ({status})",
+        "metrics": "set{s} of metrics",
+        "tags": "set{s} of tags",
+        "artifact": "artifact{s}",
+    }
+    return [
+        f"{count} {words[op].format(s='' if count == 1 else 's')}" if "{s}" in words[op] else words[op]
+        for op, count in kept.items()
+    ]

@@ -100,10 +100,11 @@ def record_failed_run(cfg: DictConfig, output_dir: Path, overrides: list[str], m
     """Make sure the tracker has a FAILED run for this job, with the error: ``train`` ends its run FAILED itself
     once it opened one; a job that failed before (an impossible value) gets one here, with its params."""
     from easyrec.loggers import MLflowLogger
+    from easyrec.loggers.courier import within
 
     try:
         logger = instantiate(cfg.logger)
-        if not isinstance(logger, MLflowLogger) or has_run(logger, output_dir):
+        if not isinstance(logger, MLflowLogger) or within(logger.timeout, lambda: has_run(logger, output_dir)):
             return
         try:
             config = OmegaConf.to_container(cfg, resolve=True)

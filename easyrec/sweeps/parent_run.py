@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from easyrec import __version__
 from easyrec.errors import ConfigError, JobsFailed
 from easyrec.loggers import MLflowLogger
+from easyrec.loggers.courier import TrackerDown, within
 from easyrec.loggers.mlflow import DEFAULT_TRACKING_URI, experiment_id, git_tags, open_client
 from easyrec.sweeps.checks import check_sweep
 from easyrec.sweeps.jobs import SWEPT_KEYS_ENV, read_results
@@ -45,6 +46,7 @@ class SweepParentRun(Callback):
         self.run_id: str | None = None
         self.swept: list[str] = []
         self.started = 0.0
+        self.timeout = 30.0  # logger.timeout: the longest wait for each exchange with the tracker
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
@@ -59,8 +61,7 @@ class SweepParentRun(Callback):
         os.environ[SWEPT_KEYS_ENV] = ",".join(self.swept)
         if not tracked:
             return
-        self.tracking_uri = config.logger.tracking_uri
-        client = open_client(self.tracking_uri)
+        self.tracking_uri, self.timeout = config.logger.tracking_uri, float(config.logger.get("timeout", 30.0))
         sweep_dir = Path(config.hydra.sweep.dir).absolute()
         tags = {
             "easyrec.sweep.overrides": " ".join(config.hydra.overrides.task),
@@ -72,8 +73,19 @@ class SweepParentRun(Callback):
         }
         if "study_name" in config.hydra.sweeper:  # an Optuna search
             tags |= {"easyrec.sweep.study_name": config.hydra.sweeper.study_name}
-        experiment = experiment_id(client, config.logger.experiment_name)
-        self.run_id = client.create_run(experiment, run_name=f"sweep-{sweep_dir.name}", tags=tags).info.run_id
+
+        def open_parent() -> str:
+            client = open_client(self.tracking_uri)
+            experiment = experiment_id(client, config.logger.experiment_name)
+            return client.create_run(experiment, run_name=f"sweep-{sweep_dir.name}", tags=tags).info.run_id
+
+        try:
+            self.run_id = within(self.timeout, open_parent)
+        except TrackerDown as error:
+            log.warning(
+                "MLflow at %s did not take the sweep's parent run (%s): jobs run without one", self.tracking_uri, error
+            )
+            return
         os.environ[PARENT_RUN_ENV] = self.run_id
         atexit.register(self._abandon)
         log.info("MLflow parent run %s of the sweep in %s", self.run_id, sweep_dir)
@@ -85,7 +97,12 @@ class SweepParentRun(Callback):
         results = read_results(Path(config.hydra.sweep.dir), since=self.started)
         failed = [r for r in results if r["status"] == "FAILED"]
         best = best_result(results, config.trainer.monitor_mode == "max")
-        child = self._summarize(config, results, failed, best) if self.run_id is not None else None
+        child = None
+        if self.run_id is not None:
+            try:
+                child = within(self.timeout, lambda: self._summarize(config, results, failed, best))
+            except TrackerDown as error:
+                log.warning("MLflow at %s did not take the sweep's summary (%s)", self.tracking_uri, error)
         if best is not None:
             self._name_best(config, results, best, child)
         if failed:
@@ -139,8 +156,8 @@ class SweepParentRun(Callback):
     def _abandon(self) -> None:
         """At exit without :meth:`on_multirun_end` (Ctrl-C, a sweeper's crash): the parent ends KILLED, not RUNNING."""
         try:
-            open_client(self.tracking_uri).set_terminated(self.run_id, "KILLED")
-        except Exception as error:  # exiting anyway: say why the parent stays RUNNING
+            within(self.timeout, lambda: open_client(self.tracking_uri).set_terminated(self.run_id, "KILLED"))
+        except TrackerDown as error:  # exiting anyway: say why the parent stays RUNNING
             log.warning("MLflow parent run %s could not be ended: %s", self.run_id, error)
 
     def _swept_values(self, result: dict[str, Any]) -> str:

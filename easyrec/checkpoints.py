@@ -3,20 +3,25 @@
 A checkpoint is a ``dict`` of tensors and plain Python values (``torch.load(..., weights_only=True)`` reads it
 without running any pickled code): ``format``, ``model``, ``optimizer``, ``lr_schedulers``, ``loss``, ``step``,
 ``epoch``, ``rows_in_epoch``, ``rng``, ``early_stopping``, ``data`` (the encoder: vocabularies, statistics),
-``metrics``, ``best``, ``history``, ``config`` (the resolved run config) and ``run`` (the MLflow run id).
-``best.pt`` holds the same without the optimizer and scheduler states (``kind: weights``): enough to evaluate,
-predict, export or fine-tune, not to resume.
+``metrics``, ``best``, ``history``, ``config`` (the resolved run config), ``run`` (the MLflow run id) and
+``checksum``: the SHA-256 of everything else (see :func:`checksum`), checked on load, so that a damaged file is
+refused however it was damaged. ``best.pt`` holds the same without the optimizer and scheduler states (``kind:
+weights``): enough to evaluate, predict, export or fine-tune, not to resume.
+
+Checkpoints of the previous format (``easyrec-checkpoint/1``, written before checksums) still load, unchecked.
+The checksum finds damage (a file cut short, a changed byte), it is no signature: whoever edits a checkpoint can
+write a new one, so a checkpoint from elsewhere is only as safe as loading it with ``weights_only`` makes it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-import pickle
 import re
-import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +29,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from easyrec.errors import CheckpointError
+from easyrec.errors import CheckpointError, OutputError
 
 log = logging.getLogger(__name__)
 
-FORMAT = "easyrec-checkpoint/1"
+FORMAT = "easyrec-checkpoint/2"
+#: The format before checksums: loaded without one.
+UNCHECKED_FORMAT = "easyrec-checkpoint/1"
 STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
 
 
@@ -36,7 +43,8 @@ class Checkpoints:
     """``directory/step-<step>.pt`` files (the last ``keep_last_n`` kept) and ``directory/best.pt``.
 
     Each write goes to a ``.partial`` file first and is renamed into place, so a crash mid-write never leaves a
-    half-written file under a checkpoint's name.
+    half-written file under a checkpoint's name (a failed write removes its ``.partial``: see
+    :func:`partial_file`), and the checkpoints before it stay as they were.
 
     Args:
         directory: usually ``<run directory>/checkpoints``.
@@ -72,22 +80,60 @@ class Checkpoints:
 
 def write_json(report: Mapping[str, Any], path: Path) -> None:
     """Write ``report`` as JSON to ``path.partial``, then rename it into place (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(dict(report), indent=2) + "\n")
-    os.replace(partial, path)
+    with partial_file(path) as partial:
+        partial.write_text(json.dumps(dict(report), indent=2) + "\n")
 
 
 def write_atomically(state: Mapping[str, Any], path: Path) -> Path:
-    """``torch.save`` to ``path.partial``, flushed to disk, then renamed to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("wb") as handle:
-        torch.save(dict(state), handle)
+    """``torch.save`` ``state`` and its :func:`checksum` to ``path.partial``, flushed to disk, then renamed to
+    ``path``."""
+    with partial_file(path) as partial, partial.open("wb") as handle:
+        torch.save({**state, "checksum": checksum(state)}, handle)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(partial, path)
     return path
+
+
+@contextmanager
+def partial_file(path: Path) -> Iterator[Path]:
+    """Yield ``path.partial`` to write, renamed to ``path`` when done; when writing fails, remove it, and raise
+    an OSError (a full disk, a read-only folder) as OutputError ``cannot write <path>: <cause>``."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield partial
+        os.replace(partial, path)
+    except BaseException as error:
+        partial.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise OutputError.cannot_write(path, error) from None
+        raise
+
+
+def checksum(state: Mapping[str, Any]) -> str:
+    """The SHA-256 (hex) of ``state`` but its ``checksum`` entry: its keys, plain values and tensors (dtype, shape
+    and bytes), in order; the same before ``torch.save`` and after ``torch.load``."""
+    digest = hashlib.sha256()
+
+    def feed(node: Any) -> None:
+        if isinstance(node, torch.Tensor):
+            tensor = node.detach().cpu().contiguous()
+            digest.update(f"tensor {tensor.dtype} {tuple(tensor.shape)};".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+        elif isinstance(node, Mapping):
+            digest.update(f"dict {len(node)};".encode())
+            for key, value in node.items():
+                feed(key)
+                feed(value)
+        elif isinstance(node, list | tuple):
+            digest.update(f"{type(node).__name__} {len(node)};".encode())
+            for value in node:
+                feed(value)
+        else:
+            digest.update(f"{type(node).__name__} {node!r};".encode())
+
+    feed({key: value for key, value in state.items() if key != "checksum"})
+    return digest.hexdigest()
 
 
 #: Which checkpoint of a run directory :func:`find_checkpoint` picks first.
@@ -98,16 +144,23 @@ def find_checkpoint(location: str | Path, which: str = "latest") -> Path:
     """The checkpoint ``location`` names: a ``.pt`` file (as it is), or a run directory or its ``checkpoints/``
     folder: with ``which="latest"`` its latest step checkpoint, else ``best.pt``; with ``which="best"`` its
     ``best.pt``, else the latest step checkpoint."""
+    return candidates(location, which)[0]
+
+
+def candidates(location: str | Path, which: str = "latest") -> list[Path]:
+    """The checkpoints :func:`find_checkpoint` may pick, best first: ``[file]`` for a file; for a directory with
+    ``which="latest"`` its step checkpoints newest first (else ``[best.pt]``), with ``which="best"`` ``[best.pt]``
+    (else its newest step checkpoint)."""
     if which not in WHICH:
         raise ValueError(f"which={which!r}: must be one of: {', '.join(WHICH)}")
     path = Path(location)
     if path.is_file():
-        return path
+        return [path]
     for directory in (path / "checkpoints", path):
         if directory.is_dir():
-            latest = Checkpoints(directory).latest()
-            best = directory / "best.pt" if (directory / "best.pt").is_file() else None
-            found = (best or latest) if which == "best" else (latest or best)
+            steps = Checkpoints(directory).step_files()[::-1]
+            best = [directory / "best.pt"] if (directory / "best.pt").is_file() else []
+            found = (best or steps[:1]) if which == "best" else (steps or best)
             if found:
                 return found
     if path.exists():
@@ -117,16 +170,38 @@ def find_checkpoint(location: str | Path, which: str = "latest") -> Path:
 
 def load_checkpoint(location: str | Path, which: str = "latest") -> dict[str, Any]:
     """Read an easyrec checkpoint (see :func:`find_checkpoint` for ``location`` and ``which``) on the CPU, safely
-    (``weights_only=True``); CheckpointError naming the file when it is missing, corrupt or not an easyrec
-    checkpoint."""
-    path = find_checkpoint(location, which)
+    (``weights_only=True``) and checked against its checksum; CheckpointError naming the file when it is missing,
+    damaged or not an easyrec checkpoint. The latest checkpoint of a run directory falls back to the newest
+    readable step checkpoint, with a warning naming each damaged one skipped (a file named alone never does)."""
+    found = candidates(location, which)
+    skipped = []
+    for path in found:
+        try:
+            state = read_checkpoint(path)
+        except CheckpointError as error:
+            if len(found) == 1:
+                raise
+            skipped.append(str(error))
+            log.warning("skipping a damaged checkpoint: %s", error)
+            continue
+        if skipped:
+            log.warning("using %s, the newest readable checkpoint", path)
+        return state
+    raise CheckpointError(f"{location}: no readable checkpoint ({'; '.join(skipped)})")
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint in the file ``path``: CheckpointError naming it when it is unreadable, not an easyrec
+    checkpoint, or does not match its checksum."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as error:
+    except Exception as error:  # a damaged file fails in many ways: zip, pickle, struct, unicode errors
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in (FORMAT, UNCHECKED_FORMAT):
         raise CheckpointError(f"{path}: not an easyrec checkpoint (no '{FORMAT}' format marker)")
+    if state.get("format") == FORMAT and state.get("checksum") != checksum(state):
+        raise CheckpointError(f"{path}: damaged (its content does not match its checksum)")
     state["path"] = str(path)
     return state
 

@@ -9,6 +9,7 @@ on stderr and a non-zero exit code, never a traceback. ``HYDRA_FULL_ERROR=1`` sh
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -82,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     # Let exceptions reach us, so we can report user errors as one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    # a log file on a full disk must not print a traceback per record; what fails to be written fails as one line
+    raise_exceptions, logging.raiseExceptions = logging.raiseExceptions, False
     try:
         app()
     except Interrupted as error:  # SIGTERM or SIGINT, stopped with a checkpoint
@@ -97,3 +100,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         if message is None:
             raise
         exit_with(command, error, message)
+    finally:
+        logging.raiseExceptions = raise_exceptions

@@ -1,5 +1,7 @@
 """The errors easyrec reports to users as one line, without a traceback."""
 
+from __future__ import annotations
+
 
 class EasyrecError(Exception):
     """A problem with what the user gave us (config, data, files), not a bug in easyrec."""
@@ -23,6 +25,11 @@ class CheckpointError(EasyrecError):
 
 class OutputError(EasyrecError):
     """An output file that exists and may not be overwritten, or cannot be written; the message names the file."""
+
+    @classmethod
+    def cannot_write(cls, path: object, error: OSError) -> OutputError:
+        """``cannot write <path>: <cause>``, the cause as the system says it (``No space left on device``)."""
+        return cls(f"cannot write {path}: {error.strerror or error}")
 
 
 class Interrupted(KeyboardInterrupt):

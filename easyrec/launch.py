@@ -15,6 +15,7 @@ import copy
 import logging
 import logging.config
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -104,10 +105,13 @@ def worker(
     from torch.distributed.elastic.multiprocessing.errors import record
 
     from easyrec.run import sigterm_interrupts, train
+    from easyrec.run_lock import hold_run_directory
 
     rank = int(os.environ["RANK"])
     logging.config.dictConfig(worker_logging(job_logging, rank, output_dir))
-    with sigterm_interrupts():
+    # on one machine the launcher holds the run directory; across machines, the rank-0 worker's
+    owner = rank == 0 and config["distributed"].get("nnodes", 1) > 1
+    with sigterm_interrupts(), hold_run_directory(Path(output_dir)) if owner else nullcontext():
         return record(train)(OmegaConf.create(config), Path(output_dir), overrides, tracked_run=run_id)
 
 

@@ -20,8 +20,8 @@ RESUME_MUST_MATCH = ("seed", "model", "data", "optimizer", "lr_schedule", "gradi
 
 def resume_state(setting: bool | str | None, output_dir: Path) -> dict[str, Any] | None:
     """The checkpoint ``trainer.resume`` names: ``true`` the latest of this run directory (an error when there is
-    none), ``auto`` the same or None when there is none (a restarted worker), a path a checkpoint file or another
-    run directory, ``false`` None."""
+    none; a damaged one is skipped with a warning, for the newest readable one), ``auto`` the same or None when
+    there is none (a restarted worker), a path a checkpoint file or another run directory, ``false`` None."""
     if setting in (None, False, "false"):
         return None
     if setting in (True, "true", "auto"):

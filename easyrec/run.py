@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -60,17 +61,27 @@ def main(cfg: DictConfig) -> float:
 
 
 def run_job(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> float:
-    """One job: trained in this process, or by the workers it starts (``distributed=ddp``, outside torchrun)."""
+    """One job: trained in this process, or by the workers it starts (``distributed=ddp``, outside torchrun).
+
+    The process that owns the job's run directory locks it for the job's life (:mod:`easyrec.run_lock`): this one,
+    unless it is a worker of an outside torchrun other than rank 0, or a launcher of workers on several machines
+    (there, the rank-0 worker does: :func:`easyrec.launch.worker`).
+    """
+    from easyrec.run_lock import hold_run_directory
+
     validate(cfg)
     # a missing file or column fails before a run is opened, as a bad config does (data.setup reads all later)
     instantiate(cfg.data, _convert_="all").check_files()
     distributed = instantiate(cfg.distributed)
-    if getattr(distributed, "launches_workers", False):
-        from easyrec.launch import launch_workers
+    launches = getattr(distributed, "launches_workers", False)
+    owner = distributed.nnodes == 1 if launches else os.environ.get("RANK", "0") == "0"
+    with hold_run_directory(output_dir) if owner else nullcontext():
+        if launches:
+            from easyrec.launch import launch_workers
 
-        job_logging = OmegaConf.to_container(HydraConfig.get().job_logging, resolve=True)
-        return launch_workers(cfg, distributed, output_dir, overrides, job_logging)
-    return train(cfg, output_dir, overrides)
+            job_logging = OmegaConf.to_container(HydraConfig.get().job_logging, resolve=True)
+            return launch_workers(cfg, distributed, output_dir, overrides, job_logging)
+        return train(cfg, output_dir, overrides)
 
 
 def train(

@@ -21,10 +21,20 @@ def _omegaconf_message(error: OmegaConfBaseException) -> str:
     return f"{key}: {msg}" if key and key not in msg else msg
 
 
+def _os_error(error: BaseException) -> OSError | None:
+    """The OSError naming a file that ``error`` is or was raised from (Hydra wraps the one of its log file)."""
+    for cause in (error, error.__cause__, error.__context__):
+        if isinstance(cause, OSError) and cause.filename and cause.strerror:
+            return cause
+    return None
+
+
 def describe(error: BaseException) -> str | None:
     """The one-line message for a user error, or None when ``error`` is a bug (show the traceback)."""
     if isinstance(error, EasyrecError):
         return _first_line(str(error))
+    if (os_error := _os_error(error)) is not None:  # a read-only or full disk: the file and the system's cause
+        return f"{os_error.filename}: {os_error.strerror}"
     if isinstance(error, MissingConfigException):
         missing = error.missing_cfg_file or ""
         if error.options is not None and "/" in missing:
@@ -46,6 +56,7 @@ def describe(error: BaseException) -> str | None:
 
 
 def exit_with(command: str, error: BaseException, message: str) -> NoReturn:
-    """Print ``message`` as one line on stderr and exit with the error's code (2 for config errors)."""
+    """Print ``message`` as one line on stderr and exit with the error's code (2 for config errors, 1 for files
+    that cannot be written or read)."""
     print(f"easyrec {command}: error: {message}", file=sys.stderr)
-    sys.exit(getattr(error, "exit_code", 2))
+    sys.exit(getattr(error, "exit_code", 1 if _os_error(error) else 2))

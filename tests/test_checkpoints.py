@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import errno
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
-from easyrec.checkpoints import Checkpoints, find_checkpoint, load_checkpoint, load_matching
+from easyrec.checkpoints import (
+    FORMAT,
+    UNCHECKED_FORMAT,
+    Checkpoints,
+    checksum,
+    find_checkpoint,
+    load_checkpoint,
+    load_matching,
+    write_json,
+)
 from easyrec.data import SyntheticCTRData
-from easyrec.errors import CheckpointError
+from easyrec.errors import CheckpointError, OutputError
 from easyrec.losses import BinaryCrossEntropy
 from easyrec.models import DeepFM
 from easyrec.modules import FieldEmbedding
@@ -93,17 +106,93 @@ def test_best_weights_are_restored_evaluated_and_returned(data, tmp_path):
 
 def test_a_crash_while_writing_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
     checkpoints = Checkpoints(tmp_path, keep_last_n=2)
-    checkpoints.save({"format": "easyrec-checkpoint/1", "step": 10}, 10)
+    checkpoints.save({"format": FORMAT, "step": 10}, 10)
 
     def crash(obj, handle):
         handle.write(b"half a checkpoint")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(OSError, match="disk full"):
-        checkpoints.save({"format": "easyrec-checkpoint/1", "step": 20}, 20)
-    assert checkpoints.latest().name == "step-000000010.pt"
+    target = tmp_path / "step-000000020.pt"
+    with pytest.raises(OutputError, match=f"^cannot write {target}: No space left on device$"):
+        checkpoints.save({"format": FORMAT, "step": 20}, 20)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000000010.pt"]  # no .partial left behind
     assert load_checkpoint(tmp_path)["step"] == 10
+
+
+def test_a_failed_json_write_removes_its_partial_file_and_names_the_path(tmp_path, monkeypatch):
+    def full(self, text):
+        Path.write_bytes(self, text[:5].encode())
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OutputError, match=f"^cannot write {tmp_path / 'metrics.json'}: No space left on device$"):
+        write_json({"eval/auc": 0.5}, tmp_path / "metrics.json")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_checkpoint_carries_a_checksum_that_survives_a_round_trip(tmp_path):
+    state = {"format": FORMAT, "step": 3, "model": {"w": torch.arange(6.0).reshape(2, 3).bfloat16()}, "x": (1, None)}
+    path = Checkpoints(tmp_path).save(state, 3)
+    loaded = torch.load(path, weights_only=True)  # still a plain checkpoint: no pickled code, no wrapper
+    assert loaded["checksum"] == checksum(state) == checksum(loaded) and len(loaded["checksum"]) == 64
+    assert load_checkpoint(path)["step"] == 3
+
+
+def damage(path: Path) -> None:
+    """Rewrite the checkpoint ``path`` with one number changed but its old checksum (a flipped bit in a tensor)."""
+    state = torch.load(path, weights_only=True)
+    state["model"]["w"][0] += 1
+    torch.save(state, path)
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_readable_one(tmp_path, caplog):
+    checkpoints = Checkpoints(tmp_path / "checkpoints", keep_last_n=5)
+    for step in (10, 20, 30, 40):
+        checkpoints.save({"format": FORMAT, "step": step, "model": {"w": torch.zeros(3)}}, step)
+    files = checkpoints.step_files()
+    files[-1].write_bytes(files[-1].read_bytes()[:200])  # truncated
+    damage(files[-2])  # readable, but its content no longer matches its checksum
+    with caplog.at_level("WARNING", logger="easyrec.checkpoints"):
+        assert load_checkpoint(tmp_path)["step"] == 20
+    warnings = [r.getMessage() for r in caplog.records]
+    assert f"skipping a damaged checkpoint: {files[-1]}: not a readable checkpoint" in warnings[0]
+    assert (
+        warnings[1] == f"skipping a damaged checkpoint: {files[-2]}: damaged (its content does not match its checksum)"
+    )
+    assert warnings[2] == f"using {files[-3]}, the newest readable checkpoint"
+
+
+def test_a_damaged_file_named_alone_is_an_error_naming_it(tmp_path):
+    checkpoints = Checkpoints(tmp_path / "checkpoints")
+    checkpoints.save({"format": FORMAT, "step": 10, "model": {"w": torch.zeros(3)}}, 10)
+    best = checkpoints.save_best({"format": FORMAT, "step": 10, "model": {"w": torch.zeros(3)}, "kind": "weights"})
+    damage(best)
+    for location in (best, tmp_path):  # the file itself, or the run directory's best.pt: no fallback
+        with pytest.raises(CheckpointError, match=f"^{best}: damaged"):
+            load_checkpoint(location, "best")
+    [only] = checkpoints.step_files()
+    only.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=f"^{only}: not a readable checkpoint"):
+        load_checkpoint(tmp_path)  # the only step checkpoint: nothing to fall back to
+
+
+def test_every_step_checkpoint_damaged_is_one_error_naming_them_all(tmp_path):
+    checkpoints = Checkpoints(tmp_path)
+    for step in (1, 2):
+        checkpoints.save({"format": FORMAT, "step": step}, step).write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match=f"^{tmp_path}: no readable checkpoint") as info:
+        load_checkpoint(tmp_path)
+    assert all(str(path) in str(info.value) for path in checkpoints.step_files())
+
+
+def test_a_checkpoint_of_the_previous_format_without_a_checksum_still_loads(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save({"format": UNCHECKED_FORMAT, "step": 7}, path)
+    assert load_checkpoint(path)["step"] == 7
+    torch.save({"format": FORMAT, "step": 7}, path)  # the current format must carry its checksum
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_checkpoint(path)
 
 
 def test_missing_corrupt_and_foreign_checkpoints_are_clear_errors(tmp_path):
@@ -130,7 +219,7 @@ def test_unsafe_pickles_are_refused(tmp_path):
             return (print, ("ran code",))
 
     path = tmp_path / "evil.pt"
-    torch.save({"format": "easyrec-checkpoint/1", "x": Evil()}, path)
+    torch.save({"format": FORMAT, "x": Evil()}, path)
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(path)
 

@@ -81,7 +81,7 @@ def test_two_gloo_workers_match_one_with_twice_the_batch_and_resume_with_one_wor
     assert two_run.data.metrics["train/steps"] == 6
     # one run directory: Hydra's files and train.log from the main worker, the other's log beside them
     files = sorted(p.name for p in two_dir.iterdir() if p.name != "mlflow.db")
-    assert files == [".hydra", "checkpoints", "metrics.json", "rank-1.log", "train.log"]
+    assert files == [".easyrec.lock", ".hydra", "checkpoints", "metrics.json", "rank-1.log", "train.log"]
     assert "training for 6 steps" in (two_dir / "rank-1.log").read_text()
     # the logged metrics are those of the whole eval split: one process evaluating the same weights agrees
     state = load_checkpoint(two_dir, "latest")
@@ -175,6 +175,7 @@ def test_an_outside_torchrun_gives_one_run_directory_and_one_run_that_stops_earl
     assert done.returncode == 0, done.stderr[-3000:]
     [run_dir] = (tmp_path / "outputs" / "torchrun").iterdir()
     assert sorted(p.name for p in run_dir.iterdir()) == [
+        ".easyrec.lock",  # the job holds its run directory: see easyrec.run_lock
         ".hydra",
         "checkpoints",
         "metrics.json",

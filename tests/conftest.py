@@ -6,8 +6,12 @@ import copy
 import logging
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -134,3 +138,45 @@ def easyrec_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
         )
 
     return _run
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_mlflow_server(directory: Path, port: int) -> tuple[subprocess.Popen, Callable[[], str]]:
+    """``mlflow server`` on 127.0.0.1:``port`` over ``directory/mlflow.db``, started in a session of its own (stop it
+    with :func:`stop_server`); and a function that waits until it answers and returns its URL."""
+    log = directory / f"server-{time.monotonic_ns()}.log"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        + ["--backend-store-uri", f"sqlite:///{directory / 'mlflow.db'}"],
+        cwd=directory,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+        start_new_session=True,  # its workers go with it
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> str:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=1)
+                return url
+            except OSError:
+                assert server.poll() is None, log.read_text()[-2000:]
+                time.sleep(0.5)
+        stop_server(server)
+        pytest.fail(f"mlflow server did not answer in 2 minutes: {log.read_text()[-2000:]}")
+
+    return server, ready
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    """SIGTERM to a server started by :func:`start_mlflow_server` and its workers; wait for it."""
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)

@@ -7,11 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -19,6 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from tests.conftest import free_port, start_mlflow_server, stop_server
 from tests.test_sweeps import SWEEP
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -47,35 +44,11 @@ def mlflow_server(tmp_path, mlflow_store):
     """``mlflow server`` on 127.0.0.1 over ``tmp_path/mlflow.db``, starting while the test runs its sweep; yields
     a function that waits until it answers and returns its URL."""
     # mlflow_store: the schema is there before two processes race to make it
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = tmp_path / "server.log"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-        + ["--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("w"),
-        start_new_session=True,  # its workers go with it
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> str:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=1)
-                return url
-            except OSError:
-                assert server.poll() is None, log.read_text()[-2000:]
-                time.sleep(0.5)
-        pytest.fail(f"mlflow server did not answer in 2 minutes: {log.read_text()[-2000:]}")
-
+    server, ready = start_mlflow_server(tmp_path, free_port())
     try:
         yield ready
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_server(server)
 
 
 @pytest.mark.slow

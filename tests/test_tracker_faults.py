@@ -7,13 +7,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,15 +22,9 @@ from easyrec.errors import ConfigError, EasyrecError
 from easyrec.loggers import MLflowLogger
 from easyrec.loggers.courier import PENDING_FILE, SYNCED_FILE, Courier, read_journal
 from easyrec.loggers.mlflow import deliver
-from tests.conftest import QUICK
+from tests.conftest import QUICK, free_port, start_mlflow_server, stop_server
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def journal(path: Path) -> list[dict]:
@@ -208,38 +199,17 @@ def test_logger_timeout_must_be_positive_and_finite(compose_train, value):
 # ---------------------------------------------------------------------- a real tracking server, killed
 
 
-def start_server(directory: Path, port: int) -> subprocess.Popen:
-    """``mlflow server`` on 127.0.0.1:``port`` over ``directory/mlflow.db``, answering when this returns."""
-    log = directory / f"server-{time.monotonic_ns()}.log"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-        + ["--backend-store-uri", f"sqlite:///{directory / 'mlflow.db'}"],
-        cwd=directory,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("w"),
-        start_new_session=True,  # its workers go with it
-    )
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-            return server
-        except OSError:
-            assert server.poll() is None, log.read_text()[-2000:]
-            time.sleep(0.5)
-    os.killpg(server.pid, signal.SIGKILL)
-    pytest.fail(f"mlflow server did not answer in 2 minutes: {log.read_text()[-2000:]}")
-
-
-def stop(server: subprocess.Popen) -> None:
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=30)
+def start(directory: Path, port: int) -> subprocess.Popen:
+    """A real ``mlflow server`` over ``directory/mlflow.db``, answering when this returns."""
+    server, ready = start_mlflow_server(directory, port)
+    ready()
+    return server
 
 
 @pytest.mark.slow
 def test_a_run_whose_tracking_server_dies_finishes_and_sync_delivers_the_rest(tmp_path, mlflow_store, easyrec_main):
     port = free_port()
-    server = start_server(tmp_path, port)
+    server = start(tmp_path, port)
     try:
         # the train process kills the server itself at its step-4 evaluation: mid-run, after the run was opened
         fault = ["early_stopping=custom", "early_stopping.fn=tests.faults.kill_server", "~early_stopping.params"]
@@ -252,7 +222,7 @@ def test_a_run_whose_tracking_server_dies_finishes_and_sync_delivers_the_rest(tm
         env.pop("HYDRA_FULL_ERROR", None)
         done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     finally:
-        stop(server)
+        stop_server(server)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     assert done.stderr.count("WARNING") == 1, done.stderr[-3000:]
@@ -266,7 +236,7 @@ def test_a_run_whose_tracking_server_dies_finishes_and_sync_delivers_the_rest(tm
     run = client.get_run(kept[0]["run_id"])
     assert run.info.status == "RUNNING"  # what the server had when it died
 
-    server = start_server(tmp_path, port)  # the same store, the same address: the journal names it
+    server = start(tmp_path, port)  # the same store, the same address: the journal names it
     try:
         code, out, err = easyrec_main("sync", run_dir)
         assert code == 0, err
@@ -275,7 +245,7 @@ def test_a_run_whose_tracking_server_dies_finishes_and_sync_delivers_the_rest(tm
         assert code == 0, err
         assert "nothing to send" in out
     finally:
-        stop(server)
+        stop_server(server)
     run = client.get_run(run.info.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["train/steps"] == 8

@@ -16,7 +16,13 @@ from easyrec.errors import OutputError
 
 
 class CommandParser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line, ``easyrec <command>: error: ...``, exit code 2."""
+    """An ArgumentParser whose usage errors are one line, ``easyrec <command>: error: ...``, exit code 2; its help
+    shows ``description`` and ``examples`` as written."""
+
+    def __init__(self, prog: str, description: str, examples: str) -> None:
+        super().__init__(
+            prog=prog, description=description, epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
 
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: error: {message}", file=sys.stderr)
@@ -26,9 +32,7 @@ class CommandParser(argparse.ArgumentParser):
 def checkpoint_parser(prog: str, description: str, examples: str, overrides_example: str) -> CommandParser:
     """The arguments every checkpoint command takes: ``PATH``, ``KEY=VALUE`` overrides, ``--checkpoint`` and
     ``--overwrite``; the command adds its own."""
-    parser = CommandParser(
-        prog=prog, description=description, epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = CommandParser(prog, description, examples)
     parser.add_argument("path", metavar="PATH", help="a checkpoint file (.pt) or a run directory")
     parser.add_argument(
         "overrides",

@@ -3,7 +3,6 @@ of the params that differ and the chosen metrics, best first; ``--plot`` draws t
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from collections import Counter
@@ -46,12 +45,7 @@ FOLDED_SHOWN = 6
 
 
 def parser() -> CommandParser:
-    parser = CommandParser(
-        prog="easyrec compare",
-        description=DESCRIPTION,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = CommandParser("easyrec compare", DESCRIPTION, EXAMPLES)
     parser.add_argument("target", metavar="TARGET", help="a sweep's parent run id, or an experiment's name or id")
     parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="the MLflow store (default: %(default)s)")
     parser.add_argument(

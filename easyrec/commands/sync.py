@@ -3,7 +3,6 @@ directory's ``tracking-pending.jsonl``) to the tracker now."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,12 +24,7 @@ EXAMPLES = """examples:
 
 
 def parser() -> CommandParser:
-    parser = CommandParser(
-        prog="easyrec sync",
-        description=DESCRIPTION,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = CommandParser("easyrec sync", DESCRIPTION, EXAMPLES)
     parser.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="the run directory of an `easyrec train` job")
     parser.add_argument(
         "--tracking-uri", help="send to this MLflow store instead of the one the run used (written in the file)"

@@ -19,7 +19,9 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import re
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -194,8 +196,15 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint in the file ``path``: CheckpointError naming it when it is unreadable, not an easyrec
     checkpoint, or does not match its checksum."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a damaged file fails in many ways: zip, pickle, struct, unicode errors
+        with warnings.catch_warnings():  # torch's warnings about a foreign file's pickle protocol: the error says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message would advise weights_only=False: never, for a file we read
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (not a file torch.save wrote, or it holds more than tensors and plain "
+            "values, which easyrec never loads)"
+        ) from None
+    except Exception as error:  # a damaged file fails in many ways: zip, struct, unicode errors
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
     if not isinstance(state, dict) or state.get("format") not in (FORMAT, UNCHECKED_FORMAT):

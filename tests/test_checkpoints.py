@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,21 @@ def test_best_pt_holds_the_weights_only_and_is_not_resumable(uninterrupted):
     assert best["kind"] == "weights" and best["optimizer"] is None and best["model"]
     with pytest.raises(CheckpointError, match="holds the best weights only .* trainer.init_from="):
         check_resumable(best, best["config"], best["path"])
+
+
+def test_a_pickle_that_would_run_code_is_refused_without_running_it_or_advising_to(tmp_path):
+    marker = tmp_path / "pwned.txt"
+
+    class Payload:
+        def __reduce__(self):
+            return Path.write_text, (marker, "pwned")
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(evil)
+    assert str(refused.value) == (
+        f"{evil}: not a readable checkpoint (not a file torch.save wrote, or it holds more than tensors and plain "
+        "values, which easyrec never loads)"
+    )
+    assert "weights_only" not in str(refused.value) and not marker.exists()

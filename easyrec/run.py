@@ -131,10 +131,11 @@ def train(
     state = distributed.broadcast(checked_resume_state(resume, output_dir, config) if distributed.is_main else None)
     init_state = load_named_checkpoint("trainer.init_from", init_from) if init_from else None
     # a checkpoint's config builds nothing here, but may name only code this run's own config trusts
-    trusted = TrustedTargets.from_env(exact=[target for _, target in code_references(config)])
-    for loaded in (state, init_state):
-        if loaded is not None:
-            check_stored_config(loaded.get("config") or {}, loaded["path"], trusted)
+    loaded = [checkpoint for checkpoint in (state, init_state) if checkpoint is not None]
+    if loaded:  # easyrec's own targets are read from its YAML files only then, not at every start
+        trusted = TrustedTargets.from_env(exact=[target for _, target in code_references(config)])
+        for checkpoint in loaded:
+            check_stored_config(checkpoint.get("config") or {}, checkpoint["path"], trusted)
     status = "FAILED"
     try:
         if tracked_run:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from easyrec.errors import CheckpointError, OutputError
+from easyrec.errors import CheckpointError, OutputError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +205,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             "values, which easyrec never loads)"
         ) from None
     except Exception as error:  # a damaged file fails in many ways: zip, struct, unicode errors
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(error)})") from None
     if not isinstance(state, dict) or state.get("format") not in (FORMAT, UNCHECKED_FORMAT):
         raise CheckpointError(f"{path}: not an easyrec checkpoint (no '{FORMAT}' format marker)")
     if state.get("format") == FORMAT and state.get("checksum") != checksum(state):

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of ``error``'s message (MLflow's and torch's are long), or its type's name."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+
+
 class EasyrecError(Exception):
     """A problem with what the user gave us (config, data, files), not a bug in easyrec."""
 

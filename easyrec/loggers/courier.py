@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from easyrec.errors import first_line
+
 T = TypeVar("T")
 
 #: The journal in the run directory: what the tracker did not take, for ``easyrec sync``.
@@ -143,11 +145,6 @@ def within(timeout: float, call: Callable[[], T]) -> T:
     if courier.down:
         raise TrackerDown(courier.down)
     return result
-
-
-def first_line(error: BaseException) -> str:
-    """The first non-empty line of ``error``'s message (MLflow's are long), or its type's name."""
-    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
 
 
 def read_journal(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from easyrec import __version__
+from easyrec.errors import first_line
 from easyrec.loggers.base import Logger
-from easyrec.loggers.courier import PENDING_FILE, Courier, TrackerDown, first_line, within
+from easyrec.loggers.courier import PENDING_FILE, Courier, TrackerDown, within
 from easyrec.loggers.retry import LockRetryingClient
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from easyrec.commands import CommandParser
+from easyrec.console import plural
 from easyrec.errors import EasyrecError
 from easyrec.loggers.mlflow import DEFAULT_TRACKING_URI, local_store, open_client
 
@@ -99,8 +100,7 @@ def compare(
     missing = float("-inf") if larger else float("inf")
     rows.sort(key=lambda row: row["metrics"][sort] if row["metrics"][sort] is not None else missing, reverse=larger)
     columns = Columns.of(rows, metrics)
-    runs_shown = f"{len(rows)} run" + ("s" if len(rows) > 1 else "")
-    print_table(console or Console(), f"{title}: {runs_shown}, best first by {sort}", rows, columns)
+    print_table(console or Console(), f"{title}: {plural(len(rows), 'run')}, best first by {sort}", rows, columns)
     if plot is not None:
         plot_curves(client, rows, metrics, plot)
         print(f"eval curves of {len(rows)} runs: {plot}")

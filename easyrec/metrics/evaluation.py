@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from easyrec.console import plural
 from easyrec.metrics.binary import binary_metrics
 from easyrec.metrics.grouped_auc import grouped_auc
 from easyrec.metrics.multiclass import multiclass_metrics
@@ -128,7 +129,7 @@ class Evaluation:
         where = f"the eval split ({self.data.eval.source})"
         where += f" where '{head.given}' is positive" if head.given else ""
         if len(labels) < 2:
-            return f"{where} has {len(labels)} row{'' if len(labels) == 1 else 's'}: an AUC needs two classes"
+            return f"{where} has {plural(len(labels), 'row')}: an AUC needs two classes"
         values, positive = torch.unique(labels), labels > 0
         if len(values) == 1:
             return f"{where} has only label {values[0].item():g}: an AUC needs both classes"

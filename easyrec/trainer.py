@@ -8,7 +8,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,7 @@ from easyrec.distributed import SingleProcess
 from easyrec.early_stopping import EarlyStopping, NeverStop
 from easyrec.errors import ConfigError, Interrupted
 from easyrec.loggers import Logger, NullLogger
-from easyrec.losses.heads import heads_of
-from easyrec.losses.sessions import takes_sessions
+from easyrec.losses.base import Loss
 from easyrec.metrics import EvalMetrics, evaluate_model
 from easyrec.modules import FieldEmbedding
 from easyrec.optim.gradients import GradientTreatment
@@ -48,9 +47,9 @@ class Trainer:
             ``num_outputs = K`` (or several tasks), or ``(B, 2, D)`` user and item embeddings (two-tower).
         data: a set-up :class:`~easyrec.data.TabularData`.
         optimizer: a torch optimizer over the model's parameters, or a GroupedOptimizer.
-        loss: ``forward(logits, labels (B,) or (B, L), weights (B,) | None) -> scalar``; a loss whose forward
-            also takes ``sessions`` gets the batch's session ids. Its heads (:func:`~easyrec.losses.heads.heads_of`:
-            task, label column, ``scores``) decide what is evaluated and how.
+        loss: a :class:`~easyrec.losses.base.Loss` (any other callable ``(logits, labels, weights)`` is wrapped in
+            one); a loss whose forward also takes ``sessions`` gets the batch's session ids. Its heads (task, label
+            column, ``scores``) decide what is evaluated and how.
         output_dir: the run directory; checkpoints go to ``output_dir/checkpoints/``.
         logger: where metrics go (MLflow, or nowhere).
         early_stopping: asked after each evaluation whether to stop.
@@ -96,7 +95,7 @@ class Trainer:
         model: nn.Module,
         data: TabularData,
         optimizer: torch.optim.Optimizer | GroupedOptimizer,
-        loss: nn.Module,
+        loss: Loss | Callable[..., torch.Tensor],
         output_dir: str | Path,
         logger: Logger | None = None,
         early_stopping: EarlyStopping | None = None,
@@ -138,8 +137,7 @@ class Trainer:
         self.ddp_model = self.distributed.wrap(self.model)  # trains; self.model evaluates and is saved
         self.precision = used_precision(precision, self.device)
         self.autocast_dtype = torch.bfloat16 if self.precision == "bf16" else None
-        is_module = isinstance(loss, nn.Module)  # a plain callable works too
-        self.data, self.optimizer, self.loss = data, optimizer, loss.to(self.device) if is_module else loss
+        self.data, self.optimizer, self.loss = data, optimizer, Loss.of(loss).to(self.device)
         if data_on_device is True or (data_on_device == "auto" and _fits_on(self.device, data.train)):
             try:
                 data.train_to(self.device)
@@ -149,9 +147,9 @@ class Trainer:
                     f"trainer.data_on_device={setting}: the training split ({data.train.nbytes / 2**30:.2f} "
                     f"GiB) does not fit in the memory of {self.device}; set trainer.data_on_device=false"
                 ) from error
-        self._loss_takes_sessions = takes_sessions(loss)
+        self._loss_takes_sessions = self.loss.takes_sessions
         self.metrics = metrics or EvalMetrics()
-        self.heads = heads_of(loss, data.spec.label_names)
+        self.heads = self.loss.heads(data.spec.label_names)
         self.output_dir = Path(output_dir)
         self.logger = logger or NullLogger()
         self.early_stopping = early_stopping or NeverStop()
@@ -340,7 +338,7 @@ class Trainer:
 
     def _loss_components(self) -> dict[str, float]:
         """``train/loss/<name>`` (and learned weights) of the last step, for losses made of several."""
-        return self.loss.log_values() if hasattr(self.loss, "log_values") else {}
+        return self.loss.log_values()
 
     def _learning_rates(self) -> dict[str, float]:
         """``train/lr`` (the first param group's) and, with named groups, ``train/lr/<group>`` for each."""

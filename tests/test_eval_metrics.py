@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from easyrec.data.batches import Batch, EncodedSplit
 from easyrec.losses import BinaryCrossEntropy, L2Loss, MultiTaskLoss, SoftmaxCrossEntropy, ZILNLoss
-from easyrec.losses.heads import Head, heads_of, pair_scores
+from easyrec.losses.heads import Head, pair_scores
 from easyrec.metrics import EvalMetrics, in_batch_recall_hits, multiclass_metrics, regression_metrics
 from easyrec.metrics.binary import binary_metrics
 
@@ -78,7 +78,7 @@ def test_binary_head_gives_auc_logloss_gauc_reductions_and_oracle():
     sessions = torch.tensor([1, 1, 1, 2, 2, 2, 2])
     data = fake_data(labels, ["label"], sessions, oracle=torch.full((7,), 0.5))
     metrics = EvalMetrics(gauc_reductions=("mean", "sample", "positive"))
-    values = evaluate(metrics, heads_of(BinaryCrossEntropy(), ["label"]), data, logits)
+    values = evaluate(metrics, BinaryCrossEntropy().heads(["label"]), data, logits)
     assert values["eval/auc"] == pytest.approx(roc_auc_score(labels, logits.numpy()))
     assert values["eval/oracle_auc"] == pytest.approx(0.5)
     assert {"eval/gauc", "eval/gauc_sample", "eval/gauc_positive", "eval/logloss"} <= set(values)
@@ -86,18 +86,18 @@ def test_binary_head_gives_auc_logloss_gauc_reductions_and_oracle():
 
 def test_regression_head_adds_auc_when_labels_are_zero_or_positive():
     data = fake_data([0.0, 3.0, 0.0, 10.0], ["value"])
-    values = evaluate(EvalMetrics(), heads_of(L2Loss(), ["value"]), data, torch.tensor([0.5, 2.0, 0.1, 8.0]))
+    values = evaluate(EvalMetrics(), L2Loss().heads(["value"]), data, torch.tensor([0.5, 2.0, 0.1, 8.0]))
     assert values["eval/rmse"] == pytest.approx(math.sqrt((0.25 + 1 + 0.01 + 4) / 4))
     assert values["eval/auc"] == 1.0
     negative = fake_data([-1.0, 3.0, 0.0, 10.0], ["value"])
-    assert "eval/auc" not in EvalMetrics().names(heads_of(L2Loss(), ["value"]), negative)
+    assert "eval/auc" not in EvalMetrics().names(L2Loss().heads(["value"]), negative)
 
 
 def test_ziln_head_evaluates_its_expected_value():
     loss = ZILNLoss()
     logits = torch.tensor([[3.0, 1.0, 0.0], [-3.0, 0.0, 0.0], [2.0, 2.0, -1.0]])
     data = fake_data([5.0, 0.0, 9.0], ["value"])
-    values = evaluate(EvalMetrics(), heads_of(loss, ["value"]), data, logits)
+    values = evaluate(EvalMetrics(), loss.heads(["value"]), data, logits)
     expected = loss.scores(logits)
     assert values["eval/mae"] == pytest.approx(float((expected - torch.tensor([5.0, 0.0, 9.0])).abs().mean()), rel=1e-5)
     assert values["eval/auc"] == 1.0
@@ -106,7 +106,7 @@ def test_ziln_head_evaluates_its_expected_value():
 def test_multiclass_head_on_class_probabilities():
     logits = torch.tensor([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 3.0], [3.0, 0.0, 0.0]])
     data = fake_data([0.0, 1.0, 2.0, 2.0], ["action"])
-    values = evaluate(EvalMetrics(top_k=2), heads_of(SoftmaxCrossEntropy(3), ["action"]), data, logits)
+    values = evaluate(EvalMetrics(top_k=2), SoftmaxCrossEntropy(3).heads(["action"]), data, logits)
     assert values["eval/accuracy"] == pytest.approx(0.75)
     assert set(values) == {"eval/accuracy", "eval/logloss", "eval/recall@2"}
 
@@ -116,7 +116,7 @@ def test_multi_task_heads_are_prefixed_and_read_their_columns_and_labels():
         {"ctr": {"loss": BinaryCrossEntropy(), "label": "click"}, "value": {"loss": ZILNLoss(), "label": "ltv"}},
         label_columns=["click", "ltv"],
     )
-    heads = heads_of(loss, ["click", "ltv"])
+    heads = loss.heads(["click", "ltv"])
     assert [(h.name, h.task, h.label, h.columns) for h in heads] == [
         ("ctr", "binary", "click", (0, 1)),
         ("value", "regression", "ltv", (1, 4)),
@@ -153,7 +153,7 @@ def test_a_conditional_head_judges_the_ratio_on_the_rows_where_the_given_label_i
         label_columns=["click", "buy"],
         eval_conditional={"cvr": {"task": "ctcvr", "given": "ctr"}},
     )
-    heads = heads_of(loss, ["click", "buy"])
+    heads = loss.heads(["click", "buy"])
     assert [(h.name, h.label, h.given) for h in heads][-1] == ("cvr", "buy", "click")
     outputs = torch.tensor([[2.0, 1.0], [1.0, -1.0], [0.5, -3.0], [-2.0, -1.0], [0.0, -0.5], [-1.0, -4.0]])
     labels = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0], [0.0, 0.0]])
@@ -207,7 +207,7 @@ def test_a_nan_auc_is_warned_once_with_the_reason(caplog, labels, reason):
     metrics = EvalMetrics()
     with caplog.at_level("WARNING", logger="easyrec.metrics.evaluation"):
         for _ in range(3):  # three evaluations of one run: one warning
-            values = evaluate(metrics, heads_of(BinaryCrossEntropy(), ["label"]), data, torch.zeros(len(labels)))
+            values = evaluate(metrics, BinaryCrossEntropy().heads(["label"]), data, torch.zeros(len(labels)))
     assert math.isnan(values["eval/auc"]) and math.isfinite(values["eval/logloss"])
     assert [record.getMessage() for record in caplog.records] == [reason]
 
@@ -216,7 +216,7 @@ def test_diverged_predictions_give_nan_metrics_and_say_why(caplog):
     data = fake_data([1.0, 0.0, 1.0, 0.0], ["label"])
     with caplog.at_level("WARNING", logger="easyrec.metrics.evaluation"):
         values = evaluate(
-            EvalMetrics(), heads_of(BinaryCrossEntropy(), ["label"]), data, torch.tensor([float("nan"), 1, 2, 3])
+            EvalMetrics(), BinaryCrossEntropy().heads(["label"]), data, torch.tensor([float("nan"), 1, 2, 3])
         )
     assert math.isnan(values["eval/auc"]) and math.isnan(values["eval/logloss"])  # no crash in the logloss
     assert "eval/auc is nan: the model's predictions are not finite: training diverged" in caplog.text
@@ -234,5 +234,5 @@ def test_a_conditional_head_names_the_rows_it_keeps(caplog):
     labels = [[1.0, 1.0], [0.0, 0.0], [1.0, 1.0], [0.0, 0.0]]  # every click converts: P(buy | click) has one class
     data = fake_data(labels, ["click", "buy"])
     with caplog.at_level("WARNING", logger="easyrec.metrics.evaluation"):
-        evaluate(EvalMetrics(), heads_of(loss, ["click", "buy"]), data, torch.zeros(4, 2))
+        evaluate(EvalMetrics(), loss.heads(["click", "buy"]), data, torch.zeros(4, 2))
     assert "the eval split (eval) where 'click' is positive has only label 1" in caplog.text

@@ -1,4 +1,5 @@
-"""Losses: plain nn.Modules, ``forward(logits, labels, weights | None[, sessions | None]) -> scalar``.
+"""Losses: :class:`~easyrec.losses.base.Loss` modules, ``forward(logits, labels, weights | None[, sessions | None])
+-> scalar``.
 
 * Pointwise: ``forward(logits (B,), labels (B,), weights (B,) | None)``; ``SoftmaxCrossEntropy`` and ``ZILNLoss``
   take ``(B, K)`` logits (``num_outputs = K``).
@@ -6,11 +7,11 @@
 * Retrieval losses take a two-tower model's ``(B, 2, D)`` user and item embeddings.
 * ``MultiTaskLoss`` takes ``(B, K)`` outputs and ``(B, L)`` labels, one loss per task.
 
-Attributes the run and trainer read: ``label_values`` / ``label_range`` (the labels a loss accepts), ``task``
-(binary, multiclass, regression or retrieval: which eval metrics apply), ``scores`` (output -> prediction),
-``num_outputs``, ``requires_sessions`` and ``log_values()`` (components of the last call).
+What the run and the trainer ask of a loss (``task``, ``num_outputs``, the labels it accepts, ``scores``,
+``log_values()``, ...) is written down, with its defaults, in :class:`~easyrec.losses.base.Loss`.
 """
 
+from easyrec.losses.base import Loss
 from easyrec.losses.bce import BinaryCrossEntropy
 from easyrec.losses.circle import CircleLoss
 from easyrec.losses.f1_reweighted import F1ReweightedLoss
@@ -34,6 +35,7 @@ from easyrec.losses.weighted import WeightedLosses
 from easyrec.losses.ziln import ZILNLoss
 
 __all__ = [
+    "Loss",
     "WeightedLosses",
     "MultiTaskLoss",
     "BinaryCrossEntropy",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from easyrec.losses.base import Loss
 from easyrec.losses.reduction import mean_over_nonzero_weights, smooth_labels
 
 
-class BinaryCrossEntropy(nn.Module):
+class BinaryCrossEntropy(Loss):
     """``softplus(z) − y'·z`` per sample with ``y' = y(1−s) + s/2``, averaged over non-zero weights.
 
     This is EasyRec's CLASSIFICATION loss for one class (sample weights honoured).

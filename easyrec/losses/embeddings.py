@@ -7,8 +7,9 @@ A two-tower model returns ``outputs (B, 2, D)``: ``outputs[:, 0]`` the user (que
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from easyrec.losses.base import Loss
 from easyrec.losses.heads import pair_scores
 from easyrec.losses.pairs import zero_loss
 
@@ -71,7 +72,7 @@ def check_embeddings(embeddings: Tensor, **tensors: Tensor | None) -> None:
             raise ValueError(f"{name}: expected shape ({embeddings.shape[0]},), got {tuple(tensor.shape)}")
 
 
-class TwoTowerLoss(nn.Module):
+class TwoTowerLoss(Loss):
     """Base of the retrieval losses: ``forward(outputs (B, 2, D), labels (B,), weights (B,) | None,
     sessions (B,) | None) -> scalar``; evaluated with in-batch recall on the pair score."""
 

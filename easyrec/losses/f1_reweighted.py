@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from easyrec.losses.base import Loss
 from easyrec.losses.reduction import mean_over_nonzero_weights, smooth_labels
 
 
-class F1ReweightedLoss(nn.Module):
+class F1ReweightedLoss(Loss):
     """Weighted sigmoid cross-entropy whose negatives are re-weighted from batch statistics, as EasyRec does.
 
     Over the batch of N samples: ``p = σ(z)``, ``P = Σ y``, ``Nn = N − P``, ``tp = Σ p`` (the sum of all

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from easyrec.losses.base import Loss
 from easyrec.losses.reduction import hardest_mean, mean_over_nonzero_weights, smooth_labels
 
 
-class BinaryFocalLoss(nn.Module):
+class BinaryFocalLoss(Loss):
     """Focal loss (Lin et al., 2017) with EasyRec's conventions.
 
     ``p = clip(σ(z), 1e-7, 1−1e-7)``, ``p_t = y·p + (1−y)(1−p)``,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -78,14 +78,6 @@ def conditional_head(name: str, task: Head, given: Head) -> Head:
     return Head(name, "binary", task.label, scores, None, given=given.label)
 
 
-def heads_of(loss: object, label_names: Sequence[str]) -> list[Head]:
-    """The heads of ``loss``: its own ``heads()`` (multi-task losses), else one head on the first label column."""
-    if hasattr(loss, "heads"):
-        return list(loss.heads())
-    task = getattr(loss, "task", "binary")
-    return [Head("", task, label_names[0], getattr(loss, "scores", DEFAULT_SCORES[task]))]
-
-
 @dataclass(frozen=True)
 class LabelRule:
     """What a loss needs of one label column, checked on the data before training.
@@ -103,20 +95,3 @@ class LabelRule:
     values: tuple[float, ...] | None = None
     value_range: tuple[float, float] | None = None
     every_value: bool = False
-
-
-def label_rule(loss: object, column: str, required_by: str) -> LabelRule | None:
-    """The rule of a single loss on ``column`` from its ``label_values``, ``label_range`` and
-    ``requires_every_label``; None when it accepts any label."""
-    values, value_range = getattr(loss, "label_values", None), getattr(loss, "label_range", None)
-    if not (values or value_range):
-        return None
-    return LabelRule(column, required_by, values, value_range, getattr(loss, "requires_every_label", False))
-
-
-def label_rules(loss: object, label_names: Sequence[str]) -> list[LabelRule]:
-    """Every rule ``loss`` puts on the label columns: its own ``label_rules()`` (multi-task), else its single rule."""
-    if hasattr(loss, "label_rules"):
-        return list(loss.label_rules())
-    rule = label_rule(loss, label_names[0], f"loss {type(loss).__name__}")
-    return [rule] if rule else []

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from easyrec.losses.base import Loss
 from easyrec.losses.pairs import zero_loss
 from easyrec.losses.reduction import mean_over_nonzero_weights
 from easyrec.losses.sessions import check_shapes, segment_count, segment_log_softmax, segment_sum, session_index
@@ -31,7 +32,7 @@ def segment_logsumexp(x: Tensor, mask: Tensor, index: Tensor, num_segments: int)
     return torch.where(present, peak + log_total, neg_inf)
 
 
-class JRCLoss(nn.Module):
+class JRCLoss(Loss):
     """Joint Ranking & Calibration: a 2-class softmax cross entropy (calibration) plus a per-session softmax
     over the samples' logits of each class (ranking).
 

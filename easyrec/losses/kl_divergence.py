@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from easyrec.losses.base import Loss
 from easyrec.losses.pairs import check_positive, zero_loss
 from easyrec.losses.reduction import mean_over_nonzero_weights
 from easyrec.losses.sessions import check_shapes
@@ -14,7 +15,7 @@ from easyrec.losses.sessions import check_shapes
 EPSILON = 1e-7
 
 
-class KLDivergenceLoss(nn.Module):
+class KLDivergenceLoss(Loss):
     """``KL(p ‖ q) = Σ_c p_c·(log p_c − log q_c)`` per sample, averaged over non-zero weights.
 
     * Binary (``logits (B,)``, ``labels (B,)``): the student is ``q = [1 − σ(z/T), σ(z/T)]``; the teacher is

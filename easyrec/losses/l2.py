@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
+from easyrec.losses.base import Loss
 from easyrec.losses.reduction import mean_over_nonzero_weights
 
 
-class L2Loss(nn.Module):
+class L2Loss(Loss):
     """``Σ_i w_i·(z_i − y_i)² / #{i: w_i ≠ 0}`` (plain mean of ``(z − y)²`` without weights).
 
     This is EasyRec's L2_LOSS (``tf.losses.mean_squared_error`` on the raw output, SUM_BY_NONZERO_WEIGHTS):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
+from easyrec.losses.base import Loss
 from easyrec.losses.pairs import check_positive, zero_loss
 from easyrec.losses.sessions import (
     LogitScale,
@@ -15,7 +16,7 @@ from easyrec.losses.sessions import (
 )
 
 
-class SessionSoftmaxLoss(nn.Module):
+class SessionSoftmaxLoss(Loss):
     """``ℓ_s = −Σ_{i∈s} ŷ_i·log softmax_s(z/T)_i`` per session, ``z = logits`` (or ``logits·|w| + b``), reduced
     by :func:`~easyrec.losses.sessions.reduce_session_losses`; subclasses give the targets ``ŷ``.
 

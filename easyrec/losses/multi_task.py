@@ -8,15 +8,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from easyrec.losses.heads import DEFAULT_SCORES, Head, LabelRule, conditional_head, label_rule
+from easyrec.losses.base import Loss
+from easyrec.losses.heads import Head, LabelRule, conditional_head
 from easyrec.losses.l2 import L2Loss
 from easyrec.losses.order_calibrate import OrderCalibrateLoss
-from easyrec.losses.sessions import takes_sessions
 from easyrec.losses.sigmoid_l2 import SigmoidL2Loss
 from easyrec.losses.weighting import LossWeighting
 
 
-class MultiTaskLoss(nn.Module):
+class MultiTaskLoss(Loss):
     """``Σ_t c_t·L_t(outputs_t, labels[label_t])`` (EasyRec's multi-task towers with ``loss_weight_strategy``), plus
     an optional order calibration between the tasks' probabilities.
 
@@ -49,6 +49,8 @@ class MultiTaskLoss(nn.Module):
         loss(torch.randn(8, 2), torch.randint(0, 2, (8, 2)).float())
     """
 
+    multi_task = True
+
     def __init__(
         self,
         tasks: Mapping[str, Mapping[str, Any]],
@@ -60,7 +62,7 @@ class MultiTaskLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.label_columns = [label_columns] if isinstance(label_columns, str) else list(label_columns)
-        self.losses = nn.ModuleDict({name: spec["loss"] for name, spec in tasks.items()})
+        self.losses = nn.ModuleDict({name: Loss.of(spec["loss"]) for name, spec in tasks.items()})
         self.labels = {name: spec.get("label") or self.label_columns[0] for name, spec in tasks.items()}
         for name, column in self.labels.items():
             if column not in self.label_columns:
@@ -70,9 +72,8 @@ class MultiTaskLoss(nn.Module):
                 )
         self.columns = self._assign_columns(tasks)
         self.num_outputs = max(stop for _, stop in self.columns.values())
-        #: columns per task that has its own, for multi-task models (one tower per entry)
-        self.task_outputs = tuple(
-            getattr(self.losses[name], "num_outputs", 1) for name, spec in tasks.items() if not spec.get("output")
+        self._task_outputs = tuple(
+            self.losses[name].num_outputs for name, spec in tasks.items() if not spec.get("output")
         )
         self.weighting = LossWeighting(
             {name: float(spec.get("weight", 1.0)) for name, spec in tasks.items()},
@@ -97,8 +98,8 @@ class MultiTaskLoss(nn.Module):
                         f"eval_conditional.{name}.{key}={spec.get(key)}: not a task; the tasks are: {', '.join(tasks)}"
                     )
         self.order_loss = OrderCalibrateLoss()
-        self.requires_sessions = any(getattr(loss, "requires_sessions", False) for loss in self.losses.values())
-        self._takes_sessions = {name: takes_sessions(loss) for name, loss in self.losses.items()}
+        self.requires_sessions = any(loss.requires_sessions for loss in self.losses.values())
+        self._takes_sessions = {name: loss.takes_sessions for name, loss in self.losses.items()}
         self._logged: dict[str, Tensor] = {}
         self._heads_by_task = {head.name: head for head in self._task_heads()}
 
@@ -107,7 +108,7 @@ class MultiTaskLoss(nn.Module):
         start = 0
         for name, spec in tasks.items():
             if not spec.get("output"):
-                width = getattr(self.losses[name], "num_outputs", 1)
+                width = self.losses[name].num_outputs
                 columns[name] = (start, start + width)
                 start += width
         for name, spec in tasks.items():
@@ -123,8 +124,17 @@ class MultiTaskLoss(nn.Module):
             raise ValueError("tasks: give at least one")
         return columns
 
-    def heads(self) -> list[Head]:
-        """One evaluated head per task (``eval/<task>/...``), then the conditional ones."""
+    @property
+    def task_outputs(self) -> tuple[int, ...]:
+        """The columns of each task that has its own, for multi-task models (one tower per entry)."""
+        return self._task_outputs
+
+    def describe_outputs(self) -> str:
+        return ", ".join(f"{task}: {stop - start}" for task, (start, stop) in self.columns.items())
+
+    def heads(self, label_names: Sequence[str] = ()) -> list[Head]:
+        """One evaluated head per task (``eval/<task>/...``), then the conditional ones; each task names its own
+        label column, so ``label_names`` is not needed."""
         heads = self._task_heads()
         by_name = {head.name: head for head in heads}
         for name, spec in self.eval_conditional.items():
@@ -132,18 +142,15 @@ class MultiTaskLoss(nn.Module):
         return heads
 
     def _task_heads(self) -> list[Head]:
-        heads = []
-        for name, loss in self.losses.items():
-            task = getattr(loss, "task", "binary")
-            heads.append(
-                Head(name, task, self.labels[name], getattr(loss, "scores", DEFAULT_SCORES[task]), self.columns[name])
-            )
-        return heads
+        return [
+            Head(name, loss.task, self.labels[name], loss.scores, self.columns[name])
+            for name, loss in self.losses.items()
+        ]
 
-    def label_rules(self) -> list[LabelRule]:
+    def label_rules(self, label_names: Sequence[str] = ()) -> list[LabelRule]:
         """What each task's loss needs of its label column."""
         rules = (
-            label_rule(loss, self.labels[name], f"task {name}: {type(loss).__name__}")
+            loss.label_rule(self.labels[name], f"task {name}: {type(loss).__name__}")
             for name, loss in self.losses.items()
         )
         return [rule for rule in rules if rule]

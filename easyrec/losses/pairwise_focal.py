@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from easyrec.losses.base import Loss
 from easyrec.losses.focal import BinaryFocalLoss
 from easyrec.losses.pairs import build_pairs, check_positive, zero_loss
 
 
-class PairwiseFocalLoss(nn.Module):
+class PairwiseFocalLoss(Loss):
     """Focal loss on pair logits ``d_ij = (z_i − z_j)/T`` with pseudo-label 1.
 
     Pairs: ``y_i > y_j``, ``s_i = s_j`` when sessions are given, and ``d_ij < hinge_margin`` when

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from easyrec.losses.base import Loss
 from easyrec.losses.pairs import build_pairs, check_non_negative, check_ohem_ratio, check_positive, reduce_pair_losses
 
 EXP_CLIP = 88.0
 
 
-class PairwiseHingeLoss(nn.Module):
+class PairwiseHingeLoss(Loss):
     """Hinge loss over the pairs ``(i, j)`` with ``y_i > y_j`` (and ``s_i = s_j`` when sessions are given).
 
     With ``z' = z/T`` and ``y' = y/T`` if ``label_is_logits`` else ``y' = y``:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from easyrec.losses.base import Loss
 from easyrec.losses.pairs import build_pairs, check_non_negative, check_ohem_ratio, check_positive, reduce_pair_losses
 
 
-class PairwiseLogisticLoss(nn.Module):
+class PairwiseLogisticLoss(Loss):
     """RankNet loss over the pairs ``(i, j)`` with ``y_i > y_j`` (and ``s_i = s_j`` when sessions are given).
 
     With ``z' = z/T`` (and ``y' = y/T`` when ``use_label_margin``, else ``y' = y``):

@@ -6,11 +6,8 @@ Session ids are mapped to ``0..S−1`` with :func:`session_index`; the segment o
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 
 def check_shapes(logits: Tensor, **tensors: Tensor | None) -> None:
@@ -89,9 +86,3 @@ class LogitScale(torch.nn.Module):
 
     def forward(self, logits: Tensor) -> Tensor:
         return logits * self.weight.abs() + self.bias
-
-
-def takes_sessions(loss: nn.Module | Callable[..., Tensor]) -> bool:
-    """Whether ``loss`` (its ``forward``, or the plain callable) has a ``sessions`` parameter."""
-    function = loss.forward if isinstance(loss, nn.Module) else loss
-    return "sessions" in inspect.signature(function).parameters

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from easyrec.losses.base import Loss
 from easyrec.losses.reduction import mean_over_nonzero_weights
 
 
-class SigmoidL2Loss(nn.Module):
+class SigmoidL2Loss(Loss):
     """``Σ_i w_i·(σ(z_i) − y_i)² / #{i: w_i ≠ 0}`` (plain mean of ``(σ(z) − y)²`` without weights).
 
     This is EasyRec's SIGMOID_L2_LOSS (``tf.losses.mean_squared_error(y, σ(z))``, SUM_BY_NONZERO_WEIGHTS).

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from easyrec.losses.base import Loss
 from easyrec.losses.pairs import zero_loss
 from easyrec.losses.reduction import mean_over_nonzero_weights
 from easyrec.losses.sessions import check_shapes
 
 
-class SoftmaxCrossEntropy(nn.Module):
+class SoftmaxCrossEntropy(Loss):
     """``ℓ = −Σ_c y'_c·log softmax(z)_c`` per sample, averaged over non-zero weights (SUM_BY_NONZERO_WEIGHTS).
 
     Labels are class ids ``0..C−1`` stored as floats; ``y' = (1 − s)·onehot(y) + s/C`` (``s = 0``: EasyRec's

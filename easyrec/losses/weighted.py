@@ -8,13 +8,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from easyrec.losses.base import Loss
 from easyrec.losses.l2 import L2Loss
-from easyrec.losses.sessions import takes_sessions
 from easyrec.losses.sigmoid_l2 import SigmoidL2Loss
 from easyrec.losses.weighting import LossWeighting
 
 
-class WeightedLosses(nn.Module):
+class WeightedLosses(Loss):
     """``Σ_k c_k·L_k`` over named losses of the same logits.
 
     Strategies (EasyRec's ``loss_weight_strategy``; see :class:`~easyrec.losses.weighting.LossWeighting`):
@@ -37,19 +37,18 @@ class WeightedLosses(nn.Module):
         super().__init__()
         if not losses:
             raise ValueError("losses: give at least one")
-        self.terms = nn.ModuleDict({name: spec["loss"] for name, spec in losses.items()})
+        self.terms = nn.ModuleDict({name: Loss.of(spec["loss"]) for name, spec in losses.items()})
         self.weighting = LossWeighting(
             {name: float(spec.get("weight", 1.0)) for name, spec in losses.items()},
             learned=[name for name, spec in losses.items() if spec.get("learn_weight")],
             halved=[name for name, term in self.terms.items() if isinstance(term, L2Loss | SigmoidL2Loss)],
             strategy=strategy,
         )
-        self._takes_sessions = {name: takes_sessions(term) for name, term in self.terms.items()}
+        self._takes_sessions = {name: term.takes_sessions for name, term in self.terms.items()}
         self._logged: dict[str, Tensor] = {}
         # The most demanding component decides which labels and data the whole loss needs.
-        value_sets = [getattr(t, "label_values", None) for t in self.terms.values()]
-        self.label_values = next((v for v in value_sets if v), None)
-        self.requires_sessions = any(getattr(t, "requires_sessions", False) for t in self.terms.values())
+        self.label_values = next((t.label_values for t in self.terms.values() if t.label_values), None)
+        self.requires_sessions = any(t.requires_sessions for t in self.terms.values())
 
     @property
     def log_vars(self) -> nn.ParameterDict:

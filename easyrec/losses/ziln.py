@@ -6,8 +6,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from easyrec.losses.base import Loss
 from easyrec.losses.pairs import zero_loss
 from easyrec.losses.reduction import mean_over_nonzero_weights
 from easyrec.losses.sessions import check_shapes
@@ -17,7 +18,7 @@ MIN_SIGMA = math.sqrt(1e-7)
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-class ZILNLoss(nn.Module):
+class ZILNLoss(Loss):
     """Zero-inflated lognormal: a classifier of ``y > 0`` and a lognormal fitted to the positive labels.
 
     ``logits (B, 3) = [z_p, μ, s]``, ``pos = 1[y > 0]``, ``σ = clip(softplus(s), √1e-7, max_sigma)``,

@@ -36,6 +36,8 @@ class ESMM(nn.Module):
         model(torch.randn(4, 1), torch.randint(0, 50, (4, 2))).shape  # torch.Size([4, 2]): [ctr, ctcvr] logits
     """
 
+    output_kind = "logits"
+
     def __init__(
         self,
         inputs: InputSpec,

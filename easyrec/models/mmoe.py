@@ -38,6 +38,8 @@ class MMoE(nn.Module):
         model(torch.randn(4, 1), torch.randint(0, 50, (4, 2))).shape  # torch.Size([4, 2]): [task 0, task 1]
     """
 
+    output_kind = "logits"
+
     def __init__(
         self,
         inputs: InputSpec,

@@ -69,6 +69,8 @@ class WideAndDeep(nn.Module):
         model(torch.randn(4, 1), torch.randint(0, 50, (4, 2))).shape  # torch.Size([4])
     """
 
+    output_kind = "logits"
+
     def __init__(
         self,
         inputs: InputSpec,

@@ -1,0 +1,51 @@
+"""What the run asks of a model, written once: :class:`Model` (ranking) and :class:`MultiTaskModel` (one tower per
+task), and :func:`build` / :func:`output_kind`, which read them with the defaults for a model of the user's own."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from torch import Tensor, nn
+
+from easyrec.data.features import InputSpec
+
+#: What a model's ``forward`` gives: ``(B,)`` / ``(B, K)`` logits, or ``(B, 2, D)`` user and item embeddings.
+OUTPUT_KINDS = ("logits", "pair_embeddings")
+
+
+class Model(Protocol):
+    """A model: built as ``Model(inputs, num_outputs=K, **options)`` (``num_outputs`` is passed only when the loss
+    reads more than one output); ``forward(dense (B, D) float, sparse (B, F) int)`` -> ``(B,)`` when K = 1, else
+    ``(B, K)``. ``output_kind`` is one of :data:`OUTPUT_KINDS` (``logits`` when a model does not say)."""
+
+    output_kind: str
+
+    def __init__(self, inputs: InputSpec, num_outputs: int = 1) -> None: ...
+
+    def __call__(self, dense: Tensor, sparse: Tensor) -> Tensor: ...
+
+
+class MultiTaskModel(Protocol):
+    """A multi-task model: built as ``MultiTaskModel(inputs, task_outputs=(k_1, ..., k_T), **options)``, one tower
+    per task of the loss; ``forward(dense, sparse)`` -> ``(B, Σ k_t)`` (``(B,)`` when the sum is 1)."""
+
+    output_kind: str
+
+    def __init__(self, inputs: InputSpec, task_outputs: Sequence[int]) -> None: ...
+
+    def __call__(self, dense: Tensor, sparse: Tensor) -> Tensor: ...
+
+
+def build(factory: Callable[..., nn.Module], inputs: InputSpec, num_outputs: int, task_outputs: Sequence[int]):
+    """``factory(inputs)`` with the outputs a loss reads: ``task_outputs`` for a :class:`MultiTaskModel` (one whose
+    constructor takes them), else ``num_outputs`` (passed only when not 1)."""
+    if "task_outputs" in inspect.signature(factory).parameters:
+        return factory(inputs, task_outputs=tuple(task_outputs))
+    return factory(inputs, **({"num_outputs": num_outputs} if num_outputs != 1 else {}))
+
+
+def output_kind(model: nn.Module) -> str:
+    """``model.output_kind``; ``logits`` for a model of the user's own that does not say."""
+    return getattr(model, "output_kind", "logits")

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 
 def first_line(error: BaseException) -> str:
     """The first non-empty line of ``error``'s message (MLflow's and torch's are long), or its type's name."""
@@ -43,6 +49,24 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signal_number: int, name: str) -> None:
         super().__init__(name)
         self.signal_number, self.name = signal_number, name
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises :class:`Interrupted` (the run ends KILLED) instead of killing the process outright; while
+    training, the trainer's own handler stops at a step boundary with a checkpoint first."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(number: int, frame: Any) -> None:
+        raise Interrupted(number, signal.Signals(number).name)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class JobsFailed(EasyrecError):

@@ -15,6 +15,7 @@ import copy
 import logging
 import logging.config
 import os
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from easyrec.console import plural
-from easyrec.errors import ConfigError, EasyrecError, Interrupted
+from easyrec.errors import ConfigError, EasyrecError, Interrupted, sigterm_interrupts
 
 log = logging.getLogger("easyrec")
 
@@ -33,9 +34,15 @@ class WorkerFailed(EasyrecError):
 
 
 def launch_workers(
-    cfg: DictConfig, distributed: Any, output_dir: Path, overrides: list[str], job_logging: dict[str, Any]
+    train: Callable[..., float],
+    cfg: DictConfig,
+    distributed: Any,
+    output_dir: Path,
+    overrides: list[str],
+    job_logging: dict[str, Any],
 ) -> float:
-    """Start ``distributed``'s workers on this machine, each running :func:`worker`; return the job's
+    """Start ``distributed``'s workers on this machine, each running :func:`worker`, which runs ``train``
+    (:func:`easyrec.run.train`, a module-level function: it is pickled by name); return the job's
     ``optimized_metric`` (every worker computes the same one).
 
     On one machine this process opens the MLflow run and the workers log into it, so that the job stays one run
@@ -66,7 +73,7 @@ def launch_workers(
     run_id = getattr(logger, "run_id", None)
     status = "FAILED"
     try:
-        results = elastic_launch(launch, worker)(config, str(output_dir), overrides, job_logging, run_id)
+        results = elastic_launch(launch, worker)(train, config, str(output_dir), overrides, job_logging, run_id)
         status = "FINISHED"  # the main worker ended the run itself
         return next(value for _, value in sorted(results.items()))
     except ChildFailedError as error:
@@ -99,12 +106,17 @@ def failure_message(error: Any) -> str:
 
 
 def worker(
-    config: dict[str, Any], output_dir: str, overrides: list[str], job_logging: dict[str, Any], run_id: str | None
+    train: Callable[..., float],
+    config: dict[str, Any],
+    output_dir: str,
+    overrides: list[str],
+    job_logging: dict[str, Any],
+    run_id: str | None,
 ) -> float:
-    """The entry point of one worker started by :func:`launch_workers` (a fresh, spawned process)."""
+    """The entry point of one worker started by :func:`launch_workers` (a fresh, spawned process): ``train`` on
+    the job's resolved config."""
     from torch.distributed.elastic.multiprocessing.errors import record
 
-    from easyrec.run import sigterm_interrupts, train
     from easyrec.run_lock import hold_run_directory
 
     rank = int(os.environ["RANK"])

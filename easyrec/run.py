@@ -1,32 +1,26 @@
-"""``easyrec train``: compose the config, build every component from its ``_target_``, train, track.
+"""``easyrec train``: the Hydra app, and the life of a run: open the tracked run, resume, train, close it.
 
-Only Hydra and OmegaConf are imported at module level, so ``easyrec train --cfg job`` answers fast;
-torch and the components are imported when a run starts.
+The components are built by :mod:`easyrec.recipe`. Only Hydra and OmegaConf are imported at module level, so
+``easyrec train --cfg job`` answers fast; torch and the components are imported when a run starts.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from easyrec.config import validate
 from easyrec.config.trust import TrustedTargets, check_stored_config, code_references
-from easyrec.errors import CheckpointError, ConfigError, EasyrecError, Interrupted
+from easyrec.errors import ConfigError, EasyrecError, sigterm_interrupts
 from easyrec.sweeps.jobs import run_sweep_job
 from easyrec.user_errors import describe, exit_with
 
@@ -80,14 +74,14 @@ def run_job(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> float:
             from easyrec.launch import launch_workers
 
             job_logging = OmegaConf.to_container(HydraConfig.get().job_logging, resolve=True)
-            return launch_workers(cfg, distributed, output_dir, overrides, job_logging)
+            return launch_workers(train, cfg, distributed, output_dir, overrides, job_logging)
         return train(cfg, output_dir, overrides)
 
 
 def train(
     cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None, tracked_run: str | None = None
 ) -> float:
-    """Validate ``cfg``, build the components, train; the tracked run ends whatever happens.
+    """Validate ``cfg``, build the components (:mod:`easyrec.recipe`), train; the tracked run ends whatever happens.
 
     In a distributed job every worker runs this; the main one (rank 0) alone tracks the run and writes files.
     ``tracked_run``: the id of the run the launcher opened (or reopened, to resume) for this job: the workers
@@ -98,22 +92,20 @@ def train(
     import torch
 
     from easyrec.loggers import NullLogger
-    from easyrec.losses.heads import label_rules
-    from easyrec.optim import attach_loss_parameters, build_optimizer, build_schedules
+    from easyrec.recipe import (
+        build_components,
+        build_model,
+        build_optimizers,
+        check_labels,
+        check_memory,
+        checkpoint_errors,
+    )
     from easyrec.resume import checked_resume_state, fine_tune, load_named_checkpoint
     from easyrec.trainer import planned_steps
 
     torch.manual_seed(cfg.seed)
-    # Constructors only check their arguments: a bad config fails here, before a run is opened.
-    distributed = instantiate(cfg.distributed)
-    data = instantiate(cfg.data, _convert_="all")
-    with config_errors("loss"):
-        loss = instantiate(cfg.loss)
-    early_stopping = instantiate(cfg.early_stopping)
-    gradients = instantiate(cfg.gradients, _convert_="all")
-    logger = instantiate(cfg.logger)
-    metrics = instantiate(cfg.metrics, _convert_="all")
-    check_loss_fits_data(loss, data.spec)
+    parts = build_components(cfg)  # a bad config fails here, before a run is opened
+    data, loss, distributed, logger = parts.data, parts.loss, parts.distributed, parts.logger
     config = OmegaConf.to_container(cfg, resolve=True)
     trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
     resume, init_from = trainer_options.pop("resume", False), trainer_options.pop("init_from", None)
@@ -145,22 +137,16 @@ def train(
         if distributed.restart_count:
             logger.set_tags({"easyrec.restarts": str(distributed.restart_count)})
         data.setup(keep_encoding=init_state["data"]["encoder"] if init_state else None)
-        for rule in label_rules(loss, data.spec.label_names):
-            data.check_labels(rule.required_by, rule.values, rule.value_range, rule.column, rule.every_value)
+        check_labels(data, loss)
         if memory_check:
             check_memory(cfg, data, loss, distributed, trainer_options.get("device", "auto"))
-        with config_errors("model"):
-            model = build_model(instantiate(cfg.model, _convert_="all"), data, loss)
+        model = build_model(cfg.model, data, loss)
         log.info("model: %s, %s parameters", type(model).__name__, f"{sum(p.numel() for p in model.parameters()):,}")
         if distributed.world_size > 1:
             torch.manual_seed(cfg.seed + distributed.rank)  # the weights are drawn alike everywhere, dropout is not
-        gradients.prepare(model)
-        with config_errors("optimizer"):
-            optimizer = build_optimizer(instantiate(cfg.optimizer, _convert_="all"), model)
-            attach_loss_parameters(optimizer, loss)
-        with config_errors("lr_schedule"):
-            steps = planned_steps(data, distributed, trainer_options["max_epochs"], trainer_options["max_steps"])
-            lr_schedulers = build_schedules(instantiate(cfg.lr_schedule, _convert_="all"), optimizer, steps)
+        parts.gradients.prepare(model)
+        steps = planned_steps(data, distributed, trainer_options["max_epochs"], trainer_options["max_steps"])
+        optimizer, lr_schedulers = build_optimizers(cfg, model, loss, steps)
         if init_state:
             tuned = fine_tune(model, init_state, list(data.input_spec.cardinalities))
             logger.set_tags({"easyrec.init_from": tuned["path"], "easyrec.init_skipped": str(len(tuned["skipped"]))})
@@ -171,11 +157,11 @@ def train(
             loss=loss,
             output_dir=output_dir,
             logger=logger,
-            early_stopping=early_stopping,
+            early_stopping=parts.early_stopping,
             distributed=distributed,
             lr_schedulers=lr_schedulers,
-            gradients=gradients,
-            metrics=metrics,
+            gradients=parts.gradients,
+            metrics=parts.metrics,
             config=config,
         )
         trainer.run_id = getattr(logger, "run_id", None)
@@ -202,142 +188,3 @@ def train(
         logger.finish(status)
         distributed.close()
     return metrics[cfg.optimized_metric]
-
-
-def check_loss_fits_data(loss: Any, spec: Any) -> None:
-    """Refuse a loss the data cannot feed: a session loss without sessions, one label loss on several columns."""
-    name = type(loss).__name__
-    if getattr(loss, "requires_sessions", False) and not spec.session:
-        raise ConfigError(f"loss={name} works on sessions: name the session column with data.features.session=...")
-    labels = spec.label_names
-    if len(labels) > 1 and not hasattr(loss, "heads"):
-        raise ConfigError(
-            f"loss={name} takes one label column, but data.features.label names {len(labels)} "
-            f"({', '.join(labels)}): pick one (data.features.label=...) or use a multi-task loss (loss=multi_task)"
-        )
-
-
-def check_memory(cfg: DictConfig, data: Any, loss: Any, distributed: Any, device: str) -> None:
-    """Refuse (ConfigError) a model whose parameters, gradients and optimizer state exceed the memory available to
-    this worker, before building it: the model and the optimizer are built on the ``meta`` device, which allocates
-    nothing. A model that cannot be built there (a user's model with data-dependent code) is not checked."""
-    import torch
-
-    from easyrec.memory import available_bytes, training_bytes
-    from easyrec.optim import build_optimizer
-
-    try:
-        with torch.device("meta"):
-            with config_errors("model"):
-                model = construct_model(instantiate(cfg.model, _convert_="all"), data.input_spec, loss)
-            with config_errors("optimizer"):
-                optimizer = build_optimizer(instantiate(cfg.optimizer, _convert_="all"), model)
-    except (NotImplementedError, RuntimeError) as error:
-        log.debug("memory check skipped: the model cannot be built on the meta device (%s)", error)
-        return
-    where = distributed.device(device)
-    # the workers of a CPU machine share its memory; each GPU worker has a GPU of its own
-    sharing = getattr(distributed, "nproc_per_node", 1) if where.type == "cpu" else 1
-    needed, available = training_bytes(model, optimizer), available_bytes(where) // sharing
-    if needed > available:
-        count = sum(p.numel() for p in model.parameters())
-        each = f" for each of {sharing} workers" if sharing > 1 else ""
-        raise ConfigError(
-            f"model: {type(model).__name__} needs about {needed / 2**30:,.1f} GiB for its {count:,} parameters, their "
-            f"gradients and the {type(optimizer).__name__} state, more than the {available / 2**30:,.1f} GiB available "
-            f"on {where}{each}: make it smaller (model.hidden_units, model.embedding_dim, ...) or skip this check "
-            "with trainer.memory_check=false"
-        )
-
-
-def construct_model(factory: Any, input_spec: Any, loss: Any) -> Any:
-    """``factory(input_spec)`` with the outputs ``loss`` reads: one tower per task for a multi-task model (one that
-    takes ``task_outputs``), else ``num_outputs`` logits per sample."""
-    num_outputs = getattr(loss, "num_outputs", 1)
-    task_outputs = getattr(loss, "task_outputs", (num_outputs,))
-    if "task_outputs" in inspect.signature(factory).parameters:
-        return factory(input_spec, task_outputs=tuple(task_outputs))
-    return factory(input_spec, **({"num_outputs": num_outputs} if num_outputs != 1 else {}))
-
-
-def build_model(factory: Any, data: Any, loss: Any, probe: Any = None) -> Any:
-    """Build the model with the outputs ``loss`` reads, and check that its output has their shape.
-
-    A multi-task model (one that takes ``task_outputs``) gets one tower per task; any other model gets
-    ``num_outputs`` logits per sample. A two-tower model's ``(B, 2, D)`` output needs a retrieval loss.
-    ``data``: anything with an ``input_spec`` (a set-up TabularData, a fitted FeatureEncoder); ``probe``: the batch
-    the output shape is checked on (default: the first two rows of ``data``'s eval split).
-    """
-    import torch
-
-    num_outputs = getattr(loss, "num_outputs", 1)
-    model = construct_model(factory, data.input_spec, loss)
-    retrieval = getattr(loss, "task", None) == "retrieval"
-    model_name, loss_name = type(model).__name__, type(loss).__name__
-    pairs = getattr(model, "output_kind", None) == "pair_embeddings"
-    if retrieval and not pairs:
-        raise ConfigError(
-            f"loss={loss_name} trains a two-tower retrieval model (user and item embeddings), "
-            f"model={model_name} is not one: use model=dssm (experiment=retrieval)"
-        )
-    if pairs and not retrieval:
-        raise ConfigError(
-            f"model={model_name} gives user and item embeddings; loss={loss_name} does not train them: use a "
-            "retrieval loss (in_batch_softmax, infonce, circle, multi_similarity, softmax_negative_mining)"
-        )
-    if not pairs:
-        with torch.no_grad():
-            probe = probe if probe is not None else next(iter(data.eval.batches(2)))
-            shape = tuple(model.eval()(probe.dense, probe.sparse).shape[1:])
-        expected = () if num_outputs == 1 else (num_outputs,)
-        if shape != expected:
-            raise ConfigError(
-                f"model={model_name} gives {shape[0] if shape else 1} outputs per sample, loss={loss_name} reads "
-                f"{num_outputs} ({_describe_outputs(loss)})"
-            )
-    return model
-
-
-def _describe_outputs(loss: Any) -> str:
-    columns = getattr(loss, "columns", None)
-    if not columns:
-        return "its logits"
-    return ", ".join(f"{task}: {stop - start}" for task, (start, stop) in columns.items())
-
-
-@contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM raises :class:`~easyrec.errors.Interrupted` (the run ends KILLED) instead of killing the process
-    outright; while training, the trainer's own handler stops at a step boundary with a checkpoint first."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(number: int, frame: Any) -> None:
-        raise Interrupted(number, signal.Signals(number).name)
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextmanager
-def checkpoint_errors(path: str) -> Iterator[None]:
-    """A checkpoint whose tensors do not fit the model or optimizer built from this config: CheckpointError."""
-    try:
-        yield
-    except (RuntimeError, KeyError, ValueError) as error:
-        first = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: does not fit this model or optimizer ({first})") from None
-
-
-@contextmanager
-def config_errors(key: str) -> Iterator[None]:
-    """Report a constructor's refusal of its arguments (ValueError) as a ConfigError naming ``key``."""
-    try:
-        yield
-    except (ValueError, InstantiationException) as error:
-        cause = error.__cause__ if isinstance(error, InstantiationException) and error.__cause__ else error
-        raise ConfigError(f"{key}: {cause}") from error

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -27,9 +26,10 @@ from easyrec.data.features import FeatureEncoder
 from easyrec.data.tabular import TabularData
 from easyrec.distributed import pick_device
 from easyrec.errors import CheckpointError, ConfigError
-from easyrec.losses.heads import Head, heads_of, label_rules
+from easyrec.losses.base import Loss
+from easyrec.losses.heads import Head
 from easyrec.metrics import EvalMetrics, evaluate_model
-from easyrec.run import build_model, check_loss_fits_data, checkpoint_errors, config_errors
+from easyrec.recipe import Components, build_components, build_model, check_labels, checkpoint_errors
 
 
 class SavedRun:
@@ -92,10 +92,14 @@ class SavedRun:
         return pick_device(str(trainer.get("device", "auto")))
 
     @functools.cached_property
+    def components(self) -> Components:
+        """The run's data (not set up), loss and metrics, built from its config (:mod:`easyrec.recipe`)."""
+        return build_components(self.config, training=False)
+
+    @property
     def source(self) -> TabularData:
         """The run's data component, not set up: its feature spec and how it reads files."""
-        with config_errors("data"):
-            return instantiate(self.config.data, _convert_="all")
+        return self.components.data
 
     @functools.cached_property
     def encoder(self) -> FeatureEncoder:
@@ -123,38 +127,32 @@ class SavedRun:
         checked against what the loss needs, as in training."""
         data = self.source
         data.setup_eval(self._encoding())
-        for rule in label_rules(self.loss, data.spec.label_names):
-            data.check_labels(rule.required_by, rule.values, rule.value_range, rule.column, rule.every_value)
+        check_labels(data, self.loss)
         return data
 
     @functools.cached_property
-    def loss(self) -> Any:
+    def loss(self) -> Loss:
         """The loss (it decides the heads: tasks, label columns, scores), with the checkpoint's parameters."""
-        with config_errors("loss"):
-            loss = instantiate(self.config.loss)
-        check_loss_fits_data(loss, self.source.spec)
-        if isinstance(loss, nn.Module) and self.state.get("loss"):
+        loss = self.components.loss
+        if self.state.get("loss"):
             with checkpoint_errors(str(self.path)):
                 loss.load_state_dict(self.state["loss"])
         return loss
 
     @functools.cached_property
     def heads(self) -> list[Head]:
-        """What the model predicts: one head per task (see :func:`~easyrec.losses.heads.heads_of`)."""
-        return heads_of(self.loss, self.source.spec.label_names)
+        """What the model predicts: one head per task (see :meth:`~easyrec.losses.base.Loss.heads`)."""
+        return self.loss.heads(self.source.spec.label_names)
 
-    @functools.cached_property
+    @property
     def metrics(self) -> EvalMetrics:
-        with config_errors("metrics"):
-            return instantiate(self.config.metrics, _convert_="all")
+        return self.components.metrics
 
     @functools.cached_property
     def model(self) -> nn.Module:
-        """The model built as training built it (:func:`~easyrec.run.build_model`), with the checkpoint's weights,
-        on :attr:`device`, in eval mode."""
-        with config_errors("model"):
-            factory = instantiate(self.config.model, _convert_="all")
-            model = build_model(factory, self.encoder, self.loss, probe=self.probe())
+        """The model built as training built it (:func:`~easyrec.recipe.build_model`), with the checkpoint's
+        weights, on :attr:`device`, in eval mode."""
+        model = build_model(self.config.model, self.encoder, self.loss, probe=self.probe())
         saved, own = self.state["model"], model.state_dict()
         problems = [f"{name} is not in the model" for name in saved if name not in own]
         problems += [f"{name} is not in the checkpoint" for name in own if name not in saved]

@@ -75,7 +75,7 @@ def build_components(cfg: DictConfig, training: bool = True) -> Components:
 
 def check_loss_fits_data(loss: Loss, spec: Any) -> None:
     """Refuse a loss the data cannot feed: a session loss without sessions, one label loss on several columns."""
-    name = type(loss).__name__
+    name = loss.class_name
     if loss.requires_sessions and not spec.session:
         raise ConfigError(f"loss={name} works on sessions: name the session column with data.features.session=...")
     labels = spec.label_names
@@ -102,7 +102,7 @@ def build_model(node: DictConfig, data: Any, loss: Loss, probe: Any = None) -> n
     """
     with config_errors("model"):
         model = construct_model(node, data.input_spec, loss)
-        model_name, loss_name = type(model).__name__, type(loss).__name__
+        model_name, loss_name = type(model).__name__, loss.class_name
         retrieval = loss.task == "retrieval"
         pairs = models.output_kind(model) == "pair_embeddings"
         if retrieval and not pairs:

@@ -50,6 +50,11 @@ class Loss(nn.Module):
         return loss if isinstance(loss, Loss) else _Adapted(loss)
 
     @property
+    def class_name(self) -> str:
+        """The name of its class, in errors (``loss=BinaryFocalLoss ...``)."""
+        return type(self).__name__
+
+    @property
     def task_outputs(self) -> tuple[int, ...]:
         """The outputs of each task that has its own (a multi-task model builds one tower per entry)."""
         return (self.num_outputs,)
@@ -75,7 +80,7 @@ class Loss(nn.Module):
 
     def label_rules(self, label_names: Sequence[str] = ()) -> list[LabelRule]:
         """Every rule it puts on the data's label columns, checked before training."""
-        rule = self.label_rule(label_names[0], f"loss {type(self).__name__}")
+        rule = self.label_rule(label_names[0], f"loss {self.class_name}")
         return [rule] if rule else []
 
     def describe_outputs(self) -> str:
@@ -103,6 +108,10 @@ class _Adapted(Loss):
                 setattr(self, name, getattr(fn, name))
         forward = fn.forward if isinstance(fn, nn.Module) else fn
         self._takes_sessions = "sessions" in inspect.signature(forward).parameters
+
+    @property
+    def class_name(self) -> str:
+        return type(self.fn).__name__
 
     @property
     def takes_sessions(self) -> bool:

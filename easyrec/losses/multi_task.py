@@ -150,8 +150,7 @@ class MultiTaskLoss(Loss):
     def label_rules(self, label_names: Sequence[str] = ()) -> list[LabelRule]:
         """What each task's loss needs of its label column."""
         rules = (
-            loss.label_rule(self.labels[name], f"task {name}: {type(loss).__name__}")
-            for name, loss in self.losses.items()
+            loss.label_rule(self.labels[name], f"task {name}: {loss.class_name}") for name, loss in self.losses.items()
         )
         return [rule for rule in rules if rule]
 

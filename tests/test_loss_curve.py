@@ -22,6 +22,8 @@ TINY = [
     "trainer.log_every_n_steps=1",
     "trainer.num_threads=1",
     "trainer.progress_bar=false",
+    "trainer.device=cpu",
+    "trainer.precision=fp32",  # auto would take bf16 on a CPU with AMX
     "seed=7",
     "data.seed=7",
 ]

@@ -50,8 +50,9 @@ def import_graph() -> dict[str, set[str]]:
                 targets.update(alias.name for alias in node.names)
                 continue
             base = node.module or ""
-            if node.level:  # relative: from the package, up level - 1
-                base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], *filter(None, [base])])
+            if node.level:  # relative: from the package, or level - 1 packages above it
+                parent = package.rsplit(".", node.level - 1)[0]
+                base = f"{parent}.{base}" if base else parent
             for alias in node.names:
                 targets.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in paths else base)
         graph[name] = {target for target in targets if target in paths and target != name}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 from collections.abc import Mapping
 
@@ -12,6 +13,7 @@ import torch
 from rich.console import Console
 
 from easyrec.checkpoints import load_checkpoint
+from easyrec.console import TrainingReport
 from easyrec.data import SyntheticCTRData
 from easyrec.early_stopping import StopOnPlateau
 from easyrec.errors import ConfigError
@@ -122,7 +124,9 @@ def test_evaluates_once_per_epoch_without_eval_every_n_steps(two_epoch_runs):
 def test_one_epoch_counts_its_final_evaluation_shows_progress_and_ends_with_its_dir(data, tmp_path, capsys):
     trainer = make_trainer(data, tmp_path, max_epochs=1, log_every_n_steps=1000, logger=RecordingLogger())
     screen = io.StringIO()
-    trainer.console, trainer.show_progress = Console(file=screen, force_terminal=True, width=150), True
+    trainer.reporter = TrainingReport(
+        logging.getLogger("easyrec.trainer"), Console(file=screen, force_terminal=True, width=150)
+    )
     trainer.fit()
     assert trainer.logger.steps_with("eval/auc") == [BATCHES_PER_EPOCH]  # one evaluation: after the last step
     summary = json.loads((tmp_path / "metrics.json").read_text())

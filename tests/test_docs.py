@@ -194,3 +194,10 @@ def test_no_measured_numbers_in_conf_comments(path: Path):
     measured = re.compile(r"\b(AUC|samples/s)\b[^#\n]*\d\.\d|\d+(\.\d+)?x (slower|faster)|\d+(\.\d+)?x the samples")
     comments = [line.split("#", 1)[1] for line in path.read_text().splitlines() if "#" in line]
     assert not [comment for comment in comments if measured.search(comment)]
+
+
+def test_the_readme_links_to_files_that_exist():
+    """mkdocs --strict checks the links inside docs/; the README's links into docs/ are checked here."""
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text())
+    missing = [link for link in links if "://" not in link and not (ROOT / link).exists()]
+    assert links and not missing, f"README.md links to missing files: {missing}"

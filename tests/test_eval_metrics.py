@@ -171,7 +171,7 @@ def test_a_conditional_head_judges_the_ratio_on_the_rows_where_the_given_label_i
 
 
 def test_a_conditional_head_must_name_two_tasks():
-    with pytest.raises(ValueError, match="eval_conditional.cvr.given=click: not a task"):
+    with pytest.raises(ValueError, match="eval_conditional.cvr.given=click: no such task"):
         MultiTaskLoss(
             {"ctr": {"loss": BinaryCrossEntropy(), "label": "click"}},
             label_columns=["click"],

@@ -147,7 +147,7 @@ def test_label_rules_name_each_tasks_column():
         ),
         (
             {"tasks": {"a": {"loss": BinaryCrossEntropy()}, "b": {"loss": L2Loss(), "output": "c"}}},
-            "tasks.b.output=c: no task of that name",
+            "tasks.b.output=c: no such task with its own output",
         ),
         (
             {"tasks": {"a": {"loss": BinaryCrossEntropy(), "learn_weight": True}}},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from easyrec.losses.pairs import check_positive, zero_loss
+from easyrec.losses.pairs import zero_loss
 from easyrec.losses.sessions import (
     LogitScale,
     check_shapes,
@@ -30,7 +30,6 @@ class SessionSoftmaxLoss(nn.Module):
 
     def __init__(self, temperature: float, scale_logits: bool) -> None:
         super().__init__()
-        check_positive("temperature", temperature)
         self.temperature = temperature
         self.scale = LogitScale() if scale_logits else None
 

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from easyrec.losses.pairs import build_pairs, check_non_negative, check_ohem_ratio, check_positive, reduce_pair_losses
+from easyrec.config.arguments import NonNegative, Positive, Share, checked
+from easyrec.losses.pairs import build_pairs, reduce_pair_losses
 
 EXP_CLIP = 88.0
 
@@ -49,19 +50,17 @@ class PairwiseHingeLoss(nn.Module):
 
     label_values = None
 
+    @checked
     def __init__(
         self,
-        temperature: float = 1.0,
-        margin: float = 1.0,
-        ohem_ratio: float = 1.0,
+        temperature: Positive = 1.0,
+        margin: NonNegative = 1.0,
+        ohem_ratio: Share = 1.0,
         label_is_logits: bool = True,
         use_label_margin: bool = True,
         use_exponent: bool = False,
     ) -> None:
         super().__init__()
-        check_positive("temperature", temperature)
-        check_non_negative("margin", margin)
-        check_ohem_ratio(ohem_ratio)
         self.temperature, self.margin, self.ohem_ratio = temperature, margin, ohem_ratio
         self.label_is_logits, self.use_label_margin, self.use_exponent = label_is_logits, use_label_margin, use_exponent
 

@@ -103,13 +103,13 @@ def test_mmoe_sparse_embeddings():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        ({"task_outputs": ()}, "task_outputs=(): must be a non-empty list of output counts >= 1"),
-        ({"task_outputs": (1, 0)}, "task_outputs=(1, 0): must be a non-empty list of output counts >= 1"),
-        ({"tower_units": [4, 0]}, "tower_units=[4, 0]: every width must be > 0"),
+        ({"task_outputs": ()}, "task_outputs=(): must not be empty"),
+        ({"task_outputs": (1, 0)}, "task_outputs=(1, 0): every element must be > 0"),
+        ({"tower_units": [4, 0]}, "tower_units=[4, 0]: every element must be > 0"),
         ({"dropout": 1.0}, "dropout=1.0: must be in [0, 1)"),
         ({"embedding_dim": 0}, "embedding_dim=0: must be > 0"),
         ({"num_experts": 0}, "num_experts=0: must be >= 1"),
-        ({"expert_units": []}, "expert_units=[]: must be a non-empty list of widths > 0"),
+        ({"expert_units": []}, "expert_units=[]: must not be empty"),
     ],
 )
 def test_mmoe_refuses_bad_arguments(kwargs, message):
@@ -188,7 +188,7 @@ def test_esmm_needs_two_single_logit_tasks(task_outputs):
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        ({"tower_units": [0]}, "tower_units=[0]: every width must be > 0"),
+        ({"tower_units": [0]}, "tower_units=[0]: every element must be > 0"),
         ({"dropout": -0.1}, "dropout=-0.1: must be in [0, 1)"),
         ({"embedding_dim": -1}, "embedding_dim=-1: must be > 0"),
     ],

@@ -17,7 +17,7 @@ import functools
 import inspect
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
@@ -92,7 +92,9 @@ def checked(init: Callable | None = None, *, across: Callable[..., str | None] |
                 adapter = _rules_of(init).get(name)
                 if adapter is not None:
                     options[name] = _check_value(name, value, adapter, as_given=True)
-            _check_across(init, options)
+            problem = across(**options) if across is not None else None
+            if problem:
+                raise _across_error(problem)
             init(self, *args, **kwargs)
 
         checked_init.__checked_across__ = across  # type: ignore[attr-defined]
@@ -185,8 +187,12 @@ def _check_across(target: Any, values: dict[str, Any]) -> None:
     if across is not None:
         problem = across(**values)
         if problem:
-            key, _, rest = problem.partition(":")
-            raise OptionError(key, f":{rest}")
+            raise _across_error(problem)
+
+
+def _across_error(problem: str) -> OptionError:
+    key, _, rest = problem.partition(":")
+    return OptionError(key, f":{rest}")
 
 
 def _check_value(key: str, value: Any, adapter: tuple[TypeAdapter, Any], as_given: bool = False) -> Any:
@@ -232,7 +238,7 @@ def requirement(annotation: Any, failed: str = "") -> str:
     if origin in (typing.Union, types.UnionType):
         found = [requirement(a, failed) for a in args if a is not type(None)]
         return next((words for words in found if words), "")
-    if origin in (list, tuple, set) and args:
+    if origin in (list, tuple, set, Sequence) and args:
         inner = requirement(args[0], failed)
         return f"every element {inner}" if inner else ""
     return ""

@@ -53,6 +53,8 @@ def _check_node(node: dict, path: str) -> None:
     """One node against the signature of its ``_target_``."""
     from hydra.utils import get_object
 
+    from easyrec.config.schema import RUN_KEYS
+
     name = node["_target_"]
     try:
         target = get_object(name) if isinstance(name, str) else None
@@ -61,6 +63,9 @@ def _check_node(node: dict, path: str) -> None:
     if not callable(target):
         raise ConfigError(f"{path}._target_={name}: not a class or function")
     options = {key: value for key, value in node.items() if key not in HYDRA_KEYS}
+    if path in RUN_KEYS:
+        fields = RUN_KEYS[path].__dataclass_fields__
+        _check(RUN_KEYS[path], {key: options.pop(key) for key in list(options) if key in fields}, path, partial=False)
     # a partial, or a node with positional _args_, is given its other arguments when it is called
     _check(target, options, path, partial=bool(node.get("_partial_")) or "_args_" in node)
 

@@ -475,7 +475,7 @@ def test_any_of_state_round_trip(monkeypatch, tmp_path):
     def make():
         return AnyOf(
             {
-                "patience": StopOnPlateau(max_steps_without_improvement=300),
+                "patience": StopOnPlateau(patience=None, max_steps_without_improvement=300),
                 "stop_file": StopOnFile(tmp_path / "STOP"),
                 "deadline": StopAtDeadline(after="1d"),
                 "divergence": StopOnDivergence(warmup_logs=1),
@@ -529,20 +529,29 @@ def test_any_of_bad_rules(rules, message):
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: StopAtThreshold(threshold="high"), "early_stopping.threshold='high': must be a number"),
-        (lambda: StopAtThreshold(threshold=0.8, mode="up"), "early_stopping.mode=up: must be one of: max, min"),
-        (lambda: StopAtThreshold(threshold=0.8, min_steps=-1), "early_stopping.min_steps=-1: must be >= 0"),
-        (lambda: StopOnDivergence(max_ratio=1), "early_stopping.max_ratio=1: must be > 1"),
-        (lambda: StopOnDivergence(warmup_logs=-1), "early_stopping.warmup_logs=-1: must be >= 0"),
-        (lambda: StopOnDivergence(max_loss="big"), "early_stopping.max_loss='big': must be a number"),
-        (lambda: StopOnFile("STOP", every_n_steps=0), "early_stopping.every_n_steps=0: must be > 0"),
-        (lambda: StopOnFile("STOP", every_n_steps=2.5), "early_stopping.every_n_steps=2.5: must be a whole number"),
-        (lambda: StopOnFile(""), "early_stopping.path='': must be a file path"),
-        (lambda: StopOnFile(None), "early_stopping.path=None: must be a file path"),
+        (
+            lambda: StopAtThreshold(threshold="high"),
+            "threshold: Value 'high' of type 'str' could not be converted to Float",
+        ),
+        (lambda: StopAtThreshold(threshold=0.8, mode="up"), "mode=up: must be one of: max, min"),
+        (lambda: StopAtThreshold(threshold=0.8, min_steps=-1), "min_steps=-1: must be >= 0"),
+        (lambda: StopOnDivergence(max_ratio=1), "max_ratio=1: must be > 1"),
+        (lambda: StopOnDivergence(warmup_logs=-1), "warmup_logs=-1: must be >= 0"),
+        (
+            lambda: StopOnDivergence(max_loss="big"),
+            "max_loss: Value 'big' of type 'str' could not be converted to Float",
+        ),
+        (lambda: StopOnFile("STOP", every_n_steps=0), "every_n_steps=0: must be > 0"),
+        (
+            lambda: StopOnFile("STOP", every_n_steps=2.5),
+            "every_n_steps: Value 2.5 of type 'float' could not be converted",
+        ),
+        (lambda: StopOnFile(""), "path='': must be a file path"),
+        (lambda: StopOnFile(None), "path=None: must be a file path"),
     ],
 )
 def test_bad_arguments(make, message):
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(ValueError) as error:
         make()
     assert str(error.value).startswith(message)
 

@@ -87,15 +87,13 @@ def checked(init: Callable | None = None, *, across: Callable[..., str | None] |
         def checked_init(self: Any, *args: Any, **kwargs: Any) -> None:
             bound = signature.bind(self, *args, **kwargs)
             bound.apply_defaults()
-            options = dict(list(bound.arguments.items())[1:])
-            for name, value in options.items():
-                adapter = _rules_of(init).get(name)
-                if adapter is not None:
-                    options[name] = _check_value(name, value, adapter, as_given=True)
-            problem = across(**options) if across is not None else None
+            for name, adapter in _rules_of(init).items():
+                if name in bound.arguments:
+                    bound.arguments[name] = _check_value(name, bound.arguments[name], adapter, as_given=True)
+            problem = across(**dict(list(bound.arguments.items())[1:])) if across is not None else None
             if problem:
                 raise _across_error(problem)
-            init(self, *args, **kwargs)
+            init(*bound.args, **bound.kwargs)
 
         checked_init.__checked_across__ = across  # type: ignore[attr-defined]
         return checked_init
@@ -378,13 +376,29 @@ def _is_dataclass(target: Any) -> bool:
 
 @functools.cache
 def _rules_of(init: Callable) -> dict[str, tuple[TypeAdapter, Any]]:
-    """The adapters of the parameters of ``init`` that carry value rules (``Annotated`` or ``Literal``): plain
-    Python is held to the rules, not to the types, which duck typing may bend (a Path for a str)."""
+    """The adapters of the parameters of ``init`` that a config can set: those with value rules, and those of plain
+    types (numbers, strings, lists of them); objects (a model, a Path) are left to duck typing."""
     return {
         name: adapter
         for name, annotation in _hints(init).items()
-        if name != "return" and requirement(annotation) and (adapter := _adapter(annotation)) is not None
+        if name != "return"
+        and (requirement(annotation) or _is_plain(annotation))
+        and (adapter := _adapter(annotation)) is not None
     }
+
+
+def _is_plain(annotation: Any) -> bool:
+    """Made of None, bool, int, float, str and Literal, in unions, lists, tuples and mappings."""
+    if annotation in (type(None), bool, int, float, str):
+        return True
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return True
+    if origin is Annotated:
+        return _is_plain(args[0])
+    if origin in (typing.Union, types.UnionType, list, tuple, dict, Sequence, Mapping):
+        return bool(args) and all(_is_plain(a) for a in args if a is not Ellipsis)
+    return False
 
 
 def _adapter(annotation: Any) -> tuple[TypeAdapter, Any] | None:

@@ -231,7 +231,7 @@ def test_a_non_finite_gradient_raises_with_non_finite_error():
 
 
 def test_an_unknown_non_finite_policy_is_a_config_error():
-    with pytest.raises(ConfigError, match="^gradients.non_finite=ignore: must be one of: skip, error$"):
+    with pytest.raises(ValueError, match="^non_finite=ignore: must be one of: skip, error$"):
         GradientTreatment(non_finite="ignore")
 
 

@@ -51,7 +51,7 @@ def test_data_refuses_a_negative_seed():
     from easyrec.data import SyntheticCTRData
     from tests.conftest import CRITEO_FEATURES
 
-    with pytest.raises(ConfigError, match=r"data.seed=-1: must be in \[0, 4294967295\]"):
+    with pytest.raises(ValueError, match=r"^seed=-1: must be in \[0, 4294967295\]"):
         SyntheticCTRData(CRITEO_FEATURES, num_rows=200, seed=-1)
 
 

@@ -964,7 +964,7 @@ def test_a_label_outside_the_range_a_loss_needs_names_column_and_row(tmp_path):
 
 @pytest.mark.parametrize("label", [[], ["click", "click"]])
 def test_a_bad_label_list_is_refused(label):
-    with pytest.raises(ValueError, match="features.label"):
+    with pytest.raises(ValueError, match="^label"):
         FeatureSpec.from_config({**CSV_FEATURES, "label": label})
 
 

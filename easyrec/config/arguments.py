@@ -162,8 +162,17 @@ def _check_option(key: str, value: Any, annotation: Any) -> Any:
         element = _element_dataclass(annotation, dict)
         if element is not None:
             return {k: _build(element, v, f"{key}.{k}") if isinstance(v, Mapping) else v for k, v in value.items()}
+    if _holds_node(value):  # a list or dict of nodes: Hydra builds each, and each is checked on its own
+        return value
     adapter = _adapter(annotation)
     return value if adapter is None else _check_value(key, value, adapter)
+
+
+def _holds_node(value: Any) -> bool:
+    """Whether ``value`` is, or holds at any depth, a node with a ``_target_``."""
+    if isinstance(value, Mapping):
+        return "_target_" in value or any(_holds_node(v) for v in value.values())
+    return isinstance(value, list) and any(_holds_node(v) for v in value)
 
 
 def _build(node_class: type, value: Mapping[str, Any], key: str) -> Any:
@@ -347,15 +356,35 @@ def _name(target: Any) -> str:
 
 @functools.cache
 def _parameters(target: Any) -> Mapping[str, inspect.Parameter] | None:
+    """``target``'s parameters; a class whose ``__init__`` passes ``**kwargs`` on to its base's gets those too."""
     try:
-        return inspect.signature(target).parameters
+        parameters = dict(inspect.signature(target).parameters)
     except (TypeError, ValueError):
         return None
+    base = _base_class(target)
+    if base is not None and any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        inherited = _parameters(base) or {}
+        parameters = {n: p for n, p in parameters.items() if p.kind != inspect.Parameter.VAR_KEYWORD}
+        parameters |= {n: p for n, p in inherited.items() if n not in parameters}
+    return parameters
+
+
+def _base_class(target: Any) -> type | None:
+    """The nearest base class of ``target`` with an ``__init__`` of its own (not object's)."""
+    if not isinstance(target, type):
+        return None
+    return next((c for c in target.__mro__[1:] if "__init__" in vars(c) and c is not object), None)
 
 
 @functools.cache
 def _hints(target: Any) -> dict[str, Any]:
     """The annotations of ``target``'s parameters, resolved (those that do not resolve are not checked)."""
+    base = _base_class(target)
+    inherited = _hints(base) if base is not None else {}
+    return inherited | _own_hints(target)
+
+
+def _own_hints(target: Any) -> dict[str, Any]:
     function = inspect.unwrap(target.__init__) if isinstance(target, type) and not _is_dataclass(target) else target
     try:
         return typing.get_type_hints(function, include_extras=True)

@@ -54,6 +54,8 @@ _CONSTRAINT_ERRORS = frozenset(
         "literal_error",
         "too_short",
         "too_long",
+        "string_too_short",
+        "string_too_long",
     }
 )
 _TYPE_NAMES = {float: "Float", int: "Integer", bool: "Boolean", str: "String"}

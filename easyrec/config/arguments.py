@@ -121,6 +121,16 @@ def check_options(
     _bind(target, options, partial, rules or {})
 
 
+def defaults(target: Any) -> dict[str, Any]:
+    """The default of each option of ``target`` that has one, as its signature declares it (with the options it
+    passes on to its base class with ``**kwargs``)."""
+    return {
+        name: p.default
+        for name, p in (_parameters(target) or {}).items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
 def _bind(target: Any, options: Mapping[str, Any], partial: bool, rules: Mapping[str, Any]) -> dict[str, Any]:
     """``options`` checked as the keyword arguments of ``target``; returns them, defaults filled in."""
     parameters = _parameters(target)

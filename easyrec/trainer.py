@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field
+from annotated_types import Ge
 from rich.console import Console
 from rich.table import Table
 from torch import nn
@@ -117,7 +117,7 @@ class Trainer:
         log_every_n_steps: PositiveInt = 50,
         checkpoint_every_n_steps: PositiveInt | None = None,
         checkpoint_every_n_seconds: Positive | None = None,
-        keep_last_n: Annotated[int, Field(ge=1)] = 3,
+        keep_last_n: Annotated[int, Ge(1)] = 3,
         monitor: str | None = None,
         monitor_mode: Literal["max", "min"] = "max",
         restore_best: bool = True,

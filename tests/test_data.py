@@ -809,7 +809,7 @@ def test_parquet_non_numeric_dense_type(tmp_path):
 def test_csv_config_errors():
     with pytest.raises(ValueError, match="^columns: required when header=false"):
         CSVData(CSV_FEATURES, "train.csv", "eval.csv", header=False, columns=None)
-    with pytest.raises(ValueError, match=r"^delimiter=\|\|: must be one character"):
+    with pytest.raises(ValueError, match=r"^delimiter=\|\|: must have length 1"):
         CSVData(CSV_FEATURES, "train.csv", "eval.csv", delimiter="||")
 
 

@@ -15,34 +15,45 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from annotated_types import Ge, Gt, Interval, MinLen
 
-#: The largest float32: every float option ends up in float32 tensors (parameters, data), where a larger value is inf.
-FLOAT32_MAX = 3.4028234663852886e38
+from easyrec.config.checks import FLOAT32_MAX
+
+if typing.TYPE_CHECKING:
+    from pydantic import TypeAdapter
+
+
+class _Finite:
+    """Marks a float option that may not be inf or NaN (pydantic's ``Field(allow_inf_nan=False)``, without importing
+    pydantic where the shorthands below are only declared: ``easyrec train --cfg job`` imports the logger)."""
+
+
+FINITE = _Finite()
 
 #: Keys of a config node that Hydra reads, not the constructor.
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_convert_", "_recursive_", "_args_"})
 
 # Shorthands for the rules most options share.
 # A float option may not be inf or NaN: in a config, the check of every value says so first.
-Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
+Positive = Annotated[float, Gt(0), FINITE]
+NonNegative = Annotated[float, Ge(0), FINITE]
+PositiveInt = Annotated[int, Gt(0)]
+NonNegativeInt = Annotated[int, Ge(0)]
 #: [0, 1): dropout, label smoothing
-Fraction = Annotated[float, Field(ge=0, lt=1)]
+Fraction = Annotated[float, Interval(ge=0, lt=1)]
 #: (0, 1): a probability that is neither certainty
-Probability = Annotated[float, Field(gt=0, lt=1)]
+Probability = Annotated[float, Interval(gt=0, lt=1)]
 #: (0, 1]: the share of samples kept
-Share = Annotated[float, Field(gt=0, le=1)]
+Share = Annotated[float, Interval(gt=0, le=1)]
 #: numpy's generators take no negative seed, nor one of more than 32 bits
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
-Units = Annotated[list[PositiveInt], Field(min_length=1)]
+Seed = Annotated[int, Interval(ge=0, le=2**32 - 1)]
+Units = Annotated[list[PositiveInt], MinLen(1)]
 
 _CONSTRAINT_ERRORS = frozenset(
     {
@@ -125,9 +136,7 @@ def defaults(target: Any) -> dict[str, Any]:
     """The default of each option of ``target`` that has one, as its signature declares it (with the options it
     passes on to its base class with ``**kwargs``)."""
     return {
-        name: p.default
-        for name, p in (_parameters(target) or {}).items()
-        if p.default is not inspect.Parameter.empty
+        name: p.default for name, p in (_parameters(target) or {}).items() if p.default is not inspect.Parameter.empty
     }
 
 
@@ -217,11 +226,16 @@ def _across_error(problem: str) -> OptionError:
 def _check_value(key: str, value: Any, adapter: tuple[TypeAdapter, Any], as_given: bool = False) -> Any:
     """``value`` validated (and converted: 1 -> 1.0 for a float) by ``adapter``, or an OptionError in our words,
     showing the value as the config holds it (converted), or ``as_given`` in Python."""
+    from pydantic import ValidationError
+
     type_adapter, annotation = adapter
-    try:
-        return type_adapter.validate_python(value)
-    except ValidationError as error:
-        problems = error.errors(include_url=False)
+    if isinstance(value, float) and not math.isfinite(value) and _finite_only(annotation):
+        problems: list[Any] = [{"type": "finite_number", "loc": ()}]
+    else:
+        try:
+            return type_adapter.validate_python(value)
+        except ValidationError as error:
+            problems = error.errors(include_url=False)
     shown = str(value) if as_given else _shown(value, annotation)
     custom = [p for p in problems if p["type"] == "value_error"]
     if custom:
@@ -266,6 +280,8 @@ def requirement(annotation: Any, failed: str = "") -> str:
 def _words(metadata: dict[str, Any], failed: str) -> str:
     if "description" in metadata:
         return metadata["description"]
+    if "min_length" in metadata and metadata.get("max_length") == metadata["min_length"]:
+        return f"must have length {metadata['min_length']}"
     if "min_length" in metadata:
         return "must not be empty"
     if failed == "finite_number":
@@ -292,7 +308,7 @@ def _constraints(metadata: tuple) -> dict[str, Any]:
         if getattr(item, "description", None):
             found["description"] = item.description
         for constraint in getattr(item, "metadata", [item]):
-            for name in ("gt", "ge", "lt", "le", "min_length"):
+            for name in ("gt", "ge", "lt", "le", "min_length", "max_length"):
                 if getattr(constraint, name, None) is not None:
                     found[name] = getattr(constraint, name)
     return found
@@ -333,6 +349,16 @@ def _describe_type(annotation: Any) -> str:
 def _strip(annotation: Any) -> Any:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     return _strip(args[0]) if origin is Annotated else annotation
+
+
+def _finite_only(annotation: Any) -> bool:
+    """Whether ``annotation`` (under ``| None``) carries :data:`FINITE`."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        return any(item is FINITE for item in args[1:]) or _finite_only(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_finite_only(a) for a in args)
+    return False
 
 
 def _element(annotation: Any) -> Any:
@@ -450,6 +476,8 @@ def _adapter(annotation: Any) -> tuple[TypeAdapter, Any] | None:
 
 @functools.cache
 def _cached_adapter(annotation: Any) -> tuple[TypeAdapter, Any] | None:
+    from pydantic import ConfigDict, TypeAdapter
+
     try:
         return TypeAdapter(annotation, config=ConfigDict(arbitrary_types_allowed=True)), annotation
     except Exception:  # a type pydantic cannot check (a protocol, a torch type it cannot see): left to the call

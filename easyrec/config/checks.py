@@ -13,8 +13,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from easyrec.config.arguments import FLOAT32_MAX, HYDRA_KEYS, OptionError, check_options
 from easyrec.errors import ConfigError
+
+#: The largest float32: every float option ends up in float32 tensors (parameters, data), where a larger value is inf.
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def validate(cfg: DictConfig, group: str | None = None) -> None:
@@ -53,6 +55,7 @@ def _check_node(node: dict, path: str) -> None:
     """One node against the signature of its ``_target_``."""
     from hydra.utils import get_object
 
+    from easyrec.config.arguments import HYDRA_KEYS
     from easyrec.config.schema import RUN_KEYS
 
     name = node["_target_"]
@@ -71,6 +74,8 @@ def _check_node(node: dict, path: str) -> None:
 
 
 def _check(target: Any, options: dict, path: str, partial: bool) -> None:
+    from easyrec.config.arguments import OptionError, check_options  # pydantic: imported when a run starts
+
     try:
         check_options(target, options, partial, rules=_rules_of_foreign(target))
     except OptionError as error:

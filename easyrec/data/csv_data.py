@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import pyarrow as pa
 import pyarrow.csv as pv
-from pydantic import Field
+from annotated_types import Len
 
 from easyrec.config.arguments import checked
 from easyrec.data.features import FeatureSpec, numeric_column
@@ -59,7 +59,7 @@ class CSVData(FileData):
         features: FeatureSpec | Mapping[str, Any],
         train_path: str,
         eval_path: str,
-        delimiter: Annotated[str, Field(min_length=1, max_length=1, description="must be one character")] = ",",
+        delimiter: Annotated[str, Len(1, 1)] = ",",
         header: bool = True,
         columns: list[str] | None = None,
         **kwargs: Any,

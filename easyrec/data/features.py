@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from pydantic import Field
+from annotated_types import Ge, Gt, MinLen
 
 from easyrec.config.arguments import PositiveInt, checked
 from easyrec.data.batches import EncodedSplit
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 NUMBER_PATTERN = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$|^\s*[-+]?(nan|inf|infinity)\s*$"
 
 
-Names = Annotated[list[str], Field(min_length=1)]
+Names = Annotated[list[str], MinLen(1)]
 
 
 @checked
@@ -58,8 +58,8 @@ class CategoricalFeatures:
 
     names: Names
     encoding: Literal["vocab", "hash"] = "vocab"
-    num_buckets: Annotated[int, Field(gt=1)] | None = None
-    min_count: Annotated[int, Field(ge=1)] = 1
+    num_buckets: Annotated[int, Gt(1)] | None = None
+    min_count: Annotated[int, Ge(1)] = 1
     max_vocab_size: PositiveInt | None = None
 
     def __post_init__(self) -> None:

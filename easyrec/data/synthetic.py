@@ -33,7 +33,7 @@ from typing import Annotated, Any
 import numpy as np
 import pyarrow as pa
 import torch
-from pydantic import Field
+from annotated_types import Ge
 from torch import Tensor
 
 from easyrec.config.arguments import Probability, checked
@@ -179,7 +179,7 @@ class SyntheticCTRData(TabularData):
     def __init__(
         self,
         features: FeatureSpec | Mapping[str, Any],
-        num_rows: Annotated[int, Field(ge=100)] = 500_000,
+        num_rows: Annotated[int, Ge(100)] = 500_000,
         eval_fraction: Probability = 0.1,
         positive_rate: Probability = 0.25,
         **kwargs: Any,

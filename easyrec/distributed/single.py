@@ -8,14 +8,14 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Annotated, Any
 
 import torch
-from pydantic import Field
+from annotated_types import Ge
 from torch import Tensor, nn
 
 from easyrec.config.arguments import checked
 from easyrec.errors import ConfigError
 
 #: a number of workers, machines or micro-batches
-Count = Annotated[int, Field(ge=1)]
+Count = Annotated[int, Ge(1)]
 
 
 class SingleProcess:

@@ -6,7 +6,7 @@ import math
 from collections.abc import Collection, Mapping
 from typing import Annotated, Any
 
-from pydantic import Field
+from annotated_types import Gt
 
 from easyrec.config.arguments import NonNegativeInt, checked
 from easyrec.early_stopping.base import EarlyStopping, require_metric
@@ -40,7 +40,7 @@ class StopOnDivergence(EarlyStopping):
     @checked
     def __init__(
         self,
-        max_ratio: Annotated[float, Field(gt=1)] | None = 10.0,
+        max_ratio: Annotated[float, Gt(1)] | None = 10.0,
         max_loss: float | None = None,
         warmup_logs: NonNegativeInt = 3,
         loss_metric: str = "train/loss",

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from annotated_types import Interval
 from torch import Tensor, nn
 
 from easyrec.config.arguments import checked
@@ -79,7 +79,7 @@ class JRCLoss(nn.Module):
     @checked
     def __init__(
         self,
-        alpha: Annotated[float, Field(ge=0, le=1)] = 0.5,
+        alpha: Annotated[float, Interval(ge=0, le=1)] = 0.5,
         same_label_loss: bool = True,
         strategy: Strategy = "fixed",
     ) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-from pydantic import Field
+from annotated_types import Ge
 from torch import Tensor
 
-from easyrec.config.arguments import Positive, checked
+from easyrec.config.arguments import FINITE, Positive, checked
 from easyrec.losses.listwise import SessionSoftmaxLoss
 from easyrec.losses.sessions import segment_sum
 
@@ -42,7 +42,7 @@ class ListwiseDistillLoss(SessionSoftmaxLoss):
     def __init__(
         self,
         temperature: Positive = 1.0,
-        label_clip_max_value: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 512.0,
+        label_clip_max_value: Annotated[float, Ge(1), FINITE] = 512.0,
         scale_logits: bool = False,
     ) -> None:
         super().__init__(temperature, scale_logits)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import torch
-from pydantic import Field
 from torch import Tensor
 
-from easyrec.config.arguments import NonNegative, Positive, checked
+from easyrec.config.arguments import FINITE, NonNegative, Positive, checked
 from easyrec.losses.embeddings import (
     PairAnchorLoss,
     check_embeddings,
@@ -96,7 +95,7 @@ class MultiSimilarityLoss(PairAnchorLoss):
         self,
         alpha: Positive = 2.0,
         beta: Positive = 50.0,
-        lamb: Annotated[float, Field(allow_inf_nan=False)] = 1.0,
+        lamb: Annotated[float, FINITE] = 1.0,
         eps: NonNegative = 0.1,
         ms_mining: bool = False,
     ) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
-from easyrec.config.arguments import NonNegative, Positive, Probability, Share, checked
+from easyrec.config.arguments import FINITE, NonNegative, Positive, Probability, Share, checked
 from easyrec.losses.focal import BinaryFocalLoss
 from easyrec.losses.pairs import build_pairs, zero_loss
 
@@ -45,7 +44,7 @@ class PairwiseFocalLoss(nn.Module):
         self,
         gamma: NonNegative = 2.0,
         alpha: Probability | None = None,
-        hinge_margin: Annotated[float, Field(allow_inf_nan=False)] | None = None,
+        hinge_margin: Annotated[float, FINITE] | None = None,
         ohem_ratio: Share = 1.0,
         temperature: Positive = 1.0,
     ) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from annotated_types import Ge
 from torch import Tensor, nn
 
 from easyrec.config.arguments import Fraction, checked
@@ -34,7 +34,7 @@ class SoftmaxCrossEntropy(nn.Module):
     requires_every_label = True
 
     @checked
-    def __init__(self, num_classes: Annotated[int, Field(ge=2)], label_smoothing: Fraction = 0.0) -> None:
+    def __init__(self, num_classes: Annotated[int, Ge(2)], label_smoothing: Fraction = 0.0) -> None:
         super().__init__()
         self.num_classes = int(num_classes)
         self.label_smoothing = float(label_smoothing)

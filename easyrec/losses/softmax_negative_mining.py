@@ -7,7 +7,7 @@ from typing import Annotated
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from annotated_types import Ge
 from torch import Tensor
 
 from easyrec.config.arguments import NonNegative, Positive, checked
@@ -98,7 +98,7 @@ class SoftmaxNegativeMiningLoss(TwoTowerLoss):
     @checked
     def __init__(
         self,
-        num_negative_samples: Annotated[int, Field(ge=1)] = 4,
+        num_negative_samples: Annotated[int, Ge(1)] = 4,
         margin: NonNegative = 0.0,
         gamma: Positive = 1.0,
         coefficient_of_support_vector: Positive = 1.0,

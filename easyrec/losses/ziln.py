@@ -7,10 +7,10 @@ from typing import Annotated
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from annotated_types import Gt
 from torch import Tensor, nn
 
-from easyrec.config.arguments import NonNegative, checked
+from easyrec.config.arguments import FINITE, NonNegative, checked
 from easyrec.losses.pairs import zero_loss
 from easyrec.losses.reduction import mean_over_nonzero_weights
 from easyrec.losses.sessions import check_shapes
@@ -57,8 +57,8 @@ class ZILNLoss(nn.Module):
         self,
         mu_regularization: NonNegative = 0.01,
         sigma_regularization: NonNegative = 0.01,
-        max_sigma: Annotated[float, Field(gt=MIN_SIGMA, allow_inf_nan=False)] = 5.0,
-        max_log_clip_value: Annotated[float, Field(gt=-100, allow_inf_nan=False)] = 20.0,
+        max_sigma: Annotated[float, Gt(MIN_SIGMA), FINITE] = 5.0,
+        max_log_clip_value: Annotated[float, Gt(-100), FINITE] = 20.0,
         classification_weight: NonNegative = 1.0,
         regression_weight: NonNegative = 1.0,
     ) -> None:

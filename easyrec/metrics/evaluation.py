@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field
+from annotated_types import Ge
 from torch import Tensor, nn
 
 from easyrec.config.arguments import checked
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 GAUC_NAMES = {"mean": "gauc", "sample": "gauc_sample", "positive": "gauc_positive"}
 
 
-K = Annotated[int, Field(ge=1)]
+K = Annotated[int, Ge(1)]
 
 
 class EvalMetrics:

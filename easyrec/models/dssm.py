@@ -7,7 +7,7 @@ from typing import Annotated
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from annotated_types import MinLen
 from torch import Tensor, nn
 
 from easyrec.config.arguments import Fraction, NonNegative, PositiveInt, checked
@@ -54,8 +54,8 @@ class DSSM(nn.Module):
     def __init__(
         self,
         inputs: InputSpec,
-        user_features: Annotated[Sequence[str], Field(min_length=1)],
-        item_features: Annotated[Sequence[str], Field(min_length=1)],
+        user_features: Annotated[Sequence[str], MinLen(1)],
+        item_features: Annotated[Sequence[str], MinLen(1)],
         embedding_dim: PositiveInt = 16,
         hidden_units: Sequence[PositiveInt] = (256, 128),
         output_dim: PositiveInt = 32,

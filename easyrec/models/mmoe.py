@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Annotated
 
 import torch
-from pydantic import Field
+from annotated_types import Ge, MinLen
 from torch import Tensor, nn
 
 from easyrec.config.arguments import Fraction, NonNegative, PositiveInt, checked
@@ -45,10 +45,10 @@ class MMoE(nn.Module):
     def __init__(
         self,
         inputs: InputSpec,
-        task_outputs: Annotated[Sequence[PositiveInt], Field(min_length=1)] = (1, 1),
+        task_outputs: Annotated[Sequence[PositiveInt], MinLen(1)] = (1, 1),
         embedding_dim: PositiveInt = 16,
-        num_experts: Annotated[int, Field(ge=1)] = 4,
-        expert_units: Annotated[Sequence[PositiveInt], Field(min_length=1)] = (256, 128),
+        num_experts: Annotated[int, Ge(1)] = 4,
+        expert_units: Annotated[Sequence[PositiveInt], MinLen(1)] = (256, 128),
         tower_units: Sequence[PositiveInt] = (64,),
         dropout: Fraction = 0.0,
         sparse_embeddings: bool = False,

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field
+from annotated_types import Interval, Le
 
 from easyrec.config.arguments import FLOAT32_MAX, NonNegative
 
 #: float32 parameters make a larger lr inf at the first step
-LearningRate = Annotated[float, Field(gt=0, le=FLOAT32_MAX)]
+LearningRate = Annotated[float, Interval(gt=0, le=FLOAT32_MAX)]
 #: [0, 1): moment decays
-Decay = Annotated[float, Field(ge=0, lt=1)]
+Decay = Annotated[float, Interval(ge=0, lt=1)]
 Betas = tuple[Decay, Decay]
-NonPositive = Annotated[float, Field(le=0)]
+NonPositive = Annotated[float, Le(0)]
 
 #: The rule of each hyper-parameter, by name.
 HYPERPARAMETERS: dict[str, Any] = {

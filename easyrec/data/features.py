@@ -9,24 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-<<<<<<< HEAD
-from typing import Annotated, Any, Literal
-=======
-from typing import TYPE_CHECKING, Any
->>>>>>> main
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-<<<<<<< HEAD
-import torch
 from annotated_types import Ge, Gt, MinLen
 
 from easyrec.config.arguments import PositiveInt, checked
-from easyrec.data.batches import EncodedSplit
-=======
-
->>>>>>> main
 from easyrec.data.hashing import hash_buckets
 from easyrec.errors import DataError
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from easyrec.errors import ConfigError
@@ -36,6 +36,9 @@ def validate(cfg: DictConfig, group: str | None = None) -> None:
         _check(TrainConfig, resolved, "", partial=False)
         _check_nodes(resolved, "")
     else:
+        # the run-wide keys first: the group's node may take them (data.seed is ${seed})
+        run_wide = {key: cfg[key] for key in cfg if not isinstance(cfg[key], DictConfig | ListConfig)}
+        _check(TrainConfig, run_wide, "", partial=True)
         _check_node(resolved, group)
         _check_nodes(resolved, group)
 

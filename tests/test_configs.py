@@ -11,8 +11,11 @@ from omegaconf import OmegaConf
 
 from easyrec.config import validate
 from easyrec.data import InputSpec
+from easyrec.distributed import DDP
+from easyrec.early_stopping import StopOnPlateau
 from easyrec.errors import ConfigError
-from easyrec.models import WideAndDeep
+from easyrec.losses import BinaryFocalLoss
+from easyrec.models import DeepFM, WideAndDeep
 from easyrec.optim import build_optimizer, build_schedules
 
 CONF = resources.files("easyrec.conf")
@@ -169,3 +172,36 @@ def test_a_users_own_component_is_checked_by_its_signature_and_annotations(compo
         validate(compose_train(*own, "+model.whatever=1"))
     with pytest.raises(ConfigError, match=r"^model.dropout=1.0: must be in \[0, 1\)$"):
         validate(compose_train(*own, "model.dropout=1"))
+    own = ["early_stopping._target_=tests.own_components.StopAfterEvaluations"]
+    validate(compose_train(*own, "+early_stopping.evaluations=2"))
+    with pytest.raises(ConfigError, match=r"^early_stopping.evaluations=0: must be >= 1$"):
+        validate(compose_train(*own, "+early_stopping.evaluations=0"))
+    with pytest.raises(ConfigError, match=r"^early_stopping.mode=up: must be one of: max, min$"):
+        validate(compose_train(*own, "+early_stopping.mode=up"))
+    with pytest.raises(ConfigError, match=r"^early_stopping.evaluation: not an option of tests.own_components"):
+        validate(compose_train(*own, "+early_stopping.evaluation=2"))
+
+
+@pytest.mark.parametrize(
+    "overrides,build",
+    [
+        (["loss=focal", "loss.gamma=-1.0"], lambda: BinaryFocalLoss(gamma=-1.0)),
+        (["model.dropout=1.0"], lambda: DeepFM(CRITEO_INPUTS, dropout=1.0)),
+        (
+            ["early_stopping=patience", "early_stopping.mode=up"],
+            lambda: StopOnPlateau(mode="up"),
+        ),
+        (
+            ["distributed=ddp", "distributed.backend=mpi"],
+            lambda: DDP(backend="mpi"),
+        ),
+    ],
+    ids=["loss", "model", "early_stopping", "distributed"],
+)
+def test_a_rule_refuses_a_config_and_plain_python_in_the_same_words(compose_train, overrides, build):
+    with pytest.raises(ConfigError) as from_config:
+        validate(compose_train(*overrides))
+    with pytest.raises(ValueError) as from_python:
+        build()
+    group = overrides[-1].split(".")[0]
+    assert str(from_config.value) == f"{group}.{from_python.value}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from easyrec.config.arguments import Seed
+from easyrec.config.arguments import PositiveInt, Seed
 
 
 @dataclass
@@ -39,6 +39,7 @@ class RunOptions:
     resume: bool | str = False  # true, auto, or a checkpoint file or run directory
     init_from: str | None = None
     memory_check: bool = True
+    num_threads: PositiveInt | None = None  # torch's intra-op threads, set for the whole process
 
 
 #: The node at each path whose keys are partly the run's: those are checked against this schema, the rest against

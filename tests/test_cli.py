@@ -17,7 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 from easyrec.data import generate_clicks
-from tests.conftest import QUICK
+from tests.conftest import QUICK, options
 
 pytestmark = pytest.mark.slow
 
@@ -39,12 +39,17 @@ def only_line(stderr: str) -> str:
     return lines[0]
 
 
+# How to write a table in the format of each data option that reads files (every one of conf/data/ but synthetic).
+WRITERS = {"csv": pv.write_csv, "parquet": pq.write_table}
+FILE_FORMATS = [option for option in options("data") if option != "synthetic"]
+
+
 def write_synthetic_files(directory: Path, fmt: str) -> tuple[Path, Path]:
     table, _ = generate_clicks(6000, seed=3)
     train, test = table.slice(0, 5000), table.slice(5000)
     paths = directory / f"train.{fmt}", directory / f"eval.{fmt}"
     for part, path in zip((train, test), paths, strict=True):
-        pv.write_csv(part, path) if fmt == "csv" else pq.write_table(part, path)
+        WRITERS[fmt](part, path)
     return paths
 
 
@@ -151,7 +156,7 @@ def test_user_options_from_config_dir(easyrec_here, tmp_path):
     assert only_line(err) == "easyrec train: error: optimizer.lr=-0.02: must be > 0"
 
 
-@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("fmt", FILE_FORMATS)
 def test_train_from_files(easyrec_here, tmp_path, fmt):
     train, test = write_synthetic_files(tmp_path, fmt)
     code, _, err = easyrec_here(

@@ -15,21 +15,15 @@ from easyrec.data import InputSpec
 from easyrec.errors import ConfigError
 from easyrec.models import WideAndDeep
 from easyrec.optim import build_optimizer, build_schedules
+from tests.conftest import options
 
 CONF = resources.files("easyrec.conf")
-GROUPS = [
-    "model",
-    "data",
-    "optimizer",
-    "lr_schedule",
-    "gradients",
-    "loss",
-    "metrics",
-    "early_stopping",
-    "distributed",
-    "trainer",
-    "logger",
-]
+# The component groups: every folder of conf/ but those that select other groups' options or configure Hydra.
+GROUPS = sorted(
+    p.name
+    for p in CONF.iterdir()
+    if p.is_dir() and p.name not in {"experiment", "hparams_search", "hydra", "__pycache__"}
+)
 FILE_DATA = ["data.train_path=train.csv", "data.eval_path=eval.csv"]
 # Options that need more of the config than their own group: files, or the label columns their tasks read.
 NEEDS = {
@@ -45,10 +39,6 @@ NEEDS = {
 CRITEO_INPUTS = InputSpec(
     tuple(f"I{j}" for j in range(1, 14)), tuple(f"C{f}" for f in range(1, 27)), tuple(range(5, 31))
 )
-
-
-def options(group: str) -> list[str]:
-    return sorted(p.name[:-5] for p in CONF.joinpath(group).iterdir() if p.name.endswith(".yaml"))
 
 
 def test_every_shipped_option_has_a_schema(compose_train):

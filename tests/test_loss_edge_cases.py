@@ -37,6 +37,7 @@ from easyrec.losses.softmax_ce import SoftmaxCrossEntropy
 from easyrec.losses.softmax_negative_mining import SoftmaxNegativeMiningLoss
 from easyrec.losses.weighted import WeightedLosses
 from easyrec.losses.ziln import ZILNLoss
+from tests.conftest import options
 
 EXTREME = 60.0
 
@@ -225,6 +226,13 @@ LOSSES = [
     LossSpec("multi_similarity", MultiSimilarityLoss, (2, 4)),
     LossSpec("softmax_negative_mining", lambda: SoftmaxNegativeMiningLoss(num_negative_samples=3), (2, 4)),
 ]
+
+
+def test_the_table_has_the_loss_of_every_conf_option(compose_train):
+    tested = {type(spec.make()).__name__ for spec in LOSSES}
+    for option in options("loss"):
+        assert compose_train(f"loss={option}").loss._target_.rsplit(".", 1)[1] in tested, option
+
 
 # ---------------------------------------------------------------------- the edge-case table
 

@@ -6,20 +6,16 @@ import pytest
 
 from easyrec.errors import ConfigError
 from easyrec.run import train
+from tests.conftest import options
 
 pytestmark = pytest.mark.slow  # about 2 s per option
 
-LOSSES = [
-    "bce",
-    "focal",
-    "l2",
-    "sigmoid_l2",
-    "f1_reweighted",
-    "pairwise_logistic",
-    "pairwise_hinge",
-    "pairwise_focal",
-    "bce_pairwise",
-]
+# The loss options that need sessions (trained below) or their task's own labels and model (test_task_options.py).
+ON_SESSIONS = ["jrc", "listwise_distill", "listwise_rank"]
+ON_THEIR_TASK = ["circle", "in_batch_softmax", "infonce", "multi_similarity", "softmax_negative_mining"]
+ON_THEIR_TASK += ["kl_distill", "kl_divergence", "multi_task", "order_calibrate", "softmax_ce", "ziln"]
+# Every other option of conf/loss/ trains on the click labels: a new one is tested here as soon as its YAML exists.
+LOSSES = [loss for loss in options("loss") if loss not in ON_SESSIONS + ON_THEIR_TASK]
 # 8-dim embeddings: eval AUCs 0.71-0.73 on every option here (pairwise_focal: 0.7249; 0.7254 with the default 16),
 # and Adam's dense update of the embedding tables, most of a step's time, halves
 QUICK = [
@@ -29,6 +25,19 @@ QUICK = [
     "trainer.max_steps=150",
     "logger=none",
 ]
+
+
+def test_every_loss_option_trains_in_a_test():
+    from hydra import compose, initialize_config_module
+
+    from tests.test_task_options import CASES
+
+    with initialize_config_module(config_module="easyrec.conf", version_base="1.3"):
+        chosen = [
+            compose("train", overrides, return_hydra_config=True).hydra.runtime.choices.loss for overrides, *_ in CASES
+        ]
+    assert set(ON_THEIR_TASK) <= set(chosen)
+    assert sorted(LOSSES + ON_SESSIONS + ON_THEIR_TASK) == options("loss")  # no stale name in the lists above
 
 
 @pytest.mark.parametrize("loss", LOSSES)

@@ -11,6 +11,7 @@ from torch import nn
 from easyrec.data.features import InputSpec
 from easyrec.models import DSSM, ESMM, DeepFM, MMoE, WideAndDeep
 from easyrec.modules import MLP, FactorizationMachine, FieldEmbedding
+from tests.conftest import options
 
 CARDINALITIES = (3, 5, 2)
 
@@ -241,18 +242,25 @@ def test_deepfm_sparse_embeddings_give_sparse_gradients():
     assert not model.mlp.layers[0].weight.grad.is_sparse
 
 
-@pytest.mark.parametrize(
-    "build",
-    [
-        lambda **kw: DeepFM(spec(), embedding_dim=4, hidden_units=[8], **kw),
-        lambda **kw: WideAndDeep(spec(), embedding_dim=4, hidden_units=[8], **kw),
-        lambda **kw: MMoE(spec(), embedding_dim=4, expert_units=[8], tower_units=[4], **kw),
-        lambda **kw: ESMM(spec(), embedding_dim=4, tower_units=[8], **kw),
-        lambda **kw: DSSM(spec(), ["I0", "C0"], ["I1", "C1", "C2"], embedding_dim=4, hidden_units=[8], **kw),
-    ],
-    ids=["deepfm", "wide_deep", "mmoe", "esmm", "dssm"],
-)
-def test_every_model_regularizes_every_table_it_looks_up(build):
+# A small model of each option of conf/model/, by option name.
+BUILDS = {
+    "deepfm": lambda **kw: DeepFM(spec(), embedding_dim=4, hidden_units=[8], **kw),
+    "wide_deep": lambda **kw: WideAndDeep(spec(), embedding_dim=4, hidden_units=[8], **kw),
+    "mmoe": lambda **kw: MMoE(spec(), embedding_dim=4, expert_units=[8], tower_units=[4], **kw),
+    "esmm": lambda **kw: ESMM(spec(), embedding_dim=4, tower_units=[8], **kw),
+    "dssm": lambda **kw: DSSM(spec(), ["I0", "C0"], ["I1", "C1", "C2"], embedding_dim=4, hidden_units=[8], **kw),
+}
+
+
+def test_there_is_a_model_of_each_conf_option(compose_train):
+    assert sorted(BUILDS) == options("model")
+    for option, build in BUILDS.items():
+        assert compose_train(f"model={option}").model._target_ == f"easyrec.models.{type(build()).__name__}"
+
+
+@pytest.mark.parametrize("option", options("model"))
+def test_every_model_regularizes_every_table_it_looks_up(option):
+    build = BUILDS[option]
     torch.manual_seed(0)
     model = build(embedding_regularization=0.1)
     model(torch.randn(4, 2), random_ids(4))

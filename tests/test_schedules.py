@@ -22,7 +22,7 @@ from easyrec.optim import (
     TransformerLR,
     build_schedules,
 )
-from tests.conftest import QUICK
+from tests.conftest import QUICK, options
 
 Factory = Callable[[torch.optim.Optimizer], StepSchedule]
 
@@ -181,18 +181,26 @@ def test_transformer_step_scaling_scales_step_and_warmup() -> None:
     check(lrs, {s: 0.1 * 64**-0.5 * min((0.5 * s + 1) * 5**-1.5, (0.5 * s + 1) ** -0.5) for s in range(21)})
 
 
+# One schedule of each option of conf/lr_schedule/, by option name.
 ALL_SCHEDULES: dict[str, Factory] = {
     "constant": ConstantLR,
-    "exponential": lambda opt: ExponentialDecayWithBurnin(
+    "exponential_decay": lambda opt: ExponentialDecayWithBurnin(
         opt, decay_steps=3, decay_factor=0.5, burnin_learning_rate=0.01, burnin_steps=4, min_learning_rate=0.02
     ),
-    "manual": lambda opt: ManualStepLR(opt, [(3, 0.3), (6, 0.05)], warmup=True),
+    "manual_step": lambda opt: ManualStepLR(opt, [(3, 0.3), (6, 0.05)], warmup=True),
     "cosine": lambda opt: CosineDecayWithWarmup(
         opt, total_steps=12, warmup_learning_rate=0.01, warmup_steps=3, hold_base_rate_steps=2
     ),
     "polynomial": lambda opt: PolynomialDecay(opt, total_steps=10, power=1.5, end_learning_rate=0.02),
     "transformer": lambda opt: TransformerLR(opt, hidden_size=8, warmup_steps=3),
 }
+
+
+def test_the_table_has_a_schedule_of_each_conf_option(compose_train):
+    assert sorted(ALL_SCHEDULES) == options("lr_schedule")
+    for option, factory in ALL_SCHEDULES.items():
+        target = compose_train(f"lr_schedule={option}").lr_schedule._target_
+        assert target == f"easyrec.optim.{type(factory(sgd(0.1))).__name__}", option
 
 
 @pytest.mark.parametrize("factory", ALL_SCHEDULES.values(), ids=ALL_SCHEDULES.keys())

@@ -18,6 +18,7 @@ from easyrec.early_stopping import (
     CustomStop,
     EarlyStopping,
     NeverStop,
+    PruneTrial,
     StopAtDeadline,
     StopAtThreshold,
     StopOnDivergence,
@@ -27,6 +28,7 @@ from easyrec.early_stopping import (
 from easyrec.early_stopping.deadline import deadline_problem, parse_after, parse_at
 from easyrec.early_stopping.examples import metric_above
 from easyrec.errors import ConfigError
+from tests.conftest import options
 
 # An event is ("eval", step, metrics) for should_stop or ("step", step, train-or-None) for after_step.
 Event = tuple[str, int, dict | None]
@@ -564,20 +566,27 @@ RUN_DIR_OVERRIDES = {
 }
 
 
-@pytest.mark.parametrize(
-    "option, target",
-    [
-        ("none", NeverStop),
-        ("patience", StopOnPlateau),
-        ("threshold", StopAtThreshold),
-        ("divergence", StopOnDivergence),
-        ("stop_file", StopOnFile),
-        ("deadline", StopAtDeadline),
-        ("custom", CustomStop),
-        ("several", AnyOf),
-    ],
-)
-def test_every_conf_option_builds_and_runs(compose_train, option, target):
+# The rule each option of conf/early_stopping/ builds.
+TARGETS = {
+    "none": NeverStop,
+    "patience": StopOnPlateau,
+    "threshold": StopAtThreshold,
+    "divergence": StopOnDivergence,
+    "stop_file": StopOnFile,
+    "deadline": StopAtDeadline,
+    "custom": CustomStop,
+    "several": AnyOf,
+    "optuna_pruning": PruneTrial,
+}
+
+
+def test_the_expected_rules_are_those_of_the_conf_options():
+    assert sorted(TARGETS) == options("early_stopping")
+
+
+@pytest.mark.parametrize("option", options("early_stopping"))
+def test_every_conf_option_builds_and_runs(compose_train, option):
+    target = TARGETS[option]
     cfg = compose_train(f"early_stopping={option}", *RUN_DIR_OVERRIDES.get(option, []))
     rule = instantiate(cfg.early_stopping)
     assert type(rule) is target

@@ -58,9 +58,9 @@ def test_jrc_trains_two_logits_on_sessions(compose_train, tmp_path, strategy):
 
 
 def test_listwise_distill_runs_on_sessions(compose_train, tmp_path):
-    # Click labels are not teacher ranks, so this checks the wiring, not the quality.
+    # Click labels are not teacher ranks, so this checks the wiring, not the quality: the eval AUC measured (0.5189)
     cfg = compose_train("loss=listwise_distill", "data.features.session=session", "trainer.max_steps=20", *QUICK[:3])
-    assert 0.0 <= train(cfg, tmp_path) <= 1.0
+    assert train(cfg, tmp_path) == pytest.approx(0.5189, abs=0.01)
 
 
 @pytest.mark.parametrize("loss", ["listwise_rank", "listwise_distill", "jrc"])

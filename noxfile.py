@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests`` (what CI runs), ``nox -s lint``."""
+"""Developer sessions: ``nox -s tests`` (what CI runs), ``nox -s lint``, ``nox -s docs``."""
 
 import hashlib
 from pathlib import Path
@@ -32,6 +32,16 @@ def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the docs site into site/ with ``mkdocs build --strict``: any warning (a broken link, a page left out of
+    the nav) fails. tests/test_docs.py, part of the suite, checks that the docs and conf/ name the same options."""
+    # The docs extra alone: mkdocs needs neither easyrec nor torch.
+    session.install(*nox.project.load_toml("pyproject.toml")["project"]["optional-dependencies"]["docs"])
+    # Material's banner about its successor is not a build warning; keep the output to what --strict judges.
+    session.run("mkdocs", "build", "--strict", env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session(reuse_venv=True)

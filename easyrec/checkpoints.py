@@ -6,7 +6,8 @@ without running any pickled code): ``format``, ``model``, ``optimizer``, ``lr_sc
 ``metrics``, ``best``, ``history``, ``config`` (the resolved run config), ``run`` (the MLflow run id) and
 ``checksum``: the SHA-256 of everything else (see :func:`checksum`), checked on load, so that a damaged file is
 refused however it was damaged. ``best.pt`` holds the same without the optimizer and scheduler states (``kind:
-weights``): enough to evaluate, predict, export or fine-tune, not to resume.
+weights``): enough to evaluate, predict, export or fine-tune, not to resume. The trainer gathers the entries from
+its stateful parts (:class:`Stateful`: a new one is one entry of ``Trainer.parts``) and its own state.
 
 Checkpoints of the previous format (``easyrec-checkpoint/1``, written before checksums) still load, unchecked.
 The checksum finds damage (a file cut short, a changed byte), it is no signature: whoever edits a checkpoint can
@@ -22,11 +23,11 @@ import os
 import pickle
 import re
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -78,6 +79,55 @@ class Checkpoints:
     def latest(self) -> Path | None:
         files = self.step_files()
         return files[-1] if files else None
+
+
+class Stateful(Protocol):
+    """A part of the training state that a checkpoint keeps under one key (the model, an optimizer, an
+    early-stopping rule, ...): plain Python values and tensors, as ``torch.load(weights_only=True)`` reads them."""
+
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, state: Any) -> None: ...
+
+
+class EachOf:
+    """Several stateful parts (the LR schedulers) kept as one list, in order."""
+
+    def __init__(self, parts: Sequence[Stateful]) -> None:
+        self.parts = list(parts)
+
+    def state_dict(self) -> list[Any]:
+        return [part.state_dict() for part in self.parts]
+
+    def load_state_dict(self, state: Sequence[Any]) -> None:
+        for part, part_state in zip(self.parts, state, strict=True):
+            part.load_state_dict(part_state)
+
+
+class RandomState:
+    """torch's random generators (CPU and CUDA): a resumed run draws (dropout, noise) what an uninterrupted one
+    would."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Stateless:
+    """A part with nothing to keep (a loss that is a plain function)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
 
 
 def write_json(report: Mapping[str, Any], path: Path) -> None:

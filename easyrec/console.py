@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
 
 def plural(count: int, noun: str) -> str:
@@ -85,3 +88,57 @@ class TrainingProgress:
         self.progress.update(self.task, completed=step, speed=speed, loss=self.loss, lr=f"{lr:.3g}")
         self.progress.refresh()
         self.last, self.rows = now, 0
+
+
+#: ``advance(step, rows, lr, train)``: see :meth:`TrainingReport.progress`.
+Advance = Callable[[int, int, float, Mapping[str, float] | None], None]
+
+
+class TrainingReport:
+    """What a training run shows: its progress while it trains, its final metrics when it is done.
+
+    Args:
+        log: where the progress goes as lines when there is no bar (the training loop's logger).
+        console: where the bar is drawn (default: stderr); a bar only when it is a terminal.
+        show_bar: whether to draw a bar there (False: a worker other than the main one, or ``progress_bar=false``).
+    """
+
+    def __init__(self, log: logging.Logger, console: Console | None = None, show_bar: bool = True) -> None:
+        self.log, self.console = log, console or Console(stderr=True)
+        self.show_bar = show_bar and self.console.is_terminal
+
+    @contextmanager
+    def progress(self, total: int) -> Iterator[Advance]:
+        """Yield ``advance(step, rows, lr, train)``, called after each of the ``total`` optimizer steps
+        (``train``: the metrics of a logging interval that ended there, else None): it moves the bar
+        (:class:`TrainingProgress`), or logs a line at each logging interval."""
+        if not self.show_bar:
+
+            def advance_log(step: int, rows: int, lr: float, train: Mapping[str, float] | None) -> None:
+                if train is not None:
+                    self.log.info(
+                        "step %d/%d: loss %.5f, lr %.3g, %.0f samples/s",
+                        step,
+                        total,
+                        train["train/loss"],
+                        train["train/lr"],
+                        train["train/samples_per_s"],
+                    )
+
+            yield advance_log
+            return
+        with TrainingProgress(self.console, total) as bar:
+            yield bar.advance
+
+    def results(self, title: str, metrics: Mapping[str, float], run_dir: Path, view_commands: Sequence[str]) -> None:
+        """Print ``metrics`` as a table on stdout, then the run directory and the commands that show the run."""
+        table = Table(title=title)
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in metrics.items():
+            table.add_row(key, f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 1e4 else f"{value:.5f}")
+        Console().print(table)
+        # plain lines, never wrapped: a path or a command is copied whole
+        print(f"run directory: {run_dir.resolve()}")
+        for number, command in enumerate(view_commands):
+            print(f"{'to look at it:' if number == 0 else '':<14} {command}")

@@ -101,7 +101,7 @@ def train(
     from easyrec.losses.heads import label_rules
     from easyrec.optim import attach_loss_parameters, build_optimizer, build_schedules
     from easyrec.resume import checked_resume_state, fine_tune, load_named_checkpoint
-    from easyrec.trainer import planned_steps
+    from easyrec.trainer import configure_process, planned_steps
 
     torch.manual_seed(cfg.seed)
     # Constructors only check their arguments: a bad config fails here, before a run is opened.
@@ -164,6 +164,7 @@ def train(
         if init_state:
             tuned = fine_tune(model, init_state, list(data.input_spec.cardinalities))
             logger.set_tags({"easyrec.init_from": tuned["path"], "easyrec.init_skipped": str(len(tuned["skipped"]))})
+        configure_process(trainer_options.pop("num_threads", None))  # process-wide: the run's, not the Trainer's
         trainer = instantiate(OmegaConf.create(trainer_options))(
             model=model,
             data=data,

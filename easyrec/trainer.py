@@ -5,22 +5,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import signal
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.table import Table
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from easyrec.checkpoints import FORMAT, Checkpoints, load_checkpoint, write_json
-from easyrec.console import TrainingProgress, plural
+from easyrec.checkpoints import (
+    FORMAT,
+    Checkpoints,
+    EachOf,
+    RandomState,
+    Stateful,
+    Stateless,
+    load_checkpoint,
+    write_json,
+)
+from easyrec.console import TrainingReport, plural
 from easyrec.data.batches import EncodedSplit, TrainStep
 from easyrec.data.tabular import TabularData
 from easyrec.distributed import SingleProcess
@@ -33,6 +37,7 @@ from easyrec.metrics import EvalMetrics, evaluate_model
 from easyrec.modules import FieldEmbedding
 from easyrec.optim.gradients import GradientTreatment
 from easyrec.optim.grouped import GroupedOptimizer
+from easyrec.stopping import StopRequests
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +58,7 @@ class Trainer:
             task, label column, ``scores``) decide what is evaluated and how.
         output_dir: the run directory; checkpoints go to ``output_dir/checkpoints/``.
         logger: where metrics go (MLflow, or nowhere).
-        early_stopping: asked after each evaluation whether to stop.
+        early_stopping: asked after each evaluation and each step whether to stop.
         distributed: the process layout (:class:`~easyrec.distributed.SingleProcess`, or
             :class:`~easyrec.distributed.DDP` workers, already started): each worker trains on its shard of every
             step's rows, gradients are averaged over workers, evaluation covers the whole eval split, every worker
@@ -75,7 +80,6 @@ class Trainer:
         restore_best: at the end, load the best weights (by ``monitor``), evaluate them and return their metrics.
         progress_bar: show a rich progress bar when the terminal is interactive.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
-        num_threads: torch intra-op threads (None: torch's default).
         precision: ``"fp32"``, or ``"bf16"``: the training forward pass runs under bfloat16 autocast (matrix
             products in bf16, on AMX or tensor cores where the machine has them); parameters, optimizer state, the
             loss and evaluation stay fp32. On a device without native bf16 (:func:`native_bf16`) software emulates
@@ -89,6 +93,9 @@ class Trainer:
     A checkpoint holds everything an exact resume needs (see :mod:`easyrec.checkpoints`); :meth:`load_state_dict`
     restores it, and :meth:`fit` then continues from the same step, epoch and batch as if never stopped. SIGINT and
     SIGTERM stop training at the next step boundary with a checkpoint (a second Ctrl-C quits at once).
+
+    The Trainer changes nothing process-wide: the run sets torch's threads and sparse checks
+    (:func:`configure_process`) before building it.
     """
 
     def __init__(
@@ -116,7 +123,6 @@ class Trainer:
         restore_best: bool = True,
         progress_bar: bool = True,
         device: str = "auto",
-        num_threads: int | None = None,
         precision: str = "fp32",
         data_on_device: bool | str = "auto",
         config: Mapping[str, Any] | None = None,
@@ -129,8 +135,6 @@ class Trainer:
             raise ConfigError(f"trainer.data_on_device={data_on_device}: must be one of: auto, true, false")
         if monitor_mode not in ("max", "min"):
             raise ConfigError(f"trainer.monitor_mode={monitor_mode}: must be one of: max, min")
-        if num_threads:
-            torch.set_num_threads(num_threads)
         self.distributed = distributed or SingleProcess()
         self.device = self.distributed.device(device)
         self.model = model.to(self.device)
@@ -156,7 +160,6 @@ class Trainer:
         self.logger = logger or NullLogger()
         self.early_stopping = early_stopping or NeverStop()
         self.lr_schedulers = list(lr_schedulers)
-        torch.sparse.check_sparse_tensor_invariants.disable()  # sparse embedding gradients are valid by construction
         if gradients is None:
             gradients = GradientTreatment()
             gradients.prepare(model)
@@ -170,18 +173,26 @@ class Trainer:
         )
         self.monitor, self.monitor_mode, self.restore_best = monitor, monitor_mode, restore_best
         self.config = dict(config or {})
-        self.console = Console(stderr=True)
-        self.show_progress = progress_bar and self.distributed.is_main and self.console.is_terminal
+        self.reporter = TrainingReport(log, show_bar=progress_bar and self.distributed.is_main)
+        self.stops = StopRequests(self.early_stopping, self.distributed, max_epochs, max_steps)
         self.step = 0
         self.epoch = 0
         self.rows_in_epoch = 0  # rows of the current epoch's order already trained on (by all workers)
-        self.stop_reason: str | None = None
         self.eval_metrics: dict[str, float] = {}
         self.history: dict[int, dict[str, float]] = {}  # eval metrics by step
         self.best: dict[str, Any] | None = None  # {"value", "step", "metrics"} of the best evaluation by monitor
         self.last_eval_step: int | None = None
         self.run_id: str | None = None  # the tracked run, kept in checkpoints so that a resume continues it
-        self._interrupt: tuple[int, str] | None = None
+        # what a checkpoint keeps, each under its key, besides the trainer's own state (see state_dict)
+        self.parts: dict[str, Stateful] = {
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "loss": self.loss if is_module else Stateless(),
+            "lr_schedulers": EachOf(self.lr_schedulers),
+            "rng": RandomState(),
+            "gradients": self.gradients,
+            "early_stopping": self.early_stopping,
+        }
         self._last_checkpoint = time.monotonic()
         self.eval_seconds = 0.0  # spent evaluating inside the training loop of this process
         names = self.metric_names()
@@ -201,8 +212,8 @@ class Trainer:
         train_start, rows_trained = time.perf_counter(), 0
         self._last_checkpoint = time.monotonic()
         workers = self.distributed
-        with self._stop_signals(), self._progress_bar(total_steps) as advance:
-            while not self._done():
+        with self.stops.catching_signals(), self.reporter.progress(total_steps) as advance:
+            while self.stops.why(self.step, self.epoch) is None:
                 steps = self.data.train_steps(
                     self.epoch, self.rows_in_epoch, workers.world_size, workers.rank, workers.accumulate_steps
                 )
@@ -211,27 +222,28 @@ class Trainer:
                     rows_trained += step.rows
                     self.step += 1
                     self.rows_in_epoch += step.rows
-                    train, stop = None, None
+                    train = None
                     if self.step % self.log_every_n_steps == 0 or self.step == total_steps:
                         train = {**window.close(workers), **self._learning_rates(), **self._loss_components()}
                         train["train/skipped_steps"] = float(self.gradients.skipped_steps)
                         self.logger.log_metrics(train, self.step)
-                    advance(step.rows, train)
+                    advance(self.step, step.rows, self.optimizer.param_groups[0]["lr"], train)
                     if self.eval_every_n_steps and self.step % self.eval_every_n_steps == 0:
-                        stop = self._evaluate_and_decide()
-                    if stop is None and self.stop_reason is None and self.early_stopping.after_step(self.step, train):
-                        stop = stop or self.early_stopping.reason or "early stopping"
-                    self._settle(stop)
+                        self._evaluate_and_track()
+                    self.stops.after_step(self.step, train)
                     self._checkpoint_if_due()
-                    if self._done():
+                    if self.stops.why(self.step, self.epoch) is not None:
                         break
                 else:  # the epoch ran out
                     self.epoch += 1
                     self.rows_in_epoch = 0
-                    if not self.eval_every_n_steps and not self._done():
-                        self._settle(self._evaluate_and_decide())
+                    if not self.eval_every_n_steps and self.stops.why(self.step, self.epoch) is None:
+                        self._evaluate_and_track()
+                        self.stops.settle()
+                        if self.stops.signal:
+                            self._interrupt()
         if self.last_eval_step != self.step:
-            self._evaluate_and_decide()  # no step follows: nothing to stop
+            self._evaluate_and_track()  # no step follows: nothing to stop
         seconds = time.perf_counter() - train_start
         summary = {
             "train/seconds": seconds,  # training and its evaluations, the final one included
@@ -242,8 +254,8 @@ class Trainer:
             "train/steps": float(self.step),
         }
         self.logger.log_metrics(summary, self.step)
-        if self.stop_reason:
-            self.logger.set_tags({"easyrec.stop_reason": self.stop_reason})
+        if self.stops.reason:
+            self.logger.set_tags({"easyrec.stop_reason": self.stops.reason})
         self.save_checkpoint()
         final = self._restore_best()
         self._report({**final, **summary})
@@ -292,51 +304,24 @@ class Trainer:
             return self.loss(logits, batch.labels, batch.weights, sessions=batch.sessions)
         return self.loss(logits, batch.labels, batch.weights)
 
-    def _settle(self, stop: str | None) -> None:
-        """Act on this step's decisions together with the other workers: stop when the main process's rules say
-        so (``stop``: the reason), interrupt when any worker received a signal."""
-        signal_number = self._interrupt[0] if self._interrupt else 0
-        stopping, signal_number = self.distributed.agree(stop is not None, signal_number)
-        if stopping and self.stop_reason is None:
-            self.stop_reason = stop if self.distributed.is_main else "the main worker stopped early"
-            log.info("stopping early: %s", self.stop_reason)
-        if signal_number and not self._interrupt:
-            self._interrupt = (signal_number, signal.Signals(signal_number).name)
-
     def _checkpoint_if_due(self) -> None:
-        """Write a step checkpoint when one is due, or when a signal asked training to stop (then raise)."""
+        """Write a step checkpoint when one is due; when a signal asked training to stop, :meth:`_interrupt`."""
+        if self.stops.signal:
+            self._interrupt()
         by_steps = self.checkpoint_every_n_steps and self.step % self.checkpoint_every_n_steps == 0
         by_time = (
             self.checkpoint_every_n_seconds
             and time.monotonic() - self._last_checkpoint >= self.checkpoint_every_n_seconds
         )
-        if by_steps or by_time or self._interrupt:
+        if by_steps or by_time:
             self.save_checkpoint()
-        if self._interrupt:
-            number, name = self._interrupt
-            log.warning("%s: stopped at step %d; resume with trainer.resume=true", name, self.step)
-            raise Interrupted(number, name)
 
-    @contextmanager
-    def _stop_signals(self) -> Iterator[None]:
-        """While training, SIGINT and SIGTERM ask for a stop at the next step boundary (after a checkpoint); a
-        second SIGINT interrupts at once."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def ask_to_stop(number: int, frame: Any) -> None:
-            if self._interrupt and number == signal.SIGINT:
-                raise KeyboardInterrupt
-            self._interrupt = (number, signal.Signals(number).name)
-            log.warning("%s received: stopping after this step (Ctrl-C again to quit now)", self._interrupt[1])
-
-        previous = {number: signal.signal(number, ask_to_stop) for number in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for number, handler in previous.items():
-                signal.signal(number, handler)
+    def _interrupt(self) -> None:
+        """Stop at this step boundary, as a signal asked: write a checkpoint, then raise Interrupted."""
+        self.save_checkpoint()
+        number, name = self.stops.signal
+        log.warning("%s: stopped at step %d; resume with trainer.resume=true", name, self.step)
+        raise Interrupted(number, name)
 
     def _loss_components(self) -> dict[str, float]:
         """``train/loss/<name>`` (and learned weights) of the last step, for losses made of several."""
@@ -349,12 +334,10 @@ class Trainer:
         rates.update({f"train/lr/{g['group']}": g["lr"] for g in groups if "group" in g})
         return rates
 
-    def _done(self) -> bool:
-        if self.stop_reason is not None:
-            return True
-        if self.max_steps and self.step >= self.max_steps:
-            return True
-        return self.max_epochs > 0 and self.epoch >= self.max_epochs
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the early-stopping rule ended training (None: it did not)."""
+        return self.stops.reason
 
     # ------------------------------------------------------------------ evaluation
 
@@ -373,8 +356,8 @@ class Trainer:
         batches = self.data.eval_batches(workers.rank, workers.world_size)
         return evaluate_model(self.model, batches, evaluation, self.device, workers)
 
-    def _evaluate_and_decide(self) -> str | None:
-        """Evaluate, log, and ask the early-stopping rule whether to stop: the reason to stop, or None."""
+    def _evaluate_and_track(self) -> None:
+        """Evaluate, log, ask the early-stopping rule (:meth:`StopRequests.after_evaluation`), track the best."""
         start = time.perf_counter()
         metrics = self.eval_metrics = self.evaluate()
         self.eval_seconds += time.perf_counter() - start
@@ -386,9 +369,8 @@ class Trainer:
             self.step,
             ", ".join(f"{k} {v:.5f}" for k, v in metrics.items() if math.isfinite(v)),
         )
-        stop = self.stop_reason is None and self.early_stopping.should_stop(metrics, self.step)
+        self.stops.after_evaluation(metrics, self.step)
         self._track_best(metrics)
-        return (self.early_stopping.reason or "early stopping") if stop else None
 
     def _track_best(self, metrics: dict[str, float]) -> None:
         """Keep ``checkpoints/best.pt`` at the best evaluation so far by ``monitor``."""
@@ -431,48 +413,33 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoint and reporting
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything an exact resume needs (plain types and tensors: safe to load with ``weights_only``)."""
+        """Everything an exact resume needs (plain types and tensors: safe to load with ``weights_only``): each of
+        :attr:`parts` under its key, the trainer's own state (its position in the data, evaluations, stop reason
+        and run id), and what describes the run to ``easyrec evaluate``, ``predict``, ``export`` and
+        ``trainer.init_from`` (its data encoding, input sizes and config; a resume rebuilds those)."""
         return {
             "format": FORMAT,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "loss": self.loss.state_dict() if isinstance(self.loss, nn.Module) else {},
-            "lr_schedulers": [scheduler.state_dict() for scheduler in self.lr_schedulers],
+            **{key: part.state_dict() for key, part in self.parts.items()},
             "step": self.step,
             "epoch": self.epoch,
             "rows_in_epoch": self.rows_in_epoch,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            },
-            "gradients": {"skipped_steps": self.gradients.skipped_steps},
-            "data": self.data.state_dict(),
-            "input_spec": {"cardinalities": list(self.data.input_spec.cardinalities)},
-            "early_stopping": self.early_stopping.state_dict(),
-            "stop_reason": self.stop_reason,
+            "stop_reason": self.stops.reason,
             "metrics": dict(self.eval_metrics),
             "last_eval_step": self.last_eval_step,
             "history": {step: dict(metrics) for step, metrics in self.history.items()},
             "best": self.best,
-            "config": self.config,
             "run": {"id": self.run_id},
+            "data": self.data.state_dict(),
+            "input_spec": {"cardinalities": list(self.data.input_spec.cardinalities)},
+            "config": self.config,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` (from a checkpoint of the same model, data and optimizer)."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if isinstance(self.loss, nn.Module):
-            self.loss.load_state_dict(state["loss"])
-        for scheduler, scheduler_state in zip(self.lr_schedulers, state["lr_schedulers"], strict=True):
-            scheduler.load_state_dict(scheduler_state)
+        for key, part in self.parts.items():
+            part.load_state_dict(state[key])
         self.step, self.epoch, self.rows_in_epoch = state["step"], state["epoch"], state["rows_in_epoch"]
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        self.gradients.skipped_steps = state["gradients"]["skipped_steps"]
-        self.early_stopping.load_state_dict(state["early_stopping"])
-        self.stop_reason = state["stop_reason"]
+        self.stops.reason = state["stop_reason"]
         self.eval_metrics, self.last_eval_step = dict(state["metrics"]), state["last_eval_step"]
         self.history = {int(step): dict(metrics) for step, metrics in state["history"].items()}
         self.best = state["best"]
@@ -499,29 +466,6 @@ class Trainer:
         layout += [f"accumulate_steps={workers.accumulate_steps}"] if workers.accumulate_steps > 1 else []
         return ", ".join(limits + layout + [f"device={self.device}"])
 
-    @contextmanager
-    def _progress_bar(self, total: int) -> Iterator:
-        """Yield ``advance(rows, train_metrics)``, called after each step (``train_metrics``: those of a logging
-        interval that ended there, else None): it moves the bar (:class:`~easyrec.console.TrainingProgress`), or
-        logs a line at each logging interval."""
-        if not self.show_progress:
-
-            def advance_log(rows: int, train: dict[str, float] | None) -> None:
-                if train is not None:
-                    log.info(
-                        "step %d/%d: loss %.5f, lr %.3g, %.0f samples/s",
-                        self.step,
-                        total,
-                        train["train/loss"],
-                        train["train/lr"],
-                        train["train/samples_per_s"],
-                    )
-
-            yield advance_log
-            return
-        with TrainingProgress(self.console, total) as progress:
-            yield lambda rows, train: progress.advance(self.step, rows, self.optimizer.param_groups[0]["lr"], train)
-
     def _report(self, metrics: dict[str, float]) -> None:
         """Print the final metrics as a table and write them to ``metrics.json`` in the run directory (for scripts
         and benchmarks, whatever the logger)."""
@@ -529,16 +473,17 @@ class Trainer:
             return
         summary = {"step": self.step, "epoch": self.epoch, "precision": self.precision, **metrics}
         write_json(summary, self.output_dir / "metrics.json")
-        table = Table(title=f"easyrec: {plural(self.step, 'step')}, {plural(self.epoch, 'epoch')}")
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        for key, value in metrics.items():
-            table.add_row(key, f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 1e4 else f"{value:.5f}")
-        Console().print(table)
-        # plain lines, never wrapped: a path or a command is copied whole
-        print(f"run directory: {self.output_dir.resolve()}")
-        for number, command in enumerate(self.logger.view_commands()):
-            print(f"{'to look at it:' if number == 0 else '':<14} {command}")
+        title = f"easyrec: {plural(self.step, 'step')}, {plural(self.epoch, 'epoch')}"
+        self.reporter.results(title, metrics, self.output_dir, self.logger.view_commands())
+
+
+def configure_process(num_threads: int | None = None) -> None:
+    """What a training process sets for itself, before building a :class:`Trainer` (the run does: it is
+    process-wide): torch's intra-op threads (``trainer.num_threads``; None: torch's default), and no invariant
+    checks of sparse tensors (the sparse embedding gradients are valid by construction)."""
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    torch.sparse.check_sparse_tensor_invariants.disable()
 
 
 def native_bf16(device: torch.device) -> bool:

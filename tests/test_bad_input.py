@@ -3,6 +3,9 @@ AUC cannot exist, a model larger than the machine's memory, bf16 on a device wit
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from easyrec.config import validate
@@ -308,3 +311,23 @@ def test_an_infinite_value_in_a_csv_file_is_one_line_from_the_command(easyrec_ma
     ]
     code, _, err = easyrec_main("train", *files, *TINY[1:], "data.non_finite=fill")
     assert code == 0, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["csv", "parquet"])
+def test_a_missing_data_file_is_reported_before_torch_loads(tmp_path, source):
+    # torch takes 2 s or more to import: a data error that comes before it comes in about a second
+    probe = (
+        "import sys\n"
+        "from easyrec.cli import main\n"
+        "try:\n"
+        f"    main(['train', 'data={source}', 'data.train_path=nope.{source}', 'data.eval_path=nope.{source}'])\n"
+        "except SystemExit as stop:\n"
+        "    print('exit', stop.code, 'torch loaded' if 'torch' in sys.modules else 'torch not loaded')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["exit", "1", "torch", "not", "loaded"], done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"easyrec train: error: nope.{source}: file not found (relative paths are taken from {tmp_path})"
+    )
+    assert not (tmp_path / "mlflow.db").exists()

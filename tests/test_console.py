@@ -8,7 +8,7 @@ import logging
 from rich.console import Console
 from rich.logging import RichHandler
 
-from easyrec.console import PlainHandler, TrainingProgress, plural, rich_stderr_handler
+from easyrec.console import PlainHandler, TrainingProgress, TrainingReport, plural, rich_stderr_handler
 
 
 def test_plural():
@@ -68,3 +68,21 @@ def test_the_progress_bar_redraws_on_time_and_shows_a_dash_until_there_is_a_valu
         progress.advance(5, 256, 5e-4)
         assert drawn() == ""
     assert "step 5/10" in drawn()  # closing the bar shows the last step
+
+
+def test_without_a_terminal_the_progress_is_a_log_line_per_logging_interval(caplog):
+    report = TrainingReport(logging.getLogger("tests.console"), Console(file=io.StringIO()))  # not a terminal
+    assert not report.show_bar
+    train = {"train/loss": 0.4567891, "train/lr": 1e-3, "train/samples_per_s": 1234.4}
+    with caplog.at_level(logging.INFO, logger="tests.console"), report.progress(total=4) as advance:
+        advance(1, 256, 1e-3, None)
+        advance(2, 256, 1e-3, train)
+    assert caplog.messages == ["step 2/4: loss 0.45679, lr 0.001, 1234 samples/s"]
+
+
+def test_the_results_are_a_table_then_the_run_directory_and_the_commands_to_look_at_it(capsys, tmp_path):
+    report = TrainingReport(logging.getLogger("tests.console"))
+    report.results("easyrec: 2 steps, 1 epoch", {"eval/auc": 0.71234567, "train/steps": 2.0}, tmp_path, ["ui", "show"])
+    out = capsys.readouterr().out
+    assert "easyrec: 2 steps, 1 epoch" in out and "0.71235" in out and "│ train/steps │       2 │" in out
+    assert out.splitlines()[-3:] == [f"run directory: {tmp_path.resolve()}", "to look at it: ui", f"{'':<14} show"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 from collections.abc import Mapping
 
@@ -12,14 +13,15 @@ import torch
 from rich.console import Console
 
 from easyrec.checkpoints import load_checkpoint
+from easyrec.console import TrainingReport
 from easyrec.data import SyntheticCTRData
 from easyrec.early_stopping import StopOnPlateau
 from easyrec.errors import ConfigError
 from easyrec.loggers import Logger
 from easyrec.losses import BinaryCrossEntropy
 from easyrec.models import DeepFM
-from easyrec.trainer import Trainer, _fits_on
-from tests.conftest import CRITEO_FEATURES
+from easyrec.trainer import Trainer, _fits_on, configure_process
+from tests.conftest import CRITEO_FEATURES, QUICK, compose_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EVAL_KEYS = {"eval/auc", "eval/logloss", "eval/oracle_auc", "eval/oracle_logloss"}
@@ -122,7 +124,9 @@ def test_evaluates_once_per_epoch_without_eval_every_n_steps(two_epoch_runs):
 def test_one_epoch_counts_its_final_evaluation_shows_progress_and_ends_with_its_dir(data, tmp_path, capsys):
     trainer = make_trainer(data, tmp_path, max_epochs=1, log_every_n_steps=1000, logger=RecordingLogger())
     screen = io.StringIO()
-    trainer.console, trainer.show_progress = Console(file=screen, force_terminal=True, width=150), True
+    trainer.reporter = TrainingReport(
+        logging.getLogger("easyrec.trainer"), Console(file=screen, force_terminal=True, width=150)
+    )
     trainer.fit()
     assert trainer.logger.steps_with("eval/auc") == [BATCHES_PER_EPOCH]  # one evaluation: after the last step
     summary = json.loads((tmp_path / "metrics.json").read_text())
@@ -145,6 +149,13 @@ def test_checkpoint_loads_safely_and_restores_the_model(two_epoch_runs, data):
     assert state["step"] == 2 * BATCHES_PER_EPOCH and state["epoch"] == 2
     assert state["metrics"] == metrics
     assert state["optimizer"]["state"][0]["step"].item() == 2 * BATCHES_PER_EPOCH
+
+    # the keys easyrec has always written, which evaluate, predict, export, init_from and older versions read
+    assert set(state) == {
+        *("format", "checksum", "model", "optimizer", "loss", "lr_schedulers", "rng", "gradients", "early_stopping"),
+        *("step", "epoch", "rows_in_epoch", "stop_reason", "metrics", "last_eval_step", "history", "best", "run"),
+        *("data", "input_spec", "config"),
+    }
 
     restored = DeepFM(data.input_spec, embedding_dim=8, hidden_units=[64, 32])
     restored.load_state_dict(state["model"])
@@ -266,3 +277,57 @@ def test_a_training_split_too_large_for_the_device_is_a_config_error(data, tmp_p
 def test_an_unknown_precision_is_a_config_error(data, tmp_path):
     with pytest.raises(ConfigError, match="trainer.precision=fp16: must be one of: fp32, bf16, bf16_force, auto"):
         make_trainer(data, tmp_path, max_epochs=1, precision="fp16")
+
+
+class Counter:
+    """A stateful part a user might add: how many times it was told something."""
+
+    def __init__(self, count: int = 0) -> None:
+        self.count = count
+
+    def state_dict(self) -> dict[str, int]:
+        return {"count": self.count}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.count = state["count"]
+
+
+def test_a_new_stateful_part_is_one_entry_saved_and_restored(data, tmp_path):
+    trainer = make_trainer(data, tmp_path / "first", max_steps=3)
+    trainer.parts["counter"] = Counter(7)
+    trainer.gradients.skipped_steps = 2
+    trainer.fit()
+    state = load_checkpoint(tmp_path / "first")
+    assert state["counter"] == {"count": 7} and state["gradients"] == {"skipped_steps": 2}
+
+    resumed = make_trainer(data, tmp_path / "second", max_steps=3)
+    resumed.parts["counter"] = counter = Counter()
+    resumed.load_state_dict(state)
+    assert counter.count == 7 and resumed.gradients.skipped_steps == 2 and resumed.step == 3
+
+
+def test_building_a_trainer_changes_nothing_process_wide_the_run_does(data, tmp_path):
+    invariants = torch.sparse.check_sparse_tensor_invariants
+    threads, checked = torch.get_num_threads(), invariants.is_enabled()
+    invariants.enable()
+    try:
+        make_trainer(data, tmp_path)
+        assert torch.get_num_threads() == threads and invariants.is_enabled()
+        configure_process(num_threads=threads + 1)  # what `easyrec train trainer.num_threads=N` calls
+        assert torch.get_num_threads() == threads + 1 and not invariants.is_enabled()
+    finally:
+        torch.set_num_threads(threads)
+        invariants.enable() if checked else invariants.disable()
+
+
+def test_trainer_num_threads_from_the_config_sets_the_runs_threads(tmp_path):
+    from easyrec.run import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        overrides = ("trainer.max_steps=2", "trainer.num_threads=1", "trainer.progress_bar=false", "logger=none")
+        train(compose_config(*QUICK, *overrides), tmp_path)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)

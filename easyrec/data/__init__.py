@@ -1,25 +1,32 @@
-"""Data sources, feature encoding and batches."""
+"""Data sources, feature encoding and batches.
 
-from easyrec.data.batches import Batch, EncodedSplit
-from easyrec.data.csv_data import CSVData
-from easyrec.data.features import CategoricalFeatures, DenseFeatures, FeatureEncoder, FeatureSpec, InputSpec
-from easyrec.data.files import FileData
-from easyrec.data.parquet_data import ParquetData
-from easyrec.data.synthetic import SyntheticCTRData, generate_clicks
-from easyrec.data.tabular import TabularData
+The names load their module on first use (PEP 562), so that checking a data file (a file source's module reads
+files with pyarrow) does not load torch, which the batches need: a missing file is reported in about a second.
+"""
 
-__all__ = [
-    "Batch",
-    "CSVData",
-    "CategoricalFeatures",
-    "DenseFeatures",
-    "EncodedSplit",
-    "FeatureEncoder",
-    "FeatureSpec",
-    "FileData",
-    "InputSpec",
-    "ParquetData",
-    "SyntheticCTRData",
-    "TabularData",
-    "generate_clicks",
-]
+import importlib
+from typing import Any
+
+_MODULES = {
+    "Batch": "batches",
+    "EncodedSplit": "batches",
+    "CSVData": "csv_data",
+    "CategoricalFeatures": "features",
+    "DenseFeatures": "features",
+    "FeatureEncoder": "features",
+    "FeatureSpec": "features",
+    "InputSpec": "features",
+    "FileData": "files",
+    "ParquetData": "parquet_data",
+    "SyntheticCTRData": "synthetic",
+    "generate_clicks": "synthetic",
+    "TabularData": "tabular",
+}
+
+__all__ = sorted(_MODULES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)

@@ -21,14 +21,17 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import torch
 
-from easyrec.data.batches import EncodedSplit
 from easyrec.data.features import FeatureEncoder, FeatureSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from easyrec.data.batches import EncodedSplit
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +165,8 @@ def read_entry(
 ) -> tuple[dict[str, Any], EncodedSplit, EncodedSplit]:
     """Read and check an entry: raise :class:`BadEntry` (or the error of a damaged file) if it is not complete,
     or not what ``spec`` encodes."""
+    from easyrec.data.batches import EncodedSplit  # torch loads with it: not before the data files are checked
+
     manifest_path = entry / "manifest.json"
     if not manifest_path.is_file():
         raise BadEntry("manifest.json is missing")
@@ -198,6 +203,8 @@ def read_tensors(
 ) -> dict[str, torch.Tensor | None]:
     """The tensors ``fields`` of ``split``, memory-mapped; they must be those ``spec`` encodes, each with the dtype
     and shape that ``spec`` gives ``rows`` rows."""
+    import torch
+
     labels = len(spec.label_names)
     expected = {
         "dense": (rows, len(spec.dense_names)),

@@ -9,16 +9,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
-from easyrec.data.batches import EncodedSplit
 from easyrec.data.hashing import hash_buckets
 from easyrec.errors import DataError
+
+if TYPE_CHECKING:
+    from easyrec.data.batches import EncodedSplit
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,10 @@ class FeatureEncoder:
         ``labels=False`` (prediction): only the feature columns are read and required; the split has no labels,
         weights or sessions.
         """
+        import torch  # loaded here, so files are checked before torch loads (a data error comes in ~1 s)
+
+        from easyrec.data.batches import EncodedSplit
+
         if not self.fitted:
             raise RuntimeError("FeatureEncoder.encode called before fit")
         require_columns(table, self.spec.columns if labels else self.spec.feature_columns, source)

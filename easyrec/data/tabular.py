@@ -5,16 +5,19 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import torch
-from torch import Tensor
 
 from easyrec.console import plural
-from easyrec.data.batches import Batch, EncodedSplit, TrainStep
 from easyrec.data.features import FeatureEncoder, FeatureSpec, InputSpec
 from easyrec.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # torch loads when the first tensor is made, so a missing file is reported before it loads
+    import torch
+    from torch import Tensor
+
+    from easyrec.data.batches import Batch, EncodedSplit, TrainStep
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +139,7 @@ class TabularData:
             train = self.train.labels if index is None else self.train.labels[:, index]
             missing = [v for v in allowed if not bool((train == v).any())]
             if missing:
-                seen = ", ".join(f"{v:g}" for v in torch.unique(train)[:10].tolist())
+                seen = ", ".join(f"{v:g}" for v in train.unique()[:10].tolist())
                 absent = ", ".join(f"{v:g}" for v in missing)
                 raise DataError(
                     f"{self.train.source}: column '{column}' never takes the value {absent} (its values: {seen}); "
@@ -173,6 +176,8 @@ class TabularData:
         """
         if not self.shuffle:
             return None
+        import torch
+
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         if self.train.sessions is None:
             order = torch.randperm(len(self.train), generator=generator)
@@ -200,6 +205,8 @@ class TabularData:
         once per epoch, and a step sees the same rows whatever the split: 2 workers with batch B, 1 worker with
         batch 2B, and 1 worker accumulating 2 batches of B all train on the same rows.
         """
+        from easyrec.data.batches import TrainStep
+
         order = self.epoch_order(epoch)
         total, pieces = len(self.train), workers * accumulate
         for first in range(start, total, self.batch_size * pieces):

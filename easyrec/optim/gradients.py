@@ -112,6 +112,13 @@ class GradientTreatment:
                 values.clamp_(-self.clip_value, self.clip_value)
         return GradientReport(norm, apply=True)
 
+    def state_dict(self) -> dict[str, int]:
+        """The count of skipped steps, so that ``train/skipped_steps`` goes on counting after a resume."""
+        return {"skipped_steps": self.skipped_steps}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.skipped_steps = state["skipped_steps"]
+
 
 def global_norm(grads: Sequence[Tensor]) -> float:
     """``sqrt(Σ‖g‖²)`` over dense gradients and the (coalesced) values of sparse ones."""

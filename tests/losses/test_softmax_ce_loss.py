@@ -10,7 +10,7 @@ import torch
 from scipy.special import log_softmax, softmax
 
 from easyrec.losses.softmax_ce import SoftmaxCrossEntropy
-from tests.references import LN2, LN3, t
+from tests.losses.references import LN2, LN3, t
 
 
 def np_softmax_ce(z, y, w=None, smoothing=0.0):

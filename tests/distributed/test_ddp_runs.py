@@ -51,7 +51,7 @@ def history(root: Path, run_id: str, key: str) -> dict[int, float]:
 
 def environment() -> dict[str, str]:
     """The subprocess environment: workers import tests.faults from the repository."""
-    env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(Path(__file__).parents[2])}
     env.pop("HYDRA_FULL_ERROR", None)
     return env
 

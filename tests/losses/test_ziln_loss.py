@@ -10,7 +10,7 @@ import torch
 from scipy import stats
 
 from easyrec.losses.ziln import ZILNLoss
-from tests.references import LN2, t
+from tests.losses.references import LN2, t
 
 MIN_SIGMA = math.sqrt(1e-7)
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)

@@ -10,7 +10,7 @@ import torch
 from scipy.special import expit, logit, rel_entr, softmax
 
 from easyrec.losses.kl_divergence import KLDivergenceLoss
-from tests.references import LN2, LN3, t
+from tests.losses.references import LN2, LN3, t
 
 EPS = 1e-7
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from easyrec.losses.order_calibrate import OrderCalibrateLoss
-from tests.references import t
+from tests.losses.references import t
 
 
 def np_order_calibrate(p, u):

@@ -17,9 +17,9 @@ from easyrec.losses.embeddings import TwoTowerLoss
 from easyrec.losses.in_batch_softmax import InBatchSoftmaxLoss
 from easyrec.losses.multi_similarity import MultiSimilarityLoss
 from easyrec.losses.softmax_negative_mining import SoftmaxNegativeMiningLoss
-from tests.references import t
+from tests.losses.references import t
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "loss"
+CONF = Path(__file__).resolve().parents[2] / "conf" / "loss"
 
 # The circle loss is left out of gradcheck: its pair weights a_p, a_n are stop-gradient constants, so its gradient
 # is not the derivative of its value (test_metric_learning_losses.py checks it against frozen weights).

@@ -16,9 +16,9 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import free_port, start_mlflow_server, stop_server
-from tests.test_sweeps import SWEEP
+from tests.sweeps.test_sweeps import SWEEP
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 

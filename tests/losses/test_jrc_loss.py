@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from easyrec.losses import JRCLoss
-from tests.references import LN2, LN3, np_log_softmax, sid, t
+from tests.losses.references import LN2, LN3, np_log_softmax, sid, t
 
 # ---------------------------------------------------------------------- per-sample loop reference
 

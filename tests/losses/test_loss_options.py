@@ -30,7 +30,7 @@ QUICK = [
 def test_every_loss_option_trains_in_a_test():
     from hydra import compose, initialize_config_module
 
-    from tests.test_task_options import CASES
+    from tests.runs.test_task_options import CASES
 
     with initialize_config_module(config_module="easyrec.conf", version_base="1.3"):
         chosen = [

@@ -24,7 +24,7 @@ from easyrec.loggers.courier import PENDING_FILE, SYNCED_FILE, Courier, read_jou
 from easyrec.loggers.mlflow import deliver
 from tests.conftest import QUICK, free_port, start_mlflow_server, stop_server
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def journal(path: Path) -> list[dict]:

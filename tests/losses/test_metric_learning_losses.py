@@ -12,7 +12,7 @@ import torch
 from easyrec.losses.circle import CircleLoss, circle_loss
 from easyrec.losses.embeddings import l2_normalize, pair_anchors, positive_mask
 from easyrec.losses.multi_similarity import MultiSimilarityLoss, multi_similarity_loss
-from tests.references import LN2, sid, t
+from tests.losses.references import LN2, sid, t
 
 # EasyRec's loss_test.py inputs.
 GOLDEN_EMB = [

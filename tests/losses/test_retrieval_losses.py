@@ -16,9 +16,9 @@ from easyrec.losses.softmax_negative_mining import (
     draw_shifts,
     softmax_loss_with_negative_mining,
 )
-from tests.references import LN2, np_log_softmax, t
+from tests.losses.references import LN2, np_log_softmax, t
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "loss"
+CONF = Path(__file__).resolve().parents[2] / "conf" / "loss"
 
 # EasyRec's loss_test.py inputs for softmax_loss_with_negative_mining.
 GOLDEN_USER = [

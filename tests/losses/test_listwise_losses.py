@@ -11,7 +11,7 @@ import torch
 
 from easyrec.losses import ListwiseDistillLoss, ListwiseRankLoss
 from easyrec.losses.sessions import segment_log_softmax, segment_sum, session_index
-from tests.references import LN2, LN3, np_log_softmax, sid, t
+from tests.losses.references import LN2, LN3, np_log_softmax, sid, t
 
 # ---------------------------------------------------------------------- session-loop reference
 

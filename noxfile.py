@@ -14,15 +14,15 @@ PARALLEL = ("-n", "auto", "--maxprocesses", "4")
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Install easyrec with its dev extras and run the whole test suite (slow end-to-end tests included)."""
-    session.install("-e", ".[dev]")
+    """Install easyrec with its test extras and run the whole test suite (slow end-to-end tests included)."""
+    session.install("-e", ".[test]")
     session.run("pytest", *PARALLEL, *session.posargs)
 
 
 @nox.session
 def fast(session: nox.Session) -> None:
     """The unit tests only, without the end-to-end CLI runs."""
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[test]")
     session.run("pytest", *PARALLEL, "-m", "not slow", *session.posargs)
 
 

@@ -63,9 +63,11 @@ def run_job(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> float:
     """
     from easyrec.run_lock import hold_run_directory
 
-    validate(cfg)
+    # the data node and its files first: they need no torch, which binding the other nodes imports
+    validate(cfg, "data")
     # a missing file or column fails before a run is opened, as a bad config does (data.setup reads all later)
     instantiate(cfg.data, _convert_="all").check_files()
+    validate(cfg)
     distributed = instantiate(cfg.distributed)
     launches = getattr(distributed, "launches_workers", False)
     owner = distributed.nnodes == 1 if launches else os.environ.get("RANK", "0") == "0"

@@ -8,9 +8,10 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from annotated_types import Ge
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -23,6 +24,7 @@ from easyrec.checkpoints import (
     load_checkpoint,
     write_json,
 )
+from easyrec.config.arguments import NonNegativeInt, Positive, PositiveInt, checked
 from easyrec.console import TrainingReport, plural
 from easyrec.data.batches import EncodedSplit, TrainStep
 from easyrec.data.tabular import TabularData
@@ -40,7 +42,11 @@ from easyrec.stopping import StopRequests
 log = logging.getLogger(__name__)
 
 #: ``trainer.precision``: see :class:`Trainer`
-PRECISIONS = ("fp32", "bf16", "bf16_force", "auto")
+Precision = Literal["fp32", "bf16", "bf16_force", "auto"]
+
+
+def _one_limit(max_epochs: int, max_steps: int | None, **_: object) -> str | None:
+    return "max_epochs=0 and max_steps=null: set at least one limit" if max_epochs <= 0 and not max_steps else None
 
 
 class Trainer:
@@ -96,6 +102,7 @@ class Trainer:
     (:func:`configure_process`) before building it.
     """
 
+    @checked(across=_one_limit)
     def __init__(
         self,
         model: nn.Module,
@@ -109,30 +116,22 @@ class Trainer:
         lr_schedulers: Sequence[LRScheduler] = (),
         gradients: GradientTreatment | None = None,
         metrics: EvalMetrics | None = None,
-        max_epochs: int = 1,
-        max_steps: int | None = None,
-        eval_every_n_steps: int | None = None,
-        log_every_n_steps: int = 50,
-        checkpoint_every_n_steps: int | None = None,
-        checkpoint_every_n_seconds: float | None = None,
-        keep_last_n: int = 3,
+        max_epochs: NonNegativeInt = 1,
+        max_steps: PositiveInt | None = None,
+        eval_every_n_steps: PositiveInt | None = None,
+        log_every_n_steps: PositiveInt = 50,
+        checkpoint_every_n_steps: PositiveInt | None = None,
+        checkpoint_every_n_seconds: Positive | None = None,
+        keep_last_n: Annotated[int, Ge(1)] = 3,
         monitor: str | None = None,
-        monitor_mode: str = "max",
+        monitor_mode: Literal["max", "min"] = "max",
         restore_best: bool = True,
         progress_bar: bool = True,
-        device: str = "auto",
-        precision: str = "fp32",
-        data_on_device: bool | str = "auto",
+        device: Literal["auto", "cpu", "cuda"] = "auto",
+        precision: Precision = "fp32",
+        data_on_device: Literal["auto", True, False] = "auto",
         config: Mapping[str, Any] | None = None,
     ) -> None:
-        if max_epochs <= 0 and not max_steps:
-            raise ConfigError("trainer.max_epochs=0 and trainer.max_steps unset: set at least one limit")
-        if precision not in PRECISIONS:
-            raise ConfigError(f"trainer.precision={precision}: must be one of: {', '.join(PRECISIONS)}")
-        if data_on_device not in ("auto", True, False):
-            raise ConfigError(f"trainer.data_on_device={data_on_device}: must be one of: auto, true, false")
-        if monitor_mode not in ("max", "min"):
-            raise ConfigError(f"trainer.monitor_mode={monitor_mode}: must be one of: max, min")
         self.distributed = distributed or SingleProcess()
         self.device = self.distributed.device(device)
         self.model = model.to(self.device)

@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,14 @@ CRITEO_FEATURES = {
     "dense": [{"names": [f"I{i}" for i in range(1, 14)], "transform": "log1p", "standardize": True}],
     "categorical": [{"names": [f"C{i}" for i in range(1, 27)], "encoding": "vocab"}],
 }
+
+
+def options(group: str) -> list[str]:
+    """The options of config group ``group`` (the names of ``conf/<group>/*.yaml``), sorted: tests take their lists
+    of options from here, so that an option added to ``conf/`` is tested without editing a list."""
+    return sorted(
+        p.name[:-5] for p in resources.files("easyrec.conf").joinpath(group).iterdir() if p.name.endswith(".yaml")
+    )
 
 
 @pytest.fixture(scope="module")

@@ -1,90 +1,96 @@
-"""Value rules for config schemas, and the validation of a composed config against the schemas.
+"""The check of a composed config before any work: every node against the constructor its ``_target_`` names.
 
-OmegaConf checks types and keys when a node is merged into its schema; the rules check what types
-cannot express (``optimizer.lr > 0``). Both run before any work starts.
+A node's options are bound to the signature of its ``_target_`` (unknown keys, missing required ones, types and the
+rules declared on the parameters: :mod:`easyrec.config.arguments`), at any depth, the way torchtune's ``tune validate``
+checks its components; the root against :class:`~easyrec.config.schema.TrainConfig`. Binding imports the component's
+module (torch, for most), so ``easyrec train`` checks the ``data`` node (torch-free) first: ``validate(cfg, "data")``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from easyrec.config.arguments import FLOAT32_MAX
 from easyrec.errors import ConfigError
 
-#: The largest float32: every float option ends up in float32 tensors (parameters, data), where a larger value is inf.
-FLOAT32_MAX = 3.4028234663852886e38
 
-
-@dataclasses.dataclass(frozen=True)
-class Rule:
-    """A predicate on one config value and the words that tell the user what it requires."""
-
-    test: Callable[[Any], bool]
-    requires: str
-
-
-def gt(bound: float) -> Rule:
-    return Rule(lambda v: v > bound, f"must be > {bound}")
-
-
-def ge(bound: float) -> Rule:
-    return Rule(lambda v: v >= bound, f"must be >= {bound}")
-
-
-def between(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Rule:
-    """``low <= v <= high``, with either end open on request."""
-
-    def test(v: float) -> bool:
-        above = v > low if low_open else v >= low
-        below = v < high if high_open else v <= high
-        return above and below
-
-    interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-    return Rule(test, f"must be in {interval}")
-
-
-def one_of(*choices: str) -> Rule:
-    return Rule(lambda v: v in choices, f"must be one of: {', '.join(choices)}")
-
-
-def each(rule: Rule) -> Rule:
-    return Rule(lambda vs: all(rule.test(v) for v in vs), f"every element {rule.requires}")
-
-
-def non_empty() -> Rule:
-    return Rule(lambda v: len(v) > 0, "must not be empty")
-
-
-def checked(default: Any = dataclasses.MISSING, rule: Rule | None = None, **kwargs: Any) -> Any:
-    """A dataclass field whose value must satisfy ``rule`` (``None`` values are not checked)."""
-    if isinstance(default, list | dict):
-        kwargs["default_factory"] = lambda d=default: type(d)(d)
-    else:
-        kwargs["default"] = default
-    return dataclasses.field(metadata={"rule": rule}, **kwargs)
-
-
-def validate(cfg: DictConfig) -> None:
-    """Check a composed ``train`` config; raise :class:`ConfigError` naming the first bad key.
-
-    The root is checked against :class:`TrainConfig`; every node with a ``_target_`` that has a schema,
-    at any depth, against that schema (types, unknown keys, then the ``checked`` rules). Nodes whose
-    ``_target_`` has no schema (the user's own components) are left to their constructors.
-    """
+def validate(cfg: DictConfig, group: str | None = None) -> None:
+    """Check a composed ``train`` config (or only its ``group`` node); raise :class:`ConfigError` naming the first
+    bad key (``optimizer.lr=-1.0: must be > 0``)."""
     from easyrec.config.schema import TrainConfig
 
-    _require_values(cfg, "")
+    node = cfg if group is None else cfg[group]
+    prefix = "" if group is None else f"{group}."
+    _require_values(node, prefix)
     try:
-        resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        resolved = OmegaConf.to_container(node, resolve=True)
     except OmegaConfBaseException as error:
         raise ConfigError(f"{error.full_key}: {_first_line(error)}") from None
-    _check_finite(OmegaConf.to_container(resolved), "")
-    _check_rules(_typed(TrainConfig, resolved, ""), "")
-    _check_targets(resolved, "")
+    _check_finite(resolved, prefix.rstrip("."))
+    if group is None:
+        _check(TrainConfig, resolved, "", partial=False)
+        _check_nodes(resolved, "")
+    else:
+        # the run-wide keys first: the group's node may take them (data.seed is ${seed})
+        run_wide = {key: cfg[key] for key in cfg if not isinstance(cfg[key], DictConfig | ListConfig)}
+        _check(TrainConfig, run_wide, "", partial=True)
+        _check_node(resolved, group)
+        _check_nodes(resolved, group)
+
+
+def _check_nodes(container: Any, path: str) -> None:
+    """Check every node with a ``_target_`` under ``container`` (lists, ``_args_`` and partials included)."""
+    items = container.items() if isinstance(container, dict) else enumerate(container)
+    for key, child in items:
+        here = f"{path}.{key}" if path else str(key)
+        if isinstance(child, dict) and "_target_" in child:
+            _check_node(child, here)
+        if isinstance(child, dict | list):
+            _check_nodes(child, here)
+
+
+def _check_node(node: dict, path: str) -> None:
+    """One node against the signature of its ``_target_``."""
+    from hydra.utils import get_object
+
+    from easyrec.config.arguments import HYDRA_KEYS
+    from easyrec.config.schema import RUN_KEYS
+
+    name = node["_target_"]
+    try:
+        target = get_object(name) if isinstance(name, str) else None
+    except Exception as error:  # ImportError, or Hydra's own for a module without that attribute
+        raise ConfigError(f"{path}._target_={name}: cannot be imported ({_first_line(error)})") from None
+    if not callable(target):
+        raise ConfigError(f"{path}._target_={name}: not a class or function")
+    options = {key: value for key, value in node.items() if key not in HYDRA_KEYS}
+    if path in RUN_KEYS:
+        fields = RUN_KEYS[path].__dataclass_fields__
+        _check(RUN_KEYS[path], {key: options.pop(key) for key in list(options) if key in fields}, path, partial=False)
+    # a partial, or a node with positional _args_, is given its other arguments when it is called
+    _check(target, options, path, partial=bool(node.get("_partial_")) or "_args_" in node)
+
+
+def _check(target: Any, options: dict, path: str, partial: bool) -> None:
+    from easyrec.config.arguments import OptionError, check_options  # pydantic: imported when a run starts
+
+    try:
+        check_options(target, options, partial, rules=_rules_of_foreign(target))
+    except OptionError as error:
+        raise ConfigError(str(error.under(path))) from None
+
+
+def _rules_of_foreign(target: Any) -> dict[str, Any]:
+    """Rules for the options of a component that is not ours: torch's optimizers share their hyper-parameters' names
+    with easyrec's, whose rules :mod:`easyrec.optim.hyperparameters` declares once for all of them."""
+    if getattr(target, "__module__", "").startswith("torch.optim"):
+        from easyrec.optim.hyperparameters import HYPERPARAMETERS
+
+        return HYPERPARAMETERS
+    return {}
 
 
 def _check_finite(container: Any, path: str) -> None:
@@ -98,18 +104,6 @@ def _check_finite(container: Any, path: str) -> None:
             _check_finite(value, here)
 
 
-def _check_targets(node: DictConfig | ListConfig, path: str) -> None:
-    from easyrec.config.schema import SCHEMAS
-
-    items = node.items() if isinstance(node, DictConfig) else enumerate(node)
-    for key, child in items:
-        child_path = f"{path}.{key}" if path else str(key)
-        if isinstance(child, DictConfig) and child.get("_target_") in SCHEMAS:
-            _check_rules(_typed(SCHEMAS[child._target_], child, f"{child_path}."), child_path)
-        if isinstance(child, DictConfig | ListConfig):
-            _check_targets(child, child_path)
-
-
 def _require_values(cfg: DictConfig, path: str) -> None:
     """Refuse ``???`` (mandatory) values that were left unset."""
     for key in cfg.keys():
@@ -119,57 +113,5 @@ def _require_values(cfg: DictConfig, path: str) -> None:
             _require_values(cfg[key], f"{path}{key}.")
 
 
-def _typed(schema: type, node: DictConfig, prefix: str) -> DictConfig:
-    """``node`` merged into ``schema``: wrong types and unknown keys raise a ConfigError."""
-    try:
-        return OmegaConf.merge(OmegaConf.structured(schema), node)
-    except OmegaConfBaseException as error:
-        key = _locate(OmegaConf.to_container(node), str(error.key), getattr(error, "value", None)) or error.full_key
-        raise ConfigError(f"{prefix}{key}: {_first_line(error)}") from None
-
-
-def _locate(container: Any, key: str, value: Any, path: str = "") -> str | None:
-    """Dotted path of the first ``key`` holding ``value`` (OmegaConf loses the path inside lists)."""
-    items = container.items() if isinstance(container, dict) else enumerate(container)
-    for name, child in items:
-        here = f"{path}.{name}" if path else str(name)
-        if str(name) == key and (value is None or child == value):
-            return here
-        if isinstance(child, dict | list):
-            found = _locate(child, key, value, here)
-            if found:
-                return found
-    return None
-
-
-def _first_line(error: OmegaConfBaseException) -> str:
+def _first_line(error: Exception) -> str:
     return str(getattr(error, "msg", error)).strip().splitlines()[0]
-
-
-def _check_rules(cfg: DictConfig, path: str) -> None:
-    """Apply every ``checked`` rule of the typed ``cfg`` and its children.
-
-    A schema may also define ``consistency(node) -> str | None`` for rules that span several keys;
-    the string it returns starts with the node's key names, relative to the node.
-    """
-    schema = OmegaConf.get_type(cfg)
-    rules = {}
-    if dataclasses.is_dataclass(schema):
-        rules = {f.name: f.metadata.get("rule") for f in dataclasses.fields(schema)}
-        problem = schema.consistency(cfg) if hasattr(schema, "consistency") else None
-        if problem:
-            raise ConfigError(f"{path}.{problem}" if path else problem)
-    for key in cfg.keys():
-        full_key = f"{path}.{key}" if path else str(key)
-        value = cfg[key]
-        rule = rules.get(key)
-        if rule is not None and value is not None:
-            plain = OmegaConf.to_container(value) if isinstance(value, ListConfig | DictConfig) else value
-            if not rule.test(plain):
-                raise ConfigError(f"{full_key}={plain}: {rule.requires}")
-        if isinstance(value, DictConfig):
-            _check_rules(value, full_key)
-        elif isinstance(value, ListConfig):
-            for i, item in enumerate(value):
-                if isinstance(item, DictConfig):
-                    _check_rules(item, f"{full_key}.{i}")  # the form overrides use: key.0.sub=...

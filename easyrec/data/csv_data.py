@@ -5,14 +5,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pyarrow as pa
 import pyarrow.csv as pv
+from annotated_types import Len
 
+from easyrec.config.arguments import checked
 from easyrec.data.features import FeatureSpec, numeric_column
 from easyrec.data.files import FileData
-from easyrec.errors import ConfigError, DataError
+from easyrec.errors import DataError
 
 # pyarrow names the column by its position in the file, and not the row.
 _CONVERSION_ERROR = re.compile(r"CSV column #(\d+):.* conversion error")
@@ -33,6 +35,12 @@ def csv_column_types(spec: FeatureSpec, columns: list[str]) -> dict[str, pa.Data
     return types
 
 
+def _columns_named(header: bool, columns: list[str] | None, **_: object) -> str | None:
+    if not header and not columns:
+        return "columns: required when header=false (the names of the file's columns, in order)"
+    return None
+
+
 class CSVData(FileData):
     """Train and eval splits from two delimited text files.
 
@@ -45,21 +53,18 @@ class CSVData(FileData):
         **kwargs: see :class:`TabularData`.
     """
 
+    @checked(across=_columns_named)
     def __init__(
         self,
         features: FeatureSpec | Mapping[str, Any],
         train_path: str,
         eval_path: str,
-        delimiter: str = ",",
+        delimiter: Annotated[str, Len(1, 1)] = ",",
         header: bool = True,
         columns: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(features, train_path, eval_path, **kwargs)
-        if not header and not columns:
-            raise ConfigError("data.columns: required when data.header=false (the names of the columns, in order)")
-        if len(delimiter) != 1:
-            raise ConfigError(f"data.delimiter={delimiter!r}: must be one character")
         self.delimiter, self.header, self.columns = delimiter, header, columns
 
     @property

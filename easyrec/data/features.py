@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from annotated_types import Ge, Gt, MinLen
 
+from easyrec.config.arguments import PositiveInt, checked
 from easyrec.data.hashing import hash_buckets
 from easyrec.errors import DataError
 
@@ -26,6 +28,10 @@ log = logging.getLogger(__name__)
 NUMBER_PATTERN = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$|^\s*[-+]?(nan|inf|infinity)\s*$"
 
 
+Names = Annotated[list[str], MinLen(1)]
+
+
+@checked
 @dataclass
 class DenseFeatures:
     """Float columns that share a transform.
@@ -35,12 +41,13 @@ class DenseFeatures:
     the transform; infinite values, and those beyond float32's range, are the encoder's ``non_finite`` business.
     """
 
-    names: list[str]
-    transform: str = "none"
+    names: Names
+    transform: Literal["none", "log1p"] = "none"
     standardize: bool = False
     fill_value: float = 0.0
 
 
+@checked
 @dataclass
 class CategoricalFeatures:
     """Id columns that share an encoding.
@@ -50,17 +57,20 @@ class CategoricalFeatures:
     ``encoding="hash"``: id -> hash(id) mod ``num_buckets``.
     """
 
-    names: list[str]
-    encoding: str = "vocab"
-    num_buckets: int | None = None
-    min_count: int = 1
-    max_vocab_size: int | None = None
+    names: Names
+    encoding: Literal["vocab", "hash"] = "vocab"
+    num_buckets: Annotated[int, Gt(1)] | None = None
+    min_count: Annotated[int, Ge(1)] = 1
+    max_vocab_size: PositiveInt | None = None
 
     def __post_init__(self) -> None:
         if self.encoding == "hash" and not self.num_buckets:
-            raise ValueError(f"categorical features {self.names}: encoding 'hash' needs num_buckets")
+            names = self.names
+            shown = ", ".join(names) if len(names) < 4 else f"{names[0]}, ..., {names[-1]}"
+            raise ValueError(f"num_buckets: required with encoding=hash (features {shown})")
 
 
+@checked
 @dataclass
 class FeatureSpec:
     """Which columns are dense features, categorical features, the label(s), the sample weight and the session.
@@ -76,6 +86,9 @@ class FeatureSpec:
     weight: str | None = None
     session: str | None = None
 
+    def __post_init__(self) -> None:
+        self.label = _label_config(self.label)
+
     @classmethod
     def from_config(cls, spec: FeatureSpec | Mapping[str, Any]) -> FeatureSpec:
         """Accept a spec or its plain-dict form (as Hydra passes it)."""
@@ -84,7 +97,7 @@ class FeatureSpec:
         return cls(
             dense=[DenseFeatures(**group) for group in spec.get("dense") or []],
             categorical=[CategoricalFeatures(**group) for group in spec.get("categorical") or []],
-            label=_label_config(spec.get("label", "label")),
+            label=spec.get("label", "label"),
             weight=spec.get("weight"),
             session=spec.get("session"),
         )
@@ -311,9 +324,9 @@ def _label_config(label: str | list[str]) -> str | list[str]:
         return label
     names = list(label)
     if not names:
-        raise ValueError("features.label: name at least one label column")
+        raise ValueError("label=[]: must be a column name or a non-empty list of column names")
     if len(set(names)) != len(names):
-        raise ValueError(f"features.label: a column appears twice in {names}")
+        raise ValueError(f"label: a column appears twice in {names}")
     return names[0] if len(names) == 1 else names
 
 

@@ -28,13 +28,15 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pyarrow as pa
 import torch
+from annotated_types import Ge
 from torch import Tensor
 
+from easyrec.config.arguments import Probability, checked
 from easyrec.data.features import FeatureSpec
 from easyrec.data.tabular import TabularData
 
@@ -173,12 +175,13 @@ class SyntheticCTRData(TabularData):
         **kwargs: see :class:`TabularData` (``seed`` also seeds the generator).
     """
 
+    @checked
     def __init__(
         self,
         features: FeatureSpec | Mapping[str, Any],
-        num_rows: int = 500_000,
-        eval_fraction: float = 0.1,
-        positive_rate: float = 0.25,
+        num_rows: Annotated[int, Ge(100)] = 500_000,
+        eval_fraction: Probability = 0.1,
+        positive_rate: Probability = 0.25,
         **kwargs: Any,
     ) -> None:
         super().__init__(features, **kwargs)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
+from easyrec.config.arguments import PositiveInt, Seed, checked
 from easyrec.console import plural
 from easyrec.data.features import FeatureEncoder, FeatureSpec, InputSpec
-from easyrec.errors import ConfigError, DataError
+from easyrec.errors import DataError
 
 if TYPE_CHECKING:  # torch loads when the first tensor is made, so a missing file is reported before it loads
     import torch
@@ -39,24 +40,21 @@ class TabularData:
             file, column and row, or takes its feature's ``fill_value`` (``"fill"``, counted in the log).
     """
 
+    @checked
     def __init__(
         self,
         features: FeatureSpec | Mapping[str, Any],
-        batch_size: int = 1024,
-        eval_batch_size: int = 16384,
+        batch_size: PositiveInt = 1024,
+        eval_batch_size: PositiveInt = 16384,
         shuffle: bool = True,
-        seed: int = 0,
-        non_finite: str = "error",
+        seed: Seed = 0,
+        non_finite: Literal["error", "fill"] = "error",
     ) -> None:
-        if not 0 <= seed < 2**32:
-            raise ConfigError(f"data.seed={seed}: must be in [0, {2**32 - 1}]")
         self.spec = FeatureSpec.from_config(features)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.shuffle = shuffle
         self.seed = seed
-        if non_finite not in ("error", "fill"):
-            raise ConfigError(f"data.non_finite={non_finite}: must be one of: error, fill")
         self.non_finite = non_finite
         self.encoder = FeatureEncoder(self.spec, non_finite)
         self.train: EncodedSplit | None = None

@@ -7,17 +7,18 @@ import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from easyrec.distributed.single import SingleProcess
+from easyrec.config.arguments import NonNegativeInt, Positive, checked
+from easyrec.distributed.single import Count, SingleProcess
 from easyrec.errors import ConfigError
 
-BACKENDS = ("auto", "gloo", "nccl")
+Backend = Literal["auto", "gloo", "nccl"]
 
 
 class DDP(SingleProcess):
@@ -42,29 +43,22 @@ class DDP(SingleProcess):
         local_addr: this machine's address for the other machines (None: its host name).
     """
 
+    @checked
     def __init__(
         self,
-        nproc_per_node: int = 1,
-        nnodes: int = 1,
-        backend: str = "auto",
+        nproc_per_node: Count = 2,
+        nnodes: Count = 1,
+        backend: Backend = "auto",
         rdzv_endpoint: str | None = None,
         rdzv_id: str | None = None,
-        rdzv_timeout: float = 300.0,
-        max_restarts: int = 0,
-        accumulate_steps: int = 1,
+        rdzv_timeout: Positive = 300.0,
+        max_restarts: NonNegativeInt = 0,
+        accumulate_steps: Count = 1,
         local_addr: str | None = None,
     ) -> None:
         super().__init__(accumulate_steps)
-        counts = (("nproc_per_node", nproc_per_node, 1), ("nnodes", nnodes, 1), ("max_restarts", max_restarts, 0))
-        for key, value, low in counts:
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"distributed.{key}={value!r}: must be an integer >= {low}")
-        if backend not in BACKENDS:
-            raise ConfigError(f"distributed.backend={backend}: must be one of: {', '.join(BACKENDS)}")
         if backend == "nccl" and not torch.cuda.is_available():
             raise ConfigError("distributed.backend=nccl: torch finds no CUDA device here; use backend=gloo (or auto)")
-        if not rdzv_timeout or rdzv_timeout <= 0:
-            raise ConfigError(f"distributed.rdzv_timeout={rdzv_timeout!r}: must be a positive number of seconds")
         if nnodes > 1 and not rdzv_endpoint:
             raise ConfigError(
                 f"distributed.nnodes={nnodes}: give every machine the same distributed.rdzv_endpoint=HOST:PORT "

@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from annotated_types import Ge
 from torch import Tensor, nn
 
+from easyrec.config.arguments import checked
 from easyrec.errors import ConfigError
+
+#: a number of workers, machines or micro-batches
+Count = Annotated[int, Ge(1)]
 
 
 class SingleProcess:
@@ -29,9 +34,8 @@ class SingleProcess:
     local_rank = 0
     world_size = 1
 
-    def __init__(self, accumulate_steps: int = 1) -> None:
-        if isinstance(accumulate_steps, bool) or not isinstance(accumulate_steps, int) or accumulate_steps < 1:
-            raise ConfigError(f"distributed.accumulate_steps={accumulate_steps!r}: must be an integer >= 1")
+    @checked
+    def __init__(self, accumulate_steps: Count = 1) -> None:
         self.accumulate_steps = accumulate_steps
 
     @property

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from easyrec.errors import ConfigError
 
@@ -53,16 +53,4 @@ def require_metric(key: str, metric: str, names: Collection[str], kind: str = "m
         raise ConfigError(f"early_stopping.{key}={metric}: no such {kind}; the {kind}s are: {', '.join(sorted(names))}")
 
 
-def check_mode(mode: str) -> None:
-    if mode not in ("max", "min"):
-        raise ConfigError(f"early_stopping.mode={mode}: must be one of: max, min")
-
-
-def check_at_least(key: str, value: float | None, low: float, *, strict: bool) -> None:
-    """Refuse ``early_stopping.<key>=value`` unless it is > low (strict) or >= low; None passes."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"early_stopping.{key}={value!r}: must be a number")
-    if value <= low if strict else value < low:
-        raise ConfigError(f"early_stopping.{key}={value}: must be {'>' if strict else '>='} {low}")
+Mode = Literal["max", "min"]

@@ -8,8 +8,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from easyrec.config.arguments import checked
 from easyrec.early_stopping.base import EarlyStopping
-from easyrec.errors import ConfigError
 
 AT_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y%m%d %H:%M:%S")
 AT_FORMS = "'YYYY-mm-dd HH:MM:SS' or 'YYYYmmdd HH:MM:SS' (local time) or a 10-digit epoch"
@@ -54,7 +54,7 @@ def parse_after(after: Any) -> float:
 
 
 def deadline_problem(at: Any, after: Any) -> str | None:
-    """What is wrong with ``at`` / ``after`` (keys relative to the rule's node), or None; for config schemas."""
+    """What is wrong with ``at`` / ``after`` (keys relative to the rule's node), or None: StopAtDeadline's rule."""
     if at is None and after is None:
         return "at=null and after=null: set at least one (at='2025-01-31 18:00:00', after=2h)"
     try:
@@ -92,10 +92,8 @@ class StopAtDeadline(EarlyStopping):
 
     name = "deadline"
 
+    @checked(across=deadline_problem)
     def __init__(self, at: Any = None, after: Any = None):
-        problem = deadline_problem(at, after)
-        if problem:
-            raise ConfigError(f"early_stopping.{problem}")
         self.at = None if at is None else parse_at(at)
         self.after = None if after is None else parse_after(after)
         self._after_text = after

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from easyrec.early_stopping.base import EarlyStopping, check_at_least, require_metric
+from annotated_types import Gt
+
+from easyrec.config.arguments import NonNegativeInt, checked
+from easyrec.early_stopping.base import EarlyStopping, require_metric
 
 
 class StopOnDivergence(EarlyStopping):
@@ -34,17 +37,15 @@ class StopOnDivergence(EarlyStopping):
 
     name = "divergence"
 
+    @checked
     def __init__(
         self,
-        max_ratio: float | None = 10.0,
+        max_ratio: Annotated[float, Gt(1)] | None = 10.0,
         max_loss: float | None = None,
-        warmup_logs: int = 3,
+        warmup_logs: NonNegativeInt = 3,
         loss_metric: str = "train/loss",
         monitor: str | None = None,
     ):
-        check_at_least("max_ratio", max_ratio, 1, strict=True)
-        check_at_least("max_loss", max_loss, -math.inf, strict=True)
-        check_at_least("warmup_logs", warmup_logs, 0, strict=False)
         self.max_ratio, self.max_loss, self.warmup_logs = max_ratio, max_loss, warmup_logs
         self.loss_metric, self.monitor = loss_metric, monitor
         self.windows = 0

@@ -6,11 +6,20 @@ import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from easyrec.config.arguments import NonNegative, NonNegativeInt, PositiveInt, checked
 from easyrec.console import plural
-from easyrec.early_stopping.base import EarlyStopping, check_at_least, check_mode, require_metric
-from easyrec.errors import ConfigError
+from easyrec.early_stopping.base import EarlyStopping, Mode, require_metric
 
-DEFAULT_PATIENCE = 3
+
+def _one_count(patience: int | None, max_steps_without_improvement: int | None, **_: object) -> str | None:
+    if patience is None and max_steps_without_improvement is None:
+        return "patience=null and max_steps_without_improvement=null: set one of them"
+    if patience is not None and max_steps_without_improvement is not None:
+        return (
+            f"patience={patience} and max_steps_without_improvement={max_steps_without_improvement}: "
+            "set only one (patience=null to count steps)"
+        )
+    return None
 
 
 class StopOnPlateau(EarlyStopping):
@@ -38,27 +47,16 @@ class StopOnPlateau(EarlyStopping):
 
     name = "patience"
 
+    @checked(across=_one_count)
     def __init__(
         self,
         monitor: str = "eval/auc",
-        mode: str = "max",
-        patience: int | None = None,
-        min_delta: float = 0.0,
-        max_steps_without_improvement: int | None = None,
-        min_steps: int = 0,
+        mode: Mode = "max",
+        patience: PositiveInt | None = 3,
+        min_delta: NonNegative = 0.0,
+        max_steps_without_improvement: PositiveInt | None = None,
+        min_steps: NonNegativeInt = 0,
     ):
-        check_mode(mode)
-        if patience is not None and max_steps_without_improvement is not None:
-            raise ConfigError(
-                f"early_stopping.patience={patience} and max_steps_without_improvement="
-                f"{max_steps_without_improvement}: set only one (patience=null to count steps)"
-            )
-        if patience is None and max_steps_without_improvement is None:
-            patience = DEFAULT_PATIENCE
-        check_at_least("patience", patience, 0, strict=True)
-        check_at_least("max_steps_without_improvement", max_steps_without_improvement, 0, strict=True)
-        check_at_least("min_delta", min_delta, 0, strict=False)
-        check_at_least("min_steps", min_steps, 0, strict=False)
         self.monitor, self.mode, self.min_delta, self.min_steps = monitor, mode, min_delta, min_steps
         self.patience, self.max_steps_without_improvement = patience, max_steps_without_improvement
         self.best: float | None = None

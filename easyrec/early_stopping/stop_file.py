@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from easyrec.early_stopping.base import EarlyStopping, check_at_least
-from easyrec.errors import ConfigError
+from easyrec.config.arguments import PositiveInt, checked
+from easyrec.early_stopping.base import EarlyStopping
 
 
 class StopOnFile(EarlyStopping):
@@ -28,12 +28,10 @@ class StopOnFile(EarlyStopping):
 
     name = "stop_file"
 
-    def __init__(self, path: str | os.PathLike, every_n_steps: int = 10):
+    @checked
+    def __init__(self, path: str | os.PathLike, every_n_steps: PositiveInt = 10):
         if not isinstance(path, str | os.PathLike) or not str(path):
-            raise ConfigError(f"early_stopping.path={path!r}: must be a file path")
-        check_at_least("every_n_steps", every_n_steps, 0, strict=True)
-        if not isinstance(every_n_steps, int):
-            raise ConfigError(f"early_stopping.every_n_steps={every_n_steps}: must be a whole number of steps")
+            raise ValueError(f"path={path!r}: must be a file path")
         self.path, self.every_n_steps = os.fspath(path), every_n_steps
 
     def after_step(self, step: int, train: Mapping[str, float] | None) -> bool:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from easyrec.early_stopping.base import EarlyStopping, check_at_least, check_mode, require_metric
-from easyrec.errors import ConfigError
+from easyrec.config.arguments import NonNegativeInt, checked
+from easyrec.early_stopping.base import EarlyStopping, Mode, require_metric
 
 
 class StopAtThreshold(EarlyStopping):
@@ -28,11 +28,8 @@ class StopAtThreshold(EarlyStopping):
 
     name = "threshold"
 
-    def __init__(self, threshold: float, monitor: str = "eval/auc", mode: str = "max", min_steps: int = 0):
-        check_mode(mode)
-        if isinstance(threshold, bool) or not isinstance(threshold, int | float):
-            raise ConfigError(f"early_stopping.threshold={threshold!r}: must be a number")
-        check_at_least("min_steps", min_steps, 0, strict=False)
+    @checked
+    def __init__(self, threshold: float, monitor: str = "eval/auc", mode: Mode = "max", min_steps: NonNegativeInt = 0):
         self.threshold, self.monitor, self.mode, self.min_steps = float(threshold), monitor, mode, min_steps
 
     def check_metrics(self, names: Collection[str]) -> None:

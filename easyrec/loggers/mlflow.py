@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import shlex
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from easyrec import __version__
+from easyrec.config.arguments import Positive, checked
 from easyrec.errors import first_line
 from easyrec.loggers.base import Logger
 from easyrec.loggers.courier import PENDING_FILE, Courier, TrackerDown, within
@@ -278,6 +278,7 @@ class MLflowLogger(Logger):
     (``easyrec sync <run dir>`` sends it later), and :meth:`finish` says so in one warning.
     """
 
+    @checked
     def __init__(
         self,
         tracking_uri: str = DEFAULT_TRACKING_URI,
@@ -285,10 +286,8 @@ class MLflowLogger(Logger):
         run_name: str | None = None,
         asynchronous: bool = True,
         parent_run_id: str | None = None,
-        timeout: float = 30.0,
+        timeout: Positive = 30.0,
     ) -> None:
-        if not (timeout > 0 and math.isfinite(timeout)):
-            raise ValueError(f"timeout={timeout}: must be > 0 and finite (seconds)")
         self.tracking_uri, self.experiment_name, self.run_name = tracking_uri, experiment_name, run_name
         self.asynchronous, self.parent_run_id, self.timeout = asynchronous, parent_run_id, timeout
         self.client = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from easyrec.config.arguments import Fraction, checked
 from easyrec.losses.base import Loss
 from easyrec.losses.reduction import mean_over_nonzero_weights, smooth_labels
 
@@ -20,10 +21,9 @@ class BinaryCrossEntropy(Loss):
 
     label_values = (0.0, 1.0)
 
-    def __init__(self, label_smoothing: float = 0.0) -> None:
+    @checked
+    def __init__(self, label_smoothing: Fraction = 0.0) -> None:
         super().__init__()
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing={label_smoothing}: must be in [0, 1)")
         self.label_smoothing = label_smoothing
 
     def forward(self, logits: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:

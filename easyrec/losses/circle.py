@@ -6,13 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from easyrec.config.arguments import NonNegative, Positive, checked
 from easyrec.losses.embeddings import (
     PairAnchorLoss,
     check_embeddings,
     l2_normalize,
     positive_mask,
 )
-from easyrec.losses.pairs import check_non_negative, check_positive, zero_loss
+from easyrec.losses.pairs import zero_loss
 from easyrec.losses.reduction import mean_over_nonzero_weights
 
 #: EasyRec's stand-in for −inf in the masked logits (a finite value keeps the gradient finite).
@@ -73,10 +74,9 @@ class CircleLoss(PairAnchorLoss):
         gamma: scale ``γ`` > 0; default 32.
     """
 
-    def __init__(self, margin: float = 0.25, gamma: float = 32.0) -> None:
+    @checked
+    def __init__(self, margin: NonNegative = 0.25, gamma: Positive = 32.0) -> None:
         super().__init__()
-        check_non_negative("margin", margin)
-        check_positive("gamma", gamma)
         self.margin, self.gamma = float(margin), float(gamma)
 
     def anchor_loss(self, embeddings: Tensor, ids: Tensor, weights: Tensor | None) -> Tensor:

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from easyrec.config.arguments import Fraction, Positive, checked
 from easyrec.losses.base import Loss
 from easyrec.losses.reduction import mean_over_nonzero_weights, smooth_labels
 
@@ -27,12 +28,9 @@ class F1ReweightedLoss(Loss):
 
     label_values = (0.0, 1.0)
 
-    def __init__(self, f1_beta_square: float = 1.0, label_smoothing: float = 0.0) -> None:
+    @checked
+    def __init__(self, f1_beta_square: Positive = 1.0, label_smoothing: Fraction = 0.0) -> None:
         super().__init__()
-        if not f1_beta_square > 0.0:
-            raise ValueError(f"f1_beta_square={f1_beta_square}: must be > 0")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing={label_smoothing}: must be in [0, 1)")
         self.f1_beta_square = f1_beta_square
         self.label_smoothing = label_smoothing
 

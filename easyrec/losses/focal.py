@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from easyrec.config.arguments import Fraction, NonNegative, Probability, Share, checked
 from easyrec.losses.base import Loss
 from easyrec.losses.reduction import hardest_mean, mean_over_nonzero_weights, smooth_labels
 
@@ -27,22 +28,15 @@ class BinaryFocalLoss(Loss):
 
     label_values = (0.0, 1.0)
 
+    @checked
     def __init__(
         self,
-        gamma: float = 2.0,
-        alpha: float | None = None,
-        ohem_ratio: float = 1.0,
-        label_smoothing: float = 0.0,
+        gamma: NonNegative = 2.0,
+        alpha: Probability | None = None,
+        ohem_ratio: Share = 1.0,
+        label_smoothing: Fraction = 0.0,
     ) -> None:
         super().__init__()
-        if gamma < 0:
-            raise ValueError(f"gamma={gamma}: must be >= 0")
-        if alpha is not None and not 0.0 < alpha < 1.0:
-            raise ValueError(f"alpha={alpha}: must be in (0, 1)")
-        if not 0.0 < ohem_ratio <= 1.0:
-            raise ValueError(f"ohem_ratio={ohem_ratio}: must be in (0, 1]")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing={label_smoothing}: must be in [0, 1)")
         self.gamma, self.alpha, self.ohem_ratio, self.label_smoothing = (
             gamma,
             alpha,

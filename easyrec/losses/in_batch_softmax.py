@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from easyrec.config.arguments import NonNegative, Positive, checked
 from easyrec.losses.embeddings import TwoTowerLoss, l2_normalize, positive_pairs
-from easyrec.losses.pairs import check_non_negative, check_positive, zero_loss
+from easyrec.losses.pairs import zero_loss
 
 
 def duplicate_mask(items: Tensor) -> Tensor:
@@ -52,17 +53,16 @@ class InBatchSoftmaxLoss(TwoTowerLoss):
     After each call, :meth:`log_values` gives ``train/loss/in_batch_ce`` and ``train/loss/reg_pos``.
     """
 
+    @checked
     def __init__(
         self,
-        temperature: float = 1.0,
+        temperature: Positive = 1.0,
         cosine: bool = False,
         symmetric: bool = False,
         mask_duplicates: bool = True,
-        reg_pos_weight: float = 1.0,
+        reg_pos_weight: NonNegative = 1.0,
     ) -> None:
         super().__init__()
-        check_positive("temperature", temperature)
-        check_non_negative("reg_pos_weight", reg_pos_weight)
         self.temperature, self.reg_pos_weight = float(temperature), float(reg_pos_weight)
         self.cosine, self.symmetric, self.mask_duplicates = bool(cosine), bool(symmetric), bool(mask_duplicates)
         self._logged: dict[str, Tensor] = {}

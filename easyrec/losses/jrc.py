@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import math
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Interval
 from torch import Tensor, nn
 
+from easyrec.config.arguments import checked
 from easyrec.losses.base import Loss
 from easyrec.losses.pairs import zero_loss
 from easyrec.losses.reduction import mean_over_nonzero_weights
 from easyrec.losses.sessions import check_shapes, segment_count, segment_log_softmax, segment_sum, session_index
 
-STRATEGIES = ("fixed", "random_uniform", "random_normal", "random_bernoulli", "uncertainty")
+Strategy = Literal["fixed", "random_uniform", "random_normal", "random_bernoulli", "uncertainty"]
 
 
 def segment_logsumexp(x: Tensor, mask: Tensor, index: Tensor, num_segments: int) -> Tensor:
@@ -75,12 +77,14 @@ class JRCLoss(Loss):
     #: The model emits two logits per sample (not-click, click).
     num_outputs = 2
 
-    def __init__(self, alpha: float = 0.5, same_label_loss: bool = True, strategy: str = "fixed") -> None:
+    @checked
+    def __init__(
+        self,
+        alpha: Annotated[float, Interval(ge=0, le=1)] = 0.5,
+        same_label_loss: bool = True,
+        strategy: Strategy = "fixed",
+    ) -> None:
         super().__init__()
-        if not (math.isfinite(alpha) and 0.0 <= alpha <= 1.0):
-            raise ValueError(f"alpha={alpha}: must be in [0, 1]")
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy={strategy}: must be one of: {', '.join(STRATEGIES)}")
         self.alpha, self.same_label_loss, self.strategy = float(alpha), bool(same_label_loss), strategy
         self.uncertainty = nn.Parameter(torch.zeros(2)) if strategy == "uncertainty" else None
         self._logged: dict[str, Tensor] = {}

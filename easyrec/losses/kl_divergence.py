@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from easyrec.config.arguments import Positive, checked
 from easyrec.losses.base import Loss
-from easyrec.losses.pairs import check_positive, zero_loss
+from easyrec.losses.pairs import zero_loss
 from easyrec.losses.reduction import mean_over_nonzero_weights
 from easyrec.losses.sessions import check_shapes
 
@@ -39,9 +40,9 @@ class KLDivergenceLoss(Loss):
     task = "regression"
     label_values = None
 
-    def __init__(self, temperature: float = 1.0, label_is_logits: bool = False) -> None:
+    @checked
+    def __init__(self, temperature: Positive = 1.0, label_is_logits: bool = False) -> None:
         super().__init__()
-        check_positive("temperature", temperature)
         self.temperature = float(temperature)
         self.label_is_logits = bool(label_is_logits)
         self.label_range = None if self.label_is_logits else (0.0, 1.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from easyrec.losses.base import Loss
-from easyrec.losses.pairs import check_positive, zero_loss
+from easyrec.losses.pairs import zero_loss
 from easyrec.losses.sessions import (
     LogitScale,
     check_shapes,
@@ -31,7 +31,6 @@ class SessionSoftmaxLoss(Loss):
 
     def __init__(self, temperature: float, scale_logits: bool) -> None:
         super().__init__()
-        check_positive("temperature", temperature)
         self.temperature = temperature
         self.scale = LogitScale() if scale_logits else None
 

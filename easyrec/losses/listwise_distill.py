@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
+from annotated_types import Ge
 from torch import Tensor
 
+from easyrec.config.arguments import FINITE, Positive, checked
 from easyrec.losses.listwise import SessionSoftmaxLoss
 from easyrec.losses.sessions import segment_sum
 
@@ -35,10 +38,14 @@ class ListwiseDistillLoss(SessionSoftmaxLoss):
         scale_logits: learn ``z·|w| + b`` before the temperature, default False.
     """
 
-    def __init__(self, temperature: float = 1.0, label_clip_max_value: float = 512, scale_logits: bool = False) -> None:
+    @checked
+    def __init__(
+        self,
+        temperature: Positive = 1.0,
+        label_clip_max_value: Annotated[float, Ge(1), FINITE] = 512.0,
+        scale_logits: bool = False,
+    ) -> None:
         super().__init__(temperature, scale_logits)
-        if not (math.isfinite(label_clip_max_value) and label_clip_max_value >= 1):
-            raise ValueError(f"label_clip_max_value={label_clip_max_value}: must be a finite number >= 1")
         self.label_clip_max_value = float(label_clip_max_value)
 
     def targets(self, labels: Tensor, index: Tensor, num_sessions: int) -> Tensor:

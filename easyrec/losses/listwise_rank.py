@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from easyrec.config.arguments import Positive, checked
 from easyrec.losses.listwise import SessionSoftmaxLoss
 from easyrec.losses.sessions import segment_softmax
 
@@ -34,7 +35,8 @@ class ListwiseRankLoss(SessionSoftmaxLoss):
         scale_logits: learn ``z·|w| + b`` before the temperature, default False.
     """
 
-    def __init__(self, temperature: float = 1.0, label_is_logits: bool = False, scale_logits: bool = False) -> None:
+    @checked
+    def __init__(self, temperature: Positive = 1.0, label_is_logits: bool = False, scale_logits: bool = False) -> None:
         super().__init__(temperature, scale_logits)
         self.label_is_logits = label_is_logits
 

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import math
+from typing import Annotated
 
 import torch
 from torch import Tensor
 
+from easyrec.config.arguments import FINITE, NonNegative, Positive, checked
 from easyrec.losses.embeddings import (
     PairAnchorLoss,
     check_embeddings,
     l2_normalize,
     positive_mask,
 )
-from easyrec.losses.pairs import check_non_negative, check_positive, zero_loss
+from easyrec.losses.pairs import zero_loss
 from easyrec.losses.reduction import mean_over_nonzero_weights
 
 
@@ -89,20 +90,16 @@ class MultiSimilarityLoss(PairAnchorLoss):
         ms_mining: keep only the informative pairs (see :func:`multi_similarity_loss`); default False.
     """
 
+    @checked
     def __init__(
         self,
-        alpha: float = 2.0,
-        beta: float = 50.0,
-        lamb: float = 1.0,
-        eps: float = 0.1,
+        alpha: Positive = 2.0,
+        beta: Positive = 50.0,
+        lamb: Annotated[float, FINITE] = 1.0,
+        eps: NonNegative = 0.1,
         ms_mining: bool = False,
     ) -> None:
         super().__init__()
-        check_positive("alpha", alpha)
-        check_positive("beta", beta)
-        if not math.isfinite(lamb):
-            raise ValueError(f"lamb={lamb}: must be a finite number")
-        check_non_negative("eps", eps)
         self.alpha, self.beta, self.lamb, self.eps = float(alpha), float(beta), float(lamb), float(eps)
         self.ms_mining = bool(ms_mining)
 

@@ -2,18 +2,40 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from easyrec.config.arguments import NonNegative, checked
 from easyrec.losses.base import Loss
 from easyrec.losses.heads import Head, LabelRule, conditional_head
 from easyrec.losses.l2 import L2Loss
 from easyrec.losses.order_calibrate import OrderCalibrateLoss
 from easyrec.losses.sigmoid_l2 import SigmoidL2Loss
-from easyrec.losses.weighting import LossWeighting
+from easyrec.losses.weighting import LossWeighting, Strategy
+
+
+@checked
+@dataclasses.dataclass
+class Task:
+    """One task of a :class:`MultiTaskLoss`: its loss, label column, weight, and the output it shares, if any."""
+
+    loss: Any
+    label: str | None = None
+    weight: NonNegative = 1.0
+    learn_weight: bool = False
+    output: str | None = None
+
+
+@dataclasses.dataclass
+class ConditionalHead:
+    """An eval-only head: P(task | given) on the rows where given's label is positive."""
+
+    task: str
+    given: str
 
 
 class MultiTaskLoss(Loss):
@@ -51,19 +73,21 @@ class MultiTaskLoss(Loss):
 
     multi_task = True
 
+    @checked
     def __init__(
         self,
-        tasks: Mapping[str, Mapping[str, Any]],
+        tasks: Mapping[str, Task | Mapping[str, Any]],
         label_columns: str | Sequence[str],
-        strategy: str = "fixed",
+        strategy: Strategy = "fixed",
         order_calibrate: Mapping[str, Sequence[str]] | None = None,
-        order_calibrate_weight: float = 1.0,
-        eval_conditional: Mapping[str, Mapping[str, str]] | None = None,
+        order_calibrate_weight: NonNegative = 1.0,
+        eval_conditional: Mapping[str, ConditionalHead | Mapping[str, str]] | None = None,
     ) -> None:
         super().__init__()
+        tasks = {name: spec if isinstance(spec, Task) else Task(**spec) for name, spec in tasks.items()}
         self.label_columns = [label_columns] if isinstance(label_columns, str) else list(label_columns)
-        self.losses = nn.ModuleDict({name: Loss.of(spec["loss"]) for name, spec in tasks.items()})
-        self.labels = {name: spec.get("label") or self.label_columns[0] for name, spec in tasks.items()}
+        self.losses = nn.ModuleDict({name: Loss.of(spec.loss) for name, spec in tasks.items()})
+        self.labels = {name: spec.label or self.label_columns[0] for name, spec in tasks.items()}
         for name, column in self.labels.items():
             if column not in self.label_columns:
                 raise ValueError(
@@ -72,12 +96,10 @@ class MultiTaskLoss(Loss):
                 )
         self.columns = self._assign_columns(tasks)
         self.num_outputs = max(stop for _, stop in self.columns.values())
-        self._task_outputs = tuple(
-            self.losses[name].num_outputs for name, spec in tasks.items() if not spec.get("output")
-        )
+        self._task_outputs = tuple(self.losses[name].num_outputs for name, spec in tasks.items() if not spec.output)
         self.weighting = LossWeighting(
-            {name: float(spec.get("weight", 1.0)) for name, spec in tasks.items()},
-            learned=[name for name, spec in tasks.items() if spec.get("learn_weight")],
+            {name: float(spec.weight) for name, spec in tasks.items()},
+            learned=[name for name, spec in tasks.items() if spec.learn_weight],
             halved=[name for name, loss in self.losses.items() if isinstance(loss, L2Loss | SigmoidL2Loss)],
             strategy=strategy,
             key="tasks",
@@ -88,14 +110,18 @@ class MultiTaskLoss(Loss):
                 if name not in self.losses:
                     raise ValueError(f"order_calibrate: {name!r} is not a task; the tasks are: {', '.join(tasks)}")
         self.order_calibrate_weight = float(order_calibrate_weight)
-        self.eval_conditional = {name: dict(spec) for name, spec in (eval_conditional or {}).items()}
+        self.eval_conditional = {
+            name: dataclasses.asdict(spec) if isinstance(spec, ConditionalHead) else dict(spec)
+            for name, spec in (eval_conditional or {}).items()
+        }
         for name, spec in self.eval_conditional.items():
             if name in self.losses:
                 raise ValueError(f"eval_conditional.{name}: a task has that name already")
             for key in ("task", "given"):
                 if spec.get(key) not in self.losses:
                     raise ValueError(
-                        f"eval_conditional.{name}.{key}={spec.get(key)}: not a task; the tasks are: {', '.join(tasks)}"
+                        f"eval_conditional.{name}.{key}={spec.get(key)}: no such task; "
+                        f"the tasks are: {', '.join(tasks)}"
                     )
         self.order_loss = OrderCalibrateLoss()
         self.requires_sessions = any(loss.requires_sessions for loss in self.losses.values())
@@ -103,20 +129,20 @@ class MultiTaskLoss(Loss):
         self._logged: dict[str, Tensor] = {}
         self._heads_by_task = {head.name: head for head in self._task_heads()}
 
-    def _assign_columns(self, tasks: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
+    def _assign_columns(self, tasks: Mapping[str, Task]) -> dict[str, tuple[int, int]]:
         columns: dict[str, tuple[int, int]] = {}
         start = 0
         for name, spec in tasks.items():
-            if not spec.get("output"):
+            if not spec.output:
                 width = self.losses[name].num_outputs
                 columns[name] = (start, start + width)
                 start += width
         for name, spec in tasks.items():
-            shared = spec.get("output")
+            shared = spec.output
             if shared:
                 if shared not in columns:
                     raise ValueError(
-                        f"tasks.{name}.output={shared}: no task of that name has its own output; "
+                        f"tasks.{name}.output={shared}: no such task with its own output; "
                         f"those are: {', '.join(columns)}"
                     )
                 columns[name] = columns[shared]

@@ -7,7 +7,6 @@ tensors have one entry per pair (at most ``B·(B−1)/2`` ≈ 8.4M for ``B = 409
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 from torch import Tensor
@@ -30,24 +29,6 @@ class Pairs(NamedTuple):
     @property
     def count(self) -> int:
         return int(self.first.numel())
-
-
-def check_positive(name: str, value: float) -> None:
-    """ValueError naming ``name`` unless ``value`` is a finite number > 0 (e.g. a temperature)."""
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name}={value}: must be a finite number > 0")
-
-
-def check_non_negative(name: str, value: float | None) -> None:
-    """ValueError naming ``name`` unless ``value`` is None or a finite number >= 0 (e.g. a margin)."""
-    if value is not None and not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name}={value}: must be a finite number >= 0")
-
-
-def check_ohem_ratio(ohem_ratio: float) -> None:
-    """ValueError naming ``ohem_ratio`` unless it is in (0, 1]."""
-    if not 0.0 < ohem_ratio <= 1.0:
-        raise ValueError(f"ohem_ratio={ohem_ratio}: must be in (0, 1]")
 
 
 def pair_mask(labels: Tensor, sessions: Tensor | None = None) -> Tensor:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import math
+from typing import Annotated
 
 import torch
 from torch import Tensor
 
+from easyrec.config.arguments import FINITE, NonNegative, Positive, Probability, Share, checked
 from easyrec.losses.base import Loss
 from easyrec.losses.focal import BinaryFocalLoss
-from easyrec.losses.pairs import build_pairs, check_positive, zero_loss
+from easyrec.losses.pairs import build_pairs, zero_loss
 
 
 class PairwiseFocalLoss(Loss):
@@ -39,19 +40,16 @@ class PairwiseFocalLoss(Loss):
 
     label_values = None
 
+    @checked
     def __init__(
         self,
-        gamma: float = 2.0,
-        alpha: float | None = None,
-        hinge_margin: float | None = None,
-        ohem_ratio: float = 1.0,
-        temperature: float = 1.0,
+        gamma: NonNegative = 2.0,
+        alpha: Probability | None = None,
+        hinge_margin: Annotated[float, FINITE] | None = None,
+        ohem_ratio: Share = 1.0,
+        temperature: Positive = 1.0,
     ) -> None:
         super().__init__()
-        check_positive("temperature", temperature)
-        if hinge_margin is not None and not math.isfinite(hinge_margin):
-            raise ValueError(f"hinge_margin={hinge_margin}: must be finite or None")
-        # BinaryFocalLoss validates gamma, alpha and ohem_ratio (ValueError naming the argument).
         self.focal = BinaryFocalLoss(gamma=gamma, alpha=alpha, ohem_ratio=ohem_ratio)
         self.gamma, self.alpha, self.hinge_margin, self.ohem_ratio, self.temperature = (
             gamma,

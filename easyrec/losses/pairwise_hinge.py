@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from easyrec.config.arguments import NonNegative, Positive, Share, checked
 from easyrec.losses.base import Loss
-from easyrec.losses.pairs import build_pairs, check_non_negative, check_ohem_ratio, check_positive, reduce_pair_losses
+from easyrec.losses.pairs import build_pairs, reduce_pair_losses
 
 EXP_CLIP = 88.0
 
@@ -50,19 +51,17 @@ class PairwiseHingeLoss(Loss):
 
     label_values = None
 
+    @checked
     def __init__(
         self,
-        temperature: float = 1.0,
-        margin: float = 1.0,
-        ohem_ratio: float = 1.0,
+        temperature: Positive = 1.0,
+        margin: NonNegative = 1.0,
+        ohem_ratio: Share = 1.0,
         label_is_logits: bool = True,
         use_label_margin: bool = True,
         use_exponent: bool = False,
     ) -> None:
         super().__init__()
-        check_positive("temperature", temperature)
-        check_non_negative("margin", margin)
-        check_ohem_ratio(ohem_ratio)
         self.temperature, self.margin, self.ohem_ratio = temperature, margin, ohem_ratio
         self.label_is_logits, self.use_label_margin, self.use_exponent = label_is_logits, use_label_margin, use_exponent
 

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from easyrec.config.arguments import NonNegative, Positive, Share, checked
 from easyrec.losses.base import Loss
-from easyrec.losses.pairs import build_pairs, check_non_negative, check_ohem_ratio, check_positive, reduce_pair_losses
+from easyrec.losses.pairs import build_pairs, reduce_pair_losses
 
 
 class PairwiseLogisticLoss(Loss):
@@ -38,17 +39,15 @@ class PairwiseLogisticLoss(Loss):
 
     label_values = None
 
+    @checked
     def __init__(
         self,
-        temperature: float = 1.0,
-        hinge_margin: float | None = None,
-        ohem_ratio: float = 1.0,
+        temperature: Positive = 1.0,
+        hinge_margin: NonNegative | None = None,
+        ohem_ratio: Share = 1.0,
         use_label_margin: bool = False,
     ) -> None:
         super().__init__()
-        check_positive("temperature", temperature)
-        check_non_negative("hinge_margin", hinge_margin)
-        check_ohem_ratio(ohem_ratio)
         self.temperature, self.hinge_margin, self.ohem_ratio, self.use_label_margin = (
             temperature,
             hinge_margin,

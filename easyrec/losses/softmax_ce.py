@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge
 from torch import Tensor
 
+from easyrec.config.arguments import Fraction, checked
 from easyrec.losses.base import Loss
 from easyrec.losses.pairs import zero_loss
 from easyrec.losses.reduction import mean_over_nonzero_weights
@@ -30,12 +34,9 @@ class SoftmaxCrossEntropy(Loss):
     task = "multiclass"
     requires_every_label = True
 
-    def __init__(self, num_classes: int, label_smoothing: float = 0.0) -> None:
+    @checked
+    def __init__(self, num_classes: Annotated[int, Ge(2)], label_smoothing: Fraction = 0.0) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
-            raise ValueError(f"num_classes={num_classes}: must be an integer >= 2")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing={label_smoothing}: must be in [0, 1)")
         self.num_classes = int(num_classes)
         self.label_smoothing = float(label_smoothing)
         #: The model emits one logit per class.

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge
 from torch import Tensor
 
+from easyrec.config.arguments import NonNegative, Positive, checked
 from easyrec.losses.embeddings import TwoTowerLoss, check_embeddings, check_pair_outputs, l2_normalize
-from easyrec.losses.pairs import check_non_negative, check_positive, zero_loss
+from easyrec.losses.pairs import zero_loss
 from easyrec.losses.reduction import mean_over_nonzero_weights
 
 
@@ -91,23 +95,15 @@ class SoftmaxNegativeMiningLoss(TwoTowerLoss):
             (``t·neg + t − 1``), ``t = 1`` is the plain softmax; default 1.
     """
 
+    @checked
     def __init__(
         self,
-        num_negative_samples: int = 4,
-        margin: float = 0.0,
-        gamma: float = 1.0,
-        coefficient_of_support_vector: float = 1.0,
+        num_negative_samples: Annotated[int, Ge(1)] = 4,
+        margin: NonNegative = 0.0,
+        gamma: Positive = 1.0,
+        coefficient_of_support_vector: Positive = 1.0,
     ) -> None:
         super().__init__()
-        if (
-            isinstance(num_negative_samples, bool)
-            or not isinstance(num_negative_samples, int)
-            or num_negative_samples < 1
-        ):
-            raise ValueError(f"num_negative_samples={num_negative_samples}: must be an integer >= 1")
-        check_non_negative("margin", margin)
-        check_positive("gamma", gamma)
-        check_positive("coefficient_of_support_vector", coefficient_of_support_vector)
         self.num_negative_samples = int(num_negative_samples)
         self.margin, self.gamma = float(margin), float(gamma)
         self.coefficient_of_support_vector = float(coefficient_of_support_vector)

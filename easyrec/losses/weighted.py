@@ -8,10 +8,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from easyrec.config.arguments import checked
 from easyrec.losses.base import Loss
 from easyrec.losses.l2 import L2Loss
 from easyrec.losses.sigmoid_l2 import SigmoidL2Loss
-from easyrec.losses.weighting import LossWeighting
+from easyrec.losses.weighting import LossTerm, LossWeighting, Strategy
 
 
 class WeightedLosses(Loss):
@@ -33,14 +34,16 @@ class WeightedLosses(Loss):
     ``train/loss_weight/<name>``.
     """
 
-    def __init__(self, losses: Mapping[str, Mapping[str, Any]], strategy: str = "fixed") -> None:
+    @checked
+    def __init__(self, losses: Mapping[str, LossTerm | Mapping[str, Any]], strategy: Strategy = "fixed") -> None:
         super().__init__()
         if not losses:
             raise ValueError("losses: give at least one")
-        self.terms = nn.ModuleDict({name: Loss.of(spec["loss"]) for name, spec in losses.items()})
+        losses = {name: spec if isinstance(spec, LossTerm) else LossTerm(**spec) for name, spec in losses.items()}
+        self.terms = nn.ModuleDict({name: Loss.of(spec.loss) for name, spec in losses.items()})
         self.weighting = LossWeighting(
-            {name: float(spec.get("weight", 1.0)) for name, spec in losses.items()},
-            learned=[name for name, spec in losses.items() if spec.get("learn_weight")],
+            {name: float(spec.weight) for name, spec in losses.items()},
+            learned=[name for name, spec in losses.items() if spec.learn_weight],
             halved=[name for name, term in self.terms.items() if isinstance(term, L2Loss | SigmoidL2Loss)],
             strategy=strategy,
         )

@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-STRATEGIES = ("fixed", "uncertainty", "random")
+from easyrec.config.arguments import NonNegative, checked
+
+Strategy = Literal["fixed", "uncertainty", "random"]
+
+
+@checked
+@dataclass
+class LossTerm:
+    """One term of a weighted sum of losses: the loss, its weight, and whether that weight is learned."""
+
+    loss: Any
+    weight: NonNegative = 1.0
+    learn_weight: bool = False
 
 
 class LossWeighting(nn.Module):
@@ -27,17 +41,16 @@ class LossWeighting(nn.Module):
         key: what the error messages call a term, e.g. ``"losses"`` or ``"tasks"``.
     """
 
+    @checked
     def __init__(
         self,
         weights: Mapping[str, float],
         learned: Collection[str] = (),
         halved: Collection[str] = (),
-        strategy: str = "fixed",
+        strategy: Strategy = "fixed",
         key: str = "losses",
     ) -> None:
         super().__init__()
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy={strategy}: must be one of: {', '.join(STRATEGIES)}")
         if not weights:
             raise ValueError(f"{key}: give at least one")
         learned = [name for name in weights if name in learned]

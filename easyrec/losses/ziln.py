@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Gt
 from torch import Tensor
 
+from easyrec.config.arguments import FINITE, NonNegative, checked
 from easyrec.losses.base import Loss
 from easyrec.losses.pairs import zero_loss
 from easyrec.losses.reduction import mean_over_nonzero_weights
@@ -50,28 +53,17 @@ class ZILNLoss(Loss):
     label_values = None
     label_range = (0.0, math.inf)
 
+    @checked
     def __init__(
         self,
-        mu_regularization: float = 0.01,
-        sigma_regularization: float = 0.01,
-        max_sigma: float = 5.0,
-        max_log_clip_value: float = 20.0,
-        classification_weight: float = 1.0,
-        regression_weight: float = 1.0,
+        mu_regularization: NonNegative = 0.01,
+        sigma_regularization: NonNegative = 0.01,
+        max_sigma: Annotated[float, Gt(MIN_SIGMA), FINITE] = 5.0,
+        max_log_clip_value: Annotated[float, Gt(-100), FINITE] = 20.0,
+        classification_weight: NonNegative = 1.0,
+        regression_weight: NonNegative = 1.0,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("mu_regularization", mu_regularization),
-            ("sigma_regularization", sigma_regularization),
-            ("classification_weight", classification_weight),
-            ("regression_weight", regression_weight),
-        ):
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name}={value}: must be a finite number >= 0")
-        if not (math.isfinite(max_sigma) and max_sigma > MIN_SIGMA):
-            raise ValueError(f"max_sigma={max_sigma}: must be a finite number > {MIN_SIGMA:.4g}")
-        if not (math.isfinite(max_log_clip_value) and max_log_clip_value > -100):
-            raise ValueError(f"max_log_clip_value={max_log_clip_value}: must be a finite number > -100")
         self.mu_regularization, self.sigma_regularization = float(mu_regularization), float(sigma_regularization)
         self.max_sigma, self.max_log_clip_value = float(max_sigma), float(max_log_clip_value)
         self.classification_weight, self.regression_weight = float(classification_weight), float(regression_weight)

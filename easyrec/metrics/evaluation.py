@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from annotated_types import Ge
 from torch import Tensor, nn
 
+from easyrec.config.arguments import checked
 from easyrec.console import plural
 from easyrec.metrics.binary import binary_metrics
 from easyrec.metrics.grouped_auc import grouped_auc
@@ -22,6 +24,9 @@ log = logging.getLogger(__name__)
 #: ``eval/gauc`` (mean over sessions), ``eval/gauc_sample`` and ``eval/gauc_positive`` (weighted by the
 #: session's samples or positives; EasyRec's mean_by_sample_num and mean_by_positive_num).
 GAUC_NAMES = {"mean": "gauc", "sample": "gauc_sample", "positive": "gauc_positive"}
+
+
+K = Annotated[int, Ge(1)]
 
 
 class EvalMetrics:
@@ -44,14 +49,13 @@ class EvalMetrics:
         recall_at_k: the k of the retrieval ``recall@k``.
     """
 
+    @checked
     def __init__(
-        self, gauc_reductions: Sequence[str] = ("mean",), top_k: int = 5, recall_at_k: Sequence[int] = (1, 10, 50)
+        self,
+        gauc_reductions: Sequence[Literal["mean", "sample", "positive"]] = ("mean",),
+        top_k: K = 5,
+        recall_at_k: Sequence[K] = (1, 10, 50),
     ) -> None:
-        unknown = [r for r in gauc_reductions if r not in GAUC_NAMES]
-        if unknown:
-            raise ValueError(f"gauc_reductions: {unknown[0]!r} is not one of {', '.join(GAUC_NAMES)}")
-        if top_k < 1 or any(k < 1 for k in recall_at_k):
-            raise ValueError(f"top_k={top_k}, recall_at_k={list(recall_at_k)}: each k must be >= 1")
         self.gauc_reductions, self.top_k, self.recall_at_k = tuple(gauc_reductions), top_k, tuple(recall_at_k)
         self.explained: set[str] = set()  # the NaN AUCs already warned about
 

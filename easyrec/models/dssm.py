@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from annotated_types import MinLen
 from torch import Tensor, nn
 
+from easyrec.config.arguments import Fraction, NonNegative, PositiveInt, checked
 from easyrec.data.features import InputSpec
 from easyrec.modules import MLP
 from easyrec.modules.feature_vector import FeatureVector, feature_columns
+
+
+def _towers_apart(user_features: Sequence[str], item_features: Sequence[str], **_: object) -> str | None:
+    both = [name for name in user_features if name in item_features]
+    return f"item_features: {both[0]!r} is also in user_features" if both else None
 
 
 class DSSM(nn.Module):
@@ -42,36 +50,26 @@ class DSSM(nn.Module):
 
     output_kind = "pair_embeddings"
 
+    @checked(across=_towers_apart)
     def __init__(
         self,
         inputs: InputSpec,
-        user_features: Sequence[str],
-        item_features: Sequence[str],
-        embedding_dim: int = 16,
-        hidden_units: Sequence[int] = (256, 128),
-        output_dim: int = 32,
+        user_features: Annotated[Sequence[str], MinLen(1)],
+        item_features: Annotated[Sequence[str], MinLen(1)],
+        embedding_dim: PositiveInt = 16,
+        hidden_units: Sequence[PositiveInt] = (256, 128),
+        output_dim: PositiveInt = 32,
         normalize: bool = True,
-        dropout: float = 0.0,
+        dropout: Fraction = 0.0,
         sparse_embeddings: bool = False,
-        embedding_regularization: float = 0.0,
+        embedding_regularization: NonNegative = 0.0,
     ) -> None:
         super().__init__()
         for argument, names in (("user_features", user_features), ("item_features", item_features)):
-            if not names:
-                raise ValueError(f"{argument}: the tower needs at least one feature")
             try:
                 feature_columns(inputs, names)
             except ValueError as error:
                 raise ValueError(f"{argument}: {error}") from None
-        both = [name for name in user_features if name in item_features]
-        if both:
-            raise ValueError(f"feature {both[0]!r} is in both user_features and item_features")
-        if hidden_units and min(hidden_units) < 1:
-            raise ValueError(f"hidden_units={list(hidden_units)}: every width must be > 0")
-        if output_dim < 1:
-            raise ValueError(f"output_dim={output_dim}: must be > 0")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout={dropout}: must be in [0, 1)")
         self.user_features = FeatureVector(
             inputs, embedding_dim, user_features, sparse=sparse_embeddings, l2=embedding_regularization
         )

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from easyrec.config.arguments import Fraction, NonNegative, PositiveInt, checked
 from easyrec.data.features import InputSpec
 from easyrec.modules import MLP
 from easyrec.modules.feature_vector import FeatureVector
@@ -38,25 +39,22 @@ class ESMM(nn.Module):
 
     output_kind = "logits"
 
+    @checked
     def __init__(
         self,
         inputs: InputSpec,
         task_outputs: Sequence[int] = (1, 1),
-        embedding_dim: int = 16,
-        tower_units: Sequence[int] = (256, 128, 64),
-        dropout: float = 0.0,
+        embedding_dim: PositiveInt = 16,
+        tower_units: Sequence[PositiveInt] = (256, 128, 64),
+        dropout: Fraction = 0.0,
         sparse_embeddings: bool = False,
-        embedding_regularization: float = 0.0,
+        embedding_regularization: NonNegative = 0.0,
     ) -> None:
         super().__init__()
         if tuple(task_outputs) != (1, 1):
             raise ValueError(
                 f"ESMM has two tasks (ctr, ctcvr) of one logit each; got task_outputs={tuple(task_outputs)}"
             )
-        if tower_units and min(tower_units) < 1:
-            raise ValueError(f"tower_units={list(tower_units)}: every width must be > 0")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout={dropout}: must be in [0, 1)")
         self.features = FeatureVector(inputs, embedding_dim, sparse=sparse_embeddings, l2=embedding_regularization)
         self.ctr_tower = MLP(self.features.out_features, tower_units, 1, dropout)
         self.cvr_tower = MLP(self.features.out_features, tower_units, 1, dropout)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
+from annotated_types import Ge, MinLen
 from torch import Tensor, nn
 
+from easyrec.config.arguments import Fraction, NonNegative, PositiveInt, checked
 from easyrec.data.features import InputSpec
 from easyrec.modules import MLP
 from easyrec.modules.experts import MixtureOfExperts
@@ -40,26 +43,21 @@ class MMoE(nn.Module):
 
     output_kind = "logits"
 
+    @checked
     def __init__(
         self,
         inputs: InputSpec,
-        task_outputs: Sequence[int] = (1, 1),
-        embedding_dim: int = 16,
-        num_experts: int = 4,
-        expert_units: Sequence[int] = (256, 128),
-        tower_units: Sequence[int] = (64,),
-        dropout: float = 0.0,
+        task_outputs: Annotated[Sequence[PositiveInt], MinLen(1)] = (1, 1),
+        embedding_dim: PositiveInt = 16,
+        num_experts: Annotated[int, Ge(1)] = 4,
+        expert_units: Annotated[Sequence[PositiveInt], MinLen(1)] = (256, 128),
+        tower_units: Sequence[PositiveInt] = (64,),
+        dropout: Fraction = 0.0,
         sparse_embeddings: bool = False,
-        embedding_regularization: float = 0.0,
+        embedding_regularization: NonNegative = 0.0,
     ) -> None:
         super().__init__()
         task_outputs = tuple(task_outputs)
-        if not task_outputs or min(task_outputs) < 1:
-            raise ValueError(f"task_outputs={task_outputs}: must be a non-empty list of output counts >= 1")
-        if tower_units and min(tower_units) < 1:
-            raise ValueError(f"tower_units={list(tower_units)}: every width must be > 0")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout={dropout}: must be in [0, 1)")
         self.features = FeatureVector(inputs, embedding_dim, sparse=sparse_embeddings, l2=embedding_regularization)
         self.experts = MixtureOfExperts(
             self.features.out_features, num_experts, expert_units, len(task_outputs), dropout

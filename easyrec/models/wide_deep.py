@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from easyrec.config.arguments import Fraction, NonNegative, PositiveInt, checked
 from easyrec.data.features import InputSpec
 from easyrec.modules import MLP, FieldEmbedding, LinearTerms
 
@@ -71,14 +72,15 @@ class WideAndDeep(nn.Module):
 
     output_kind = "logits"
 
+    @checked
     def __init__(
         self,
         inputs: InputSpec,
-        embedding_dim: int = 16,
-        hidden_units: Sequence[int] = (256, 128, 64),
-        dropout: float = 0.0,
+        embedding_dim: PositiveInt = 16,
+        hidden_units: Sequence[PositiveInt] = (256, 128, 64),
+        dropout: Fraction = 0.0,
         sparse_embeddings: bool = False,
-        embedding_regularization: float = 0.0,
+        embedding_regularization: NonNegative = 0.0,
         num_outputs: int = 1,
     ) -> None:
         super().__init__()

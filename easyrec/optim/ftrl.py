@@ -7,7 +7,8 @@ from collections.abc import Callable
 import torch
 from torch.optim.optimizer import Optimizer, ParamsT
 
-from easyrec.optim.hyperparameters import checked_defaults
+from easyrec.config.arguments import NonNegative, checked
+from easyrec.optim.hyperparameters import LearningRate, NonPositive
 from easyrec.optim.sparse_rows import touched
 
 
@@ -42,24 +43,25 @@ class Ftrl(Optimizer):
     #: Built for row-sparse updates: as the only optimizer of a model, it turns on sparse embedding gradients.
     prefers_sparse_gradients = True
 
+    @checked
     def __init__(
         self,
         params: ParamsT,
-        lr: float = 0.05,
-        lr_power: float = -0.5,
-        initial_accumulator_value: float = 0.1,
-        l1: float = 0.0,
-        l2: float = 0.0,
-        l2_shrinkage: float = 0.0,
+        lr: LearningRate = 0.05,
+        lr_power: NonPositive = -0.5,
+        initial_accumulator_value: NonNegative = 0.1,
+        l1: NonNegative = 0.0,
+        l2: NonNegative = 0.0,
+        l2_shrinkage: NonNegative = 0.0,
     ) -> None:
-        defaults = checked_defaults(
-            lr=lr,
-            lr_power=lr_power,
-            initial_accumulator_value=initial_accumulator_value,
-            l1=l1,
-            l2=l2,
-            l2_shrinkage=l2_shrinkage,
-        )
+        defaults = {
+            "lr": lr,
+            "lr_power": lr_power,
+            "initial_accumulator_value": initial_accumulator_value,
+            "l1": l1,
+            "l2": l2,
+            "l2_shrinkage": l2_shrinkage,
+        }
         super().__init__(params, defaults)
 
     @torch.no_grad()

@@ -6,10 +6,12 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from easyrec.config.arguments import NonNegative, Positive, checked
 from easyrec.errors import ConfigError, EasyrecError
 from easyrec.optim.grouped import EMBEDDINGS, embedding_parameter_names
 from easyrec.optim.sparse_rows import coalesced
@@ -45,17 +47,16 @@ class GradientTreatment:
         non_finite: ``"skip"`` or ``"error"``.
     """
 
+    @checked
     def __init__(
         self,
-        clip_norm: float | None = None,
-        clip_value: float | None = None,
+        clip_norm: Positive | None = None,
+        clip_value: Positive | None = None,
         multipliers: Mapping[str, float] | None = None,
-        noise_scale: float = 0.0,
+        noise_scale: NonNegative = 0.0,
         freeze: Sequence[str] = (),
-        non_finite: str = "skip",
+        non_finite: Literal["skip", "error"] = "skip",
     ) -> None:
-        if non_finite not in ("skip", "error"):
-            raise ConfigError(f"gradients.non_finite={non_finite}: must be one of: skip, error")
         self.clip_norm, self.clip_value, self.noise_scale = clip_norm, clip_value, noise_scale
         self.multipliers = dict(multipliers or {})
         self.freeze = list(freeze)

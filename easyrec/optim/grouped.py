@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -48,6 +49,18 @@ def select(model: nn.Module, selector: str, candidates: Mapping[str, nn.Paramete
     return [(n, p) for n, p in candidates.items() if n == selector or n.startswith(selector + ".")]
 
 
+@dataclass
+class ParamGroup:
+    """One group of a :class:`GroupedOptimizer`: its parameters (a selector, see :func:`select`), its optimizer
+    factory, whether its embedding tables give sparse gradients, and its own lr schedule factory (None: the shared
+    one)."""
+
+    params: str
+    optimizer: Any
+    sparse_gradients: bool = False
+    lr_schedule: Any = None
+
+
 class GroupedOptimizer:
     """One optimizer per parameter group, stepped together; each param group is named after its group.
 
@@ -68,19 +81,20 @@ class GroupedOptimizer:
         })
     """
 
-    def __init__(self, model: nn.Module, groups: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(self, model: nn.Module, groups: Mapping[str, ParamGroup | Mapping[str, Any]]) -> None:
         if not groups:
             raise ConfigError("optimizer.groups: no group; give at least one (e.g. params: rest)")
+        groups = {name: spec if isinstance(spec, ParamGroup) else ParamGroup(**spec) for name, spec in groups.items()}
         trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
         owner: dict[str, str] = {}
         chosen: dict[str, NamedParameters] = {}
-        rest = [name for name, spec in groups.items() if spec.get("params") == REST]
+        rest = [name for name, spec in groups.items() if spec.params == REST]
         if len(rest) > 1:
             raise ConfigError(f"optimizer.groups: {' and '.join(rest)} both take params: rest; keep one")
         for name, spec in sorted(groups.items(), key=lambda item: item[0] in rest):
-            if spec.get("optimizer") is None:
+            if spec.optimizer is None:
                 raise ConfigError(f"optimizer.groups.{name}.optimizer: the group has no optimizer")
-            selector = str(spec.get("params", ""))
+            selector = str(spec.params)
             # rest comes last and takes what is left; every other group picks among all trainable parameters
             pool = {n: p for n, p in trainable.items() if n not in owner} if name in rest else trainable
             picked = select(model, selector, pool)
@@ -100,11 +114,11 @@ class GroupedOptimizer:
             raise ConfigError(f"optimizer.groups: parameters {left} belong to no group; add a group with params: rest")
         embeddings = embedding_parameter_names(model)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        self.schedule_factories = {n: spec["lr_schedule"] for n, spec in groups.items() if spec.get("lr_schedule")}
+        self.schedule_factories = {n: spec.lr_schedule for n, spec in groups.items() if spec.lr_schedule}
         for name, picked in chosen.items():
-            if groups[name].get("sparse_gradients"):
+            if groups[name].sparse_gradients:
                 set_sparse_gradients(model, {n for n, _ in picked if n in embeddings})
-            optimizer = groups[name]["optimizer"](picked)
+            optimizer = groups[name].optimizer(picked)
             for param_group in optimizer.param_groups:
                 param_group["group"] = name
             self.optimizers[name] = optimizer

@@ -1,42 +1,38 @@
-"""The argument checks easyrec's optimizers share."""
+"""The rules of the optimizers' hyper-parameters, declared once for easyrec's optimizers and torch's.
+
+easyrec's optimizers annotate their parameters with these; torch's (``torch.optim.Adam`` in ``conf/optimizer``)
+have no constructor of ours, so config validation applies :data:`HYPERPARAMETERS` to their options by name: the
+optimizers name their hyper-parameters alike. No torch here, so the config check imports none for it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-import torch
+from annotated_types import Interval, Le
+
+from easyrec.config.arguments import FLOAT32_MAX, NonNegative
 
 #: float32 parameters make a larger lr inf at the first step
-_LARGEST_LR = torch.finfo(torch.float32).max
+LearningRate = Annotated[float, Interval(gt=0, le=FLOAT32_MAX)]
+#: [0, 1): moment decays
+Decay = Annotated[float, Interval(ge=0, lt=1)]
+Betas = tuple[Decay, Decay]
+NonPositive = Annotated[float, Le(0)]
 
-
-def _in_unit_interval(value: float) -> bool:
-    return 0 <= value < 1
-
-
-def _non_negative(value: float) -> bool:
-    return value >= 0
-
-
-RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "lr": (lambda v: 0 < v <= _LARGEST_LR, f"must be > 0 and finite in float32 (at most {_LARGEST_LR:.4g})"),
-    "betas": (lambda v: all(_in_unit_interval(b) for b in v), "each must be in [0, 1)"),
-    "decay": (_in_unit_interval, "must be in [0, 1)"),
-    "momentum": (_in_unit_interval, "must be in [0, 1)"),
-    "lr_power": (lambda v: v <= 0, "must be <= 0"),
-    "eps": (_non_negative, "must be >= 0"),
-    "weight_decay": (_non_negative, "must be >= 0"),
-    "initial_accumulator_value": (_non_negative, "must be >= 0"),
-    "l1": (_non_negative, "must be >= 0"),
-    "l2": (_non_negative, "must be >= 0"),
-    "l2_shrinkage": (_non_negative, "must be >= 0"),
+#: The rule of each hyper-parameter, by name.
+HYPERPARAMETERS: dict[str, Any] = {
+    "lr": LearningRate,
+    "betas": Betas,
+    "decay": Decay,
+    "momentum": Decay,
+    "lr_power": NonPositive,
+    "eps": NonNegative,
+    "weight_decay": NonNegative,
+    "initial_accumulator_value": NonNegative,
+    "lr_decay": NonNegative,
+    "dampening": NonNegative,
+    "l1": NonNegative,
+    "l2": NonNegative,
+    "l2_shrinkage": NonNegative,
 }
-
-
-def checked_defaults(**defaults: Any) -> dict[str, Any]:
-    """``defaults`` for ``Optimizer.__init__``, after a ValueError for the first hyper-parameter out of range."""
-    for name, value in defaults.items():
-        if name in RULES and not RULES[name][0](value):
-            raise ValueError(f"{name}={value}: {RULES[name][1]}")
-    return defaults

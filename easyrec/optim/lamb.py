@@ -7,7 +7,8 @@ from collections.abc import Callable
 import torch
 from torch.optim.optimizer import Optimizer, ParamsT
 
-from easyrec.optim.hyperparameters import checked_defaults
+from easyrec.config.arguments import NonNegative, checked
+from easyrec.optim.hyperparameters import Betas, LearningRate
 
 
 class Lamb(Optimizer):
@@ -34,15 +35,16 @@ class Lamb(Optimizer):
     State per parameter (same shape as it): ``exp_avg`` (m) and ``exp_avg_sq`` (v); per group: ``step`` (t).
     """
 
+    @checked
     def __init__(
         self,
         params: ParamsT,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-6,
-        weight_decay: float = 0.0,
+        lr: LearningRate = 0.01,
+        betas: Betas = (0.9, 0.999),
+        eps: NonNegative = 1e-6,
+        weight_decay: NonNegative = 0.0,
     ) -> None:
-        super().__init__(params, checked_defaults(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, step=0))
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "step": 0})
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:

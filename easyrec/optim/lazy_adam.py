@@ -8,7 +8,8 @@ from collections.abc import Callable
 import torch
 from torch.optim.optimizer import Optimizer, ParamsT
 
-from easyrec.optim.hyperparameters import checked_defaults
+from easyrec.config.arguments import NonNegative, checked
+from easyrec.optim.hyperparameters import Betas, LearningRate
 from easyrec.optim.sparse_rows import touched
 
 
@@ -41,14 +42,15 @@ class LazyAdam(Optimizer):
     #: Built for row-sparse updates: as the only optimizer of a model, it turns on sparse embedding gradients.
     prefers_sparse_gradients = True
 
+    @checked
     def __init__(
         self,
         params: ParamsT,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
+        lr: LearningRate = 1e-3,
+        betas: Betas = (0.9, 0.999),
+        eps: NonNegative = 1e-8,
     ) -> None:
-        super().__init__(params, checked_defaults(lr=lr, betas=betas, eps=eps, step=0))
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "step": 0})
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:

@@ -7,7 +7,8 @@ from collections.abc import Callable
 import torch
 from torch.optim.optimizer import Optimizer, ParamsT
 
-from easyrec.optim.hyperparameters import checked_defaults
+from easyrec.config.arguments import NonNegative, checked
+from easyrec.optim.hyperparameters import Decay, LearningRate
 from easyrec.optim.sparse_rows import touched
 
 
@@ -36,15 +37,16 @@ class TFRMSProp(Optimizer):
 
     supports_sparse_gradients = True
 
+    @checked
     def __init__(
         self,
         params: ParamsT,
-        lr: float = 1e-3,
-        decay: float = 0.9,
-        momentum: float = 0.9,
-        eps: float = 1.0,
+        lr: LearningRate = 0.01,
+        decay: Decay = 0.9,
+        momentum: Decay = 0.9,
+        eps: NonNegative = 1.0,
     ) -> None:
-        super().__init__(params, checked_defaults(lr=lr, decay=decay, momentum=momentum, eps=eps))
+        super().__init__(params, {"lr": lr, "decay": decay, "momentum": momentum, "eps": eps})
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:

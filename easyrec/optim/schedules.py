@@ -30,6 +30,11 @@ from collections.abc import Sequence
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from easyrec.config.arguments import NonNegative, NonNegativeInt, Positive, PositiveInt, checked
+
+#: None: the run's planned steps, filled in by :func:`easyrec.optim.build_schedules`
+TotalSteps = PositiveInt | None
+
 
 class StepSchedule(LRScheduler):
     """A schedule given by a closed formula of the global step; subclasses implement :meth:`lr_at`.
@@ -91,27 +96,18 @@ class ExponentialDecayWithBurnin(StepSchedule):
         last_epoch: the global step to resume from (-1: a fresh start).
     """
 
+    @checked
     def __init__(
         self,
         optimizer: Optimizer,
-        decay_steps: int,
-        decay_factor: float = 0.95,
+        decay_steps: PositiveInt,
+        decay_factor: Positive = 0.95,
         staircase: bool = True,
-        burnin_learning_rate: float = 0.0,
-        burnin_steps: int = 0,
-        min_learning_rate: float = 0.0,
+        burnin_learning_rate: NonNegative = 0.0,
+        burnin_steps: NonNegativeInt = 0,
+        min_learning_rate: NonNegative = 0.0,
         last_epoch: int = -1,
     ) -> None:
-        if decay_steps <= 0:
-            raise ValueError(f"decay_steps={decay_steps}: must be > 0")
-        if decay_factor <= 0:
-            raise ValueError(f"decay_factor={decay_factor}: must be > 0")
-        if burnin_learning_rate < 0:
-            raise ValueError(f"burnin_learning_rate={burnin_learning_rate}: must be >= 0")
-        if burnin_steps < 0:
-            raise ValueError(f"burnin_steps={burnin_steps}: must be >= 0")
-        if min_learning_rate < 0:
-            raise ValueError(f"min_learning_rate={min_learning_rate}: must be >= 0")
         self.decay_steps, self.decay_factor, self.staircase = decay_steps, decay_factor, staircase
         self.burnin_learning_rate, self.burnin_steps = burnin_learning_rate, burnin_steps
         self.min_learning_rate = min_learning_rate
@@ -127,6 +123,24 @@ class ExponentialDecayWithBurnin(StepSchedule):
         return max(lr, self.min_learning_rate)
 
 
+def _schedule_problem(schedule: Sequence[Sequence[float]], **_: object) -> str | None:
+    """What is wrong with a ManualStepLR ``schedule`` of ``(step, learning_rate)`` pairs, or None."""
+    if not schedule:
+        return f"schedule={schedule!r}: must have at least one (step, learning_rate)"
+    if any(len(pair) != 2 for pair in schedule):
+        return f"schedule={schedule!r}: must be (step, learning_rate) pairs"
+    boundaries = [int(step) for step, _ in schedule]
+    if boundaries != [step for step, _ in schedule]:
+        return f"schedule={schedule!r}: steps must be integers"
+    if boundaries[0] <= 0:
+        return f"schedule={schedule!r}: the first step must be > 0"
+    if any(later <= earlier for earlier, later in zip(boundaries, boundaries[1:], strict=False)):
+        return f"schedule={schedule!r}: steps must be strictly increasing"
+    if min(float(rate) for _, rate in schedule) < 0:
+        return f"schedule={schedule!r}: learning rates must be >= 0"
+    return None
+
+
 class ManualStepLR(StepSchedule):
     """Piecewise-constant lr switching at given steps, optionally ramping linearly up to the first switch.
 
@@ -140,26 +154,16 @@ class ManualStepLR(StepSchedule):
         last_epoch: the global step to resume from (-1: a fresh start).
     """
 
+    @checked(across=_schedule_problem)
     def __init__(
         self,
         optimizer: Optimizer,
-        schedule: Sequence[tuple[int, float]],
+        schedule: Sequence[Sequence[float]],
         warmup: bool = False,
         last_epoch: int = -1,
     ) -> None:
-        if not schedule:
-            raise ValueError(f"schedule={schedule!r}: must have at least one (step, learning_rate)")
-        boundaries = [int(step) for step, _ in schedule]
-        rates = [float(rate) for _, rate in schedule]
-        if boundaries != [step for step, _ in schedule]:
-            raise ValueError(f"schedule={schedule!r}: steps must be integers")
-        if boundaries[0] <= 0:
-            raise ValueError(f"schedule={schedule!r}: the first step must be > 0")
-        if any(later <= earlier for earlier, later in zip(boundaries, boundaries[1:], strict=False)):
-            raise ValueError(f"schedule={schedule!r}: steps must be strictly increasing")
-        if min(rates) < 0:
-            raise ValueError(f"schedule={schedule!r}: learning rates must be >= 0")
-        self.boundaries, self.rates, self.warmup = boundaries, rates, warmup
+        self.boundaries, self.rates = [int(step) for step, _ in schedule], [float(rate) for _, rate in schedule]
+        self.warmup = warmup
         super().__init__(optimizer, last_epoch)
 
     def lr_at(self, step: int, base_lr: float) -> float:
@@ -167,6 +171,17 @@ class ManualStepLR(StepSchedule):
             return base_lr + (self.rates[0] - base_lr) * step / self.boundaries[0]
         index = bisect_right(self.boundaries, step)
         return base_lr if index == 0 else self.rates[index - 1]
+
+
+def _warmup_fits(total_steps: int | None, warmup_steps: int, **_: object) -> str | None:
+    if total_steps is not None and total_steps < warmup_steps:
+        return f"total_steps={total_steps}: must be >= warmup_steps={warmup_steps}"
+    return None
+
+
+def _require_steps(total_steps: int | None) -> None:
+    if total_steps is None:  # the config's null, which build_schedules replaces
+        raise ValueError("total_steps=None: give a number of steps (the run fills in its planned steps)")
 
 
 class CosineDecayWithWarmup(StepSchedule):
@@ -186,25 +201,17 @@ class CosineDecayWithWarmup(StepSchedule):
         last_epoch: the global step to resume from (-1: a fresh start).
     """
 
+    @checked(across=_warmup_fits)
     def __init__(
         self,
         optimizer: Optimizer,
-        total_steps: int,
-        warmup_learning_rate: float = 0.0,
-        warmup_steps: int = 0,
-        hold_base_rate_steps: int = 0,
+        total_steps: TotalSteps,
+        warmup_learning_rate: NonNegative = 0.0,
+        warmup_steps: NonNegativeInt = 0,
+        hold_base_rate_steps: NonNegativeInt = 0,
         last_epoch: int = -1,
     ) -> None:
-        if total_steps <= 0:
-            raise ValueError(f"total_steps={total_steps}: must be > 0")
-        if warmup_steps < 0:
-            raise ValueError(f"warmup_steps={warmup_steps}: must be >= 0")
-        if total_steps < warmup_steps:
-            raise ValueError(f"total_steps={total_steps}: must be >= warmup_steps={warmup_steps}")
-        if hold_base_rate_steps < 0:
-            raise ValueError(f"hold_base_rate_steps={hold_base_rate_steps}: must be >= 0")
-        if warmup_learning_rate < 0:
-            raise ValueError(f"warmup_learning_rate={warmup_learning_rate}: must be >= 0")
+        _require_steps(total_steps)
         self.total_steps, self.warmup_learning_rate = total_steps, warmup_learning_rate
         self.warmup_steps, self.hold_base_rate_steps = warmup_steps, hold_base_rate_steps
         super().__init__(optimizer, last_epoch)
@@ -240,20 +247,16 @@ class PolynomialDecay(StepSchedule):
         last_epoch: the global step to resume from (-1: a fresh start).
     """
 
+    @checked
     def __init__(
         self,
         optimizer: Optimizer,
-        total_steps: int,
-        power: float = 1.0,
-        end_learning_rate: float = 0.0,
+        total_steps: TotalSteps,
+        power: NonNegative = 1.0,
+        end_learning_rate: NonNegative = 0.0,
         last_epoch: int = -1,
     ) -> None:
-        if total_steps <= 0:
-            raise ValueError(f"total_steps={total_steps}: must be > 0")
-        if power < 0:
-            raise ValueError(f"power={power}: must be >= 0")
-        if end_learning_rate < 0:
-            raise ValueError(f"end_learning_rate={end_learning_rate}: must be >= 0")
+        _require_steps(total_steps)
         self.total_steps, self.power, self.end_learning_rate = total_steps, power, end_learning_rate
         super().__init__(optimizer, last_epoch)
 
@@ -276,20 +279,15 @@ class TransformerLR(StepSchedule):
         last_epoch: the global step to resume from (-1: a fresh start).
     """
 
+    @checked
     def __init__(
         self,
         optimizer: Optimizer,
-        hidden_size: int,
-        warmup_steps: int,
-        step_scaling_rate: float = 1.0,
+        hidden_size: PositiveInt,
+        warmup_steps: PositiveInt,
+        step_scaling_rate: Positive = 1.0,
         last_epoch: int = -1,
     ) -> None:
-        if hidden_size <= 0:
-            raise ValueError(f"hidden_size={hidden_size}: must be > 0")
-        if warmup_steps <= 0:
-            raise ValueError(f"warmup_steps={warmup_steps}: must be > 0")
-        if step_scaling_rate <= 0:
-            raise ValueError(f"step_scaling_rate={step_scaling_rate}: must be > 0")
         self.hidden_size, self.warmup_steps, self.step_scaling_rate = hidden_size, warmup_steps, step_scaling_rate
         super().__init__(optimizer, last_epoch)
 

@@ -61,3 +61,10 @@ def test_easyrec_trains_with_the_example_loss_from_config_dir(
     # the trainer trained and saved this very module: its buffer is in the checkpoint
     state = load_checkpoint(Path(run.data.tags["easyrec.output_dir"]), "latest")
     assert list(state["loss"]) == ["pos_weight"] and float(state["loss"]["pos_weight"]) == 3.0
+
+
+def test_the_readme_shows_the_example_as_it_is():
+    readme = (CUSTOM_LOSS.parents[1] / "README.md").read_text()
+    for name in ("my_loss.py", "conf/loss/positive_weighted_bce.yaml"):
+        shown = (CUSTOM_LOSS / name).read_text().rstrip()
+        assert f"\n{shown}\n```" in readme, f"README.md does not show examples/custom_loss/{name} as it is"

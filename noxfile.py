@@ -9,7 +9,8 @@ nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["lint", "tests"]
 
 # One pytest worker per core, at most 4: most slow tests wait on subprocesses that import torch and MLflow.
-PARALLEL = ("-n", "auto", "--maxprocesses", "4")
+# worksteal: an idle worker takes tests queued on a busy one, so the minute-long tests do not end the run alone.
+PARALLEL = ("-n", "auto", "--maxprocesses", "4", "--dist", "worksteal")
 
 
 @nox.session

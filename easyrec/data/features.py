@@ -158,9 +158,8 @@ class FeatureEncoder:
     DataError naming the source, column and row) or ``"fill"`` (its group's ``fill_value``; the count is logged).
     """
 
-    def __init__(self, spec: FeatureSpec, non_finite: str = "error") -> None:
-        if non_finite not in ("error", "fill"):
-            raise ValueError(f"non_finite={non_finite!r}: must be one of: error, fill")
+    @checked
+    def __init__(self, spec: FeatureSpec, non_finite: Literal["error", "fill"] = "error") -> None:
         self.spec = spec
         self.non_finite = non_finite
         self.vocabularies: dict[str, pa.Array] = {}

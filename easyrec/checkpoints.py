@@ -2,12 +2,13 @@
 
 A checkpoint is a ``dict`` of tensors and plain Python values (``torch.load(..., weights_only=True)`` reads it
 without running any pickled code): ``format``, ``model``, ``optimizer``, ``lr_schedulers``, ``loss``, ``step``,
-``epoch``, ``rows_in_epoch``, ``rng``, ``early_stopping``, ``data`` (the encoder: vocabularies, statistics),
-``metrics``, ``best``, ``history``, ``config`` (the resolved run config), ``run`` (the MLflow run id) and
-``checksum``: the SHA-256 of everything else (see :func:`checksum`), checked on load, so that a damaged file is
-refused however it was damaged. ``best.pt`` holds the same without the optimizer and scheduler states (``kind:
-weights``): enough to evaluate, predict, export or fine-tune, not to resume. The trainer gathers the entries from
-its stateful parts (:class:`Stateful`: a new one is one entry of ``Trainer.parts``) and its own state.
+``epoch``, ``rows_in_epoch``, ``position`` (the data's position in the epoch: ``TabularData.position()``, None at
+its start), ``rows`` (trained on in the whole run), ``rng``, ``early_stopping``, ``data`` (the encoder:
+vocabularies, statistics), ``metrics``, ``best``, ``history``, ``config`` (the resolved run config), ``run`` (the
+MLflow run id) and ``checksum``: the SHA-256 of everything else (see :func:`checksum`), checked on load, so that a
+damaged file is refused however it was damaged. ``best.pt`` holds the same without the optimizer and scheduler
+states (``kind: weights``): enough to evaluate, predict, export or fine-tune, not to resume. The trainer gathers the
+entries from its stateful parts (:class:`Stateful`: a new one is one entry of ``Trainer.parts``) and its own state.
 
 Checkpoints of the previous format (``easyrec-checkpoint/1``, written before checksums) still load, unchecked.
 The checksum finds damage (a file cut short, a changed byte), it is no signature: whoever edits a checkpoint can

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -140,7 +140,14 @@ class Trainer:
         self.precision = used_precision(precision, self.device)
         self.autocast_dtype = torch.bfloat16 if self.precision == "bf16" else None
         self.data, self.optimizer, self.loss = data, optimizer, Loss.of(loss).to(self.device)
-        if data_on_device is True or (data_on_device == "auto" and _fits_on(self.device, data.train)):
+        if data.streams and data_on_device is True:
+            raise ConfigError(
+                "trainer.data_on_device=true: the training split is read as a stream (data.streaming), never whole in "
+                "memory; set trainer.data_on_device=false or data.streaming=false"
+            )
+        if not data.streams and (
+            data_on_device is True or (data_on_device == "auto" and _fits_on(self.device, data.train))
+        ):
             try:
                 data.train_to(self.device)
             except torch.OutOfMemoryError as error:
@@ -173,7 +180,9 @@ class Trainer:
         self.stops = StopRequests(self.early_stopping, self.distributed, max_epochs, max_steps)
         self.step = 0
         self.epoch = 0
-        self.rows_in_epoch = 0  # rows of the current epoch's order already trained on (by all workers)
+        self.rows_in_epoch = 0  # rows of the current epoch already trained on (by all workers)
+        self.position: dict[str, Any] | None = None  # the data's position in the current epoch (None: its start)
+        self.rows = 0  # rows trained on by all workers in the whole run (``train/rows``), carried over a resume
         self.eval_metrics: dict[str, float] = {}
         self.history: dict[int, dict[str, float]] = {}  # eval metrics by step
         self.best: dict[str, Any] | None = None  # {"value", "step", "metrics"} of the best evaluation by monitor
@@ -204,40 +213,42 @@ class Trainer:
         total_steps = self._planned_steps()
         resumed = f", resuming at step {self.step}" if self.step else ""
         log.info("training for %s (%s)%s", plural(total_steps, "step"), self._limits(), resumed)
-        window = _LogWindow(self.device, regularized=bool(self._regularized))
+        waiting = _Waiting()
+        window = _LogWindow(self.device, waiting if self.data.streams else None, regularized=bool(self._regularized))
         train_start, rows_trained = time.perf_counter(), 0
         self._last_checkpoint = time.monotonic()
         workers = self.distributed
         with self.stops.catching_signals(), self.reporter.progress(total_steps) as advance:
             while self.stops.why(self.step, self.epoch) is None:
-                steps = self.data.train_steps(
-                    self.epoch, self.rows_in_epoch, workers.world_size, workers.rank, workers.accumulate_steps
-                )
-                for step in steps:
-                    window.add(*self._train_step(step), step.rows)
-                    rows_trained += step.rows
-                    self.step += 1
-                    self.rows_in_epoch += step.rows
-                    train = None
-                    if self.step % self.log_every_n_steps == 0 or self.step == total_steps:
-                        train = {**window.close(workers), **self._learning_rates(), **self._loss_components()}
-                        train["train/skipped_steps"] = float(self.gradients.skipped_steps)
-                        self.logger.log_metrics(train, self.step)
-                    advance(self.step, step.rows, self.optimizer.param_groups[0]["lr"], train)
-                    if self.eval_every_n_steps and self.step % self.eval_every_n_steps == 0:
-                        self._evaluate_and_track()
-                    self.stops.after_step(self.step, train)
-                    self._checkpoint_if_due()
-                    if self.stops.why(self.step, self.epoch) is not None:
-                        break
-                else:  # the epoch ran out
-                    self.epoch += 1
-                    self.rows_in_epoch = 0
-                    if not self.eval_every_n_steps and self.stops.why(self.step, self.epoch) is None:
-                        self._evaluate_and_track()
-                        self.stops.settle()
-                        if self.stops.signal:
-                            self._interrupt()
+                steps = self.data.train_steps(self.epoch, workers, self.position)
+                with contextlib.closing(steps):  # a stream's loader workers stop when training stops mid-epoch
+                    for step in waiting.over(steps):
+                        window.add(*self._train_step(step), step.rows)
+                        rows_trained += step.rows
+                        self.step += 1
+                        self.rows_in_epoch += step.rows
+                        self.rows += step.rows
+                        self.position = self.data.position()
+                        train = None
+                        if self.step % self.log_every_n_steps == 0 or self.step == total_steps:
+                            train = {**window.close(workers), **self._learning_rates(), **self._loss_components()}
+                            train["train/skipped_steps"] = float(self.gradients.skipped_steps)
+                            self.logger.log_metrics(train, self.step)
+                        advance(self.step, step.rows, self.optimizer.param_groups[0]["lr"], train)
+                        if self.eval_every_n_steps and self.step % self.eval_every_n_steps == 0:
+                            self._evaluate_and_track()
+                        self.stops.after_step(self.step, train)
+                        self._checkpoint_if_due()
+                        if self.stops.why(self.step, self.epoch) is not None:
+                            break
+                    else:  # the epoch ran out
+                        self.epoch += 1
+                        self.rows_in_epoch, self.position = 0, None
+                        if not self.eval_every_n_steps and self.stops.why(self.step, self.epoch) is None:
+                            self._evaluate_and_track()
+                            self.stops.settle()
+                            if self.stops.signal:
+                                self._interrupt()
         if self.last_eval_step != self.step:
             self._evaluate_and_track()  # no step follows: nothing to stop
         seconds = time.perf_counter() - train_start
@@ -248,7 +259,12 @@ class Trainer:
             # outside evaluation (checkpoints and logging included)
             "train/loop_samples_per_s": rows_trained / max(seconds - self.eval_seconds, 1e-9),
             "train/steps": float(self.step),
+            "train/rows": float(self.rows),
         }
+        if self.data.streams:
+            summary["data/wait_fraction"] = _mean(workers, waiting.seconds / max(seconds - self.eval_seconds, 1e-9))
+        if self.data.streams or hasattr(self.data, "skipped_pieces"):
+            summary["data/skipped_pieces"] = self._skipped_pieces()
         self.logger.log_metrics(summary, self.step)
         if self.stops.reason:
             self.logger.set_tags({"easyrec.stop_reason": self.stops.reason})
@@ -257,6 +273,14 @@ class Trainer:
         self._report({**final, **summary})
         return final
 
+    def _skipped_pieces(self) -> float:
+        """Pieces the data skipped as unreadable (``data.on_bad_piece=skip``) by all workers: each streams its own
+        pieces, while in memory every worker reads them all."""
+        skipped = float(getattr(self.data, "skipped_pieces", 0))
+        if not self.data.streams:
+            return skipped
+        return float(self.distributed.sum(torch.tensor(skipped, device=self.device)))
+
     def _train_step(self, step: TrainStep) -> tuple[torch.Tensor, torch.Tensor, float]:
         """One optimizer step on this worker's micro-batches of ``step``; returns this worker's part of the step's
         mean loss and of its regularization penalty (the parts sum to them over the workers), and the gradient norm
@@ -264,8 +288,10 @@ class Trainer:
 
         Each micro-batch's mean loss is weighted by its share of the step's rows (times the number of workers,
         which DDP's gradient average divides out), so the gradient is that of the mean loss over the whole step,
-        however its rows are split over workers and micro-batches. Penalties of the model's modules (such as
-        ``model.embedding_regularization``) are sums over rows, so the step's is the sum of its micro-batches'.
+        however its rows are split over workers and micro-batches. A micro-batch of 0 rows (share 0: a worker whose
+        pieces ran out) runs too, with a zero loss, so that DDP's all-reduce happens on every worker. Penalties of
+        the model's modules (such as ``model.embedding_regularization``) are sums over rows, so the step's is the
+        sum of its micro-batches'.
         """
         self.ddp_model.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -278,7 +304,10 @@ class Trainer:
             with self.distributed.no_sync(self.ddp_model) if k < last else contextlib.nullcontext():
                 with torch.autocast(self.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None):
                     logits = self.ddp_model(batch.dense, batch.sparse)
-                loss = self._loss(logits.float(), batch)
+                if len(batch):
+                    loss = self._loss(logits.float(), batch)
+                else:  # a zero that reaches every parameter the forward used: their gradients exist, and are 0
+                    loss = logits.float().sum()
                 objective = loss * share
                 for module in self._regularized:  # penalties sum over the rows: their share is 1
                     if (term := module.take_penalty()) is not None:
@@ -349,7 +378,7 @@ class Trainer:
         the predictions are gathered, and every worker computes the same metrics."""
         workers = self.distributed
         evaluation = self.metrics.evaluation(self.heads, self.data)
-        batches = self.data.eval_batches(workers.rank, workers.world_size)
+        batches = self.data.eval_batches(workers)
         return evaluate_model(self.model, batches, evaluation, self.device, workers)
 
     def _evaluate_and_track(self) -> None:
@@ -419,6 +448,8 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "rows_in_epoch": self.rows_in_epoch,
+            "position": self.position,
+            "rows": self.rows,
             "stop_reason": self.stops.reason,
             "metrics": dict(self.eval_metrics),
             "last_eval_step": self.last_eval_step,
@@ -435,6 +466,9 @@ class Trainer:
         for key, part in self.parts.items():
             part.load_state_dict(state[key])
         self.step, self.epoch, self.rows_in_epoch = state["step"], state["epoch"], state["rows_in_epoch"]
+        # a checkpoint from before streaming kept the epoch's position as its rows only, and not the run's rows
+        self.position = state.get("position", {"rows_in_epoch": self.rows_in_epoch} if self.rows_in_epoch else None)
+        self.rows = state["rows"] if "rows" in state else self.epoch * len(self.data.train) + self.rows_in_epoch
         self.stops.reason = state["stop_reason"]
         self.eval_metrics, self.last_eval_step = dict(state["metrics"]), state["last_eval_step"]
         self.history = {int(step): dict(metrics) for step, metrics in state["history"].items()}
@@ -524,13 +558,41 @@ def _fits_on(device: torch.device, split: EncodedSplit) -> bool:
     return 2 * split.nbytes < free
 
 
-class _LogWindow:
-    """Loss, penalty, gradient norm and throughput since the last logging interval (sums stay on the device)."""
+class _Waiting:
+    """Counts the seconds a loop waits for the next item of its input (:meth:`over`)."""
 
-    def __init__(self, device: torch.device, regularized: bool = False) -> None:
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def over(self, items: Iterator[Any]) -> Iterator[Any]:
+        """``items``, adding the time each took to arrive to :attr:`seconds`."""
+        while True:
+            start = time.perf_counter()
+            item = next(items, _END)
+            self.seconds += time.perf_counter() - start
+            if item is _END:
+                return
+            yield item
+
+
+_END = object()
+
+
+def _mean(workers: SingleProcess, value: float) -> float:
+    """``value`` averaged over ``workers``."""
+    return float(workers.sum(torch.tensor(value))) / workers.world_size
+
+
+class _LogWindow:
+    """Loss, penalty, gradient norm, throughput and (for a streamed input, with ``waiting``) the share of time spent
+    waiting for the data since the last logging interval (sums stay on the device)."""
+
+    def __init__(self, device: torch.device, waiting: _Waiting | None = None, regularized: bool = False) -> None:
         self.loss_sum = torch.zeros((), device=device)
         self.penalty_sum = torch.zeros((), device=device) if regularized else None
+        self.waiting = waiting
         self.norm_sum, self.steps, self.samples, self.start = 0.0, 0, 0, time.perf_counter()
+        self.waited_before = 0.0
 
     def add(self, loss: torch.Tensor, penalty: torch.Tensor, grad_norm: float, samples: int) -> None:
         """Add a step: this worker's part of its mean loss and of its penalty, its gradient norm, and its rows over
@@ -545,7 +607,8 @@ class _LogWindow:
     def close(self, workers: SingleProcess) -> dict[str, float]:
         """The window's ``train/loss`` (summed over ``workers``: each adds its part of every step's mean loss),
         ``train/regularization`` (the model's penalties, not in ``train/loss``; only when it has some),
-        ``train/grad_norm`` and ``train/samples_per_s``; starts the next one."""
+        ``train/grad_norm``, ``train/samples_per_s`` and, with ``waiting``, ``data/wait_fraction`` (averaged over
+        ``workers``); starts the next one."""
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         metrics = {
             "train/loss": float(workers.sum(self.loss_sum)) / self.steps,
@@ -556,5 +619,8 @@ class _LogWindow:
         if self.penalty_sum is not None:
             metrics["train/regularization"] = float(workers.sum(self.penalty_sum)) / self.steps
             self.penalty_sum.zero_()
+        if self.waiting is not None:
+            metrics["data/wait_fraction"] = _mean(workers, (self.waiting.seconds - self.waited_before) / elapsed)
+            self.waited_before = self.waiting.seconds
         self.norm_sum, self.steps, self.samples, self.start = 0.0, 0, 0, time.perf_counter()
         return metrics

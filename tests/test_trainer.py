@@ -107,8 +107,11 @@ def test_evaluates_once_per_epoch_without_eval_every_n_steps(two_epoch_runs):
     assert eval_calls[-1][1] == metrics
     step, summary = trainer.logger.calls[-1]
     assert step == 2 * BATCHES_PER_EPOCH
-    assert set(summary) == {"train/seconds", "train/eval_seconds", "train/loop_samples_per_s", "train/steps"}
+    assert set(summary) == {
+        *("train/seconds", "train/eval_seconds", "train/loop_samples_per_s", "train/steps", "train/rows")
+    }  # in memory: no data/wait_fraction
     assert summary["train/steps"] == 2 * BATCHES_PER_EPOCH
+    assert summary["train/rows"] == 2 * len(trainer.data.train)
     assert 0 < summary["train/eval_seconds"] < summary["train/seconds"]
     assert json.loads((trainer.output_dir / "metrics.json").read_text()) == {
         "step": 2 * BATCHES_PER_EPOCH,
@@ -155,7 +158,9 @@ def test_checkpoint_loads_safely_and_restores_the_model(two_epoch_runs, data):
         *("format", "checksum", "model", "optimizer", "loss", "lr_schedulers", "rng", "gradients", "early_stopping"),
         *("step", "epoch", "rows_in_epoch", "stop_reason", "metrics", "last_eval_step", "history", "best", "run"),
         *("data", "input_spec", "config"),
+        *("position", "rows"),  # since streaming input: the data's position in the epoch, the run's rows
     }
+    assert state["position"] is None and state["rows"] == 2 * len(data.train)  # at the start of the next epoch
 
     restored = DeepFM(data.input_spec, embedding_dim=8, hidden_units=[64, 32])
     restored.load_state_dict(state["model"])

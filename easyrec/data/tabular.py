@@ -40,6 +40,9 @@ class TabularData:
             file, column and row, or takes its feature's ``fill_value`` (``"fill"``, counted in the log).
     """
 
+    #: whether the training split is read as a stream (never whole in memory); here it is held in memory
+    streams = False
+
     @checked
     def __init__(
         self,
@@ -59,6 +62,7 @@ class TabularData:
         self.encoder = FeatureEncoder(self.spec, non_finite)
         self.train: EncodedSplit | None = None
         self.eval: EncodedSplit | None = None
+        self._rows_in_epoch = 0  # see position()
 
     def read_splits(self) -> tuple[tuple[pa.Table, str], tuple[pa.Table, str]]:
         """Return ``((train_table, train_source), (eval_table, eval_source))``."""
@@ -193,33 +197,54 @@ class TabularData:
         return self.train.batches(self.batch_size, self.epoch_order(epoch), first=skip)
 
     def train_steps(
-        self, epoch: int, start: int = 0, workers: int = 1, rank: int = 0, accumulate: int = 1
+        self, epoch: int, workers: Any = None, position: Mapping[str, Any] | None = None
     ) -> Iterator[TrainStep]:
-        """This worker's part of each optimizer step of ``epoch``, from row ``start`` of the epoch's order on.
+        """This worker's part of each optimizer step of ``epoch``, from ``position`` (what :meth:`position` returned
+        when a checkpoint was written; None: the epoch's start) on.
 
-        A step takes the next ``batch_size * workers * accumulate`` rows of the order (fewer at the end) and splits
-        them as evenly as rows allow into ``workers * accumulate`` micro-batches; worker ``rank`` gets
-        micro-batches ``rank``, ``rank + workers``, ... So the workers read disjoint shards, every row is read
-        once per epoch, and a step sees the same rows whatever the split: 2 workers with batch B, 1 worker with
-        batch 2B, and 1 worker accumulating 2 batches of B all train on the same rows.
+        ``workers``: the process layout (``world_size``, ``rank``, ``accumulate_steps``: the ``distributed``
+        component; None: one process). A step takes the next ``batch_size * world_size * accumulate_steps`` rows of
+        the order (fewer at the end) and splits them as evenly as rows allow into ``world_size * accumulate_steps``
+        micro-batches; worker ``rank`` gets micro-batches ``rank``, ``rank + world_size``, ... So the workers read
+        disjoint shards, every row is read once per epoch, and a step sees the same rows whatever the split: 2
+        workers with batch B, 1 worker with batch 2B, and 1 worker accumulating 2 batches of B all train on the
+        same rows.
         """
         from easyrec.data.batches import TrainStep
 
+        count, rank, accumulate = _layout(workers)
         order = self.epoch_order(epoch)
-        total, pieces = len(self.train), workers * accumulate
+        total, pieces = len(self.train), count * accumulate
+        self._rows_in_epoch = start = position["rows_in_epoch"] if position else 0
         for first in range(start, total, self.batch_size * pieces):
             rows = min(self.batch_size * pieces, total - first)
             bounds = [first + rows * i // pieces for i in range(pieces + 1)]
-            mine = range(rank, pieces, workers)
+            mine = range(rank, pieces, count)
             batches = [self.train.rows(bounds[i], bounds[i + 1], order) for i in mine]
+            self._rows_in_epoch = first + rows
             yield TrainStep(batches, [(bounds[i + 1] - bounds[i]) / rows for i in mine], rows)
 
-    def eval_batches(self, rank: int = 0, workers: int = 1) -> Iterator[Batch]:
-        """The eval batches in order; with several workers, worker ``rank``'s contiguous share of them (whole batches,
-        so that the workers' predictions, concatenated in rank order, are those of one worker)."""
-        count = self.eval.num_batches(self.eval_batch_size)
-        first, stop = count * rank // workers, count * (rank + 1) // workers
+    def position(self) -> dict[str, Any]:
+        """Where the epoch stands after the last step :meth:`train_steps` yielded (plain types, for a checkpoint):
+        ``{"rows_in_epoch": n}``, the rows of the epoch's order trained on by all workers."""
+        return {"rows_in_epoch": self._rows_in_epoch}
+
+    def eval_batches(self, workers: Any = None) -> Iterator[Batch]:
+        """The eval batches in order; with several workers (``workers``: the process layout, None: one process),
+        worker ``rank``'s contiguous share of them (whole batches, so that the workers' predictions, concatenated in
+        rank order, are those of one worker)."""
+        count, rank, _ = _layout(workers)
+        batches = self.eval.num_batches(self.eval_batch_size)
+        first, stop = batches * rank // count, batches * (rank + 1) // count
         return itertools.islice(self.eval.batches(self.eval_batch_size, first=first), stop - first)
 
     def state_dict(self) -> dict[str, Any]:
         return {"encoder": self.encoder.state_dict()}
+
+
+def _layout(workers: Any) -> tuple[int, int, int]:
+    """``(world_size, rank, accumulate_steps)`` of a process layout (the ``distributed`` component); None: one
+    process."""
+    if workers is None:
+        return 1, 0, 1
+    return workers.world_size, workers.rank, workers.accumulate_steps

@@ -91,6 +91,22 @@ def test_resume_from_a_mid_epoch_checkpoint_equals_the_uninterrupted_run(data, u
     assert resumed.history == whole.history and resumed.step == whole.step == 2 * STEPS_PER_EPOCH
     for a, b in zip(parameters(resumed), parameters(whole), strict=True):
         assert torch.equal(a, b)
+    assert state["position"] == {"rows_in_epoch": 3 * data.batch_size}
+    assert resumed.rows == whole.rows == 2 * len(data.train)  # train/rows counts the rows before the resume too
+
+
+def test_a_checkpoint_from_before_streaming_resumes_at_its_row(data, uninterrupted, tmp_path):
+    """A checkpoint written before the data's position and the run's rows were kept (``rows_in_epoch`` only)."""
+    whole, metrics = uninterrupted
+    state = load_checkpoint(whole.output_dir / "checkpoints" / "step-000000040.pt")
+    del state["position"], state["rows"]
+    resumed = make_trainer(data, tmp_path, checkpoint_every_n_steps=10, restore_best=False)
+    resumed.load_state_dict(state)
+    assert resumed.position == {"rows_in_epoch": 13 * data.batch_size}
+    assert resumed.fit() == metrics
+    for a, b in zip(parameters(resumed), parameters(whole), strict=True):
+        assert torch.equal(a, b)
+    assert resumed.rows == whole.rows
 
 
 def test_best_weights_are_restored_evaluated_and_returned(data, tmp_path):

@@ -15,6 +15,7 @@ from rich.console import Console
 from easyrec.checkpoints import load_checkpoint
 from easyrec.console import TrainingReport
 from easyrec.data import SyntheticCTRData
+from easyrec.data.batches import Batch, TrainStep
 from easyrec.early_stopping import StopOnPlateau
 from easyrec.errors import ConfigError
 from easyrec.loggers import Logger
@@ -336,3 +337,63 @@ def test_trainer_num_threads_from_the_config_sets_the_runs_threads(tmp_path):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
+
+
+class StreamedSynthetic(SyntheticCTRData):
+    """Synthetic data that the trainer sees as a stream (``streams``) which skipped 2 unreadable pieces."""
+
+    streams = True
+    skipped_pieces = 2
+
+
+class WithEmptyMicroBatches(SyntheticCTRData):
+    """Every step gains a micro-batch of 0 rows (share 0.0), as a worker whose pieces ran out gets."""
+
+    def train_steps(self, epoch, workers=None, position=None):
+        for step in super().train_steps(epoch, workers, position):
+            first = step.batches[0]
+            empty = Batch(*(None if t is None else t[:0] for t in (first.dense, first.sparse, first.labels)))
+            yield TrainStep([*step.batches, empty], [*step.shares, 0.0], step.rows)
+
+
+def small(kind: type[SyntheticCTRData]) -> SyntheticCTRData:
+    data = kind(CRITEO_FEATURES, num_rows=3_000, batch_size=256, seed=0)
+    data.setup()
+    return data
+
+
+def test_a_micro_batch_of_no_rows_runs_and_changes_nothing(tmp_path):
+    """Its zero loss reaches every parameter (DDP needs a gradient of each on every worker), and the step is the
+    mean over the rows that exist."""
+    runs = {}
+    for name, kind in (("plain", SyntheticCTRData), ("padded", WithEmptyMicroBatches)):
+        runs[name] = make_trainer(
+            small(kind), tmp_path / name, max_steps=5, log_every_n_steps=1, logger=RecordingLogger()
+        )
+    plain, padded = runs["plain"], runs["padded"]
+    seen = []
+    padded.model.register_forward_hook(lambda module, inputs, output: seen.append(len(output)))
+    plain.fit()
+    padded.fit()
+    assert seen[:2] == [256, 0]  # the empty micro-batch went through the model
+    losses = [[m["train/loss"] for _, m in run.logger.calls if "train/loss" in m] for run in (plain, padded)]
+    assert losses[0] == losses[1] and len(losses[0]) == 5
+    assert all(p.grad is not None for p in padded.model.parameters())
+    for a, b in zip(padded.model.parameters(), plain.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert padded.rows == plain.rows == 5 * 256
+
+
+def test_a_stream_logs_its_wait_fraction_and_skipped_pieces(tmp_path):
+    data = small(StreamedSynthetic)
+    trainer = make_trainer(data, tmp_path, max_steps=6, log_every_n_steps=2, logger=RecordingLogger())
+    trainer.fit()
+    windows = [metrics for _, metrics in trainer.logger.calls if "train/loss" in metrics]
+    assert len(windows) == 3
+    assert all(0 <= window["data/wait_fraction"] <= 1 for window in windows)
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0 <= summary["data/wait_fraction"] <= 1
+    assert summary["data/skipped_pieces"] == 2
+    assert summary["train/rows"] == 6 * 256
+    with pytest.raises(ConfigError, match="trainer.data_on_device=true: the training split is read as a stream"):
+        make_trainer(data, tmp_path, data_on_device=True)

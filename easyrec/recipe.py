@@ -98,7 +98,8 @@ def build_model(node: DictConfig, data: Any, loss: Loss, probe: Any = None) -> n
     A multi-task model gets one tower per task, any other model ``num_outputs`` logits per sample (see
     :mod:`easyrec.models.base`). A two-tower model's ``(B, 2, D)`` output needs a retrieval loss.
     ``data``: anything with an ``input_spec`` (a set-up TabularData, a fitted FeatureEncoder); ``probe``: the batch
-    the output shape is checked on (default: the first two rows of ``data``'s eval split).
+    whose first two rows the output shape is checked on (default: ``data``'s first eval batch, held in memory or
+    streamed).
     """
     with config_errors("model"):
         model = construct_model(node, data.input_spec, loss)
@@ -117,8 +118,8 @@ def build_model(node: DictConfig, data: Any, loss: Loss, probe: Any = None) -> n
             )
         if not pairs:
             with torch.no_grad():
-                probe = probe if probe is not None else next(iter(data.eval.batches(2)))
-                shape = tuple(model.eval()(probe.dense, probe.sparse).shape[1:])
+                probe = probe if probe is not None else next(iter(data.eval_batches()))
+                shape = tuple(model.eval()(probe.dense[:2], probe.sparse[:2]).shape[1:])
             expected = () if loss.num_outputs == 1 else (loss.num_outputs,)
             if shape != expected:
                 raise ConfigError(

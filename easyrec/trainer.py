@@ -212,7 +212,9 @@ class Trainer:
         weights with ``restore_best``). After :meth:`load_state_dict`, continue where the checkpoint left off."""
         total_steps = self._planned_steps()
         resumed = f", resuming at step {self.step}" if self.step else ""
-        log.info("training for %s (%s)%s", plural(total_steps, "step"), self._limits(), resumed)
+        # a stream's epoch ends when its pieces run out: its steps are counted from their rows, or estimated
+        about, estimated = ("about ", "; steps per epoch estimated from the pieces") if self.data.streams else ("", "")
+        log.info("training for %s%s (%s%s)%s", about, plural(total_steps, "step"), self._limits(), estimated, resumed)
         waiting = _Waiting()
         window = _LogWindow(self.device, waiting if self.data.streams else None, regularized=bool(self._regularized))
         train_start, rows_trained = time.perf_counter(), 0
@@ -263,7 +265,7 @@ class Trainer:
         }
         if self.data.streams:
             summary["data/wait_fraction"] = _mean(workers, waiting.seconds / max(seconds - self.eval_seconds, 1e-9))
-        if self.data.streams or hasattr(self.data, "skipped_pieces"):
+        if self.data.streams or self.data.skipped_pieces:
             summary["data/skipped_pieces"] = self._skipped_pieces()
         self.logger.log_metrics(summary, self.step)
         if self.stops.reason:
@@ -276,7 +278,7 @@ class Trainer:
     def _skipped_pieces(self) -> float:
         """Pieces the data skipped as unreadable (``data.on_bad_piece=skip``) by all workers: each streams its own
         pieces, while in memory every worker reads them all."""
-        skipped = float(getattr(self.data, "skipped_pieces", 0))
+        skipped = float(self.data.skipped_pieces)
         if not self.data.streams:
             return skipped
         return float(self.distributed.sum(torch.tensor(skipped, device=self.device)))

@@ -93,6 +93,7 @@ class TabularData:
         self.rows_in_epoch = 0  # rows of the epoch's order in the steps train_steps yielded (all workers)
 
     streams = False  # the training split is in memory (a file source may read it as a stream instead)
+    skipped_pieces = 0  # unreadable pieces skipped (a file source's data.on_bad_piece=skip); by this worker
 
     def read_splits(self) -> tuple[tuple[pa.Table, str], tuple[pa.Table, str]]:
         """Return ``((train_table, train_source), (eval_table, eval_source))``."""

@@ -14,7 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from easyrec.data import ParquetData
 from easyrec.data.features import CategoricalFeatures, DenseFeatures, FeatureEncoder, FeatureSpec
+from easyrec.data.files import byte_count
 from easyrec.data.pieces import Piece
 from easyrec.data.stream import PieceEncoding, StreamedSplits, _windows
 from easyrec.data.tabular import LabelRule
@@ -222,3 +224,46 @@ def test_a_label_that_breaks_a_rule_names_the_piece_and_row(tmp_path):
     data = splits((train, train), rules=[rule], shuffle=False)
     with pytest.raises(DataError, match=r"part-0.parquet \(row group 1\): column 'label', row 5: label 2 is not"):
         list(data.train_steps(0))
+
+
+def parquet_data(pieces, **options) -> ParquetData:
+    train, eval_ = pieces
+    return ParquetData(SPEC, train_path=train[0].path, eval_path=eval_[0].path, batch_size=5, **options)
+
+
+def test_auto_mode_streams_when_the_training_split_exceeds_the_memory_budget(pieces, caplog):
+    with caplog.at_level(logging.INFO, "easyrec.data.files"):
+        small = parquet_data(pieces, memory_budget=100, num_workers=0)
+        small.setup()
+        roomy = parquet_data(pieces, memory_budget="1MiB")
+        roomy.setup()
+    assert small.streams and not roomy.streams
+    # 28 rows of 12 encoded bytes (dense, id, label): 336 bytes
+    assert (
+        "streaming the training split (data.streaming=auto: 336 bytes, 28 rows encoded, > data.memory_budget"
+        in caplog.text
+    )
+    assert "reading the training split into memory (data.streaming=auto" in caplog.text
+    assert sorted(ids(small.train_steps(0))) == list(range(28))
+    assert sorted(i for b in small.eval_batches() for i in batch_ids(b)) == list(range(1000, 1021))
+    assert small.num_train_steps() == 6 and small.position() == {"rows_in_epoch": 0}
+
+
+def test_a_streamed_file_source_checks_the_labels_of_every_piece_it_reads(tmp_path):
+    train = write_files(tmp_path, files=1, groups=3, bad=18)
+    data = ParquetData(SPEC, train_path=train[0].path, eval_path=train[0].path, streaming=True, num_workers=0)
+    data.setup()
+    data.check_labels("loss X", (0.0, 1.0))  # nothing is read yet: the rule is kept
+    with pytest.raises(DataError, match=r"part-0.parquet \(row group 2\): column 'label', row 5: label 2 is not"):
+        list(data.eval_batches())
+
+
+@pytest.mark.parametrize(("given", "expected"), [(1000, 1000), ("4GB", 4 * 10**9), ("512 MiB", 512 * 2**20)])
+def test_memory_budget_takes_bytes_or_a_size(given, expected):
+    assert byte_count(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["4 parsecs", "0", "-1GB"])
+def test_a_memory_budget_that_is_not_a_size_is_refused(pieces, bad):
+    with pytest.raises(ValueError, match=f"memory_budget={bad}: must be"):
+        parquet_data(pieces, memory_budget=bad)

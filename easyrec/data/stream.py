@@ -34,6 +34,8 @@ from easyrec.errors import DataError
 
 log = logging.getLogger(__name__)
 
+BATCHES_PER_ITEM = 16  # batches a loader worker sends at once: fewer, larger messages between processes
+
 
 @dataclass
 class PieceEncoding:
@@ -131,16 +133,29 @@ class WorkerStream:
 
 class PieceStream(IterableDataset):
     """The batches of one rank's loader workers: loader worker ``w`` (0 without worker processes) reads
-    ``streams[w]`` and yields ``(global worker, position after the batch, batch)``."""
+    ``streams[w]`` and yields ``(global worker, [(position after a batch, its rows)], rows of those batches)``:
+    several batches in one set of tensors, since every tensor sent from a worker process costs a shared-memory
+    segment (:func:`_unpacked` gives the batches back)."""
 
-    def __init__(self, encoding: PieceEncoding, streams: list[WorkerStream]) -> None:
-        self.encoding, self.streams = encoding, streams
+    def __init__(self, encoding: PieceEncoding, streams: list[WorkerStream], per_item: int = 1) -> None:
+        self.encoding, self.streams, self.per_item = encoding, streams, per_item
 
-    def __iter__(self) -> Iterator[tuple[int, int, Batch]]:
+    def __iter__(self) -> Iterator[tuple[int, list[tuple[int, int]], Batch]]:
         info = get_worker_info()
         stream = self.streams[0 if info is None else info.id]
-        for position, batch in stream.batches(self.encoding):
-            yield stream.worker, position, batch
+        batches = stream.batches(self.encoding)
+        while taken := list(itertools.islice(batches, self.per_item)):
+            block = taken[0][1] if len(taken) == 1 else _concat([batch for _, batch in taken])
+            yield stream.worker, [(position, len(batch)) for position, batch in taken], block
+
+
+def _unpacked(items: Iterator[tuple[int, list[tuple[int, int]], Batch]]) -> Iterator[tuple[int, int, Batch]]:
+    """``(global worker, position after the batch, batch)`` for each batch of :class:`PieceStream`'s items."""
+    for worker, batches, block in items:
+        start = 0
+        for position, rows in batches:
+            yield worker, position, _sliced_batch(block, start, start + rows)
+            start += rows
 
 
 class StreamedSplits:
@@ -211,7 +226,7 @@ class StreamedSplits:
             )
             for g in mine
         ]
-        batches = iter(self._loader(streams))
+        batches = _unpacked(iter(self._loader(streams)))
         empty = empty_batch(self.encoding.encoder.spec)
         while True:
             taken = list(itertools.islice(batches, accumulate))
@@ -307,14 +322,14 @@ class StreamedSplits:
             WorkerStream(rank * per_rank + w, mine[w::per_rank], 0, self.eval_batch_size, self.eval_batch_size, None)
             for w in range(per_rank)
         ]
-        for _, _, batch in self._loader(streams):
+        for _, _, batch in _unpacked(iter(self._loader(streams))):
             yield batch
 
     def _loader(self, streams: list[WorkerStream]) -> DataLoader:
         # batches pinned in page-locked memory copy to a GPU asynchronously: when training on one (CUDA is in use)
         pinned = torch.cuda.is_available() and torch.cuda.is_initialized()
         return DataLoader(
-            PieceStream(self.encoding, streams),
+            PieceStream(self.encoding, streams, BATCHES_PER_ITEM if self.num_workers else 1),
             batch_size=None,
             num_workers=self.num_workers,
             pin_memory=pinned,
@@ -389,6 +404,10 @@ def _slice_split(split: EncodedSplit, start: int, stop: int) -> EncodedSplit:
 
 def _concat(batches: list[Batch]) -> Batch:
     return Batch(**{name: _cat([getattr(b, name) for b in batches]) for name in _tensor_fields(Batch)})
+
+
+def _sliced_batch(batch: Batch, start: int, stop: int) -> Batch:
+    return Batch(**{name: _sliced(getattr(batch, name), start, stop) for name in _tensor_fields(Batch)})
 
 
 def _compact(batch: Batch) -> Batch:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +14,7 @@ from annotated_types import Len
 from easyrec.config.arguments import checked
 from easyrec.data.features import FeatureSpec, numeric_column
 from easyrec.data.files import FileData
+from easyrec.data.pieces import Piece
 from easyrec.errors import DataError
 
 # pyarrow names the column by its position in the file, and not the row.
@@ -91,6 +92,9 @@ class CSVData(FileData):
             ),
         )
 
+    def piece_reader(self) -> CSVReader:
+        return CSVReader(self)
+
     def column_names(self, path: Path) -> list[str]:
         return csv_header(path, self.delimiter) if self.header else list(self.columns)
 
@@ -106,3 +110,27 @@ class CSVData(FileData):
             except pa.ArrowInvalid:
                 pass  # the file also has a parse error further on: report pyarrow's message
         return f"{path}: {message.splitlines()[0]}"
+
+
+class CSVReader:
+    """Reads a CSV piece (a whole file) in record batches with the source's options (picklable, for loader
+    workers); a value that is not a number is a :class:`DataError` naming the file, column and row."""
+
+    def __init__(self, data: CSVData) -> None:
+        self.data = data
+
+    def __call__(self, piece: Piece, columns: list[str]) -> Iterator[pa.RecordBatch]:
+        data, path = self.data, Path(piece.path)
+        names = data.check_spec_columns(path)
+        types = csv_column_types(data.spec, columns)
+        try:
+            yield from pv.open_csv(
+                path,
+                read_options=pv.ReadOptions(column_names=None if data.header else names),
+                parse_options=pv.ParseOptions(delimiter=data.delimiter),
+                convert_options=pv.ConvertOptions(
+                    column_types=types, include_columns=list(types), strings_can_be_null=True
+                ),
+            )
+        except pa.ArrowInvalid as error:
+            raise DataError(data._describe(path, names, str(error))) from None

@@ -2,18 +2,48 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pyarrow as pa
+from pydantic import AfterValidator
 
+from easyrec.config.arguments import NonNegativeInt, PositiveInt, checked
+from easyrec.console import plural
 from easyrec.data.cache import EncodingCache, cache_key
 from easyrec.data.features import FeatureEncoder, FeatureSpec
 from easyrec.data.hashing import hash_buckets
-from easyrec.data.tabular import TabularData
+from easyrec.data.pieces import Piece, PieceReader
+from easyrec.data.tabular import TabularData, Workers
 from easyrec.errors import DataError
+
+if TYPE_CHECKING:
+    from easyrec.data.batches import Batch, TrainStep
+    from easyrec.data.stream import StreamedSplits
+
+log = logging.getLogger(__name__)
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS.update({"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40})
+
+
+def byte_count(value: int | str) -> int:
+    """Bytes from an integer or a size such as ``"4GB"``, ``"512 MiB"`` (the config rule of ``memory_budget``)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([A-Za-z]*)\s*", str(value))
+    if match is None or match.group(2).upper() not in _UNITS or isinstance(value, bool):
+        raise ValueError("must be a number of bytes: an integer or a size such as 4GB or 512MiB")
+    count = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+    if count <= 0:
+        raise ValueError("must be more than 0 bytes")
+    return count
+
+
+Bytes = Annotated[int | str, AfterValidator(byte_count)]
 
 
 def existing_file(path: str | Path) -> Path:
@@ -55,20 +85,38 @@ class FileData(TabularData):
         eval_path: the evaluation file.
         cache_dir: where encoded splits are cached; None (the default here; the shipped configs give
             ``~/.cache/easyrec/data``): no cache.
+        streaming: read the training split as a stream of pieces (see :mod:`easyrec.data.stream`) instead of
+            whole into memory; ``"auto"``: when its estimated encoded size exceeds ``memory_budget``.
+        memory_budget: bytes (an integer, or a size such as ``"4GB"``) the in-memory split may take in ``"auto"``
+            mode; None: half of the memory available when the run starts.
+        num_workers: loader worker processes per rank that read and encode the stream (0: the training process).
+        shuffle_buffer: rows per shuffled window of the stream (the rows a loader worker holds).
         **kwargs: see :class:`TabularData`.
     """
 
+    @checked
     def __init__(
         self,
         features: FeatureSpec | Mapping[str, Any],
         train_path: str,
         eval_path: str,
         cache_dir: str | None = None,
+        streaming: Literal["auto", True, False] = "auto",
+        memory_budget: Bytes | None = None,
+        num_workers: NonNegativeInt = 1,
+        shuffle_buffer: PositiveInt = 100_000,
         **kwargs: Any,
     ) -> None:
         super().__init__(features, **kwargs)
         self.train_path, self.eval_path = train_path, eval_path
         self.cache_dir = cache_dir
+        self.streaming, self.memory_budget = streaming, memory_budget
+        self.num_workers, self.shuffle_buffer = num_workers, shuffle_buffer
+        self.streamed: StreamedSplits | None = None  # the streamed splits, in streaming mode
+
+    @property
+    def streams(self) -> bool:  # type: ignore[override]
+        return self.streamed is not None
 
     def read(self, path: Path) -> pa.Table:
         """Read the spec's columns of the existing, non-empty file ``path``."""
@@ -107,7 +155,12 @@ class FileData(TabularData):
 
     def setup(self, keep_encoding: Mapping[str, Any] | None = None) -> None:
         """See :meth:`TabularData.setup`; with a ``cache_dir``, the encoder and the splits come from the cache when
-        it has them. ``keep_encoding`` (fine-tuning) changes the vocabularies: it bypasses the cache."""
+        it has them. ``keep_encoding`` (fine-tuning) changes the vocabularies: it bypasses the cache. In streaming
+        mode (:meth:`chooses_streaming`) the encoder is fitted in one pass over the training pieces and nothing is
+        encoded ahead."""
+        if self.chooses_streaming():
+            self.setup_stream(keep_encoding)
+            return
         if self.cache_dir is None or keep_encoding is not None:
             super().setup(keep_encoding)
             return
@@ -130,3 +183,152 @@ class FileData(TabularData):
         state, self.train, self.eval = found
         self.encoder.load_state_dict(state)
         self.log_splits()
+
+    # ------------------------------------------------------------------ streaming mode
+
+    @property
+    def train_source(self) -> FileSource:
+        """The training file as pieces (a stand-in for the many-file sources of issue 18 item 1)."""
+        return FileSource(existing_file(self.train_path), self.piece_reader(), self.row_groups)
+
+    @property
+    def eval_source(self) -> FileSource:
+        return FileSource(existing_file(self.eval_path), self.piece_reader(), self.row_groups)
+
+    row_groups = False  # whether the format has row groups, the pieces of its files
+
+    def piece_reader(self) -> PieceReader:
+        """Reads pieces of this format with the reader options (picklable: loader workers read with it)."""
+        raise NotImplementedError
+
+    def chooses_streaming(self) -> bool:
+        """Whether the training split is streamed: ``streaming``, or in ``"auto"`` mode whether its estimated size
+        in memory (encoded bytes per row x rows where the pieces know their rows, else the files' bytes) exceeds
+        the memory budget; the choice and its reason are logged."""
+        if self.streaming != "auto":
+            log.info("data: %s (data.streaming=%s)", _MODES[self.streaming], str(self.streaming).lower())
+            return self.streaming
+        pieces = self.train_source.pieces(by="row_group")
+        rows = [piece.rows for piece in pieces]
+        if all(r is not None for r in rows):
+            size, what = sum(rows) * self.encoded_row_bytes(), f"{plural(sum(rows), 'row')} encoded"
+        else:
+            size, what = self.train_source.nbytes, "the files' size"
+        budget = self.memory_budget or _available_bytes() // 2
+        streams = size > budget
+        log.info(
+            "data: %s (data.streaming=auto: %s, %s, %s data.memory_budget %s)",
+            _MODES[streams],
+            _size(size),
+            what,
+            ">" if streams else "<=",
+            _size(budget) if self.memory_budget else f"{_size(budget)}, half the available memory",
+        )
+        return streams
+
+    def encoded_row_bytes(self) -> int:
+        """Bytes of one encoded row: dense and labels float32, ids int32, a weight float32, a session int64."""
+        spec = self.spec
+        return 4 * (len(spec.dense_names) + len(spec.categorical_names) + len(spec.label_names)) + (
+            4 * bool(spec.weight) + 8 * bool(spec.session)
+        )
+
+    def setup_stream(self, keep_encoding: Mapping[str, Any] | None = None) -> None:
+        """Fit the encoder in one pass over the training pieces (never the whole split) and get the streams
+        ready; the pieces' rows counted by the pass place a resumed stream without reading."""
+        from easyrec.data.stream import PieceEncoding, StreamedSplits
+
+        train, eval_ = self.train_source, self.eval_source
+        pieces = train.pieces(by="row_group")
+        rows = self.encoder.fit_pieces(pieces, train.reader, train.describe(), keep=keep_encoding)
+        encoding = PieceEncoding(train.reader, self.encoder, self.spec.columns, self.label_rules, rows)
+        self.streamed = StreamedSplits(
+            encoding,
+            pieces,
+            eval_.pieces(by="row_group"),
+            self.batch_size,
+            self.eval_batch_size,
+            self.shuffle,
+            self.seed,
+            self.num_workers,
+            self.shuffle_buffer,
+        )
+        log.info(
+            "data: streaming %s (%s), eval %s (%s), %s per loader worker window, %d dense + %d categorical features",
+            plural(len(pieces), "train piece"),
+            train.describe(),
+            plural(len(self.streamed.eval_pieces), "piece"),
+            eval_.describe(),
+            plural(self.shuffle_buffer, "row"),
+            self.input_spec.num_dense,
+            self.input_spec.num_fields,
+        )
+
+    def train_steps(
+        self, epoch: int, workers: Workers | None = None, position: Mapping[str, Any] | None = None
+    ) -> Iterator[TrainStep]:
+        if self.streamed is None:
+            return super().train_steps(epoch, workers, position)
+        return self.streamed.train_steps(epoch, workers, position)
+
+    def position(self) -> dict[str, Any]:
+        return super().position() if self.streamed is None else self.streamed.position()
+
+    def eval_batches(self, workers: Workers | None = None) -> Iterator[Batch]:
+        if self.streamed is None:
+            return super().eval_batches(workers)
+        return self.streamed.eval_batches(workers)
+
+    def num_train_steps(self, workers: int = 1, accumulate: int = 1) -> int:
+        if self.streamed is None:
+            return super().num_train_steps(workers, accumulate)
+        return self.streamed.num_train_steps(workers, accumulate)
+
+
+@dataclass
+class FileSource:
+    """One file as pieces: its Parquet row groups (``row_groups``), or the whole file."""
+
+    path: Path
+    reader: PieceReader
+    row_groups: bool
+
+    @property
+    def nbytes(self) -> int:
+        return self.path.stat().st_size
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def pieces(self, by: str = "row_group") -> list[Piece]:
+        stat = self.path.stat()
+        if not (self.row_groups and by == "row_group"):
+            return [Piece(str(self.path), None, stat.st_size, stat.st_mtime_ns)]
+        import pyarrow.parquet as pq
+
+        from easyrec.data.parquet_data import unreadable_parquet
+
+        with unreadable_parquet(self.path):
+            metadata = pq.ParquetFile(self.path).metadata
+        return [
+            Piece(str(self.path), group, stat.st_size, stat.st_mtime_ns, metadata.row_group(group).num_rows)
+            for group in range(metadata.num_row_groups)
+        ]
+
+
+_MODES = {True: "streaming the training split", False: "reading the training split into memory"}
+
+
+def _size(count: int) -> str:
+    if count < 2**20:
+        return plural(count, "byte")
+    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+
+
+def _available_bytes() -> int:
+    """The memory available to this process now (see :func:`easyrec.memory.available_bytes`)."""
+    import torch
+
+    from easyrec.memory import available_bytes
+
+    return available_bytes(torch.device("cpu"))

@@ -196,3 +196,27 @@ def test_two_ddp_workers_streaming_uneven_files_train_on_every_row_once_per_epoc
     assert json.loads((run_dir / "metrics.json").read_text())["train/rows"] == 2 * rows
     [run] = mlflow_runs(tmp_path)
     assert run.info.status == "FINISHED" and run.data.metrics["train/rows"] == 2 * rows
+
+
+def test_bad_input_met_in_a_loader_worker_fails_the_run_with_its_one_line(
+    easyrec_main, tmp_path, mlflow_store, monkeypatch
+):
+    """A label the loss cannot take, in the second file: the loader worker that reads it stops the run, which ends
+    FAILED with the one-line message (file, column, row) as its ``easyrec.error`` tag and on stderr, not the
+    worker's traceback."""
+    write_dataset(tmp_path / "data", [300, 300, 300])
+    bad = tmp_path / "data" / "train" / "part-001.parquet"
+    table = pq.read_table(bad)
+    labels = table["label"].to_numpy().copy()
+    labels[150] = 3
+    pq.write_table(table.set_column(table.schema.get_field_index("label"), "label", pa.array(labels)), bad)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRAINED_IDS", str(tmp_path / "ids.txt"))
+    code, _, err = easyrec_main("train", *STREAMED, *paths(tmp_path / "data"), f"hydra.run.dir={tmp_path / 'run'}")
+    assert code == 1
+    line = err.strip().splitlines()[-1]
+    message = line.removeprefix("easyrec train: error: ")
+    assert message != line and str(bad) in message
+    assert "column 'label', row 151: label 3 is not one of {0, 1} (required by loss BinaryCrossEntropy)" in message
+    [run] = mlflow_runs(tmp_path)
+    assert run.info.status == "FAILED" and run.data.tags["easyrec.error"] == f"DataError: {message}"

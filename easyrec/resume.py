@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 
 #: The config an exact resume must keep: what decides the model, its inputs, its updates and the data order.
 RESUME_MUST_MATCH = ("seed", "model", "data", "optimizer", "lr_schedule", "gradients", "loss")
+#: ... but for these keys: a stream resumed on another number of loader workers deals the pieces not yet wholly
+#: trained again (see :mod:`easyrec.data.stream`), as it does on another number of ranks.
+RESUME_MAY_CHANGE = ("data.num_workers",)
 
 
 def resume_state(setting: bool | str | None, output_dir: Path) -> dict[str, Any] | None:
@@ -57,8 +60,8 @@ def load_named_checkpoint(key: str, location: str | Path) -> dict[str, Any]:
 
 
 def check_resumable(state: Mapping[str, Any], config: Mapping[str, Any], path: str) -> None:
-    """ConfigError when ``config`` changes what an exact resume must keep (:data:`RESUME_MUST_MATCH`); a
-    weights-only checkpoint (``best.pt``) cannot be resumed."""
+    """ConfigError when ``config`` changes what an exact resume must keep (:data:`RESUME_MUST_MATCH`, but for
+    :data:`RESUME_MAY_CHANGE`); a weights-only checkpoint (``best.pt``) cannot be resumed."""
     if state.get("kind") == "weights":
         raise CheckpointError(
             f"{path} holds the best weights only (no optimizer state): resume from a step checkpoint "
@@ -69,14 +72,15 @@ def check_resumable(state: Mapping[str, Any], config: Mapping[str, Any], path: s
         flatten({k: saved.get(k) for k in RESUME_MUST_MATCH}),
         flatten({k: config.get(k) for k in RESUME_MUST_MATCH}),
     )
-    changed = [key for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
+    keys = sorted((set(before) | set(after)) - set(RESUME_MAY_CHANGE))
+    changed = [key for key in keys if before.get(key) != after.get(key)]
     if changed:
         shown = ", ".join(f"{key} ({before.get(key)!r} -> {after.get(key)!r})" for key in changed[:5])
         more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
         raise ConfigError(
             f"trainer.resume: this config differs from the checkpoint's ({path}) in {shown}{more}; an exact resume "
-            f"keeps {', '.join(RESUME_MUST_MATCH)} (the trainer's limits may change); to start from its weights "
-            f"with a new config, use trainer.init_from={path}"
+            f"keeps {', '.join(RESUME_MUST_MATCH)} (the trainer's limits and data.num_workers may change); to start "
+            f"from its weights with a new config, use trainer.init_from={path}"
         )
 
 

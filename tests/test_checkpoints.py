@@ -21,7 +21,7 @@ from easyrec.checkpoints import (
     write_json,
 )
 from easyrec.data import SyntheticCTRData
-from easyrec.errors import CheckpointError, OutputError
+from easyrec.errors import CheckpointError, ConfigError, OutputError
 from easyrec.losses import BinaryCrossEntropy
 from easyrec.models import DeepFM
 from easyrec.modules import FieldEmbedding
@@ -286,6 +286,19 @@ def test_best_pt_holds_the_weights_only_and_is_not_resumable(uninterrupted):
     assert best["kind"] == "weights" and best["optimizer"] is None and best["model"]
     with pytest.raises(CheckpointError, match="holds the best weights only .* trainer.init_from="):
         check_resumable(best, best["config"], best["path"])
+
+
+def test_a_resume_may_change_the_loader_workers_but_not_the_streaming_mode():
+    """A stream deals the pieces not yet wholly trained again among other loader workers; a changed mode would
+    read the epoch in another order."""
+    from easyrec.resume import check_resumable
+
+    saved = {"seed": 0, "data": {"streaming": True, "num_workers": 1, "batch_size": 64}}
+    state = {"config": saved}
+    check_resumable(state, {**saved, "data": {**saved["data"], "num_workers": 4}}, "step-9.pt")
+    changed = {**saved, "data": {**saved["data"], "num_workers": 4, "streaming": False}}
+    with pytest.raises(ConfigError, match=r"in data.streaming \(True -> False\); an exact resume keeps seed,"):
+        check_resumable(state, changed, "step-9.pt")
 
 
 def test_a_pickle_that_would_run_code_is_refused_without_running_it_or_advising_to(tmp_path):

@@ -153,6 +153,15 @@ class FileData(TabularData):
         """How :meth:`read` parses a file (part of the cache key); a subclass with options names them."""
         return {}
 
+    def cache_key(self) -> str:
+        """The key of this source's entries in the encoding cache: the files, the reader options, the feature spec
+        and the code that reads and encodes (an edited reader or encoder must not reuse older encodings)."""
+        files = [existing_file(self.train_path), existing_file(self.eval_path)]
+        readers = [c for c in type(self).__mro__ if issubclass(c, FileData)]
+        code = source_files(*readers, FeatureEncoder, hash_buckets)
+        reader = {"reader": type(self).__qualname__, **self.reader_options, "non_finite": self.non_finite}
+        return cache_key(files, reader, self.spec, code)
+
     def setup(self, keep_encoding: Mapping[str, Any] | None = None) -> None:
         """See :meth:`TabularData.setup`; with a ``cache_dir``, the encoder and the splits come from the cache when
         it has them. ``keep_encoding`` (fine-tuning) changes the vocabularies: it bypasses the cache. In streaming
@@ -165,15 +174,10 @@ class FileData(TabularData):
             super().setup(keep_encoding)
             return
         try:
-            files = [existing_file(self.train_path), existing_file(self.eval_path)]
+            key = self.cache_key()
         except DataError:
             super().setup()  # raises the error of the first bad file, as without a cache
             return
-        # the code that reads and encodes: an edited reader or encoder must not reuse older encodings
-        readers = [c for c in type(self).__mro__ if issubclass(c, FileData)]
-        code = source_files(*readers, FeatureEncoder, hash_buckets)
-        reader = {"reader": type(self).__qualname__, **self.reader_options, "non_finite": self.non_finite}
-        key = cache_key(files, reader, self.spec, code)
         cache = EncodingCache(self.cache_dir)
         found = cache.load(key, self.spec, (str(self.train_path), str(self.eval_path)))
         if found is None:
@@ -234,13 +238,23 @@ class FileData(TabularData):
         )
 
     def setup_stream(self, keep_encoding: Mapping[str, Any] | None = None) -> None:
-        """Fit the encoder in one pass over the training pieces (never the whole split) and get the streams
-        ready; the pieces' rows counted by the pass place a resumed stream without reading."""
+        """Fit the encoder in one pass over the training pieces (never the whole split), or load it from the
+        encoding cache's encoder-only entry, and get the streams ready; the pieces' rows counted by the pass place
+        a resumed stream without reading."""
         from easyrec.data.stream import PieceEncoding, StreamedSplits
 
         train, eval_ = self.train_source, self.eval_source
         pieces = train.pieces(by="row_group")
-        rows = self.encoder.fit_pieces(pieces, train.reader, train.describe(), keep=keep_encoding)
+        # fine-tuning (keep_encoding) changes the vocabularies: it bypasses the cache
+        cache = EncodingCache(self.cache_dir) if self.cache_dir is not None and keep_encoding is None else None
+        found = cache.load_encoder(self.cache_key(), self.spec) if cache is not None else None
+        if found is None:
+            rows = self.encoder.fit_pieces(pieces, train.reader, train.describe(), keep=keep_encoding)
+            if cache is not None:
+                cache.store_encoder(self.cache_key(), self.encoder, rows)
+        else:
+            state, rows = found
+            self.encoder.load_state_dict(state)
         encoding = PieceEncoding(train.reader, self.encoder, self.spec.columns, self.label_rules, rows)
         self.streamed = StreamedSplits(
             encoding,

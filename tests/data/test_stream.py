@@ -267,3 +267,14 @@ def test_memory_budget_takes_bytes_or_a_size(given, expected):
 def test_a_memory_budget_that_is_not_a_size_is_refused(pieces, bad):
     with pytest.raises(ValueError, match=f"memory_budget={bad}: must be"):
         parquet_data(pieces, memory_budget=bad)
+
+
+def test_a_streamed_run_keeps_its_fitted_encoding_in_the_cache(pieces, tmp_path, caplog):
+    first = parquet_data(pieces, streaming=True, num_workers=0, cache_dir=str(tmp_path))
+    first.setup()
+    with caplog.at_level(logging.INFO, "easyrec.data.cache"):
+        second = parquet_data(pieces, streaming=True, num_workers=0, cache_dir=str(tmp_path))
+        second.setup()
+    assert "fitted encoding from cache" in caplog.text
+    assert second.encoder.state_dict() == first.encoder.state_dict()
+    assert ids(second.train_steps(2)) == ids(first.train_steps(2))

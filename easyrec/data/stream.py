@@ -144,14 +144,21 @@ class PieceStream(IterableDataset):
         info = get_worker_info()
         stream = self.streams[0 if info is None else info.id]
         batches = stream.batches(self.encoding)
-        while taken := list(itertools.islice(batches, self.per_item)):
-            block = taken[0][1] if len(taken) == 1 else _concat([batch for _, batch in taken])
-            yield stream.worker, [(position, len(batch)) for position, batch in taken], block
+        try:
+            while taken := list(itertools.islice(batches, self.per_item)):
+                block = taken[0][1] if len(taken) == 1 else _concat([batch for _, batch in taken])
+                yield stream.worker, [(position, len(batch)) for position, batch in taken], block
+        except DataError as error:  # sent as it is: a loader worker's exception comes with its traceback
+            yield stream.worker, None, str(error)
 
 
-def _unpacked(items: Iterator[tuple[int, list[tuple[int, int]], Batch]]) -> Iterator[tuple[int, int, Batch]]:
+def _unpacked(
+    items: Iterator[tuple[int, list[tuple[int, int]] | None, Batch | str]],
+) -> Iterator[tuple[int, int, Batch]]:
     """``(global worker, position after the batch, batch)`` for each batch of :class:`PieceStream`'s items."""
     for worker, batches, block in items:
+        if batches is None:
+            raise DataError(block)
         start = 0
         for position, rows in batches:
             yield worker, position, _sliced_batch(block, start, start + rows)

@@ -221,9 +221,12 @@ def test_the_eval_stream_covers_the_eval_split_once_over_ranks_and_loader_worker
 def test_a_label_that_breaks_a_rule_names_the_piece_and_row(tmp_path):
     train = write_files(tmp_path, files=1, groups=3, bad=11)  # row group 1, its row 5
     rule = LabelRule("loss X", (0.0, 1.0), None, "label", None)
-    data = splits((train, train), rules=[rule], shuffle=False)
-    with pytest.raises(DataError, match=r"part-0.parquet \(row group 1\): column 'label', row 5: label 2 is not"):
-        list(data.train_steps(0))
+    for num_workers in (0, 1):  # from a loader worker process too, as one line
+        data = splits((train, train), num_workers, rules=[rule], shuffle=False)
+        with pytest.raises(
+            DataError, match=r"^\S*part-0.parquet \(row group 1\): column 'label', row 5: label 2 is not"
+        ):
+            list(data.train_steps(0))
 
 
 def parquet_data(pieces, **options) -> ParquetData:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import pyarrow as pa
 import pyarrow.csv as pv
@@ -19,9 +19,6 @@ from easyrec.data.files import FileData
 from easyrec.data.pieces import Piece
 from easyrec.data.sources import FileFacts, FileReader, TableFormat, arrow_message
 from easyrec.errors import DataError
-
-if TYPE_CHECKING:
-    import pyarrow.dataset as ds
 
 # pyarrow names the column by its position in the file
 _CONVERSION_ERROR = re.compile(r"CSV column #(\d+):.* conversion error")
@@ -104,14 +101,40 @@ class CSVFormat(TableFormat):
     columns: tuple[str, ...] | None = None
     types: dict[str, pa.DataType] = field(default_factory=dict)
 
-    def dataset_format(self) -> ds.FileFormat:
-        import pyarrow.dataset as ds
-
-        return ds.CsvFileFormat(
-            read_options=pv.ReadOptions(column_names=None if self.header else list(self.columns)),
-            parse_options=pv.ParseOptions(delimiter=self.delimiter),
-            convert_options=pv.ConvertOptions(strings_can_be_null=True),
+    def open(
+        self,
+        filesystem: pafs.FileSystem,
+        path: str,
+        types: dict[str, pa.DataType],
+        invalid: Callable[[pv.InvalidRow], object] | None = None,
+    ) -> pv.CSVStreamingReader:
+        """The columns ``types`` names of file ``path``, decompressed as its extension says, batch by batch. With
+        ``invalid``, rows of too few or too many cells are passed to it and skipped, read by one thread (so that
+        they know their line)."""
+        return pv.open_csv(
+            filesystem.open_input_stream(path, compression="detect"),
+            read_options=pv.ReadOptions(
+                column_names=None if self.header else list(self.columns), use_threads=invalid is None
+            ),
+            parse_options=pv.ParseOptions(
+                delimiter=self.delimiter,
+                invalid_row_handler=None if invalid is None else lambda row: invalid(row) or "skip",
+            ),
+            convert_options=pv.ConvertOptions(
+                column_types=types, include_columns=list(types), strings_can_be_null=True
+            ),
         )
+
+    def read(self, reader: FileReader, piece: Piece, columns: list[str]) -> Iterator[pa.RecordBatch]:
+        # pyarrow's streaming CSV reader, not a dataset fragment: pyarrow.dataset (25.0) misreads .zst files
+        own = [column for column in columns if column not in reader.partition_names]
+        partitions = reader.partition_values(piece)
+        for batch in self.open(reader.filesystem, piece.path, {c: reader.schema.field(c).type for c in own}):
+            rows = len(batch)
+            arrays = [
+                batch.column(c) if c in own else pa.repeat(pa.scalar(partitions[c], pa.string()), rows) for c in columns
+            ]
+            yield pa.record_batch(arrays, names=columns)
 
     def inspect(self, filesystem: pafs.FileSystem, path: str, name: str) -> FileFacts:
         if self.header:
@@ -124,19 +147,26 @@ class CSVFormat(TableFormat):
         return FileFacts(pa.schema([(column, self.types.get(column, pa.string())) for column in names]))
 
     def explain(self, reader: FileReader, piece: Piece, error: Exception) -> str:
-        name = reader.name(piece)
-        match = _CONVERSION_ERROR.search(str(error))
-        if match:
-            # Read that column again as text to find the first value that is not a number, by data row.
-            column = self.inspect(reader.filesystem, piece.path, name).schema.names[int(match.group(1))]
-            schema = reader.schema
-            if column in schema.names:
-                schema = schema.set(schema.get_field_index(column), pa.field(column, pa.string()))
-                try:
-                    text = reader.fragment(piece).to_table(schema=schema, columns=[column])
-                    numeric_column(text, column, name, fill_value=0.0)
-                except DataError as found:
-                    return str(found)
-                except (pa.ArrowException, OSError):
-                    pass  # the file also has a parse error further on: report pyarrow's message
+        name, message = reader.name(piece), str(error)
+        if "CSV parse error" in message or _CONVERSION_ERROR.search(message):
+            # Read the file again as text: the first row of the wrong number of cells, or the first value of the
+            # column that is not a number, by data row.
+            columns = self.inspect(reader.filesystem, piece.path, name).schema.names
+            match = _CONVERSION_ERROR.search(message)
+            text = {columns[int(match.group(1))]: pa.string()} if match else dict.fromkeys(columns, pa.string())
+            invalid: list[pv.InvalidRow] = []
+            try:
+                table = self.open(reader.filesystem, piece.path, text, invalid=invalid.append).read_all()
+                if invalid:
+                    row = invalid[0]
+                    return (
+                        f"{name}: row {row.number - self.header}: {row.actual_columns} columns, expected "
+                        f"{row.expected_columns}: {row.text!r}"
+                    )
+                if match:
+                    numeric_column(table, next(iter(text)), name, fill_value=0.0)
+            except DataError as found:
+                return str(found)
+            except (pa.ArrowException, OSError):
+                pass  # the file also has another problem further on: report pyarrow's message
         return super().explain(reader, piece, error)

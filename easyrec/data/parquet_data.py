@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -13,9 +13,6 @@ from easyrec.data.pieces import Piece
 from easyrec.data.sources import FileFacts, FileReader, TableFormat, arrow_message
 from easyrec.errors import DataError
 
-if TYPE_CHECKING:
-    import pyarrow.dataset as ds
-
 
 class ParquetData(FileData):
     """Train and eval splits from Parquet files (arguments: see :class:`FileData`)."""
@@ -25,12 +22,8 @@ class ParquetData(FileData):
 
 
 class ParquetFormat(TableFormat):
-    """Parquet files: their footers give the columns and the rows of each row group."""
-
-    def dataset_format(self) -> ds.FileFormat:
-        import pyarrow.dataset as ds
-
-        return ds.ParquetFileFormat()
+    """Parquet files: their footers give the columns and the rows of each row group; a piece is read as a
+    ``pyarrow.dataset`` fragment (just its row group, cast to the first file's types, partition columns added)."""
 
     def inspect(self, filesystem: pafs.FileSystem, path: str, name: str) -> FileFacts:
         try:
@@ -40,6 +33,18 @@ class ParquetFormat(TableFormat):
                 return FileFacts(file.schema_arrow, groups)
         except (pa.ArrowException, OSError) as error:
             raise DataError(f"{name}: not a readable Parquet file ({arrow_message(error)})") from None
+
+    def read(self, reader: FileReader, piece: Piece, columns: list[str]) -> Iterator[pa.RecordBatch]:
+        import pyarrow.dataset as ds
+
+        fragment = ds.ParquetFileFormat().make_fragment(
+            piece.path,
+            reader.filesystem,
+            partition_expression=reader.partition_expression(piece),
+            row_groups=None if piece.row_group is None else [piece.row_group],
+            file_size=piece.size or None,  # saves a request on an object store
+        )
+        return fragment.to_batches(schema=reader.schema, columns=columns)
 
     def explain(self, reader: FileReader, piece: Piece, error: Exception) -> str:
         return f"{reader.name(piece)}: not a readable Parquet file ({arrow_message(error)})"

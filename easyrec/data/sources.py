@@ -2,9 +2,9 @@
 
 A :class:`FileSource` resolves its paths once, with ``pyarrow.fs`` (``s3://``, ``gs://``, ``hdfs://``, ``file://`` or
 a local path) and its ``FileSelector``, into sorted files; it reads only their headers or footers to check them
-and to count Parquet rows. Its :class:`FileReader` reads a piece as a ``pyarrow.dataset`` fragment, so that
-compressed CSV (``.gz``, ``.zst``, ... by extension) and Hive partitions (``day=.../hour=...`` directories, whose
-keys become string columns) are read by pyarrow itself.
+and to count Parquet rows. Its :class:`FileReader` reads a piece: a Parquet file or row group as a ``pyarrow.dataset``
+fragment, a CSV file (also ``.gz``, ``.zst``, ... by extension) with pyarrow's streaming CSV reader; the keys of
+Hive partitions (``day=.../hour=...`` directories) become string columns.
 
 This module loads neither torch nor ``pyarrow.dataset`` (which loads pandas) until a piece is read: checking the
 files stays quick.
@@ -63,13 +63,14 @@ class TableFormat:
     """How the files of a source are read (picklable: readers in loader workers hold it); see the subclasses in
     :mod:`easyrec.data.csv_data` and :mod:`easyrec.data.parquet_data`."""
 
-    def dataset_format(self) -> ds.FileFormat:
-        """The ``pyarrow.dataset`` format that reads a piece."""
-        raise NotImplementedError
-
     def inspect(self, filesystem: pafs.FileSystem, path: str, name: str) -> FileFacts:
         """The columns (and row groups) of the non-empty file ``path``, from its header or footer, not its data; a
         :class:`DataError` naming it (``name``) if they cannot be read."""
+        raise NotImplementedError
+
+    def read(self, reader: FileReader, piece: Piece, columns: list[str]) -> Iterator[pa.RecordBatch]:
+        """``columns`` of ``piece`` (partition columns included) with the types of ``reader.schema``; pyarrow's
+        errors pass through (:meth:`explain` words them)."""
         raise NotImplementedError
 
     def explain(self, reader: FileReader, piece: Piece, error: Exception) -> str:
@@ -94,6 +95,10 @@ class FileReader:
     :attr:`skipped` (in the process that read it); such a piece is read whole before its first batch, so that a
     failure half way yields none of its rows. With ``"error"``, batches stream and a failure raises a
     :class:`DataError` naming the piece.
+
+    Attributes:
+        schema: the columns of the source's first file, then its partition columns.
+        partition_names: the partition columns (strings parsed from each file's ``key=value`` directories).
     """
 
     def __init__(
@@ -101,47 +106,51 @@ class FileReader:
         table_format: TableFormat,
         filesystem: pafs.FileSystem,
         schema: pa.Schema,
-        partitioning: ds.Partitioning | None,
-        base: str,
+        partition_names: list[str],
         on_bad_piece: Literal["error", "skip"],
         names: dict[str, str],
     ) -> None:
         self.format, self.filesystem, self.schema = table_format, filesystem, schema
-        self.partitioning, self.base = partitioning, base
+        self.partition_names = partition_names
         self.on_bad_piece = on_bad_piece
         self.names = names
         self.skipped: dict[Piece, str] = {}
 
     def __call__(self, piece: Piece, columns: list[str]) -> Iterator[pa.RecordBatch]:
         try:
-            fragment = self.fragment(piece)
             if self.on_bad_piece == "error":
-                yield from fragment.to_batches(schema=self.schema, columns=columns)
+                yield from self.format.read(self, piece, columns)
                 return
-            table = fragment.to_table(schema=self.schema, columns=columns)
+            batches = list(self.format.read(self, piece, columns))
         except (pa.ArrowException, OSError) as error:
             message = self.format.explain(self, piece, error)
             if self.on_bad_piece == "error":
                 raise DataError(message) from None
             self.skip(piece, message)
             return
-        yield from table.to_batches()
+        yield from batches
 
-    def fragment(self, piece: Piece, schema: pa.Schema | None = None) -> ds.Fragment:
-        """``piece`` as a dataset fragment, its partition columns parsed from its path below the source's base."""
+    def partition_expression(self, piece: Piece) -> ds.Expression:
+        """The partition columns' values of ``piece`` as a dataset expression (``true`` when there are none)."""
         import pyarrow.dataset as ds
 
-        partition = ds.scalar(True)
-        if self.partitioning is not None:
-            partition = self.partitioning.parse(piece.path[len(self.base) :].lstrip("/"))
-        options = {} if piece.row_group is None else {"row_groups": [piece.row_group]}
-        return self.dataset_format.make_fragment(
-            piece.path, self.filesystem, partition_expression=partition, file_size=piece.size or None, **options
-        )
+        return self.partitioning.parse(piece.path) if self.partition_names else ds.scalar(True)
+
+    def partition_values(self, piece: Piece) -> dict[str, str | None]:
+        """The partition columns' values of ``piece`` (None for a key its path lacks)."""
+        if not self.partition_names:
+            return {}
+        import pyarrow.dataset as ds
+
+        return {name: None for name in self.partition_names} | ds.get_partition_keys(self.partition_expression(piece))
 
     @functools.cached_property
-    def dataset_format(self) -> ds.FileFormat:
-        return self.format.dataset_format()
+    def partitioning(self) -> ds.Partitioning:
+        """The Hive partitioning of the partition columns, all strings (the directory's text: ``hour=03`` is
+        ``"03"`` whatever the other directories hold)."""
+        import pyarrow.dataset as ds
+
+        return ds.HivePartitioning(pa.schema([(name, pa.string()) for name in self.partition_names]))
 
     def name(self, piece: Piece | str) -> str:
         """The piece (or file) as errors name it: a file the user named, as named; others by path (``s3://...``)."""
@@ -167,7 +176,9 @@ class FileSource:
     list of these, local or URIs on one filesystem. Nothing is read before a method needs it; the files are then
     listed and their headers or footers read once.
 
-    Hive partitions: directories ``key=value`` below the paths' common directory give string columns ``key``.
+    Hive partitions: every ``key=value`` directory in a file's path gives it a string column ``key`` (unless the
+    files have a column of that name), however the paths name the file: ``logs/`` and ``logs/day=2026-12-08/``
+    both give ``day``.
 
     Args:
         paths: see above; in a URI, ``?`` starts the query (``s3://bucket/logs/*.csv?endpoint_override=host:9000``).
@@ -213,7 +224,7 @@ class FileSource:
     def reader(self) -> FileReader:
         files = self._files
         return FileReader(
-            self.format, files.filesystem, self.schema, files.partitioning, files.base, self.on_bad_piece, files.names
+            self.format, files.filesystem, self.schema, files.partition_names, self.on_bad_piece, files.names
         )
 
     @property
@@ -293,9 +304,7 @@ class ListedFiles:
         infos: the files (their path, size and modification time).
         facts: each file's columns and row groups, by path.
         names: the files the user named one by one, as named (errors name them so).
-        base: the paths' common directory; ``key=value`` directories below it are partitions.
         partition_names: the partition keys, in the order pyarrow discovers them.
-        partitioning: the Hive partitioning of those keys (as strings), or None.
         skipped: files left out as unreadable (``on_bad_piece="skip"``).
     """
 
@@ -303,9 +312,7 @@ class ListedFiles:
     infos: list[pafs.FileInfo]
     facts: dict[str, FileFacts]
     names: dict[str, str]
-    base: str
     partition_names: list[str]
-    partitioning: ds.Partitioning | None
     skipped: list[str]
 
     def name(self, path: str) -> str:
@@ -318,17 +325,17 @@ def list_files(
     """Resolve ``entries`` (see :class:`FileSource`) and read every file's header or footer."""
     if not entries:
         raise DataError("no path given: name a file, a directory, a glob or a list of them")
-    filesystem, infos, names, bases = None, {}, {}, []
-    for entry in entries:
-        entry_filesystem, found, base, named = list_entry(entry, io_timeout)
-        if filesystem is None:
-            filesystem = entry_filesystem
-        elif not filesystem.equals(entry_filesystem):
-            raise DataError(f"{entry}: not on the filesystem of {entries[0]}; the paths of a split must share one")
+    located = [Location.of(entry, io_timeout) for entry in entries]
+    filesystem = located[0].filesystem
+    for location in located[1:]:
+        if not filesystem.equals(location.filesystem):
+            first = located[0].shown
+            raise DataError(f"{location.shown}: not on the filesystem of {first}; the paths of a split must share one")
+    infos, names = {}, {}
+    for location in located:
+        found, named = location.files(io_timeout)
         infos.update((info.path, info) for info in found)
-        names.update({found[0].path: named} if named else {})
-        bases.append(base)
-    base = posixpath.commonpath(bases) if len(bases) > 1 else bases[0]
+        names.update({found[0].path: location.shown} if named else {})
     listed = [infos[path] for path in sorted(infos)]
     facts, skipped, kept = {}, [], []
     for info, result in zip(listed, inspect_files(filesystem, listed, table_format, names), strict=True):
@@ -342,53 +349,62 @@ def list_files(
         kept.append(info)
     if not kept:
         raise DataError(f"{', '.join(entries)}: no readable file (each was skipped: data.on_bad_piece=skip)")
-    partition_names = discover_partitions(filesystem, [info.path for info in kept], base, table_format)
-    partitioning = None
-    if partition_names:
-        import pyarrow.dataset as ds
-
-        partitioning = ds.HivePartitioning(pa.schema([(name, pa.string()) for name in partition_names]))
-    return ListedFiles(filesystem, kept, facts, names, base, partition_names, partitioning, skipped)
+    # a key that is also a column of the files is theirs: the directory does not replace their values
+    keys = partition_keys([info.path for info in kept])
+    partition_names = [key for key in keys if key not in facts[kept[0].path].schema.names]
+    return ListedFiles(filesystem, kept, facts, names, partition_names, skipped)
 
 
-def list_entry(entry: str, io_timeout: float) -> tuple[pafs.FileSystem, list[pafs.FileInfo], str, str | None]:
-    """``(filesystem, files, base directory, the entry if it names one file)`` of one path, directory or glob."""
-    location, query = entry.partition("?")[::2] if "://" in entry else (entry, "")
-    prefix, pattern = split_glob(location)
-    filesystem, path = open_filesystem(prefix, query, io_timeout)
-    local = filesystem.type_name == "local"
-    shown = str(Path(entry).expanduser()) if local else location
-    hint = f" (relative paths are taken from {Path.cwd()})" if local else ""
-    try:
-        if pattern:
-            selector = pafs.FileSelector(path, recursive="/" in pattern or "**" in pattern, allow_not_found=True)
-            parts = pattern.split("/")
+@dataclass(frozen=True)
+class Location:
+    """One entry of a source's paths, on its filesystem: ``path`` (a glob's prefix) and ``pattern`` (the glob's
+    rest, or ""); ``shown`` is the entry as errors name it."""
+
+    filesystem: pafs.FileSystem
+    path: str
+    pattern: str
+    shown: str
+
+    @classmethod
+    def of(cls, entry: str, io_timeout: float) -> Location:
+        location, query = entry.partition("?")[::2] if "://" in entry else (entry, "")
+        prefix, pattern = split_glob(location)
+        filesystem, path = open_filesystem(prefix, query, io_timeout)
+        return cls(filesystem, path, pattern, str(Path(entry).expanduser()) if "://" not in entry else location)
+
+    def files(self, io_timeout: float) -> tuple[list[pafs.FileInfo], bool]:
+        """``(files, whether the entry names one file)``; a :class:`DataError` if there are none."""
+        local = self.filesystem.type_name == "local"
+        hint = f" (relative paths are taken from {Path.cwd()})" if local else ""
+        try:
+            if self.pattern:
+                selector = pafs.FileSelector(self.path, recursive=True, allow_not_found=True)
+                found = [
+                    info
+                    for info in self.filesystem.get_file_info(selector)
+                    if info.is_file and selected(relative_parts(info.path, self.path), self.pattern.split("/"))
+                ]
+                if not found:
+                    raise DataError(f"{self.shown}: no file matches this pattern{hint}")
+                return found, False
+            info = self.filesystem.get_file_info(self.path)
+            if info.type == pafs.FileType.NotFound:
+                raise DataError(f"{self.shown}: file not found{hint}")
+            if info.type == pafs.FileType.File:
+                return [info], True
             found = [
                 info
-                for info in filesystem.get_file_info(selector)
-                if info.is_file
-                and not hidden(relative_parts(info.path, path))
-                and glob_matches(relative_parts(info.path, path), parts)
+                for info in self.filesystem.get_file_info(pafs.FileSelector(self.path, recursive=True))
+                if info.is_file and not hidden(relative_parts(info.path, self.path))
             ]
-            if not found:
-                raise DataError(f"{shown}: no file matches this pattern{hint}")
-            return filesystem, found, path, None
-        info = filesystem.get_file_info(path)
-        if info.type == pafs.FileType.NotFound:
-            raise DataError(f"{shown}: file not found{hint}")
-        if info.type == pafs.FileType.File:
-            return filesystem, [info], posixpath.dirname(path), shown
-        found = [
-            info
-            for info in filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
-            if info.is_file and not hidden(relative_parts(info.path, path))
-        ]
-    except (pa.ArrowException, OSError) as error:
-        timeout = "" if local else f" (data.io_timeout={io_timeout:g} s)"
-        raise DataError(f"{shown}: cannot list the files: {first_line(error)}{timeout}") from None
-    if not found:
-        raise DataError(f"{shown}: a directory without data files (names that start with '.' or '_' are ignored)")
-    return filesystem, found, path, None
+        except (pa.ArrowException, OSError) as error:
+            timeout = "" if local else f" (data.io_timeout={io_timeout:g} s)"
+            raise DataError(f"{self.shown}: cannot list the files: {first_line(error)}{timeout}") from None
+        if not found:
+            raise DataError(
+                f"{self.shown}: a directory without data files (names that start with '.' or '_' are ignored)"
+            )
+        return found, False
 
 
 def split_glob(location: str) -> tuple[str, str]:
@@ -407,6 +423,12 @@ def glob_matches(parts: list[str], pattern: list[str]) -> bool:
     if pattern[0] == "**":
         return any(glob_matches(parts[index:], pattern[1:]) for index in range(len(parts) + 1))
     return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and glob_matches(parts[1:], pattern[1:])
+
+
+def selected(parts: list[str], glob: list[str]) -> bool:
+    """Whether a file (its path's segments below the glob's prefix) is not hidden and matches the glob, or lies
+    below a directory that matches it (``logs/day=2026-12-0[1-7]`` selects those days' files)."""
+    return not hidden(parts) and any(glob_matches(parts[:k], glob) for k in range(1, len(parts) + 1))
 
 
 def relative_parts(path: str, base: str) -> list[str]:
@@ -455,19 +477,7 @@ def inspect_files(
         return list(pool.map(inspect, infos))
 
 
-def discover_partitions(
-    filesystem: pafs.FileSystem, paths: list[str], base: str, table_format: TableFormat
-) -> list[str]:
-    """The Hive partition keys (``key=value`` directories) of ``paths`` below ``base``, discovered by pyarrow
-    without reading a file; none when no directory below ``base`` has an ``=``."""
-    if not any("=" in posixpath.dirname(path[len(base) :]) for path in paths):
-        return []
-    import pyarrow.dataset as ds
-
-    factory = ds.FileSystemDatasetFactory(
-        filesystem,
-        paths,
-        table_format.dataset_format(),
-        ds.FileSystemFactoryOptions(partition_base_dir=base, partitioning=ds.HivePartitioning.discover()),
-    )
-    return factory.inspect(fragments=0).names
+def partition_keys(paths: list[str]) -> list[str]:
+    """The keys of the Hive partitions (``key=value`` directories) in ``paths``, in the order they first appear."""
+    directories = (posixpath.dirname(path).split("/") for path in paths)
+    return list(dict.fromkeys(part.split("=")[0] for parts in directories for part in parts if "=" in part[1:]))

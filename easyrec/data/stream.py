@@ -30,7 +30,7 @@ from easyrec.data.batches import Batch, EncodedSplit, TrainStep
 from easyrec.data.features import FeatureEncoder, FeatureSpec
 from easyrec.data.pieces import Piece, PieceReader
 from easyrec.data.tabular import LabelRule, Workers, shape_of
-from easyrec.errors import DataError
+from easyrec.errors import DataError, EasyrecError
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class PieceStream(IterableDataset):
     def __init__(self, encoding: PieceEncoding, streams: list[WorkerStream], per_item: int = 1) -> None:
         self.encoding, self.streams, self.per_item = encoding, streams, per_item
 
-    def __iter__(self) -> Iterator[tuple[int, list[tuple[int, int]], Batch]]:
+    def __iter__(self) -> Iterator[tuple[int, list[tuple[int, int]], Batch] | EasyrecError]:
         info = get_worker_info()
         stream = self.streams[0 if info is None else info.id]
         batches = stream.batches(self.encoding)
@@ -148,17 +148,19 @@ class PieceStream(IterableDataset):
             while taken := list(itertools.islice(batches, self.per_item)):
                 block = taken[0][1] if len(taken) == 1 else _concat([batch for _, batch in taken])
                 yield stream.worker, [(position, len(batch)) for position, batch in taken], block
-        except DataError as error:  # sent as it is: a loader worker's exception comes with its traceback
-            yield stream.worker, None, str(error)
+        except EasyrecError as error:  # raised, torch would give it the worker's traceback as its message
+            yield error
 
 
 def _unpacked(
-    items: Iterator[tuple[int, list[tuple[int, int]] | None, Batch | str]],
+    items: Iterator[tuple[int, list[tuple[int, int]], Batch] | EasyrecError],
 ) -> Iterator[tuple[int, int, Batch]]:
-    """``(global worker, position after the batch, batch)`` for each batch of :class:`PieceStream`'s items."""
-    for worker, batches, block in items:
-        if batches is None:
-            raise DataError(block)
+    """``(global worker, position after the batch, batch)`` for each batch of :class:`PieceStream`'s items; an
+    error a worker met (bad input, in one line) is raised here."""
+    for item in items:
+        if isinstance(item, EasyrecError):
+            raise item
+        worker, batches, block = item
         start = 0
         for position, rows in batches:
             yield worker, position, _sliced_batch(block, start, start + rows)

@@ -221,9 +221,12 @@ def test_the_eval_stream_covers_the_eval_split_once_over_ranks_and_loader_worker
 def test_a_label_that_breaks_a_rule_names_the_piece_and_row(tmp_path):
     train = write_files(tmp_path, files=1, groups=3, bad=11)  # row group 1, its row 5
     rule = LabelRule("loss X", (0.0, 1.0), None, "label", None)
-    data = splits((train, train), rules=[rule], shuffle=False)
-    with pytest.raises(DataError, match=r"part-0.parquet \(row group 1\): column 'label', row 5: label 2 is not"):
-        list(data.train_steps(0))
+    for num_workers in (0, 1):  # from a loader worker process too, as one line
+        data = splits((train, train), num_workers, rules=[rule], shuffle=False)
+        with pytest.raises(
+            DataError, match=r"^\S*part-0.parquet \(row group 1\): column 'label', row 5: label 2 is not"
+        ):
+            list(data.train_steps(0))
 
 
 def parquet_data(pieces, **options) -> ParquetData:
@@ -267,3 +270,14 @@ def test_memory_budget_takes_bytes_or_a_size(given, expected):
 def test_a_memory_budget_that_is_not_a_size_is_refused(pieces, bad):
     with pytest.raises(ValueError, match=f"memory_budget={bad}: must be"):
         parquet_data(pieces, memory_budget=bad)
+
+
+def test_a_streamed_run_keeps_its_fitted_encoding_in_the_cache(pieces, tmp_path, caplog):
+    first = parquet_data(pieces, streaming=True, num_workers=0, cache_dir=str(tmp_path))
+    first.setup()
+    with caplog.at_level(logging.INFO, "easyrec.data.cache"):
+        second = parquet_data(pieces, streaming=True, num_workers=0, cache_dir=str(tmp_path))
+        second.setup()
+    assert "fitted encoding from cache" in caplog.text
+    assert second.encoder.state_dict() == first.encoder.state_dict()
+    assert ids(second.train_steps(2)) == ids(first.train_steps(2))

@@ -28,7 +28,6 @@ REPOSITORY = Path(__file__).parents[2]
 STREAMED = [
     "data=parquet",
     "data.streaming=true",
-    "data.num_workers=1",
     "data.shuffle_buffer=100",
     "data.batch_size=64",
     "data.eval_batch_size=256",
@@ -126,7 +125,8 @@ def test_a_run_killed_mid_epoch_resumes_at_its_exact_position(tmp_path, mlflow_s
     rows = write_dataset(tmp_path / "data", [700, 500, 900, 400, 600])  # 3,100 rows: 49 steps of 64
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "easyrec", "train", *STREAMED, *paths(tmp_path / "data")]
-    command += ["trainer.max_epochs=1", "trainer.checkpoint_every_n_steps=1", f"hydra.run.dir={run_dir}"]
+    command += ["data.num_workers=1", "trainer.max_epochs=1", "trainer.checkpoint_every_n_steps=1"]
+    command += [f"hydra.run.dir={run_dir}"]
     first_ids, second_ids = tmp_path / "first.txt", tmp_path / "second.txt"
     with (tmp_path / "first.log").open("w") as log:
         first = subprocess.Popen(
@@ -175,13 +175,14 @@ def test_a_run_killed_mid_epoch_resumes_at_its_exact_position(tmp_path, mlflow_s
 
 def test_two_ddp_workers_streaming_uneven_files_train_on_every_row_once_per_epoch(tmp_path, mlflow_store):
     """40 files of 20 to 167 rows, 2 workers streaming them for 2 epochs: every id is trained on twice (the ranks'
-    pieces run out at different steps: the one that runs out first runs empty micro-batches, and nobody hangs),
+    pieces run out at different steps: the one that runs out first trains empty micro-batches, and nobody hangs),
     ``train/rows`` is the dataset's rows x 2, in one FINISHED run."""
     sizes = [20 + (37 * number) % 148 for number in range(40)]
     rows = write_dataset(tmp_path / "data", sizes)
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "easyrec", "train", *STREAMED, *paths(tmp_path / "data")]
     command += ["distributed=ddp", "distributed.nproc_per_node=2", "trainer.max_epochs=2", f"hydra.run.dir={run_dir}"]
+    command += ["data.num_workers=0"]  # each rank reads in its training process (the resume test has a loader)
     result = subprocess.run(
         command,
         cwd=tmp_path,
@@ -191,9 +192,12 @@ def test_two_ddp_workers_streaming_uneven_files_train_on_every_row_once_per_epoc
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    ids = [row for rank in (0, 1) for step in trained(tmp_path / f"ids-{rank}.txt") for row in step]
-    assert sorted(ids) == sorted(list(range(rows)) * 2)
-    assert json.loads((run_dir / "metrics.json").read_text())["train/rows"] == 2 * rows
+    forwards = [trained(tmp_path / f"ids-{rank}.txt") for rank in (0, 1)]
+    assert sorted(row for steps in forwards for step in steps for row in step) == sorted(list(range(rows)) * 2)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train/rows"] == 2 * rows
+    # a rank trained fewer non-empty micro-batches than the run's steps: at the others its pieces had run out
+    assert min(len(steps) for steps in forwards) < metrics["train/steps"]
     [run] = mlflow_runs(tmp_path)
     assert run.info.status == "FINISHED" and run.data.metrics["train/rows"] == 2 * rows
 
@@ -212,7 +216,9 @@ def test_bad_input_met_in_a_loader_worker_fails_the_run_with_its_one_line(
     pq.write_table(table.set_column(table.schema.get_field_index("label"), "label", pa.array(labels)), bad)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TRAINED_IDS", str(tmp_path / "ids.txt"))
-    code, _, err = easyrec_main("train", *STREAMED, *paths(tmp_path / "data"), f"hydra.run.dir={tmp_path / 'run'}")
+    code, _, err = easyrec_main(
+        "train", *STREAMED, *paths(tmp_path / "data"), "data.num_workers=1", f"hydra.run.dir={tmp_path / 'run'}"
+    )
     assert code == 1
     line = err.strip().splitlines()[-1]
     message = line.removeprefix("easyrec train: error: ")

@@ -5,10 +5,10 @@ MLP 400-400-400, no dropout, Adam-class optimizer, 2 threads) written as a plain
 sparse embedding gradients, with DeepCTR-Torch and with FuxiCTR. easyrec trains it through its own CLI
 (``python -m easyrec train data=csv ...``) from the same CSV files, with MLflow logging on (and once more with
 ``logger=none``, to measure what logging costs, and once with the training split streamed from the file by one
-loader worker, ``data.streaming=true data.num_workers=1``: the easyrec-streaming rows; their peak RSS is the
-trainer's, its worker's is apart, see benchmarks/streaming.py for the whole tree). Every run is a fresh process, one at a time; the harness's
-``run.sh`` measures the peers, and this script measures easyrec the same way (wall time from start to exit, peak
-RSS from ``wait4``).
+loader worker, ``data.streaming=true data.num_workers=1``: the easyrec-streaming rows, whose peak RSS is the
+trainer's alone; benchmarks/streaming.py measures the whole process tree). Every run is a fresh process, one at a
+time; the harness's ``run.sh`` measures the peers, and this script measures easyrec the same way (wall time from
+start to exit, peak RSS from ``wait4``).
 
 Datasets: the harness's synthetic Criteo-like set (1,000,000 rows, 90% train; ``--quick``: 200,000) at batch
 4096 for 1 epoch, and Frappe (real, 57,722 train rows) at batch 1024 for 1 and 10 epochs (``--quick``: 1).

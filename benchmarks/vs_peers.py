@@ -4,9 +4,11 @@ The references come from the team's harness (``../shared/bench``, see its README
 MLP 400-400-400, no dropout, Adam-class optimizer, 2 threads) written as a plain PyTorch loop with dense and with
 sparse embedding gradients, with DeepCTR-Torch and with FuxiCTR. easyrec trains it through its own CLI
 (``python -m easyrec train data=csv ...``) from the same CSV files, with MLflow logging on (and once more with
-``logger=none``, to measure what logging costs). Every run is a fresh process, one at a time; the harness's
-``run.sh`` measures the peers, and this script measures easyrec the same way (wall time from start to exit, peak
-RSS from ``wait4``).
+``logger=none``, to measure what logging costs, and once with the training split streamed from the file by one
+loader worker, ``data.streaming=true data.num_workers=1``: the easyrec-streaming rows, whose peak RSS is the
+trainer's alone; benchmarks/streaming.py measures the whole process tree). Every run is a fresh process, one at a
+time; the harness's ``run.sh`` measures the peers, and this script measures easyrec the same way (wall time from
+start to exit, peak RSS from ``wait4``).
 
 Datasets: the harness's synthetic Criteo-like set (1,000,000 rows, 90% train; ``--quick``: 200,000) at batch
 4096 for 1 epoch, and Frappe (real, 57,722 train rows) at batch 1024 for 1 and 10 epochs (``--quick``: 1).
@@ -226,6 +228,9 @@ def jobs(quick: bool, skip: set[str], datasets: set[str]) -> list[Job]:
         # synth: sparse rows (LazyAdam), MLflow on and off; Frappe: dense Adam like the peers; both also in bf16
         optimizer = "optimizer=lazy_adam" if dataset == "synth" else "optimizer=adam"
         found.append(Job(f"easyrec_{tag}", dataset, epochs, batch, easyrec=[optimizer]))
+        # the same run with the training split streamed from the file by a loader worker (issue 18)
+        streaming = [optimizer, "data.streaming=true", "data.num_workers=1"]
+        found.append(Job(f"easyrec-streaming_{tag}", dataset, epochs, batch, easyrec=streaming))
         if dataset == "synth":
             found.append(Job(f"easyrec-nolog_{tag}", dataset, epochs, batch, easyrec=[optimizer, "logger=none"]))
         bf16 = [optimizer, "trainer.precision=bf16"]
@@ -296,6 +301,7 @@ def summary(results: dict[str, dict], bench: Bench, cfg_job_s: float) -> dict:
                 "best_peer_auc": round(max(peer_aucs), 4),
             }
     nolog = get(f"easyrec-nolog_{tag}", "samples_per_s")
+    streaming = get(f"easyrec-streaming_{tag}", "samples_per_s")
     bf16 = get(f"easyrec-bf16_{tag}", "samples_per_s")
     return {
         "dataset": f"synth-{bench.rows}",
@@ -306,6 +312,10 @@ def summary(results: dict[str, dict], bench: Bench, cfg_job_s: float) -> dict:
         "easyrec_vs_best_peer": ratio(mine, best_speed),
         "easyrec_vs_plain_sparse": ratio(mine, sparse),
         "easyrec_auc": round(get(f"easyrec_{tag}", "auc"), 4) if mine else None,
+        "easyrec_streaming_samples_per_s": round(streaming) if streaming else None,
+        "easyrec_streaming_vs_in_memory": ratio(streaming, mine),
+        "easyrec_streaming_auc": round(get(f"easyrec-streaming_{tag}", "auc"), 4) if streaming else None,
+        "easyrec_streaming_peak_rss_mb": get(f"easyrec-streaming_{tag}", "peak_rss_mb"),
         "easyrec_bf16_samples_per_s": round(bf16) if bf16 else None,
         "easyrec_bf16_vs_plain_sparse": ratio(bf16, sparse),
         "easyrec_bf16_auc": round(get(f"easyrec-bf16_{tag}", "auc"), 4) if bf16 else None,

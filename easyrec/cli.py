@@ -1,6 +1,6 @@
 """The ``easyrec`` command: dispatches ``easyrec <command> [args]`` to the command's app: a Hydra app
 (``train``) or an argparse front-end (``evaluate``, ``predict``, ``export``: their config comes from a checkpoint;
-``compare``, ``sync``: MLflow runs).
+``compare``, ``sync``: MLflow runs; ``generate``: a synthetic data set).
 Each app reads its arguments from ``sys.argv``.
 
 User errors (a bad override, an unknown option, an impossible value, unreadable data) end with one line
@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": (
         "easyrec.commands.export:main",
         "export a checkpoint as TorchScript and an MLflow pyfunc model that take raw feature values",
+    ),
+    "generate": (
+        "easyrec.commands.generate:main",
+        "write a synthetic Criteo-like data set of any size as Parquet/CSV shards, with the true click probabilities",
     ),
     "compare": (
         "easyrec.commands.compare:main",

@@ -19,6 +19,8 @@ class Batch:
         labels: ``(B,) float32``, or ``(B, L)`` with L label columns (multi-task); None when predicting.
         weights: ``(B,) float32`` sample weights, or None.
         sessions: ``(B,) int64`` session ids, or None.
+        oracle: ``(B, L) float32`` true probabilities of the label columns, in label order (NaN for a label that
+            has none), where the data knows them (``data.features.oracle``, synthetic data); else None.
     """
 
     dense: Tensor
@@ -26,12 +28,13 @@ class Batch:
     labels: Tensor | None
     weights: Tensor | None = None
     sessions: Tensor | None = None
+    oracle: Tensor | None = None
 
     def __len__(self) -> int:
         return self.dense.shape[0]
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(*_moved((self.dense, self.sparse, self.labels, self.weights, self.sessions), device))
+        return Batch(*_moved((self.dense, self.sparse, self.labels, self.weights, self.sessions, self.oracle), device))
 
     def pin_memory(self) -> Batch:
         """The batch in page-locked memory (a DataLoader's ``pin_memory`` calls this), copied to a GPU
@@ -72,6 +75,7 @@ class EncodedSplit:
     weights: Tensor | None
     source: str
     sessions: Tensor | None = None
+    oracle: Tensor | None = None  # (N, L) float32, see Batch
 
     def __len__(self) -> int:
         return self.dense.shape[0]
@@ -85,8 +89,8 @@ class EncodedSplit:
 
     @property
     def columns(self) -> tuple[Tensor | None, ...]:
-        """The split's tensors in :class:`Batch`'s order: dense, sparse, labels, weights, sessions."""
-        return (self.dense, self.sparse, self.labels, self.weights, self.sessions)
+        """The split's tensors in :class:`Batch`'s order: dense, sparse, labels, weights, sessions, oracle."""
+        return (self.dense, self.sparse, self.labels, self.weights, self.sessions, self.oracle)
 
     @property
     def nbytes(self) -> int:
@@ -95,8 +99,8 @@ class EncodedSplit:
 
     def to(self, device: torch.device) -> EncodedSplit:
         """The split with its tensors on ``device`` (batches are then sliced there: no copy per step)."""
-        dense, sparse, labels, weights, sessions = _moved(self.columns, device)
-        return EncodedSplit(dense, sparse, labels, weights, self.source, sessions)
+        dense, sparse, labels, weights, sessions, oracle = _moved(self.columns, device)
+        return EncodedSplit(dense, sparse, labels, weights, self.source, sessions, oracle)
 
     def batches(self, batch_size: int, order: Tensor | None = None, first: int = 0) -> Iterator[Batch]:
         """Yield batches of ``batch_size`` rows from batch ``first`` on: contiguous slices, or ``order``'s rows."""

@@ -50,6 +50,7 @@ TENSOR_DTYPES = {
     "labels": np.dtype(np.float32),
     "weights": np.dtype(np.float32),
     "sessions": np.dtype(np.int64),
+    "oracle": np.dtype(np.float32),
 }
 
 
@@ -291,6 +292,7 @@ def read_tensors(
         "labels": (rows,) if labels == 1 else (rows, labels),
         "weights": (rows,) if spec.weight else None,
         "sessions": (rows,) if spec.session else None,
+        "oracle": (rows, labels) if spec.oracle else None,
     }
     if {field for field, shape in expected.items() if shape} != set(fields):
         raise BadEntry(f"{split} tensors {list(fields)} are not those the spec encodes")

@@ -88,7 +88,9 @@ class FeatureSpec:
 
     ``label`` names one label column, or a list of them for multi-task losses (click, conversion, value, ...);
     with several, batches carry ``labels (B, L)`` in this order. The session column (a request, a user visit:
-    any id) groups rows into the lists that listwise losses and grouped AUC work on.
+    any id) groups rows into the lists that listwise losses and grouped AUC work on. ``oracle`` maps a binary
+    label column to a column of its true probabilities (as ``easyrec generate`` writes them): the eval metrics
+    then include the Bayes-optimal ``oracle_auc`` and ``oracle_logloss``.
     """
 
     dense: list[DenseFeatures] = field(default_factory=list)
@@ -96,9 +98,17 @@ class FeatureSpec:
     label: str | list[str] = "label"
     weight: str | None = None
     session: str | None = None
+    oracle: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         self.label = _label_config(self.label)
+        self.oracle = dict(self.oracle or {})
+        strangers = [name for name in self.oracle if name not in self.label_names]
+        if strangers:
+            raise ValueError(
+                f"oracle: {strangers[0]!r} is not a label column (the labels: {', '.join(self.label_names)}); "
+                "map each label column to the column of its true probabilities"
+            )
 
     @classmethod
     def from_config(cls, spec: FeatureSpec | Mapping[str, Any]) -> FeatureSpec:
@@ -111,6 +121,7 @@ class FeatureSpec:
             label=spec.get("label", "label"),
             weight=spec.get("weight"),
             session=spec.get("session"),
+            oracle=dict(spec.get("oracle") or {}),
         )
 
     @property
@@ -135,7 +146,7 @@ class FeatureSpec:
     def columns(self) -> list[str]:
         """Every column the spec reads, in a fixed order."""
         extra = self.label_names + [name for name in (self.weight, self.session) if name]
-        return self.feature_columns + extra
+        return self.feature_columns + extra + [self.oracle[name] for name in self.label_names if name in self.oracle]
 
 
 @dataclass(frozen=True)
@@ -422,7 +433,8 @@ class FeatureEncoder:
 
     def encode(self, table: pa.Table, source: str, labels: bool = True, first_row: int = 0) -> EncodedSplit:
         """Encode ``table`` into ``dense (N, D) float32``, ``sparse (N, F) int32``, ``labels (N,)`` (``(N, L)``
-        with several label columns), and the weights and sessions the spec names.
+        with several label columns), the weights and sessions the spec names, and the true probabilities of the
+        labels the spec's ``oracle`` names (``oracle (N, L)``, NaN for the other labels).
 
         ``labels=False`` (prediction): only the feature columns are read and required; the split has no labels,
         weights or sessions. ``first_row``: the number of rows of ``source`` before ``table`` (a batch of a piece),
@@ -465,6 +477,7 @@ class FeatureEncoder:
         if self.spec.weight:
             weights = torch.from_numpy(numeric_column(table, self.spec.weight, source, None, first_row))
         sessions = torch.from_numpy(session_ids(table[self.spec.session])) if self.spec.session else None
+        oracle = torch.from_numpy(true_probabilities(table, self.spec, source)) if self.spec.oracle else None
         return EncodedSplit(
             dense=torch.from_numpy(dense),
             sparse=torch.from_numpy(sparse),
@@ -472,6 +485,7 @@ class FeatureEncoder:
             weights=weights,
             source=source,
             sessions=sessions,
+            oracle=oracle,
         )
 
     def _transformed(
@@ -588,6 +602,25 @@ def numeric_column(table: pa.Table, name: str, source: str, fill_value: float | 
     if fill_value is not None:
         values[np.isnan(values)] = fill_value
     return values
+
+
+def true_probabilities(table: pa.Table, spec: FeatureSpec, source: str) -> np.ndarray:
+    """``(N, L) float32``: the column ``spec.oracle`` names for each label column (NaN for a label without one),
+    each value a probability in [0, 1]: anything else is a :class:`DataError` naming the column and row."""
+    oracle = np.full((table.num_rows, len(spec.label_names)), np.nan, dtype=np.float32)
+    for index, label in enumerate(spec.label_names):
+        if label in spec.oracle:
+            name = spec.oracle[label]
+            values = numeric_column(table, name, source, fill_value=None)
+            outside = ~((values >= 0) & (values <= 1))  # NaN too
+            if outside.any():
+                row = int(np.flatnonzero(outside)[0])
+                raise DataError(
+                    f"{source}: column '{name}', row {row + 1}: {values[row]:g} is not a probability in [0, 1] "
+                    f"(data.features.oracle.{label})"
+                )
+            oracle[:, index] = values
+    return oracle
 
 
 def first_true(mask: pa.ChunkedArray | pa.Array) -> int | None:

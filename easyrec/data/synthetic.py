@@ -25,16 +25,16 @@ Since p is known, the Bayes-optimal ("oracle") AUC and logloss of the eval split
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
 import pyarrow as pa
-import torch
 from annotated_types import Ge
-from torch import Tensor
 
 from easyrec.config.arguments import Probability, checked
 from easyrec.data.features import FeatureSpec
@@ -50,8 +50,21 @@ CONVERSION_RATE = 0.2  # mean P(conversion | click)
 BLOCK_STD = {"dense": 0.55, "first_order": 0.95, "field_pairs": 0.75, "dense_by_categorical": 0.35}
 
 
-def _rescale(x: np.ndarray, target_std: float) -> np.ndarray:
-    std = x.std()
+#: the column of the true probability of each binary label, in the tables of SyntheticCTRData and easyrec generate
+PROBABILITY_COLUMNS = {"label": "label_probability", "conversion": "conversion_probability"}
+
+
+def _fitted(stats: dict[str, Any], key: str, fit: Callable[[], Any]) -> Any:
+    """``stats[key]``, set to ``fit()`` by the first call: the statistics of the first rows drawn (all of them for
+    generate_clicks, the calibration sample for a ClickModel)."""
+    if key not in stats:
+        stats[key] = fit()
+    return stats[key]
+
+
+def _rescale(x: np.ndarray, target_std: float, stats: dict[str, Any], key: str) -> np.ndarray:
+    """``x`` scaled to standard deviation ``target_std`` (by the first rows' standard deviation, see _fitted)."""
+    std = _fitted(stats, key, x.std)
     return x * (target_std / std) if std > 0 else x
 
 
@@ -59,10 +72,73 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _zipf_ids(rng: np.random.Generator, vocab: int, exponent: float, n: int) -> np.ndarray:
+def _vocabularies() -> np.ndarray:
+    """``(26,) int64`` vocabulary sizes, from 10 to 100,000."""
+    return np.round(np.geomspace(10, 100_000, NUM_CATEGORICAL)).astype(np.int64)
+
+
+def _zipf_probabilities(vocab: int, exponent: float) -> np.ndarray:
     probs = np.arange(1, vocab + 1, dtype=np.float64) ** (-exponent)
-    ids = rng.choice(vocab, size=n, p=probs / probs.sum())
+    return probs / probs.sum()
+
+
+def _zipf_ids(rng: np.random.Generator, vocab: int, exponent: float, n: int) -> np.ndarray:
+    ids = rng.choice(vocab, size=n, p=_zipf_probabilities(vocab, exponent))
     return rng.permutation(vocab)[ids].astype(np.int32)  # an id's value says nothing about its frequency
+
+
+def _counts(raw: np.ndarray) -> np.ndarray:
+    """``(N, 13) float32`` non-negative heavy-tailed counts from normal draws ``raw``."""
+    return np.floor(np.expm1(np.clip(raw, 0, None))).astype(np.float32)
+
+
+def _standardized(dense: np.ndarray, stats: dict[str, Any]) -> np.ndarray:
+    """``(N, 13) float64`` standardised log1p of the counts (by the calibration sample's statistics once set)."""
+    z = np.log1p(dense.astype(np.float64))
+    mean, std = _fitted(stats, "z_mean", lambda: z.mean(0)), _fitted(stats, "z_std", lambda: z.std(0))
+    return (z - mean) / (std + 1e-9)
+
+
+@dataclass
+class Effects:
+    """The hidden click model's effects (see the module docstring): dense weights, and per-id tables."""
+
+    dense: np.ndarray  # (13,)
+    first_order: list[np.ndarray]  # (vocab_f,) per categorical field
+    pairs: list[tuple[np.ndarray, np.ndarray]]  # (vocab_a, 4), (vocab_b, 4) per FIELD_PAIRS
+    crossed: list[np.ndarray]  # (vocab_f,) per DENSE_BY_CATEGORICAL
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, vocab: np.ndarray) -> Effects:
+        dense = rng.normal(0, 1, size=NUM_DENSE)
+        first_order = [rng.normal(0, rng.uniform(0.2, 1.0), size=int(vocab[f])) for f in range(NUM_CATEGORICAL)]
+        pairs = [
+            (rng.normal(0, 1, size=(int(vocab[a]), 4)), rng.normal(0, 1, size=(int(vocab[b]), 4)))
+            for a, b in FIELD_PAIRS
+        ]
+        crossed = [rng.normal(0, 1, size=int(vocab[f])) for _, f in DENSE_BY_CATEGORICAL]
+        return cls(dense, first_order, pairs, crossed)
+
+    def logit(self, z: np.ndarray, cat: np.ndarray, positive_rate: float, stats: dict[str, Any]) -> np.ndarray:
+        """``(N,)`` click logit of rows with standardised counts ``z (N, 13)`` and ids ``cat (N, 26)``: each block
+        rescaled, plus the bias that makes the mean click probability ``positive_rate`` (fitted by the first call
+        with these ``stats``)."""
+        num_rows = len(z)
+        dense_part = _rescale(z @ self.dense + 0.8 * z[:, 0] * z[:, 1], BLOCK_STD["dense"], stats, "dense")
+        first = np.zeros(num_rows)
+        for f, table in enumerate(self.first_order):
+            first += table[cat[:, f]]
+        first = _rescale(first, BLOCK_STD["first_order"], stats, "first_order")
+        pairs = np.zeros(num_rows)
+        for (a, b), (u, v) in zip(FIELD_PAIRS, self.pairs, strict=True):
+            pairs += np.einsum("nk,nk->n", u[cat[:, a]], v[cat[:, b]])
+        pairs = _rescale(pairs, BLOCK_STD["field_pairs"], stats, "field_pairs")
+        crossed = np.zeros(num_rows)
+        for (j, f), table in zip(DENSE_BY_CATEGORICAL, self.crossed, strict=True):
+            crossed += z[:, j] * table[cat[:, f]]
+        crossed = _rescale(crossed, BLOCK_STD["dense_by_categorical"], stats, "dense_by_categorical")
+        logit = dense_part + first + pairs + crossed
+        return logit + _fitted(stats, "bias", lambda: _bias_for_rate(logit, positive_rate))
 
 
 @functools.lru_cache(maxsize=1)
@@ -70,11 +146,12 @@ def generate_clicks(num_rows: int, seed: int, positive_rate: float = 0.25) -> tu
     """Draw ``num_rows`` rows; return the table (``I1..I13, C1..C26, label, session, conversion, value, action,
     teacher, weight``) and the true ``(N,)`` probabilities of the binary labels: ``{"label": p, "conversion": p·q}``.
 
+    Every statistic (block scales, bias) is that of these rows; :class:`ClickModel` draws rows in chunks instead.
     The last result is kept (a pure function of its arguments): the jobs of a sweep, which Hydra runs one after
     another in one process, draw the data once. Treat the returned arrays as read-only.
     """
     rng = np.random.default_rng(seed)
-    vocab = np.round(np.geomspace(10, 100_000, NUM_CATEGORICAL)).astype(np.int64)
+    vocab = _vocabularies()
     exponents = rng.uniform(1.05, 1.35, size=NUM_CATEGORICAL)
     cat = np.empty((num_rows, NUM_CATEGORICAL), dtype=np.int32)
     for f in range(NUM_CATEGORICAL):
@@ -85,28 +162,10 @@ def generate_clicks(num_rows: int, seed: int, positive_rate: float = 0.25) -> tu
     shift = rng.normal(0, 0.5, size=int(vocab[3]))  # a few counts depend on a categorical field, as in Criteo
     raw = rng.normal(mu, sigma, size=(num_rows, NUM_DENSE))
     raw[:, :4] += shift[cat[:, 3]][:, None]
-    dense = np.floor(np.expm1(np.clip(raw, 0, None))).astype(np.float32)
-    z = np.log1p(dense.astype(np.float64))
-    z = (z - z.mean(0)) / (z.std(0) + 1e-9)
-
-    dense_part = _rescale(z @ rng.normal(0, 1, size=NUM_DENSE) + 0.8 * z[:, 0] * z[:, 1], BLOCK_STD["dense"])
-    first = np.zeros(num_rows)
-    for f in range(NUM_CATEGORICAL):
-        first += rng.normal(0, rng.uniform(0.2, 1.0), size=int(vocab[f]))[cat[:, f]]
-    first = _rescale(first, BLOCK_STD["first_order"])
-    pairs = np.zeros(num_rows)
-    for a, b in FIELD_PAIRS:
-        u = rng.normal(0, 1, size=(int(vocab[a]), 4))
-        v = rng.normal(0, 1, size=(int(vocab[b]), 4))
-        pairs += np.einsum("nk,nk->n", u[cat[:, a]], v[cat[:, b]])
-    pairs = _rescale(pairs, BLOCK_STD["field_pairs"])
-    crossed = np.zeros(num_rows)
-    for j, f in DENSE_BY_CATEGORICAL:
-        crossed += z[:, j] * rng.normal(0, 1, size=int(vocab[f]))[cat[:, f]]
-    crossed = _rescale(crossed, BLOCK_STD["dense_by_categorical"])
-
-    logit = dense_part + first + pairs + crossed
-    logit = logit + _bias_for_rate(logit, positive_rate)
+    dense = _counts(raw)
+    stats: dict[str, Any] = {}  # every statistic from these rows
+    z = _standardized(dense, stats)
+    logit = Effects.draw(rng, vocab).logit(z, cat, positive_rate, stats)
     p = _sigmoid(logit)
     label = (rng.random(num_rows) < p).astype(np.float32)
 
@@ -115,9 +174,67 @@ def generate_clicks(num_rows: int, seed: int, positive_rate: float = 0.25) -> tu
     columns["label"] = label
     columns["session"] = _sessions(np.random.default_rng([seed, 1]), num_rows)
     # drawn from their own generator, so the click data stays the same as without them
-    after_click, q = _conversions(np.random.default_rng([seed, 2]), logit, z, cat, label)
+    rng = np.random.default_rng([seed, 2])
+    tables = [rng.normal(0, 1, size=int(cat[:, f].max()) + 1) for f in CONVERSION_FIELDS]
+    after_click, q = _conversions(rng, logit, z, cat, label, tables, stats)
     columns.update(after_click)
     return pa.table(columns), {"label": p.astype(np.float32), "conversion": (p * q).astype(np.float32)}
+
+
+class ClickModel:
+    """The hidden click model of :func:`generate_clicks`, drawn once from ``seed``, whose rows are then drawn in
+    chunks of any size: memory is bounded whatever the number of rows (``easyrec generate``).
+
+    The block scales and biases are fitted on a calibration sample of ``calibration_rows`` rows. The model's
+    draws are not those of :func:`generate_clicks` (which draws its parameters between its rows, and fits its
+    scales on all of them); the two share the model's form and its helpers.
+
+    Example::
+
+        model = ClickModel(seed=0)
+        table = model.rows(np.random.default_rng([0, 5, 0]), 250_000)  # the columns of generate_clicks
+        # and label_probability, conversion_probability
+    """
+
+    def __init__(self, seed: int, positive_rate: float = 0.25, calibration_rows: int = 200_000) -> None:
+        rng = np.random.default_rng([seed, 3])  # apart from the streams of generate_clicks
+        self.vocab = _vocabularies()
+        exponents = rng.uniform(1.05, 1.35, size=NUM_CATEGORICAL)
+        # cumulative Zipf probabilities: an id is where a uniform draw falls (rng.choice would sum them per call)
+        self.zipf = [np.cumsum(_zipf_probabilities(int(v), e)) for v, e in zip(self.vocab, exponents, strict=True)]
+        self.permutations = [rng.permutation(int(v)).astype(np.int32) for v in self.vocab]
+        self.mu = rng.uniform(0.5, 4.0, size=NUM_DENSE)
+        self.sigma = rng.uniform(0.5, 1.5, size=NUM_DENSE)
+        self.shift = rng.normal(0, 0.5, size=int(self.vocab[3]))
+        self.effects = Effects.draw(rng, self.vocab)
+        self.conversion_tables = [rng.normal(0, 1, size=int(self.vocab[f])) for f in CONVERSION_FIELDS]
+        self.positive_rate = positive_rate
+        self.stats: dict[str, Any] = {}
+        self.rows(np.random.default_rng([seed, 4]), calibration_rows)  # fits the scales and biases
+
+    def rows(self, rng: np.random.Generator, num_rows: int, first_session: int = 0) -> pa.Table:
+        """``num_rows`` rows drawn with ``rng``: the columns of :func:`generate_clicks` and the true probabilities
+        (:data:`PROBABILITY_COLUMNS`); session ids start at ``first_session``."""
+        cat = np.empty((num_rows, NUM_CATEGORICAL), dtype=np.int32)
+        for f, (cumulative, permutation) in enumerate(zip(self.zipf, self.permutations, strict=True)):
+            ids = np.searchsorted(cumulative, rng.random(num_rows) * cumulative[-1], side="right")
+            cat[:, f] = permutation[np.minimum(ids, len(permutation) - 1)]
+        raw = rng.normal(self.mu, self.sigma, size=(num_rows, NUM_DENSE))
+        raw[:, :4] += self.shift[cat[:, 3]][:, None]
+        dense = _counts(raw)
+        z = _standardized(dense, self.stats)
+        logit = self.effects.logit(z, cat, self.positive_rate, self.stats)
+        p = _sigmoid(logit)
+        label = (rng.random(num_rows) < p).astype(np.float32)
+        columns: dict[str, np.ndarray] = {f"I{j + 1}": dense[:, j] for j in range(NUM_DENSE)}
+        columns.update({f"C{f + 1}": cat[:, f] for f in range(NUM_CATEGORICAL)})
+        columns["label"] = label
+        columns["session"] = _sessions(rng, num_rows) + first_session
+        after_click, q = _conversions(rng, logit, z, cat, label, self.conversion_tables, self.stats)
+        columns.update(after_click)
+        columns[PROBABILITY_COLUMNS["label"]] = p.astype(np.float32)
+        columns[PROBABILITY_COLUMNS["conversion"]] = (p * q).astype(np.float32)
+        return pa.table(columns)
 
 
 def _bias_for_rate(logit: np.ndarray, rate: float, weights: np.ndarray | None = None) -> float:
@@ -130,20 +247,28 @@ def _bias_for_rate(logit: np.ndarray, rate: float, weights: np.ndarray | None = 
 
 
 def _conversions(
-    rng: np.random.Generator, click_logit: np.ndarray, z: np.ndarray, cat: np.ndarray, label: np.ndarray
+    rng: np.random.Generator,
+    click_logit: np.ndarray,
+    z: np.ndarray,
+    cat: np.ndarray,
+    label: np.ndarray,
+    tables: list[np.ndarray],
+    stats: dict[str, Any],
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """``conversion``, ``value``, ``action``, ``teacher`` and ``weight`` columns, and q = P(conversion | click)
-    ``(N,)``; ``click_logit`` is logit(p)."""
+    ``(N,)``; ``click_logit`` is logit(p), ``tables`` the conversion effect of each id of CONVERSION_FIELDS."""
     num_rows = len(label)
     own = np.zeros(num_rows)
-    for f in CONVERSION_FIELDS:
-        vocab = int(cat[:, f].max()) + 1
-        own += rng.normal(0, 1, size=vocab)[cat[:, f]]
-    own = _rescale(own, 0.8) + _rescale(z[:, 2] - z[:, 7], 0.3)
-    cvr_logit = 0.5 * click_logit / (click_logit.std() + 1e-9) + own
-    q = _sigmoid(cvr_logit + _bias_for_rate(cvr_logit, CONVERSION_RATE, weights=_sigmoid(click_logit)))
+    for f, table in zip(CONVERSION_FIELDS, tables, strict=True):
+        own += table[cat[:, f]]
+    own = _rescale(own, 0.8, stats, "conversion_own") + _rescale(z[:, 2] - z[:, 7], 0.3, stats, "conversion_dense")
+    cvr_logit = 0.5 * click_logit / (_fitted(stats, "click_std", click_logit.std) + 1e-9) + own
+    bias = _fitted(
+        stats, "conversion_bias", lambda: _bias_for_rate(cvr_logit, CONVERSION_RATE, weights=_sigmoid(click_logit))
+    )
+    q = _sigmoid(cvr_logit + bias)
     conversion = (label > 0) & (rng.random(num_rows) < q)
-    log_value_mean = 3.0 + _rescale(own + 0.5 * z[:, 0], 0.6)
+    log_value_mean = 3.0 + _rescale(own + 0.5 * z[:, 0], 0.6, stats, "value")
     value = np.where(conversion, np.exp(rng.normal(log_value_mean, 0.8)), 0.0)
     teacher = _sigmoid(click_logit + rng.normal(0, 0.3, size=num_rows))
     weight = rng.choice(np.array([1.0, 2.0, 0.5], dtype=np.float32), size=num_rows, p=[0.8, 0.1, 0.1])
@@ -184,19 +309,20 @@ class SyntheticCTRData(TabularData):
         positive_rate: Probability = 0.25,
         **kwargs: Any,
     ) -> None:
-        super().__init__(features, **kwargs)
+        spec = FeatureSpec.from_config(features)
+        if not spec.oracle:  # the true probabilities of the labels that have them, for eval/oracle_auc
+            known = {name: PROBABILITY_COLUMNS[name] for name in spec.label_names if name in PROBABILITY_COLUMNS}
+            spec = dataclasses.replace(spec, oracle=known)
+        super().__init__(spec, **kwargs)
         self.num_rows, self.eval_fraction, self.positive_rate = num_rows, eval_fraction, positive_rate
-        self._eval_p: dict[str, Tensor] = {}
 
     def read_splits(self) -> tuple[tuple[pa.Table, str], tuple[pa.Table, str]]:
         table, p = generate_clicks(self.num_rows, self.seed, self.positive_rate)
+        for label, probs in p.items():
+            table = table.append_column(PROBABILITY_COLUMNS[label], pa.array(probs))
         num_eval = max(1, int(round(self.num_rows * self.eval_fraction)))
         num_train = self.num_rows - num_eval
-        self._eval_p = {column: torch.from_numpy(probs[num_train:]) for column, probs in p.items()}
         return (
             (table.slice(0, num_train), f"synthetic train split (seed {self.seed})"),
             (table.slice(num_train), f"synthetic eval split (seed {self.seed})"),
         )
-
-    def eval_oracle_probs(self, column: str) -> Tensor | None:
-        return self._eval_p.get(column)

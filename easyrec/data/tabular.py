@@ -148,11 +148,6 @@ class TabularData:
     def input_spec(self) -> InputSpec:
         return self.encoder.input_spec
 
-    def eval_oracle_probs(self, column: str) -> Tensor | None:
-        """``(N_eval,)`` true probabilities of the binary label ``column`` where the source knows them (synthetic
-        data), else None."""
-        return None
-
     def check_labels(
         self,
         required_by: str,

@@ -32,11 +32,14 @@ K = Annotated[int, Ge(1)]
 class EvalMetrics:
     """Which metrics judge each task; :meth:`evaluation` accumulates one pass over the eval split.
 
-    * ``binary``: ``auc``, ``logloss``; with a session column ``gauc`` (one key per reduction); on synthetic data
-      the oracle's ``oracle_auc`` and ``oracle_logloss``.
+    * ``binary``: ``auc``, ``logloss``; with a session column ``gauc`` (one key per reduction); where the data
+      knows the label's true probabilities (``data.features.oracle``, synthetic data) the oracle's ``oracle_auc``
+      and ``oracle_logloss``.
     * ``multiclass``: ``accuracy``, ``logloss``, ``recall@<top_k>``.
     * ``regression``: ``rmse``, ``mae``; and ``auc`` of the prediction against ``label > 0`` when the eval labels
-      are non-negative with both zeros and positives (a value model must also rank converters first).
+      are non-negative with both zeros and positives (a value model must also rank converters first). An eval
+      split that is streamed (not in memory) cannot be looked at beforehand: ``auc`` is then always listed, and is
+      NaN (with the reason in the log) for labels that do not fit.
     * ``retrieval``: ``recall@<k>`` for each of ``recall_at_k``, among the positive pairs of the same eval batch,
       and ``auc`` of the pair score against the label.
 
@@ -60,7 +63,8 @@ class EvalMetrics:
         self.explained: set[str] = set()  # the NaN AUCs already warned about
 
     def names(self, heads: Sequence[Any], data: Any) -> list[str]:
-        """Every key :meth:`Evaluation.compute` returns for ``heads`` on ``data``'s eval split."""
+        """Every key :meth:`Evaluation.compute` returns for ``heads`` on ``data``'s eval split: from ``data.spec``
+        (and, for a regression head, the eval labels when the split is in memory)."""
         return [head.prefix + name for head in heads for name in self._metric_names(head, data)]
 
     def evaluation(self, heads: Sequence[Any], data: Any) -> Evaluation:
@@ -69,30 +73,47 @@ class EvalMetrics:
     def _metric_names(self, head: Any, data: Any) -> list[str]:
         if head.task == "binary":
             names = ["auc", "logloss"]
-            if data.eval.sessions is not None:
+            if data.spec.session is not None:
                 names += [GAUC_NAMES[r] for r in self.gauc_reductions]
-            if oracle_probs(data, head) is not None:
+            if has_oracle(data.spec, head):
                 names += ["oracle_auc", "oracle_logloss"]
             return names
         if head.task == "multiclass":
             return ["accuracy", "logloss", f"recall@{self.top_k}"]
         if head.task == "regression":
-            return ["rmse", "mae"] + (["auc"] if _zero_and_positive(eval_labels(data, head.label)) else [])
+            in_memory = getattr(data, "eval", None)
+            if in_memory is None:  # streamed: known only once evaluated, and the names are needed before
+                return ["rmse", "mae", "auc"]
+            labels = batch_labels(in_memory.labels, data.spec.label_names, head.label)
+            return ["rmse", "mae"] + (["auc"] if _zero_and_positive(labels) else [])
         return [f"recall@{k}" for k in self.recall_at_k] + ["auc"]
 
 
 class Evaluation:
-    """One pass over the eval split: :meth:`update` with each batch's model output, then :meth:`compute`."""
+    """One pass over the eval split: :meth:`update` with each batch's model output, then :meth:`compute`.
+
+    The labels, sessions and true probabilities come with the batches, so the eval split need not be in memory
+    (a streamed one is not); only ``(N,)`` predictions and labels per head are kept."""
 
     def __init__(self, metrics: EvalMetrics, heads: Sequence[Any], data: Any) -> None:
         self.metrics, self.heads, self.data = metrics, list(heads), data
+        self.names = metrics.names(self.heads, data)
         self._predictions: list[list[Tensor]] = [[] for _ in self.heads]
+        # the batches' labels (B,) or (B, L), sessions (B,) and oracle (B, L), in order
+        self._labels: list[Tensor] = []
+        self._sessions: list[Tensor] = []
+        self._oracle: list[Tensor] = []
         self._hits = [torch.zeros(len(metrics.recall_at_k), dtype=torch.long) for _ in self.heads]
         self._queries = [0 for _ in self.heads]
 
     @torch.inference_mode()
     def update(self, outputs: Tensor, batch: Any) -> None:
         """Add one eval batch: ``outputs`` is the model output for ``batch`` (eval batches come in order)."""
+        self._labels.append(batch.labels.cpu())
+        if batch.sessions is not None:
+            self._sessions.append(batch.sessions.cpu())
+        if batch.oracle is not None:
+            self._oracle.append(batch.oracle.cpu())
         for i, head in enumerate(self.heads):
             part = head.outputs(outputs.float())
             self._predictions[i].append(head.scores(part).cpu())
@@ -104,18 +125,26 @@ class Evaluation:
 
     def gather(self, workers: Any) -> None:
         """Combine the passes of several workers over disjoint, ordered shares of the eval batches (worker 0 the
-        first share): afterwards every worker holds all predictions in order, and :meth:`compute` gives the metrics
-        of the whole split. ``workers``: a :class:`~easyrec.distributed.SingleProcess` or ``DDP``."""
+        first share): afterwards every worker holds all predictions, labels, sessions and true probabilities in
+        order, and :meth:`compute` gives the metrics of the whole split. ``workers``: a
+        :class:`~easyrec.distributed.SingleProcess` or ``DDP``."""
         self._predictions = [workers.gather(predictions) for predictions in self._predictions]
+        self._labels, self._sessions, self._oracle = (
+            workers.gather(self._labels),
+            workers.gather(self._sessions),
+            workers.gather(self._oracle),
+        )
         self._hits = [workers.sum(hits) for hits in self._hits]
         self._queries = [int(workers.sum(torch.tensor(queries))) for queries in self._queries]
 
     def compute(self) -> dict[str, float]:
         results: dict[str, float] = {}
+        label_names = self.data.spec.label_names
+        all_labels = torch.cat(self._labels)
         for i, head in enumerate(self.heads):
             predictions = torch.cat(self._predictions[i])
-            labels = eval_labels(self.data, head.label)
-            rows = eval_labels(self.data, head.given) > 0 if head.given else None
+            labels = batch_labels(all_labels, label_names, head.label)
+            rows = batch_labels(all_labels, label_names, head.given) > 0 if head.given else None
             values = self._head_metrics(i, head, predictions, labels, rows)
             results.update({head.prefix + name: value for name, value in values.items()})
             nan_aucs = [head.prefix + k for k, v in values.items() if k.endswith("auc") and math.isnan(v)]
@@ -130,8 +159,11 @@ class Evaluation:
         """Why an AUC of ``head`` over these ``predictions (N,)`` and ``labels (N,)`` is NaN, in a few words."""
         if not bool(predictions.isfinite().all()):
             return "the model's predictions are not finite: training diverged (see train/skipped_steps; lower the lr)"
-        where = f"the eval split ({self.data.eval.source})"
+        in_memory = getattr(self.data, "eval", None)
+        where = "the eval split" + (f" ({in_memory.source})" if in_memory is not None else "")
         where += f" where '{head.given}' is positive" if head.given else ""
+        if head.task == "regression" and not _zero_and_positive(labels):
+            return f"the labels of {where} are not non-negative with both zeros and positives"
         if len(labels) < 2:
             return f"{where} has {plural(len(labels), 'row')}: an AUC needs two classes"
         values, positive = torch.unique(labels), labels > 0
@@ -141,13 +173,25 @@ class Evaluation:
             return f"{where} has only positive labels: an AUC needs both classes"
         return f"no session of {where} has both classes"
 
+    def _oracle_of(self, head: Any) -> Tensor | None:
+        """The true probabilities of ``head``'s label ``(N,)``, or None. For a head given another label column,
+        the ratio of the two (the conditional probability)."""
+        if not has_oracle(self.data.spec, head):
+            return None
+        oracle, names = torch.cat(self._oracle), self.data.spec.label_names
+        probs = oracle[:, names.index(head.label)]
+        if not head.given:
+            return probs
+        return (probs / oracle[:, names.index(head.given)].clamp_min(1e-12)).clamp(0.0, 1.0)
+
     def _head_metrics(
         self, i: int, head: Any, predictions: Tensor, labels: Tensor, rows: Tensor | None
     ) -> dict[str, float]:
         """The metrics of one head, over the eval rows (``rows``: a mask of those that count, or None: all)."""
         metrics = self.metrics
         if head.task == "binary":
-            sessions, oracle = self.data.eval.sessions, oracle_probs(self.data, head)
+            sessions = torch.cat(self._sessions) if self.data.spec.session is not None else None
+            oracle = self._oracle_of(head)
             if rows is not None:
                 predictions, labels = predictions[rows], labels[rows]
                 sessions = None if sessions is None else sessions[rows]
@@ -165,6 +209,8 @@ class Evaluation:
             values = regression_metrics(predictions, labels)
             if _zero_and_positive(labels):
                 values["auc"] = binary_metrics(predictions, (labels > 0).float())["auc"]
+            elif head.prefix + "auc" in self.names:  # listed before the labels were seen (a streamed split)
+                values["auc"] = math.nan
             return values
         queries = max(self._queries[i], 1)
         values = {f"recall@{k}": int(h) / queries for k, h in zip(metrics.recall_at_k, self._hits[i], strict=True)}
@@ -194,19 +240,9 @@ def batch_labels(labels: Tensor, label_names: Sequence[str], column: str) -> Ten
     return labels if labels.dim() == 1 else labels[:, list(label_names).index(column)]
 
 
-def eval_labels(data: Any, column: str) -> Tensor:
-    """The eval split's labels of ``column``: ``(N,)``."""
-    return batch_labels(data.eval.labels, data.spec.label_names, column)
-
-
-def oracle_probs(data: Any, head: Any) -> Tensor | None:
-    """The true probabilities of ``head``'s label where the data knows them: ``(N_eval,)``, or None. For a head
-    given another label column, the ratio of the two (the conditional probability)."""
-    oracle = data.eval_oracle_probs(head.label)
-    if oracle is None or not head.given:
-        return oracle
-    given = data.eval_oracle_probs(head.given)
-    return None if given is None else (oracle / given.clamp_min(1e-12)).clamp(0.0, 1.0)
+def has_oracle(spec: Any, head: Any) -> bool:
+    """Whether the batches carry the true probabilities of ``head``'s label (and of its ``given`` label)."""
+    return head.label in spec.oracle and (not head.given or head.given in spec.oracle)
 
 
 def _zero_and_positive(labels: Tensor) -> bool:

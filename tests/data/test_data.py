@@ -507,7 +507,7 @@ def test_tabular_state_dict_is_the_encoder_state():
     data = InMemoryData(INDEXED, indexed_table(10), indexed_table(3))
     data.setup()
     assert data.state_dict()["encoder"]["vocabularies"]["c"] == ["id0", "id1", "id2", "id3", "id4"]
-    assert data.eval_oracle_probs("c") is None
+    assert data.eval.oracle is None  # the spec names no true probabilities
 
 
 def test_check_labels_names_the_source_column_and_row():
@@ -895,21 +895,24 @@ def test_generate_clicks_categorical_vocab_sizes():
 
 
 def test_synthetic_data_splits_and_oracle_auc():
-    data = SyntheticCTRData(SYNTHETIC_FEATURES, num_rows=20_000, eval_fraction=0.2, seed=4, batch_size=4096)
-    assert data.eval_oracle_probs("label") is None
+    features = {**SYNTHETIC_FEATURES, "label": ["label", "conversion", "value"]}
+    data = SyntheticCTRData(features, num_rows=20_000, eval_fraction=0.2, seed=4, batch_size=4096)
+    assert data.spec.oracle == {"label": "label_probability", "conversion": "conversion_probability"}
     data.setup()
     assert len(data.train) == 16_000 and len(data.eval) == 4000
     table, probs = generate_clicks(20_000, seed=4)
-    oracle = data.eval_oracle_probs("label")
-    assert oracle.shape == (4000,) and torch.equal(oracle, torch.from_numpy(probs["label"][16_000:]))
-    assert torch.equal(data.eval_oracle_probs("conversion"), torch.from_numpy(probs["conversion"][16_000:]))
-    assert data.eval_oracle_probs("value") is None
-    assert data.eval.labels.tolist() == table["label"].to_pylist()[16_000:]
+    assert data.eval.oracle.shape == (4000, 3) and data.eval.oracle.dtype == torch.float32
+    oracle = data.eval.oracle[:, 0]
+    assert torch.equal(oracle, torch.from_numpy(probs["label"][16_000:]))
+    assert torch.equal(data.eval.oracle[:, 1], torch.from_numpy(probs["conversion"][16_000:]))
+    assert bool(data.eval.oracle[:, 2].isnan().all())  # value: a regression label has no probability
+    assert next(data.train_batches(0)).oracle.shape == (4096, 3)  # batches carry it
+    assert data.eval.labels[:, 0].tolist() == table["label"].to_pylist()[16_000:]
     assert data.input_spec.num_dense == 13 and data.input_spec.num_fields == 26
     assert data.input_spec.cardinalities[0] == 11  # C1: 10 ids + the out-of-vocabulary row
-    auc = roc_auc_score(data.eval.labels.numpy(), oracle.numpy())
+    auc = roc_auc_score(data.eval.labels[:, 0].numpy(), oracle.numpy())
     assert auc > 0.7
-    data.check_labels("bce", (0.0, 1.0))
+    data.check_labels("bce", (0.0, 1.0), column="label")
     assert sum(len(b) for b in data.train_batches(0)) == 16_000
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from easyrec.data.batches import Batch, EncodedSplit
+from easyrec.data.batches import EncodedSplit
 from easyrec.losses import BinaryCrossEntropy, L2Loss, MultiTaskLoss, SoftmaxCrossEntropy, ZILNLoss
 from easyrec.losses.heads import Head, pair_scores
 from easyrec.metrics import EvalMetrics, in_batch_recall_hits, multiclass_metrics, regression_metrics
@@ -48,25 +48,32 @@ def test_in_batch_recall_counts_the_items_that_score_strictly_higher():
     assert queries == 3 and hits.tolist() == [2, 3]
 
 
-def split(labels, sessions=None) -> EncodedSplit:
+def split(labels, sessions=None, oracle=None) -> EncodedSplit:
     labels = torch.as_tensor(labels, dtype=torch.float32)
     n = labels.shape[0]
-    return EncodedSplit(torch.zeros(n, 0), torch.zeros(n, 0, dtype=torch.int32), labels, None, "eval", sessions)
+    dense, sparse = torch.zeros(n, 0), torch.zeros(n, 0, dtype=torch.int32)
+    return EncodedSplit(dense, sparse, labels, None, "eval", sessions, oracle)
 
 
 def fake_data(labels, names, sessions=None, oracle=None):
-    return SimpleNamespace(
-        eval=split(labels, sessions),
-        spec=SimpleNamespace(label_names=names),
-        eval_oracle_probs=lambda column: oracle if column == names[0] else None,
+    """Data whose eval split has ``labels``; ``oracle``: the true probabilities ``(N,)`` of the first label."""
+    labels = torch.as_tensor(labels, dtype=torch.float32)
+    table = None
+    if oracle is not None:
+        table = torch.full((labels.shape[0], len(names)), math.nan)
+        table[:, 0] = oracle
+    spec = SimpleNamespace(
+        label_names=names, session=None if sessions is None else "s", oracle={} if oracle is None else {names[0]: "p"}
     )
+    return SimpleNamespace(eval=split(labels, sessions, table), spec=spec)
 
 
 def evaluate(metrics, heads, data, outputs, batch_size=3):
+    """The metrics of ``outputs`` over ``data``'s eval split, fed in batches that carry the labels, sessions and
+    oracle (Evaluation reads nothing else of the split)."""
     evaluation = metrics.evaluation(heads, data)
     for start in range(0, outputs.shape[0], batch_size):
-        labels = data.eval.labels[start : start + batch_size]
-        evaluation.update(outputs[start : start + batch_size], Batch(None, None, labels))
+        evaluation.update(outputs[start : start + batch_size], data.eval.rows(start, start + batch_size))
     values = evaluation.compute()
     assert list(values) == metrics.names(heads, data)  # names() says exactly what compute() gives
     return values
@@ -159,9 +166,8 @@ def test_a_conditional_head_judges_the_ratio_on_the_rows_where_the_given_label_i
     labels = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0], [0.0, 0.0]])
     p_ctr, p_ctcvr = torch.sigmoid(outputs[:, 0]), torch.sigmoid(outputs[:, 1])
     oracle = {"click": torch.full((6,), 0.5), "buy": torch.tensor([0.4, 0.1, 0.2, 0.3, 0.1, 0.1])}
-    data = SimpleNamespace(
-        eval=split(labels), spec=SimpleNamespace(label_names=["click", "buy"]), eval_oracle_probs=oracle.get
-    )
+    spec = SimpleNamespace(label_names=["click", "buy"], session=None, oracle={"click": "p", "buy": "q"})
+    data = SimpleNamespace(eval=split(labels, oracle=torch.stack([oracle["click"], oracle["buy"]], 1)), spec=spec)
     values = evaluate(EvalMetrics(), heads, data, outputs)
     clicked = labels[:, 0] > 0
     cvr = (p_ctcvr / p_ctr).clamp(0, 1)[clicked]
@@ -236,3 +242,69 @@ def test_a_conditional_head_names_the_rows_it_keeps(caplog):
     with caplog.at_level("WARNING", logger="easyrec.metrics.evaluation"):
         evaluate(EvalMetrics(), loss.heads(["click", "buy"]), data, torch.zeros(4, 2))
     assert "the eval split (eval) where 'click' is positive has only label 1" in caplog.text
+
+
+def test_an_evaluation_needs_only_the_batches_not_the_eval_split_in_memory():
+    """A streamed eval split (``data.eval`` None): labels, sessions and oracle come from the batches, and the
+    metrics equal those of the split in memory, fed in other batch sizes too."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+    sessions = torch.tensor([1, 1, 1, 2, 2, 2, 2, 3, 3])
+    oracle = torch.rand(9, generator=generator)
+    logits = torch.randn(9, generator=generator)
+    in_memory = fake_data(labels, ["label"], sessions, oracle)
+    heads = BinaryCrossEntropy().heads(["label"])
+    expected = evaluate(EvalMetrics(), heads, in_memory, logits)
+    streamed = SimpleNamespace(eval=None, spec=in_memory.spec)
+    evaluation = EvalMetrics().evaluation(heads, streamed)
+    for start, stop in [(0, 4), (4, 5), (5, 9)]:
+        evaluation.update(logits[start:stop], in_memory.eval.rows(start, stop))
+    assert evaluation.compute() == pytest.approx(expected)
+    assert set(expected) == {"eval/auc", "eval/logloss", "eval/gauc", "eval/oracle_auc", "eval/oracle_logloss"}
+    assert expected["eval/oracle_auc"] == pytest.approx(roc_auc_score(labels, oracle))
+
+
+def test_gather_joins_the_labels_sessions_and_oracle_of_every_worker_in_rank_order():
+    """Two workers, each with its share of the batches: the gathered metrics are those of one worker."""
+    labels = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
+    sessions, oracle = torch.tensor([1, 1, 2, 2, 3, 3]), torch.tensor([0.9, 0.2, 0.4, 0.5, 0.1, 0.7])
+    data = fake_data(labels, ["label"], sessions, oracle)
+    logits = torch.tensor([1.0, -1.0, 0.2, 0.3, -2.0, 0.5])
+    heads = BinaryCrossEntropy().heads(["label"])
+    shares = []
+    for rows in [(0, 2), (2, 6)]:
+        share = EvalMetrics().evaluation(heads, data)
+        share.update(logits[rows[0] : rows[1]], data.eval.rows(*rows))
+        shares.append(share)
+
+    class Rank1:  # the second worker's side of each all_gather, recorded
+        calls: list[list] = []
+
+        def gather(self, pieces):
+            self.calls.append(list(pieces))
+            return list(pieces)
+
+        def sum(self, tensor):
+            return tensor
+
+    class Rank0(Rank1):  # every worker's pieces, in rank order, as DDP.gather gives them
+        def gather(self, pieces):
+            return list(pieces) + Rank1.calls.pop(0)
+
+    shares[1].gather(Rank1())
+    shares[0].gather(Rank0())
+    assert shares[0].compute() == pytest.approx(evaluate(EvalMetrics(), heads, data, logits))
+
+
+def test_a_streamed_regression_split_lists_auc_and_gives_nan_for_labels_that_do_not_fit(caplog):
+    heads = L2Loss().heads(["value"])
+    in_memory = fake_data([-1.0, 3.0, 0.0, 10.0], ["value"])
+    assert "eval/auc" not in EvalMetrics().names(heads, in_memory)  # in memory: decided from the labels
+    streamed = SimpleNamespace(eval=None, spec=in_memory.spec)
+    evaluation = EvalMetrics().evaluation(heads, streamed)
+    assert evaluation.names == ["eval/rmse", "eval/mae", "eval/auc"]
+    evaluation.update(torch.tensor([0.5, 2.0, 0.1, 8.0]), in_memory.eval.rows(0, 4))
+    with caplog.at_level("WARNING", logger="easyrec.metrics.evaluation"):
+        values = evaluation.compute()
+    assert list(values) == evaluation.names and math.isnan(values["eval/auc"])
+    assert "the labels of the eval split are not non-negative with both zeros and positives" in caplog.text

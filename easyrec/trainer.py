@@ -265,8 +265,8 @@ class Trainer:
         }
         if self.data.streams:
             summary["data/wait_fraction"] = _mean(workers, waiting.seconds / max(seconds - self.eval_seconds, 1e-9))
-        if self.data.streams or self.data.skipped_pieces:
-            summary["data/skipped_pieces"] = self._skipped_pieces()
+        if self.data.streams or self.data.skipped_pieces:  # as the main process's data counts them
+            summary["data/skipped_pieces"] = float(self.data.skipped_pieces)
         self.logger.log_metrics(summary, self.step)
         if self.stops.reason:
             self.logger.set_tags({"easyrec.stop_reason": self.stops.reason})
@@ -274,14 +274,6 @@ class Trainer:
         final = self._restore_best()
         self._report({**final, **summary})
         return final
-
-    def _skipped_pieces(self) -> float:
-        """Pieces the data skipped as unreadable (``data.on_bad_piece=skip``) by all workers: each streams its own
-        pieces, while in memory every worker reads them all."""
-        skipped = float(self.data.skipped_pieces)
-        if not self.data.streams:
-            return skipped
-        return float(self.distributed.sum(torch.tensor(skipped, device=self.device)))
 
     def _train_step(self, step: TrainStep) -> tuple[torch.Tensor, torch.Tensor, float]:
         """One optimizer step on this worker's micro-batches of ``step``; returns this worker's part of the step's

@@ -61,7 +61,8 @@ def load_named_checkpoint(key: str, location: str | Path) -> dict[str, Any]:
 
 def check_resumable(state: Mapping[str, Any], config: Mapping[str, Any], path: str) -> None:
     """ConfigError when ``config`` changes what an exact resume must keep (:data:`RESUME_MUST_MATCH`, but for
-    :data:`RESUME_MAY_CHANGE`); a weights-only checkpoint (``best.pt``) cannot be resumed."""
+    :data:`RESUME_MAY_CHANGE` and the keys the checkpoint's config does not have); a weights-only checkpoint
+    (``best.pt``) cannot be resumed."""
     if state.get("kind") == "weights":
         raise CheckpointError(
             f"{path} holds the best weights only (no optimizer state): resume from a step checkpoint "
@@ -72,7 +73,8 @@ def check_resumable(state: Mapping[str, Any], config: Mapping[str, Any], path: s
         flatten({k: saved.get(k) for k in RESUME_MUST_MATCH}),
         flatten({k: config.get(k) for k in RESUME_MUST_MATCH}),
     )
-    keys = sorted((set(before) | set(after)) - set(RESUME_MAY_CHANGE))
+    # a key this config has and the checkpoint's lacks came with a later easyrec (data.streaming, ...): no change
+    keys = sorted(set(before) - set(RESUME_MAY_CHANGE))
     changed = [key for key in keys if before.get(key) != after.get(key)]
     if changed:
         shown = ", ".join(f"{key} ({before.get(key)!r} -> {after.get(key)!r})" for key in changed[:5])

@@ -301,6 +301,17 @@ def test_a_resume_may_change_the_loader_workers_but_not_the_streaming_mode():
         check_resumable(state, changed, "step-9.pt")
 
 
+def test_a_checkpoint_written_before_a_data_option_existed_still_resumes():
+    """Options added since (at their defaults) are no change; a removed or changed one still is."""
+    from easyrec.resume import check_resumable
+
+    old = {"seed": 0, "data": {"train_path": "train.csv", "batch_size": 64}}
+    now = {"seed": 0, "data": {**old["data"], "streaming": "auto", "num_workers": 1, "on_bad_piece": "error"}}
+    check_resumable({"config": old}, now, "step-9.pt")
+    with pytest.raises(ConfigError, match=r"in data.batch_size \(64 -> None\)"):
+        check_resumable({"config": old}, {"seed": 0, "data": {"train_path": "train.csv"}}, "step-9.pt")
+
+
 def test_a_pickle_that_would_run_code_is_refused_without_running_it_or_advising_to(tmp_path):
     marker = tmp_path / "pwned.txt"
 

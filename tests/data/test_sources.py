@@ -379,3 +379,33 @@ def test_the_s3_timeouts_and_the_uri_options_reach_the_filesystem():
     options = filesystem.__reduce__()[1][0]  # how pyarrow pickles it: its options
     assert (path, options["connect_timeout"], options["request_timeout"]) == ("bucket/key", 2.0, 6.0)
     assert options["endpoint_override"] == "127.0.0.1:9" and options["scheme"] == "http"
+
+
+@pytest.mark.slow
+def test_easyrec_train_reads_s3_with_the_endpoint_from_the_environment(
+    s3_endpoint, easyrec_main, tmp_path, monkeypatch
+):
+    from easyrec.data import generate_clicks
+
+    table, _ = generate_clicks(1200, seed=1)
+    upload(
+        s3_endpoint,
+        {"clicks/train/part-0.parquet": table.slice(0, 500), "clicks/train/part-1.parquet": table.slice(500, 500)},
+    )
+    upload(s3_endpoint, {"clicks/eval/part-0.parquet": table.slice(1000)})
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{s3_endpoint}")  # what a user of MinIO or another S3 sets
+    paths = ["data=parquet", "data.train_path=s3://data/clicks/train", "data.eval_path=s3://data/clicks/eval/*.parquet"]
+    tiny = [
+        "data.batch_size=128",
+        "model.hidden_units=[8]",
+        "model.embedding_dim=4",
+        "logger=none",
+        "trainer.max_steps=3",
+    ]
+    code, _, err = easyrec_main("train", *paths, *tiny, "data.cache_dir=null")
+    assert code == 0, err
+    [metrics] = tmp_path.rglob("metrics.json")  # the run trained to the end
+    assert '"step": 3' in metrics.read_text()
+    train, eval_ = "s3://data/clicks/train (2 files)", "s3://data/clicks/eval/*.parquet (1 file)"
+    assert f"data: 1,000 train rows ({train}), 200 eval rows ({eval_})" in err

@@ -245,6 +245,26 @@ def test_a_truncated_parquet_file_is_an_error_or_is_skipped_and_counted(logs, ca
     assert data.train.source == f"{logs} (2 files)"
 
 
+def test_a_corrupt_row_group_is_named_and_skipping_it_keeps_the_others(tmp_path):
+    path = tmp_path / "t.parquet"
+    pq.write_table(day_table(1, rows=6), path, row_group_size=3)
+    chunk = pq.read_metadata(path).row_group(1).column(1)  # column a of the second row group
+    damaged = bytearray(path.read_bytes())
+    damaged[chunk.data_page_offset : chunk.data_page_offset + chunk.total_compressed_size] = b"\x55" * (
+        chunk.total_compressed_size
+    )
+    path.write_bytes(bytes(damaged))
+    source = FileSource(str(path), ParquetFormat())  # the footer is whole: the file lists
+    first, second = source.pieces(by="row_group")
+    assert pa.Table.from_batches(list(source.reader(first, ["a"])))["a"].to_pylist() == [100.0, 101.0, 102.0]
+    with pytest.raises(DataError) as info:
+        list(source.reader(second, ["a"]))
+    assert str(info.value).startswith(f"{path} (row group 1): not a readable Parquet file (")
+    skipping = FileSource(str(path), ParquetFormat(), on_bad_piece="skip").reader
+    assert [len(list(skipping(piece, ["a", "c"]))) for piece in (first, second)] == [1, 0]
+    assert list(skipping.skipped) == [second]
+
+
 def test_a_corrupt_csv_piece_is_an_error_naming_it_or_yields_nothing_when_skipped(tmp_path, caplog):
     (tmp_path / "a.csv").write_text("label,a,c\n0,1,x\n1,2,y\n")
     (tmp_path / "b.csv").write_text("label,a,c\n0,3,x\n1,4\n0,5,z\n")  # row 2 of b.csv lacks a cell

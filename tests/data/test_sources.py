@@ -367,7 +367,7 @@ def test_parquet_and_csv_on_a_real_s3_server(s3_endpoint, tmp_path):
     assert csv.train.dense[:, 0].tolist() == day_values(3, 4) and csv.eval.dense[:, 0].tolist() == day_values(4)
 
 
-def test_bad_s3_paths_are_one_line(s3_endpoint):
+def test_bad_s3_paths_are_one_line(s3_endpoint, monkeypatch):
     upload(s3_endpoint, {"bad/x.parquet": day_table(1)})
     s3 = pafs.S3FileSystem(endpoint_override=s3_endpoint, scheme="http")
     with s3.open_output_stream("data/bad/y.parquet") as out:
@@ -380,6 +380,11 @@ def test_bad_s3_paths_are_one_line(s3_endpoint):
     )
     text = message(FileSource(s3_uri("data/bad", s3_endpoint), ParquetFormat()).pieces)
     assert text.startswith("s3://data/bad/y.parquet: not a readable Parquet file (")
+    from moto import settings
+
+    monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # the server checks credentials: ours are unknown
+    text = message(FileSource(s3_uri("data/bad", s3_endpoint), ParquetFormat()).pieces)
+    assert text.startswith("s3://data/bad: cannot list the files: ") and "AWS Error ACCESS_DENIED" in text
 
 
 def test_an_unreachable_s3_endpoint_fails_in_one_line(monkeypatch):

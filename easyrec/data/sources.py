@@ -455,8 +455,8 @@ def open_filesystem(location: str, query: str, io_timeout: float) -> tuple[pafs.
 def inspect_files(
     filesystem: pafs.FileSystem, infos: list[pafs.FileInfo], table_format: TableFormat, names: dict[str, str]
 ) -> list[FileFacts | DataError]:
-    """Each file's facts, or the error that names it (an empty file, an unreadable header or footer); files on a
-    remote filesystem are read by several threads at once."""
+    """Each file's facts, or the error that names it (an empty file, an unreadable header or footer); up to 16
+    files are read at once (an object store answers each request in tens of milliseconds)."""
 
     def inspect(info: pafs.FileInfo) -> FileFacts | DataError:
         name = file_name(filesystem, names, info.path)

@@ -339,7 +339,10 @@ class FeatureEncoder:
                 statistics.moments[name] = Moments.of(values)
         for group in self.spec.categorical:
             for name in (n for n in group.names if n in columns and group.encoding == "vocab"):
-                counts = pc.value_counts(table[name].drop_null())
+                ids = table[name].drop_null()
+                if pa.types.is_dictionary(ids.type):  # the pieces' dictionaries differ: count the ids themselves
+                    ids = ids.cast(ids.type.value_type)
+                counts = pc.value_counts(ids)
                 statistics.counts[name] = [pa.table({"value": counts.field("values"), "count": counts.field("counts")})]
         statistics.add_kinds(table, self.spec.categorical_names, source)
         return statistics

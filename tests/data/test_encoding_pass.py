@@ -59,7 +59,8 @@ def table(seed: int, rows: int) -> pa.Table:
             "y": rng.normal(3.0, 2.0, rows),
             "raw": rng.normal(size=rows),
             "c": pa.array(rng.zipf(1.5, rows) % 40, mask=rng.random(rows) < 0.1),
-            "s": [f"s{v}" for v in rng.integers(0, 12, rows)],  # many ties at the cut of max_vocab_size
+            # many ties at the cut of max_vocab_size; dictionary-encoded, each file with its own dictionary
+            "s": pa.array([f"s{v}" for v in rng.integers(0, 12, rows)]).dictionary_encode(),
             "h": [f"h{v}" for v in rng.integers(0, 100, rows)],
             "label": rng.integers(0, 2, rows).astype(np.float64),
         }

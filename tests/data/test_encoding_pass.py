@@ -148,6 +148,19 @@ def test_a_bad_value_is_reported_with_its_piece_and_row(pieces):
     assert str(error.value) == f"{pieces[2]}: column 'y', row 84: 'n/a' is not a number"  # its 2nd batch
 
 
+def test_a_piece_without_a_column_is_named(pieces):
+    pieces, _ = pieces
+    reader = RowGroupReader()
+
+    def without_c(piece: Piece, columns: list[str]) -> Iterator[pa.RecordBatch]:
+        for batch in reader(piece, columns):
+            yield batch.drop_columns(["c"]) if piece == pieces[3] else batch
+
+    with pytest.raises(DataError) as error:
+        FeatureEncoder(SPEC).fit_pieces(pieces, without_c, "parts/", threads=2)
+    assert str(error.value) == f"{pieces[3]}: column 'c' not found; the columns are: x, y, s"
+
+
 def test_a_hash_only_spec_needs_no_pass(pieces):
     pieces, whole = pieces
     spec = FeatureSpec.from_config(

@@ -57,15 +57,14 @@ class BadEntry(Exception):
     """What is wrong with a cache entry, in a few words."""
 
 
-def cache_key(files: Sequence[Path], reader: Mapping[str, Any], spec: FeatureSpec, code: Sequence[Path]) -> str:
-    """sha256 (hex) of the cache format, the ``files`` (resolved path, size, mtime and ctime: a rewrite, even one
-    that keeps the size and puts the mtime back, changes the key), the ``reader`` options, the whole feature
-    ``spec`` and the source of the ``code`` that reads and encodes (an edited encoder never reuses old
-    encodings), with the pyarrow and numpy versions."""
-    stats = [(path.resolve(), path.stat()) for path in files]
+def cache_key(pieces: Sequence[Piece], reader: Mapping[str, Any], spec: FeatureSpec, code: Sequence[Path]) -> str:
+    """sha256 (hex) of the cache format, the ``pieces`` (path, row group, size and mtime; and the ctime of a local
+    file: a rewrite, even one that keeps the size and puts the mtime back, changes the key), the ``reader`` options,
+    the whole feature ``spec`` and the source of the ``code`` that reads and encodes (an edited encoder never
+    reuses old encodings), with the pyarrow and numpy versions."""
     described = {
         "format": FORMAT_VERSION,
-        "files": [[str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns] for path, stat in stats],
+        "pieces": [[p.path, p.row_group, p.size, p.mtime_ns, local_ctime_ns(p.path)] for p in pieces],
         "reader": reader,
         "features": asdict(spec),
         "code": [hashlib.sha256(path.read_bytes()).hexdigest() for path in code],
@@ -73,6 +72,15 @@ def cache_key(files: Sequence[Path], reader: Mapping[str, Any], spec: FeatureSpe
     }
     text = json.dumps(described, sort_keys=True, separators=(",", ":"), default=repr)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def local_ctime_ns(path: str) -> int | None:
+    """The inode change time of ``path`` if it is a local file (pieces of local files have absolute paths; those of
+    an object store, ``bucket/key``, do not), else None."""
+    try:
+        return os.stat(path).st_ctime_ns if os.path.isabs(path) else None
+    except OSError:
+        return None
 
 
 class EncodingCache:

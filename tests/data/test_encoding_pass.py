@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
@@ -18,23 +19,25 @@ from rich.console import Console
 from easyrec.console import PiecesProgress
 from easyrec.data import FeatureEncoder, FeatureSpec
 from easyrec.data.cache import EncodingCache
+from easyrec.data.csv_data import CSVFormat, csv_column_types
+from easyrec.data.parquet_data import ParquetFormat
 from easyrec.data.pieces import Piece
+from easyrec.data.sources import FileSource
 from easyrec.errors import DataError
 
-SPEC = FeatureSpec.from_config(
-    {
-        "dense": [
-            {"names": ["x"], "transform": "log1p", "standardize": True, "fill_value": 1.0},
-            {"names": ["y"], "standardize": True},
-            {"names": ["raw"]},
-        ],
-        "categorical": [
-            {"names": ["c"], "min_count": 3},
-            {"names": ["s"], "max_vocab_size": 7},
-            {"names": ["h"], "encoding": "hash", "num_buckets": 16},
-        ],
-    }
-)
+SPEC_CONFIG = {
+    "dense": [
+        {"names": ["x"], "transform": "log1p", "standardize": True, "fill_value": 1.0},
+        {"names": ["y"], "standardize": True},
+        {"names": ["raw"]},
+    ],
+    "categorical": [
+        {"names": ["c"], "min_count": 3},
+        {"names": ["s"], "max_vocab_size": 7},
+        {"names": ["h"], "encoding": "hash", "num_buckets": 16},
+    ],
+}
+SPEC = FeatureSpec.from_config(SPEC_CONFIG)
 
 
 class RowGroupReader:
@@ -88,6 +91,29 @@ def assert_same_fit(a: FeatureEncoder, b: FeatureEncoder) -> None:
     for name in a.mean:
         assert a.mean[name] == pytest.approx(b.mean[name], rel=1e-9, abs=1e-12)
         assert a.std[name] == pytest.approx(b.std[name], rel=1e-9)
+
+
+@pytest.mark.parametrize("layout", ["parquet", "csv"])
+def test_the_pass_over_a_file_source_fits_what_its_whole_table_fits(tmp_path, layout):
+    """Hive-partitioned Parquet read by row group, or CSV files read whole, through the sources' reader."""
+    spec = FeatureSpec.from_config({**SPEC_CONFIG, "categorical": [*SPEC_CONFIG["categorical"], {"names": ["day"]}]})
+    for day, seed in (("2026-12-01", 0), ("2026-12-02", 1)):
+        (tmp_path / f"day={day}").mkdir()
+        part = table(seed, 300)
+        if layout == "parquet":
+            pq.write_table(part, tmp_path / f"day={day}" / "part.parquet", row_group_size=128)
+        else:
+            part = part.set_column(part.schema.get_field_index("s"), "s", part["s"].cast(pa.string()))
+            pa.csv.write_csv(part, tmp_path / f"day={day}" / "part.csv")
+    table_format = ParquetFormat() if layout == "parquet" else CSVFormat(types=csv_column_types(spec, spec.columns))
+    source = FileSource(str(tmp_path), table_format)
+    pieces = source.pieces(by="row_group")
+    encoder = FeatureEncoder(spec)
+    rows = encoder.fit_pieces(pieces, source.reader, source.describe(), threads=2)
+    assert_same_fit(encoder, FeatureEncoder(spec).fit(source.read_all(spec.columns), "whole"))
+    assert encoder.vocabularies["day"].to_pylist() == ["2026-12-01", "2026-12-02"]  # a partition column
+    assert len(pieces) == (6 if layout == "parquet" else 2) and sum(rows.values()) == 600
+    assert all(rows[piece] == piece.rows for piece in pieces if piece.rows is not None)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -1,7 +1,9 @@
 """Feature specs and the encoder that turns table columns into model inputs.
 
 The encoder is fitted on the training split only (vocabularies, standardisation statistics) and then
-encodes any split into contiguous tensors, vectorised with pyarrow and numpy.
+encodes any split into contiguous tensors, vectorised with pyarrow and numpy. A fit computes mergeable statistics
+(:class:`FitStatistics`) of a table, or of each piece of a table too large for memory, read in parallel and merged
+(:meth:`FeatureEncoder.fit_pieces`): both give the same encoding.
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ class TrainingProgress:
 class PiecesProgress:
     """The progress bar of a pass over the pieces of a table: pieces done, rows done, rows/s and time left.
 
-    Use :meth:`on_stderr` as a context manager and call :meth:`advance` after each piece.
+    Use as a context manager (:meth:`on_stderr` makes one) and call :meth:`advance` after each piece.
 
     Args:
         console: where the bar is drawn (a terminal), or None: no bar (:meth:`advance` only counts).
@@ -120,16 +120,20 @@ class PiecesProgress:
         self.pieces, self.rows = 0, 0
 
     @classmethod
-    @contextmanager
-    def on_stderr(cls, total: int, action: str, show: bool = True) -> Iterator[PiecesProgress]:
+    def on_stderr(cls, total: int, action: str, show: bool = True) -> PiecesProgress:
         """A bar on stderr when ``show`` and stderr is a terminal; else one that draws nothing."""
         console = Console(stderr=True)
-        bar = cls(console if show and console.is_terminal else None, total, action)
-        if bar.progress is None:
-            yield bar
-            return
-        with bar.progress:
-            yield bar
+        return cls(console if show and console.is_terminal else None, total, action)
+
+    def __enter__(self) -> PiecesProgress:
+        self.start = self.clock()
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()
 
     def advance(self, rows: int) -> None:
         """After a piece of ``rows`` rows."""

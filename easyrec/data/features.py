@@ -1,7 +1,9 @@
 """Feature specs and the encoder that turns table columns into model inputs.
 
 The encoder is fitted on the training split only (vocabularies, standardisation statistics) and then
-encodes any split into contiguous tensors, vectorised with pyarrow and numpy.
+encodes any split into contiguous tensors, vectorised with pyarrow and numpy. A fit computes mergeable statistics
+(:class:`FitStatistics`) of a table, or of each piece of a table too large for memory, read in parallel and merged
+(:meth:`FeatureEncoder.fit_pieces`): both give the same encoding.
 """
 
 from __future__ import annotations
@@ -341,16 +343,19 @@ class FeatureEncoder:
 
     def statistics(self, table: pa.Table, source: str, keep: Mapping[str, Any], first_row: int = 0) -> FitStatistics:
         """The statistics of ``table`` (whose first row is row ``first_row + 1`` of ``source``) for the columns
-        of :meth:`fit_columns` it has, and the kinds of its categorical columns."""
+        of :meth:`fit_columns`, and the kinds of the categorical columns it has."""
         statistics = FitStatistics(rows=table.num_rows)
-        columns = set(self.fit_columns(keep)) & set(table.column_names)
+        columns = set(self.fit_columns(keep))
         for group in self.spec.dense:
             for name in (n for n in group.names if n in columns):
                 values = self._transformed(table, name, group, source, report=False, first_row=first_row)
                 statistics.moments[name] = Moments.of(values)
         for group in self.spec.categorical:
             for name in (n for n in group.names if n in columns and group.encoding == "vocab"):
-                counts = pc.value_counts(table[name].drop_null())
+                ids = table[name].drop_null()
+                if pa.types.is_dictionary(ids.type):  # the pieces' dictionaries differ: count the ids themselves
+                    ids = ids.cast(ids.type.value_type)
+                counts = pc.value_counts(ids)
                 statistics.counts[name] = [pa.table({"value": counts.field("values"), "count": counts.field("counts")})]
         statistics.add_kinds(table, self.spec.categorical_names, source)
         return statistics
@@ -365,12 +370,16 @@ class FeatureEncoder:
         progress: bool,
     ) -> tuple[FitStatistics, dict[Piece, int]]:
         """The merged statistics of ``pieces`` and the rows of each: pieces are read on ``threads`` threads (Arrow's
-        reading and counting release the GIL) and merged in order, at most ``2 * threads`` of them in flight."""
+        reading and counting and numpy's arithmetic release the GIL) and merged in order as they come, with
+        ``2 * threads`` pieces read ahead."""
 
         def piece_statistics(piece: Piece) -> FitStatistics:
             statistics = FitStatistics()
             for batch in reader(piece, columns):
+                if not batch.num_rows:
+                    continue
                 table = pa.Table.from_batches([batch])  # no copy; the encoder's column code works on tables
+                require_columns(table, columns, str(piece))
                 statistics.merge(self.statistics(table, str(piece), keep, first_row=statistics.rows))
             statistics.compact()
             return statistics

@@ -245,6 +245,26 @@ def test_a_truncated_parquet_file_is_an_error_or_is_skipped_and_counted(logs, ca
     assert data.train.source == f"{logs} (2 files)"
 
 
+def test_a_corrupt_row_group_is_named_and_skipping_it_keeps_the_others(tmp_path):
+    path = tmp_path / "t.parquet"
+    pq.write_table(day_table(1, rows=6), path, row_group_size=3)
+    chunk = pq.read_metadata(path).row_group(1).column(1)  # column a of the second row group
+    damaged = bytearray(path.read_bytes())
+    damaged[chunk.data_page_offset : chunk.data_page_offset + chunk.total_compressed_size] = b"\x55" * (
+        chunk.total_compressed_size
+    )
+    path.write_bytes(bytes(damaged))
+    source = FileSource(str(path), ParquetFormat())  # the footer is whole: the file lists
+    first, second = source.pieces(by="row_group")
+    assert pa.Table.from_batches(list(source.reader(first, ["a"])))["a"].to_pylist() == [100.0, 101.0, 102.0]
+    with pytest.raises(DataError) as info:
+        list(source.reader(second, ["a"]))
+    assert str(info.value).startswith(f"{path} (row group 1): not a readable Parquet file (")
+    skipping = FileSource(str(path), ParquetFormat(), on_bad_piece="skip").reader
+    assert [len(list(skipping(piece, ["a", "c"]))) for piece in (first, second)] == [1, 0]
+    assert list(skipping.skipped) == [second]
+
+
 def test_a_corrupt_csv_piece_is_an_error_naming_it_or_yields_nothing_when_skipped(tmp_path, caplog):
     (tmp_path / "a.csv").write_text("label,a,c\n0,1,x\n1,2,y\n")
     (tmp_path / "b.csv").write_text("label,a,c\n0,3,x\n1,4\n0,5,z\n")  # row 2 of b.csv lacks a cell
@@ -347,7 +367,7 @@ def test_parquet_and_csv_on_a_real_s3_server(s3_endpoint, tmp_path):
     assert csv.train.dense[:, 0].tolist() == day_values(3, 4) and csv.eval.dense[:, 0].tolist() == day_values(4)
 
 
-def test_bad_s3_paths_are_one_line(s3_endpoint):
+def test_bad_s3_paths_are_one_line(s3_endpoint, monkeypatch):
     upload(s3_endpoint, {"bad/x.parquet": day_table(1)})
     s3 = pafs.S3FileSystem(endpoint_override=s3_endpoint, scheme="http")
     with s3.open_output_stream("data/bad/y.parquet") as out:
@@ -360,6 +380,11 @@ def test_bad_s3_paths_are_one_line(s3_endpoint):
     )
     text = message(FileSource(s3_uri("data/bad", s3_endpoint), ParquetFormat()).pieces)
     assert text.startswith("s3://data/bad/y.parquet: not a readable Parquet file (")
+    from moto import settings
+
+    monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # the server checks credentials: ours are unknown
+    text = message(FileSource(s3_uri("data/bad", s3_endpoint), ParquetFormat()).pieces)
+    assert text.startswith("s3://data/bad: cannot list the files: ") and "AWS Error ACCESS_DENIED" in text
 
 
 def test_an_unreachable_s3_endpoint_fails_in_one_line(monkeypatch):
@@ -379,3 +404,33 @@ def test_the_s3_timeouts_and_the_uri_options_reach_the_filesystem():
     options = filesystem.__reduce__()[1][0]  # how pyarrow pickles it: its options
     assert (path, options["connect_timeout"], options["request_timeout"]) == ("bucket/key", 2.0, 6.0)
     assert options["endpoint_override"] == "127.0.0.1:9" and options["scheme"] == "http"
+
+
+@pytest.mark.slow
+def test_easyrec_train_reads_s3_with_the_endpoint_from_the_environment(
+    s3_endpoint, easyrec_main, tmp_path, monkeypatch
+):
+    from easyrec.data import generate_clicks
+
+    table, _ = generate_clicks(1200, seed=1)
+    upload(
+        s3_endpoint,
+        {"clicks/train/part-0.parquet": table.slice(0, 500), "clicks/train/part-1.parquet": table.slice(500, 500)},
+    )
+    upload(s3_endpoint, {"clicks/eval/part-0.parquet": table.slice(1000)})
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{s3_endpoint}")  # what a user of MinIO or another S3 sets
+    paths = ["data=parquet", "data.train_path=s3://data/clicks/train", "data.eval_path=s3://data/clicks/eval/*.parquet"]
+    tiny = [
+        "data.batch_size=128",
+        "model.hidden_units=[8]",
+        "model.embedding_dim=4",
+        "logger=none",
+        "trainer.max_steps=3",
+    ]
+    code, _, err = easyrec_main("train", *paths, *tiny, "data.cache_dir=null")
+    assert code == 0, err
+    [metrics] = tmp_path.rglob("metrics.json")  # the run trained to the end
+    assert '"step": 3' in metrics.read_text()
+    train, eval_ = "s3://data/clicks/train (2 files)", "s3://data/clicks/eval/*.parquet (1 file)"
+    assert f"data: 1,000 train rows ({train}), 200 eval rows ({eval_})" in err

@@ -90,6 +90,62 @@ class TrainingProgress:
         self.last, self.rows = now, 0
 
 
+class PiecesProgress:
+    """The progress bar of a pass over the pieces of a table: pieces done, rows done, rows/s and time left.
+
+    Use as a context manager (:meth:`on_stderr` makes one) and call :meth:`advance` after each piece.
+
+    Args:
+        console: where the bar is drawn (a terminal), or None: no bar (:meth:`advance` only counts).
+        total: the pieces.
+        action: what the pass does, shown before the counts (``fitting``).
+        clock: the time in seconds (monotonic).
+    """
+
+    def __init__(
+        self, console: Console | None, total: int, action: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.progress = None
+        if console is not None:
+            self.progress = Progress(
+                TextColumn(f"{action} {{task.completed}}/{{task.total}} pieces"),
+                BarColumn(),
+                TextColumn("{task.fields[rows]} rows  {task.fields[speed]:>8} rows/s"),
+                TimeRemainingColumn(),
+                console=console,
+                auto_refresh=False,  # redrawn by advance: no thread
+            )
+            self.task = self.progress.add_task(action, total=total, rows="0", speed="-")
+        self.clock, self.start = clock, clock()
+        self.pieces, self.rows = 0, 0
+
+    @classmethod
+    def on_stderr(cls, total: int, action: str, show: bool = True) -> PiecesProgress:
+        """A bar on stderr when ``show`` and stderr is a terminal; else one that draws nothing."""
+        console = Console(stderr=True)
+        return cls(console if show and console.is_terminal else None, total, action)
+
+    def __enter__(self) -> PiecesProgress:
+        self.start = self.clock()
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def advance(self, rows: int) -> None:
+        """After a piece of ``rows`` rows."""
+        self.pieces, self.rows = self.pieces + 1, self.rows + rows
+        if self.progress is None:
+            return
+        elapsed = self.clock() - self.start
+        speed = f"{self.rows / elapsed:,.0f}" if elapsed > 0 else "-"
+        self.progress.update(self.task, completed=self.pieces, rows=f"{self.rows:,}", speed=speed)
+        self.progress.refresh()
+
+
 #: ``advance(step, rows, lr, train)``: see :meth:`TrainingReport.progress`.
 Advance = Callable[[int, int, float, Mapping[str, float] | None], None]
 

@@ -184,7 +184,7 @@ def read_csv(
     import pyarrow.csv as pv
 
     from easyrec.data.csv_data import csv_column_types, csv_header
-    from easyrec.data.files import missing_columns_error
+    from easyrec.data.sources import missing_columns_error
     from easyrec.errors import DataError
 
     names = csv_header(path, delimiter) if header is True else list(header)
@@ -253,7 +253,7 @@ def read_parquet(path: Path, wanted: list[str], batch_size: int) -> tuple[Any, I
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from easyrec.data.files import missing_columns_error
+    from easyrec.data.sources import missing_columns_error
     from easyrec.errors import DataError
 
     try:

@@ -1,13 +1,19 @@
 """Feature specs and the encoder that turns table columns into model inputs.
 
 The encoder is fitted on the training split only (vocabularies, standardisation statistics) and then
-encodes any split into contiguous tensors, vectorised with pyarrow and numpy.
+encodes any split into contiguous tensors, vectorised with pyarrow and numpy. A fit computes mergeable statistics
+(:class:`FitStatistics`) of a table, or of each piece of a table too large for memory, read in parallel and merged
+(:meth:`FeatureEncoder.fit_pieces`): both give the same encoding.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import math
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -17,13 +23,20 @@ import pyarrow.compute as pc
 from annotated_types import Ge, Gt, MinLen
 
 from easyrec.config.arguments import PositiveInt, checked
+from easyrec.console import PiecesProgress, plural
 from easyrec.data.hashing import hash_buckets
+from easyrec.data.pieces import Piece, PieceReader
 from easyrec.errors import DataError
 
 if TYPE_CHECKING:
     from easyrec.data.batches import EncodedSplit
 
 log = logging.getLogger(__name__)
+
+#: the ``keep`` of a fit that keeps nothing (the form of :meth:`FeatureEncoder.state_dict`)
+NOTHING_KEPT: Mapping[str, Mapping[str, Any]] = {"vocabularies": {}, "mean": {}, "std": {}}
+#: a column's partial id counts are merged into one table when this many have gathered
+COMPACT_EVERY = 8
 
 NUMBER_PATTERN = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$|^\s*[-+]?(nan|inf|infinity)\s*$"
 
@@ -155,6 +168,88 @@ class InputSpec:
         return len(self.categorical_names)
 
 
+@dataclass(frozen=True)
+class Moments:
+    """Count, mean and sum of squared deviations (M2) of some float64 values: mergeable (Chan et al.)."""
+
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> Moments:
+        """The moments of ``(N,) float64`` values."""
+        if not len(values):
+            return cls()
+        mean = values.mean()
+        return cls(len(values), float(mean), float(np.square(values - mean).sum()))
+
+    def merge(self, other: Moments) -> Moments:
+        """The moments of both sets of values together."""
+        if not other.count or not self.count:
+            return other if other.count else self
+        count = self.count + other.count
+        delta = other.mean - self.mean
+        m2 = self.m2 + other.m2 + delta**2 * self.count * other.count / count
+        return Moments(count, self.mean + delta * other.count / count, m2)
+
+
+@dataclass
+class FitStatistics:
+    """What a fit learns from part of a table, mergeable with what it learns from the other parts.
+
+    Attributes:
+        rows: the rows seen.
+        counts: vocabulary column -> tables of ``value``, ``count`` (one per part until merged: :meth:`compact`).
+        moments: standardized dense column -> the moments of its filled, transformed values.
+        kinds: categorical column -> ``(kind of its ids, the source that showed it first)``.
+    """
+
+    rows: int = 0
+    counts: dict[str, list[pa.Table]] = field(default_factory=dict)
+    moments: dict[str, Moments] = field(default_factory=dict)
+    kinds: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def add_kinds(self, table: pa.Table, names: Sequence[str], source: str) -> None:
+        """The kinds of the columns ``names`` of ``table`` (from ``source``) that it has; a column of type null (no
+        id at all) shows none."""
+        for name in names:
+            if name in table.schema.names and not pa.types.is_null(table.schema.field(name).type):
+                self._add_kind(name, raw_kind(table.schema.field(name).type), source)
+
+    def _add_kind(self, name: str, kind: str, source: str) -> None:
+        first, first_source = self.kinds.setdefault(name, (kind, source))
+        if kind != first:
+            raise DataError(
+                f"{source}: column '{name}' holds {kind} ids, {first_source} holds {first} ids: every file (piece) "
+                "must give a categorical column the same type"
+            )
+
+    def merge(self, other: FitStatistics) -> None:
+        """Add ``other``'s statistics (of other rows) to these."""
+        self.rows += other.rows
+        for name, (kind, source) in other.kinds.items():
+            self._add_kind(name, kind, source)
+        for name, moments in other.moments.items():
+            self.moments[name] = self.moments.get(name, Moments()).merge(moments)
+        for name, tables in other.counts.items():
+            pending = self.counts.setdefault(name, [])
+            pending.extend(tables)
+            if len(pending) >= COMPACT_EVERY:  # memory stays bounded by the distinct ids, whatever the rows
+                self.counts[name] = [merge_counts(pending)]
+
+    def compact(self) -> None:
+        """Merge each column's id counts into one table."""
+        self.counts = {name: [merge_counts(tables)] for name, tables in self.counts.items()}
+
+    def merged_counts(self, name: str) -> pa.Table:
+        """Column ``name``'s id counts as one table (``value``, ``count``); empty if it had none."""
+        tables = self.counts.get(name)
+        if not tables:
+            return pa.table({"value": pa.array([], pa.null()), "count": pa.array([], pa.int64())})
+        return merge_counts(tables)
+
+
 class FeatureEncoder:
     """Fits per-column encodings on the training table and encodes any table into an EncodedSplit.
 
@@ -189,27 +284,148 @@ class FeatureEncoder:
         the other columns are fitted on ``table``.
         """
         require_columns(table, self.spec.columns, source)
-        keep = keep or {"vocabularies": {}, "mean": {}, "std": {}}
+        keep = keep or NOTHING_KEPT
+        self._finish(self.statistics(table, source, keep), keep)
+        return self
+
+    def fit_pieces(
+        self,
+        pieces: Sequence[Piece],
+        reader: PieceReader,
+        source: str,
+        threads: int = 1,
+        keep: Mapping[str, Any] | None = None,
+        progress: bool = True,
+    ) -> dict[Piece, int]:
+        """Fit as :meth:`fit` does on the table made of ``pieces`` (read with ``reader``; ``source`` names the
+        table in logs), in one pass that never holds the table: each piece's statistics are computed batch by batch
+        on ``threads`` threads and merged as they arrive, so memory grows with the distinct ids, not the rows.
+        Only the columns that need statistics are read; with none (``encoding: hash``, no standardized group, or
+        all kept) there is no pass. ``progress``: a bar on stderr while it runs (where stderr is a terminal).
+
+        Returns the rows of each piece, counted in the pass (without a pass: those the pieces know).
+        """
+        keep = keep or NOTHING_KEPT
+        if not pieces:
+            raise DataError(f"{source}: no data rows (no pieces)")
+        columns = self.fit_columns(keep)
+        statistics = FitStatistics()
+        rows: dict[Piece, int] = {}
+        if columns:
+            start = time.monotonic()
+            statistics, rows = self._pass(pieces, reader, columns, threads, keep, progress)
+            if statistics.rows == 0:
+                raise DataError(f"{source}: no data rows")
+            seconds = time.monotonic() - start
+            log.info(
+                "data: fitted the encoding on %s of %s in %.1f s (%s rows/s)",
+                plural(statistics.rows, "row"),
+                plural(len(pieces), "piece"),
+                seconds,
+                f"{statistics.rows / max(seconds, 1e-9):,.0f}",
+            )
+        else:
+            rows = {piece: piece.rows for piece in pieces if piece.rows is not None}
+        unread = [name for name in self.spec.categorical_names if name not in columns]
+        if unread:  # their kinds only: the first batch of the first piece tells (every piece has the same schema)
+            first = next(iter(reader(pieces[0], unread)), None)
+            if first is not None:
+                statistics.add_kinds(pa.Table.from_batches([first]), unread, str(pieces[0]))
+        self._finish(statistics, keep)
+        return rows
+
+    def fit_columns(self, keep: Mapping[str, Any]) -> list[str]:
+        """The columns whose statistics a fit needs: the vocabulary columns and the standardized dense columns
+        that ``keep`` has nothing for."""
+        dense = [n for g in self.spec.dense if g.standardize for n in g.names if n not in keep["mean"]]
+        vocab = [n for g in self.spec.categorical if g.encoding == "vocab" for n in g.names]
+        return dense + [name for name in vocab if name not in keep["vocabularies"]]
+
+    def statistics(self, table: pa.Table, source: str, keep: Mapping[str, Any], first_row: int = 0) -> FitStatistics:
+        """The statistics of ``table`` (whose first row is row ``first_row + 1`` of ``source``) for the columns
+        of :meth:`fit_columns`, and the kinds of the categorical columns it has."""
+        statistics = FitStatistics(rows=table.num_rows)
+        columns = set(self.fit_columns(keep))
         for group in self.spec.dense:
-            for name in group.names:
-                if group.standardize and name in keep["mean"]:
+            for name in (n for n in group.names if n in columns):
+                values = self._transformed(table, name, group, source, report=False, first_row=first_row)
+                statistics.moments[name] = Moments.of(values)
+        for group in self.spec.categorical:
+            for name in (n for n in group.names if n in columns and group.encoding == "vocab"):
+                ids = table[name].drop_null()
+                if pa.types.is_dictionary(ids.type):  # the pieces' dictionaries differ: count the ids themselves
+                    ids = ids.cast(ids.type.value_type)
+                counts = pc.value_counts(ids)
+                statistics.counts[name] = [pa.table({"value": counts.field("values"), "count": counts.field("counts")})]
+        statistics.add_kinds(table, self.spec.categorical_names, source)
+        return statistics
+
+    def _pass(
+        self,
+        pieces: Sequence[Piece],
+        reader: PieceReader,
+        columns: list[str],
+        threads: int,
+        keep: Mapping[str, Any],
+        progress: bool,
+    ) -> tuple[FitStatistics, dict[Piece, int]]:
+        """The merged statistics of ``pieces`` and the rows of each: pieces are read on ``threads`` threads (Arrow's
+        reading and counting and numpy's arithmetic release the GIL) and merged in order as they come, with
+        ``2 * threads`` pieces read ahead."""
+
+        def piece_statistics(piece: Piece) -> FitStatistics:
+            statistics = FitStatistics()
+            for batch in reader(piece, columns):
+                if not batch.num_rows:
+                    continue
+                table = pa.Table.from_batches([batch])  # no copy; the encoder's column code works on tables
+                require_columns(table, columns, str(piece))
+                statistics.merge(self.statistics(table, str(piece), keep, first_row=statistics.rows))
+            statistics.compact()
+            return statistics
+
+        total, rows = FitStatistics(), {}
+        with ThreadPoolExecutor(threads) as pool, PiecesProgress.on_stderr(len(pieces), "fitting", progress) as bar:
+            window: deque[tuple[Piece, Future[FitStatistics]]] = deque()
+            try:
+                for piece in [*pieces, None]:
+                    if piece is not None:
+                        window.append((piece, pool.submit(piece_statistics, piece)))
+                    while window and (piece is None or len(window) > 2 * threads):
+                        done, future = window.popleft()
+                        statistics = future.result()
+                        total.merge(statistics)
+                        rows[done] = statistics.rows
+                        bar.advance(statistics.rows)
+            except BaseException:
+                for _, future in window:
+                    future.cancel()
+                raise
+        return total, rows
+
+    def _finish(self, statistics: FitStatistics, keep: Mapping[str, Any]) -> None:
+        """Set the fitted state from merged ``statistics``; the columns ``keep`` has take its values."""
+        for group in self.spec.dense:
+            for name in (n for n in group.names if group.standardize):
+                if name in keep["mean"]:
                     self.mean[name], self.std[name] = keep["mean"][name], keep["std"][name]
-                elif group.standardize:
-                    values = self._transformed(table, name, group, source, report=False)
-                    self.mean[name] = float(values.mean()) if len(values) else 0.0
-                    std = float(values.std()) if len(values) else 1.0
-                    self.std[name] = std if std > 1e-12 else 1.0
+                    continue
+                moments = statistics.moments.get(name, Moments())
+                self.mean[name] = moments.mean if moments.count else 0.0
+                std = math.sqrt(moments.m2 / moments.count) if moments.count else 1.0
+                self.std[name] = std if std > 1e-12 else 1.0
         for name in self.spec.categorical_names:
-            self.kinds[name] = raw_kind(table[name].type)
+            # a column with no ids at all (type null) is taken as text, as raw_kind says
+            self.kinds[name] = statistics.kinds[name][0] if name in statistics.kinds else raw_kind(pa.null())
         for group in self.spec.categorical:
             if group.encoding == "vocab":
                 for name in group.names:
                     if name in keep["vocabularies"]:
                         self.vocabularies[name] = pa.array(keep["vocabularies"][name])
                     else:
-                        self.vocabularies[name] = build_vocabulary(table[name], group.min_count, group.max_vocab_size)
+                        counts = statistics.merged_counts(name)
+                        self.vocabularies[name] = build_vocabulary(counts, group.min_count, group.max_vocab_size)
         self.fitted = True
-        return self
 
     @property
     def input_spec(self) -> InputSpec:
@@ -224,13 +440,14 @@ class FeatureEncoder:
 
     # ------------------------------------------------------------------ encoding
 
-    def encode(self, table: pa.Table, source: str, labels: bool = True) -> EncodedSplit:
+    def encode(self, table: pa.Table, source: str, labels: bool = True, first_row: int = 0) -> EncodedSplit:
         """Encode ``table`` into ``dense (N, D) float32``, ``sparse (N, F) int32``, ``labels (N,)`` (``(N, L)``
         with several label columns), the weights and sessions the spec names, and the true probabilities of the
         labels the spec's ``oracle`` names (``oracle (N, L)``, NaN for the other labels).
 
         ``labels=False`` (prediction): only the feature columns are read and required; the split has no labels,
-        weights or sessions.
+        weights or sessions. ``first_row``: the number of rows of ``source`` before ``table`` (a batch of a piece),
+        so that an error names the row of the file.
         """
         import torch  # loaded here, so files are checked before torch loads (a data error comes in ~1 s)
 
@@ -244,7 +461,7 @@ class FeatureEncoder:
         column = 0
         for group in self.spec.dense:
             for name in group.names:
-                values = self._transformed(table, name, group, source)
+                values = self._transformed(table, name, group, source, first_row=first_row)
                 if group.standardize:
                     values = (values - self.mean[name]) / self.std[name]
                 dense[:, column] = values
@@ -260,12 +477,14 @@ class FeatureEncoder:
                 column += 1
         if not labels:
             return EncodedSplit(torch.from_numpy(dense), torch.from_numpy(sparse), None, None, source)
-        values = np.stack([numeric_column(table, name, source, fill_value=None) for name in self.spec.label_names], 1)
+        values = np.stack(
+            [numeric_column(table, name, source, None, first_row) for name in self.spec.label_names], axis=1
+        )
         if values.shape[1] == 1:
             values = values[:, 0]
         weights = None
         if self.spec.weight:
-            weights = torch.from_numpy(numeric_column(table, self.spec.weight, source, fill_value=None))
+            weights = torch.from_numpy(numeric_column(table, self.spec.weight, source, None, first_row))
         sessions = torch.from_numpy(session_ids(table[self.spec.session])) if self.spec.session else None
         oracle = torch.from_numpy(true_probabilities(table, self.spec, source)) if self.spec.oracle else None
         return EncodedSplit(
@@ -279,17 +498,25 @@ class FeatureEncoder:
         )
 
     def _transformed(
-        self, table: pa.Table, name: str, group: DenseFeatures, source: str, report: bool = True
+        self,
+        table: pa.Table,
+        name: str,
+        group: DenseFeatures,
+        source: str,
+        report: bool = True,
+        first_row: int = 0,
     ) -> np.ndarray:
         """Column ``name`` as ``(N,) float64``, filled, checked for infinite values and transformed; ``report``:
-        log how many infinite values were filled (once per split: fitting reads the training split too)."""
-        values = numeric_column(table, name, source, fill_value=group.fill_value)
+        log how many infinite values were filled (once per split: fitting reads the training split too);
+        ``first_row``: the rows of ``source`` before ``table``, for errors."""
+        values = numeric_column(table, name, source, group.fill_value, first_row)
         infinite = np.isinf(values)  # float32: 1e308 is inf there; NaN was an empty cell and is filled already
         if infinite.any():
             if self.non_finite == "error":
                 first = int(np.flatnonzero(infinite)[0])
+                value = table[name][first].as_py()
                 raise DataError(
-                    f"{source}: column '{name}', row {first + 1}: {table[name][first].as_py()!r} is not a finite "
+                    f"{source}: column '{name}', row {first_row + first + 1}: {value!r} is not a finite "
                     "float32 (data.non_finite=fill replaces such values with the feature's fill_value)"
                 )
             values[infinite] = group.fill_value
@@ -359,8 +586,9 @@ def require_columns(table: pa.Table, columns: list[str], source: str) -> None:
         )
 
 
-def numeric_column(table: pa.Table, name: str, source: str, fill_value: float | None) -> np.ndarray:
-    """Column ``name`` as ``(N,) float32``; empty cells take ``fill_value`` or, if None, are an error."""
+def numeric_column(table: pa.Table, name: str, source: str, fill_value: float | None, first_row: int = 0) -> np.ndarray:
+    """Column ``name`` as ``(N,) float32``; empty cells take ``fill_value`` or, if None, are an error (naming the
+    row of ``source``: ``table``'s first is row ``first_row + 1``)."""
     column = table[name]
     if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_null(column.type)):
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
@@ -368,7 +596,7 @@ def numeric_column(table: pa.Table, name: str, source: str, fill_value: float | 
             first = first_true(bad)
             if first is not None:
                 value = column[first].as_py()
-                raise DataError(f"{source}: column '{name}', row {first + 1}: {value!r} is not a number")
+                raise DataError(f"{source}: column '{name}', row {first_row + first + 1}: {value!r} is not a number")
         try:
             column = column.cast(pa.float64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
@@ -376,7 +604,7 @@ def numeric_column(table: pa.Table, name: str, source: str, fill_value: float | 
     if column.null_count:
         if fill_value is None:
             first = first_true(pc.is_null(column))
-            raise DataError(f"{source}: column '{name}', row {first + 1}: empty value")
+            raise DataError(f"{source}: column '{name}', row {first_row + first + 1}: empty value")
         column = pc.fill_null(column.cast(pa.float64()), fill_value)
     with np.errstate(over="ignore"):  # beyond float32's range is inf: the dense features' non_finite rule
         values = column.to_numpy().astype(np.float32)
@@ -411,15 +639,23 @@ def first_true(mask: pa.ChunkedArray | pa.Array) -> int | None:
     return int(hits[0]) if len(hits) else None
 
 
-def build_vocabulary(column: pa.ChunkedArray, min_count: int, max_size: int | None) -> pa.Array:
-    """Distinct non-null ids seen ``min_count`` times or more, most frequent first (ties by value)."""
-    counts = pc.value_counts(column.drop_null())
-    table = pa.table({"value": counts.field("values"), "count": counts.field("counts")})
-    table = table.filter(pc.greater_equal(table["count"], min_count))
+def build_vocabulary(counts: pa.Table, min_count: int, max_size: int | None) -> pa.Array:
+    """The ids of ``counts`` (columns ``value``, ``count``: :func:`merge_counts`) seen ``min_count`` times or more,
+    most frequent first (ties by value), at most ``max_size`` of them."""
+    table = counts.filter(pc.greater_equal(counts["count"], min_count))
     table = table.sort_by([("count", "descending"), ("value", "ascending")])
     if max_size is not None:
         table = table.slice(0, max_size)
     return table["value"].combine_chunks()
+
+
+def merge_counts(tables: Sequence[pa.Table]) -> pa.Table:
+    """One table of ``value``, ``count`` (summed) from tables of id counts; an id type that differs between them
+    (int32 and int64, string and large_string) is widened."""
+    if len(tables) == 1:
+        return tables[0]
+    merged = pa.concat_tables(tables, promote_options="permissive").group_by("value").aggregate([("count", "sum")])
+    return pa.table({"value": merged["value"], "count": merged["count_sum"]})
 
 
 def lookup(column: pa.ChunkedArray, vocabulary: pa.Array, source: str, name: str) -> np.ndarray:

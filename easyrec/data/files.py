@@ -1,17 +1,21 @@
-"""What the file-backed data sources share: a train file, an eval file, and checks on both."""
+"""What the file-backed data sources share: train and eval files (see :mod:`easyrec.data.sources`), and checks
+on both."""
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 
+from easyrec.config.arguments import Positive, checked
 from easyrec.data.cache import EncodingCache, cache_key
 from easyrec.data.features import FeatureEncoder, FeatureSpec
 from easyrec.data.hashing import hash_buckets
+from easyrec.data.sources import FileSource, TableFormat
 from easyrec.data.tabular import TabularData
 from easyrec.errors import DataError
 
@@ -28,15 +32,6 @@ def existing_file(path: str | Path) -> Path:
     return path
 
 
-def missing_columns_error(path: Path, wanted: list[str], present: list[str]) -> DataError | None:
-    missing = [c for c in wanted if c not in present]
-    if not missing:
-        return None
-    return DataError(
-        f"{path}: column {', '.join(repr(c) for c in missing)} not found; the columns are: {', '.join(present)}"
-    )
-
-
 def source_files(*objects: Any) -> list[Path]:
     """The files that define ``objects`` (classes, functions), once each; one defined interactively has none."""
     files = (getattr(sys.modules.get(o.__module__), "__file__", None) for o in objects)
@@ -44,65 +39,87 @@ def source_files(*objects: Any) -> list[Path]:
 
 
 class FileData(TabularData):
-    """A data source made of one training file and one evaluation file; subclasses :meth:`read` one.
+    """A data source whose train and eval splits are files; subclasses say how a file is read (:meth:`table_format`).
 
-    With a ``cache_dir``, :meth:`setup` keeps the fitted encoder and the encoded splits there (see
+    Each split is a :class:`~easyrec.data.sources.FileSource` (:attr:`train_source`, :attr:`eval_source`): a file, a
+    directory, a glob or a list of them, local or a URI (``s3://``, ``gs://``, ``hdfs://``), Hive partitions
+    included. With a ``cache_dir``, :meth:`setup` keeps the fitted encoder and the encoded splits there (see
     :mod:`easyrec.data.cache`) and later runs on the same files, reader options and feature spec load them instead
     of reading and encoding the files again.
 
     Args:
-        train_path: the training file.
-        eval_path: the evaluation file.
+        train_path: the training files: a file, a directory, a glob (``logs/day=2026-12-0[1-7]/*.parquet``) or a
+            list of them.
+        eval_path: the evaluation files, likewise.
         cache_dir: where encoded splits are cached; None (the default here; the shipped configs give
             ``~/.cache/easyrec/data``): no cache.
+        on_bad_piece: a corrupt or truncated file (or Parquet row group) is an ``"error"`` naming it, or is
+            ``"skip"``-ped: warned about once and counted (:attr:`skipped_pieces`).
+        io_timeout: seconds an S3 request may take, retries included: an unreachable endpoint fails in about that.
         **kwargs: see :class:`TabularData`.
     """
 
+    @checked
     def __init__(
         self,
         features: FeatureSpec | Mapping[str, Any],
-        train_path: str,
-        eval_path: str,
+        train_path: str | list[str],
+        eval_path: str | list[str],
         cache_dir: str | None = None,
+        on_bad_piece: Literal["error", "skip"] = "error",
+        io_timeout: Positive = 30.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(features, **kwargs)
         self.train_path, self.eval_path = train_path, eval_path
         self.cache_dir = cache_dir
+        self.on_bad_piece, self.io_timeout = on_bad_piece, io_timeout
 
-    def read(self, path: Path) -> pa.Table:
-        """Read the spec's columns of the existing, non-empty file ``path``."""
+    def table_format(self) -> TableFormat:
+        """How this source's files are read."""
         raise NotImplementedError
 
-    def column_names(self, path: Path) -> list[str]:
-        """The columns of the existing, non-empty file ``path``, from its header or schema (not its data)."""
-        raise NotImplementedError
+    def source(self, paths: str | Path | list[str]) -> FileSource:
+        """The files ``paths`` names, read as this source reads its splits."""
+        return FileSource(paths, self.table_format(), self.io_timeout, self.on_bad_piece)
 
-    def check_spec_columns(self, path: Path) -> list[str]:
-        """The columns of ``path``; a :class:`DataError` naming the spec's columns it lacks, and the ones it has."""
-        names = self.column_names(path)
-        error = missing_columns_error(path, self.spec.columns, names)
-        if error:
-            raise error
-        return names
+    @functools.cached_property
+    def train_source(self) -> FileSource:
+        return self.source(self.train_path)
+
+    @functools.cached_property
+    def eval_source(self) -> FileSource:
+        return self.source(self.eval_path)
+
+    @property
+    def skipped_pieces(self) -> int:
+        """Pieces of both splits skipped as unreadable in this process (``on_bad_piece=skip``)."""
+        return sum(s.skipped_pieces for s in (self.__dict__.get("train_source"), self.__dict__.get("eval_source")) if s)
+
+    def read(self, paths: str | Path | list[str] | FileSource) -> pa.Table:
+        """The spec's columns of the files ``paths`` names (or of a source), checked first: see
+        :meth:`FileSource.read_all`."""
+        source = paths if isinstance(paths, FileSource) else self.source(paths)
+        return source.read_all(self.spec.columns)
 
     def check_files(self) -> None:
-        """Both files exist, are not empty and have the spec's columns: only their headers are read."""
-        for path in (self.train_path, self.eval_path):
-            self.check_spec_columns(existing_file(path))
+        """Both splits name at least one file, and their files have the spec's columns with the first file's
+        types: only headers and footers are read."""
+        for source in (self.train_source, self.eval_source):
+            source.check(self.spec.columns)
 
     def read_splits(self) -> tuple[tuple[pa.Table, str], tuple[pa.Table, str]]:
         return (
-            (self.read(existing_file(self.train_path)), str(self.train_path)),
-            (self.read(existing_file(self.eval_path)), str(self.eval_path)),
+            (self.read(self.train_source), self.train_source.describe()),
+            (self.read(self.eval_source), self.eval_source.describe()),
         )
 
     def read_eval(self) -> tuple[pa.Table, str]:
-        return self.read(existing_file(self.eval_path)), str(self.eval_path)
+        return self.read(self.eval_source), self.eval_source.describe()
 
     @property
     def reader_options(self) -> dict[str, Any]:
-        """How :meth:`read` parses a file (part of the cache key); a subclass with options names them."""
+        """How :meth:`table_format` parses a file (part of the cache key); a subclass with options names them."""
         return {}
 
     def setup(self, keep_encoding: Mapping[str, Any] | None = None) -> None:
@@ -112,17 +129,22 @@ class FileData(TabularData):
             super().setup(keep_encoding)
             return
         try:
-            files = [existing_file(self.train_path), existing_file(self.eval_path)]
+            pieces = self.train_source.pieces() + self.eval_source.pieces()
         except DataError:
             super().setup()  # raises the error of the first bad file, as without a cache
             return
         # the code that reads and encodes: an edited reader or encoder must not reuse older encodings
         readers = [c for c in type(self).__mro__ if issubclass(c, FileData)]
-        code = source_files(*readers, FeatureEncoder, hash_buckets)
-        reader = {"reader": type(self).__qualname__, **self.reader_options, "non_finite": self.non_finite}
-        key = cache_key(files, reader, self.spec, code)
+        code = source_files(*readers, FileSource, FeatureEncoder, hash_buckets)
+        reader = {
+            "reader": type(self).__qualname__,
+            **self.reader_options,
+            "non_finite": self.non_finite,
+            "on_bad_piece": self.on_bad_piece,
+        }
+        key = cache_key(pieces, reader, self.spec, code)
         cache = EncodingCache(self.cache_dir)
-        found = cache.load(key, self.spec, (str(self.train_path), str(self.eval_path)))
+        found = cache.load(key, self.spec, (self.train_source.describe(), self.eval_source.describe()))
         if found is None:
             super().setup()
             cache.store(key, self.encoder, self.train, self.eval)

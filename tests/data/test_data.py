@@ -683,11 +683,16 @@ def test_missing_file(tmp_path):
     assert message.startswith(f"{tmp_path / 'train.csv'}: file not found")
 
 
-def test_a_directory_is_not_a_file(tmp_path):
+def test_a_directory_without_data_files(tmp_path):
+    # a directory is read as its files (tests/data/test_sources.py); one with none to read is an error
     (tmp_path / "train.csv").mkdir()
+    (tmp_path / "train.csv" / "_SUCCESS").write_text("")
     data = CSVData(CSV_FEATURES, str(tmp_path / "train.csv"), str(tmp_path / "train.csv"))
-    with pytest.raises(DataError, match="not a file"):
+    with pytest.raises(DataError) as info:
         data.setup()
+    assert str(info.value) == (
+        f"{tmp_path / 'train.csv'}: a directory without data files (names that start with '.' or '_' are ignored)"
+    )
 
 
 def test_empty_file(tmp_path):

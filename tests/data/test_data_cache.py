@@ -3,6 +3,7 @@ reader options or features misses, damaged entries and unwritable directories ne
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -330,9 +331,11 @@ def test_fine_tuning_bypasses_the_cache(files):
     assert entries(files / "cache") == [entry]
 
 
-def test_the_key_covers_files_reader_spec_and_code(files):
+def test_the_key_covers_pieces_reader_spec_and_code(files):
     spec = FeatureSpec.from_config(FEATURES)
-    paths = [files / "train.csv", files / "eval.csv"]
+    data = csv_data(files)
+    paths = data.train_source.pieces() + data.eval_source.pieces()
+    assert [piece.path for piece in paths] == [str(files / "train.csv"), str(files / "eval.csv")]
     code = [files / "code.py"]
     code[0].write_text("x = 1\n")
     key = cache_key(paths, {"delimiter": ","}, spec, code)
@@ -340,6 +343,8 @@ def test_the_key_covers_files_reader_spec_and_code(files):
     assert cache_key(paths[::-1], {"delimiter": ","}, spec, code) != key
     assert cache_key(paths, {"delimiter": ";"}, spec, code) != key
     assert cache_key(paths, {"delimiter": ","}, FeatureSpec.from_config({**FEATURES, "session": None}), code) != key
+    row_group = [dataclasses.replace(paths[0], row_group=0), paths[1]]  # a Parquet row group is another piece
+    assert cache_key(row_group, {"delimiter": ","}, spec, code) != key
     code[0].write_text("x = 2\n")
     assert cache_key(paths, {"delimiter": ","}, spec, code) != key
 

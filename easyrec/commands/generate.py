@@ -144,7 +144,8 @@ def generate(
         disable=not (progress and console.is_terminal),
     )
     with bar:
-        bar.console.print("drawing the click model and calibrating it", style="dim")
+        if progress:
+            console.print("drawing the click model and calibrating it", style="dim")
         model = ClickModel(seed, positive_rate, CALIBRATION_ROWS)
         tasks = {split: bar.add_task(split, total=n, speed="-", files=f"0/{k}") for split, (n, k) in counts.items()}
         for split, (n, k) in counts.items():

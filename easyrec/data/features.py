@@ -486,7 +486,7 @@ class FeatureEncoder:
         if self.spec.weight:
             weights = torch.from_numpy(numeric_column(table, self.spec.weight, source, None, first_row))
         sessions = torch.from_numpy(session_ids(table[self.spec.session])) if self.spec.session else None
-        oracle = torch.from_numpy(true_probabilities(table, self.spec, source)) if self.spec.oracle else None
+        oracle = torch.from_numpy(true_probabilities(table, self.spec, source, first_row)) if self.spec.oracle else None
         return EncodedSplit(
             dense=torch.from_numpy(dense),
             sparse=torch.from_numpy(sparse),
@@ -613,20 +613,21 @@ def numeric_column(table: pa.Table, name: str, source: str, fill_value: float | 
     return values
 
 
-def true_probabilities(table: pa.Table, spec: FeatureSpec, source: str) -> np.ndarray:
+def true_probabilities(table: pa.Table, spec: FeatureSpec, source: str, first_row: int = 0) -> np.ndarray:
     """``(N, L) float32``: the column ``spec.oracle`` names for each label column (NaN for a label without one),
-    each value a probability in [0, 1]: anything else is a :class:`DataError` naming the column and row."""
+    each value a probability in [0, 1]: anything else is a :class:`DataError` naming the column and row (of
+    ``source``: ``table``'s first is row ``first_row + 1``)."""
     oracle = np.full((table.num_rows, len(spec.label_names)), np.nan, dtype=np.float32)
     for index, label in enumerate(spec.label_names):
         if label in spec.oracle:
             name = spec.oracle[label]
-            values = numeric_column(table, name, source, fill_value=None)
+            values = numeric_column(table, name, source, None, first_row)
             outside = ~((values >= 0) & (values <= 1))  # NaN too
             if outside.any():
                 row = int(np.flatnonzero(outside)[0])
                 raise DataError(
-                    f"{source}: column '{name}', row {row + 1}: {values[row]:g} is not a probability in [0, 1] "
-                    f"(data.features.oracle.{label})"
+                    f"{source}: column '{name}', row {first_row + row + 1}: {values[row]:g} is not a probability "
+                    f"in [0, 1] (data.features.oracle.{label})"
                 )
             oracle[:, index] = values
     return oracle

@@ -82,6 +82,14 @@ def test_a_bad_probability_is_a_data_error_naming_file_column_and_row(values, pr
     assert str(error.value).startswith(f"eval.parquet: {problem}")
 
 
+def test_a_bad_probability_in_a_batch_of_a_piece_is_named_by_its_row_in_the_piece():
+    data = table(rows=2)
+    data = data.set_column(data.column_names.index("p_buy"), "p_buy", pa.array([0.1, -0.5]))
+    encoder = FeatureEncoder(FeatureSpec.from_config(FEATURES)).fit(table(), "train.parquet")
+    with pytest.raises(DataError, match=r"^part-00003.parquet: column 'p_buy', row 1002: -0.5 is not a probability"):
+        encoder.encode(data, "part-00003.parquet", first_row=1000)
+
+
 def test_files_without_the_probability_column_are_reported_before_reading_and_the_cache_keeps_the_oracle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):

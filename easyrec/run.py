@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -184,6 +185,10 @@ def train(
         raise
     except Exception as error:
         logger.set_tags({"easyrec.error": f"{type(error).__name__}: {error}"[:5000]})
+        if isinstance(error, EasyrecError):
+            # shown as one line, with no traceback: what its frames hold (a stream's loader processes, the model)
+            # goes now, not at a later garbage collection (a sweep's next job runs in this process)
+            traceback.clear_frames(error.__traceback__)
         raise
     finally:
         for log_file in output_dir.glob("*.log"):

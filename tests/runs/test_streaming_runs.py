@@ -208,7 +208,7 @@ def test_bad_input_met_in_a_loader_worker_fails_the_run_with_its_one_line(
 ):
     """A label the loss cannot take, in the second file: the loader worker that reads it stops the run, which ends
     FAILED with the one-line message (file, column, row) as its ``easyrec.error`` tag and on stderr, not the
-    worker's traceback."""
+    worker's traceback; the loader process ends with the run."""
     write_dataset(tmp_path / "data", [300, 300, 300])
     bad = tmp_path / "data" / "train" / "part-001.parquet"
     table = pq.read_table(bad)
@@ -227,3 +227,5 @@ def test_bad_input_met_in_a_loader_worker_fails_the_run_with_its_one_line(
     assert "column 'label', row 151: label 3 is not one of {0, 1} (required by loss BinaryCrossEntropy)" in message
     [run] = mlflow_runs(tmp_path)
     assert run.info.status == "FAILED" and run.data.tags["easyrec.error"] == f"DataError: {message}"
+    # the failed run let its loader process go at once (a sweep runs its next job in the same process)
+    assert not [pid for pid in children(os.getpid()) if alive(pid)]

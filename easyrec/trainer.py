@@ -75,7 +75,8 @@ class Trainer:
         max_steps: optimizer steps, whichever limit comes first (None: no step limit).
         eval_every_n_steps: evaluate every N steps (None: at the end of each epoch); always at the end.
         log_every_n_steps: interval of ``train/loss``, ``train/lr`` (and ``train/lr/<group>``),
-            ``train/grad_norm``, ``train/skipped_steps`` and ``train/samples_per_s``.
+            ``train/grad_norm``, ``train/skipped_steps``, ``train/samples_per_s`` and, when the data streams,
+            ``data/wait_fraction`` (the share of the interval spent waiting for the next step's batches).
         checkpoint_every_n_steps: write ``checkpoints/step-<step>.pt`` every N steps (None: only at the end).
         checkpoint_every_n_seconds: ... and/or every N seconds of training.
         keep_last_n: step checkpoints kept (the oldest are deleted); ``checkpoints/best.pt`` is kept apart.
@@ -94,8 +95,9 @@ class Trainer:
             is more than twice the split's size).
         config: the resolved run config, kept in every checkpoint (for resume checks and ``easyrec evaluate``).
 
-    A checkpoint holds everything an exact resume needs (see :mod:`easyrec.checkpoints`); :meth:`load_state_dict`
-    restores it, and :meth:`fit` then continues from the same step, epoch and batch as if never stopped. SIGINT and
+    A checkpoint holds everything an exact resume needs (see :mod:`easyrec.checkpoints`), the data's position in
+    the epoch included (:meth:`TabularData.position`); :meth:`load_state_dict` restores it, and :meth:`fit` then
+    continues from the same step, epoch and batch as if never stopped. SIGINT and
     SIGTERM stop training at the next step boundary with a checkpoint (a second Ctrl-C quits at once).
 
     The Trainer changes nothing process-wide: the run sets torch's threads and sparse checks
@@ -261,9 +263,9 @@ class Trainer:
             # outside evaluation (checkpoints and logging included)
             "train/loop_samples_per_s": rows_trained / max(seconds - self.eval_seconds, 1e-9),
             "train/steps": float(self.step),
-            "train/rows": float(self.rows),
+            "train/rows": float(self.rows),  # by all workers in the whole run, the attempts before a resume too
         }
-        if self.data.streams:
+        if self.data.streams:  # the share of the loop outside evaluation spent waiting for the next step's batches
             summary["data/wait_fraction"] = _mean(workers, waiting.seconds / max(seconds - self.eval_seconds, 1e-9))
         if self.data.streams or self.data.skipped_pieces:  # as the main process's data counts them
             summary["data/skipped_pieces"] = float(self.data.skipped_pieces)

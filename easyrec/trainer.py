@@ -210,9 +210,7 @@ class Trainer:
         workers = self.distributed
         with self.stops.catching_signals(), self.reporter.progress(total_steps) as advance:
             while self.stops.why(self.step, self.epoch) is None:
-                steps = self.data.train_steps(
-                    self.epoch, self.rows_in_epoch, workers.world_size, workers.rank, workers.accumulate_steps
-                )
+                steps = self.data.train_steps(self.epoch, workers, {"rows_in_epoch": self.rows_in_epoch})
                 for step in steps:
                     window.add(*self._train_step(step), step.rows)
                     rows_trained += step.rows
@@ -349,7 +347,7 @@ class Trainer:
         the predictions are gathered, and every worker computes the same metrics."""
         workers = self.distributed
         evaluation = self.metrics.evaluation(self.heads, self.data)
-        batches = self.data.eval_batches(workers.rank, workers.world_size)
+        batches = self.data.eval_batches(workers)
         return evaluate_model(self.model, batches, evaluation, self.device, workers)
 
     def _evaluate_and_track(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
@@ -35,6 +35,12 @@ class Batch:
 
     def to(self, device: torch.device) -> Batch:
         return Batch(*_moved((self.dense, self.sparse, self.labels, self.weights, self.sessions, self.oracle), device))
+
+    def pin_memory(self) -> Batch:
+        """The batch in page-locked memory (a DataLoader's ``pin_memory`` calls this), copied to a GPU
+        asynchronously."""
+        tensors = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Batch(**{name: None if t is None else t.pin_memory() for name, t in tensors.items()})
 
 
 def _moved(tensors: tuple[Tensor | None, ...], device: torch.device) -> list[Tensor | None]:

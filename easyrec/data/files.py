@@ -4,20 +4,47 @@ on both."""
 from __future__ import annotations
 
 import functools
+import logging
+import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pyarrow as pa
+from pydantic import AfterValidator
 
-from easyrec.config.arguments import Positive, checked
+from easyrec.config.arguments import NonNegativeInt, Positive, PositiveInt, checked
+from easyrec.console import plural
 from easyrec.data.cache import EncodingCache, cache_key
 from easyrec.data.features import FeatureEncoder, FeatureSpec
 from easyrec.data.hashing import hash_buckets
 from easyrec.data.sources import FileSource, TableFormat
-from easyrec.data.tabular import TabularData
+from easyrec.data.tabular import TabularData, Workers
 from easyrec.errors import DataError
+
+if TYPE_CHECKING:
+    from easyrec.data.batches import Batch, TrainStep
+    from easyrec.data.stream import StreamedSplits
+
+log = logging.getLogger(__name__)
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS.update({"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40})
+
+
+def byte_count(value: int | str) -> int:
+    """Bytes from an integer or a size such as ``"4GB"``, ``"512 MiB"`` (the config rule of ``memory_budget``)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([A-Za-z]*)\s*", str(value))
+    if match is None or match.group(2).upper() not in _UNITS or isinstance(value, bool):
+        raise ValueError("must be a number of bytes: an integer or a size such as 4GB or 512MiB")
+    count = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+    if count <= 0:
+        raise ValueError("must be more than 0 bytes")
+    return count
+
+
+Bytes = Annotated[int | str, AfterValidator(byte_count)]
 
 
 def existing_file(path: str | Path) -> Path:
@@ -56,6 +83,12 @@ class FileData(TabularData):
         on_bad_piece: a corrupt or truncated file (or Parquet row group) is an ``"error"`` naming it, or is
             ``"skip"``-ped: warned about once and counted (:attr:`skipped_pieces`).
         io_timeout: seconds an S3 request may take, retries included: an unreachable endpoint fails in about that.
+        streaming: read the training split as a stream of pieces (see :mod:`easyrec.data.stream`) instead of
+            whole into memory; ``"auto"``: when its estimated encoded size exceeds ``memory_budget``.
+        memory_budget: bytes (an integer, or a size such as ``"4GB"``) the in-memory split may take in ``"auto"``
+            mode; None: half of the memory available when the run starts.
+        num_workers: loader worker processes per rank that read and encode the stream (0: the training process).
+        shuffle_buffer: rows per shuffled window of the stream (the rows a loader worker holds).
         **kwargs: see :class:`TabularData`.
     """
 
@@ -68,12 +101,23 @@ class FileData(TabularData):
         cache_dir: str | None = None,
         on_bad_piece: Literal["error", "skip"] = "error",
         io_timeout: Positive = 30.0,
+        streaming: Literal["auto", True, False] = "auto",
+        memory_budget: Bytes | None = None,
+        num_workers: NonNegativeInt = 1,
+        shuffle_buffer: PositiveInt = 100_000,
         **kwargs: Any,
     ) -> None:
         super().__init__(features, **kwargs)
         self.train_path, self.eval_path = train_path, eval_path
         self.cache_dir = cache_dir
         self.on_bad_piece, self.io_timeout = on_bad_piece, io_timeout
+        self.streaming, self.memory_budget = streaming, memory_budget
+        self.num_workers, self.shuffle_buffer = num_workers, shuffle_buffer
+        self.streamed: StreamedSplits | None = None  # the streamed splits, in streaming mode
+
+    @property
+    def streams(self) -> bool:  # type: ignore[override]
+        return self.streamed is not None
 
     def table_format(self) -> TableFormat:
         """How this source's files are read."""
@@ -122,18 +166,11 @@ class FileData(TabularData):
         """How :meth:`table_format` parses a file (part of the cache key); a subclass with options names them."""
         return {}
 
-    def setup(self, keep_encoding: Mapping[str, Any] | None = None) -> None:
-        """See :meth:`TabularData.setup`; with a ``cache_dir``, the encoder and the splits come from the cache when
-        it has them. ``keep_encoding`` (fine-tuning) changes the vocabularies: it bypasses the cache."""
-        if self.cache_dir is None or keep_encoding is not None:
-            super().setup(keep_encoding)
-            return
-        try:
-            pieces = self.train_source.pieces() + self.eval_source.pieces()
-        except DataError:
-            super().setup()  # raises the error of the first bad file, as without a cache
-            return
-        # the code that reads and encodes: an edited reader or encoder must not reuse older encodings
+    def cache_key(self) -> str:
+        """The key of this source's entries in the encoding cache: the pieces of both splits, the reader options,
+        the feature spec and the code that reads and encodes (an edited reader or encoder must not reuse older
+        encodings)."""
+        pieces = self.train_source.pieces() + self.eval_source.pieces()
         readers = [c for c in type(self).__mro__ if issubclass(c, FileData)]
         code = source_files(*readers, FileSource, FeatureEncoder, hash_buckets)
         reader = {
@@ -142,7 +179,24 @@ class FileData(TabularData):
             "non_finite": self.non_finite,
             "on_bad_piece": self.on_bad_piece,
         }
-        key = cache_key(pieces, reader, self.spec, code)
+        return cache_key(pieces, reader, self.spec, code)
+
+    def setup(self, keep_encoding: Mapping[str, Any] | None = None) -> None:
+        """See :meth:`TabularData.setup`; with a ``cache_dir``, the encoder and the splits come from the cache when
+        it has them. ``keep_encoding`` (fine-tuning) changes the vocabularies: it bypasses the cache. In streaming
+        mode (:meth:`chooses_streaming`) the encoder is fitted in one pass over the training pieces and nothing is
+        encoded ahead."""
+        if self.chooses_streaming():
+            self.setup_stream(keep_encoding)
+            return
+        if self.cache_dir is None or keep_encoding is not None:
+            super().setup(keep_encoding)
+            return
+        try:
+            key = self.cache_key()
+        except DataError:
+            super().setup()  # raises the error of the first bad file, as without a cache
+            return
         cache = EncodingCache(self.cache_dir)
         found = cache.load(key, self.spec, (self.train_source.describe(), self.eval_source.describe()))
         if found is None:
@@ -152,3 +206,117 @@ class FileData(TabularData):
         state, self.train, self.eval = found
         self.encoder.load_state_dict(state)
         self.log_splits()
+
+    # ------------------------------------------------------------------ streaming mode
+
+    def chooses_streaming(self) -> bool:
+        """Whether the training split is streamed: ``streaming``, or in ``"auto"`` mode whether its estimated size
+        in memory (encoded bytes per row x rows where the pieces know their rows, else the files' bytes) exceeds
+        the memory budget; the choice and its reason are logged."""
+        if self.streaming != "auto":
+            log.info("data: %s (data.streaming=%s)", _MODES[self.streaming], str(self.streaming).lower())
+            return self.streaming
+        pieces = self.train_source.pieces(by="row_group")
+        rows = [piece.rows for piece in pieces]
+        if all(r is not None for r in rows):
+            size, what = sum(rows) * self.encoded_row_bytes(), f"{plural(sum(rows), 'row')} encoded"
+        else:
+            size, what = self.train_source.nbytes, "the files' size"
+        budget = self.memory_budget or _available_bytes() // 2
+        streams = size > budget
+        log.info(
+            "data: %s (data.streaming=auto: %s, %s, %s data.memory_budget %s)",
+            _MODES[streams],
+            _size(size),
+            what,
+            ">" if streams else "<=",
+            _size(budget) if self.memory_budget else f"{_size(budget)}, half the available memory",
+        )
+        return streams
+
+    def encoded_row_bytes(self) -> int:
+        """Bytes of one encoded row: dense and labels float32, ids int32, a weight float32, a session int64."""
+        spec = self.spec
+        return 4 * (len(spec.dense_names) + len(spec.categorical_names) + len(spec.label_names)) + (
+            4 * bool(spec.weight) + 8 * bool(spec.session)
+        )
+
+    def setup_stream(self, keep_encoding: Mapping[str, Any] | None = None) -> None:
+        """Fit the encoder in one pass over the training pieces (never the whole split), or load it from the
+        encoding cache's encoder-only entry, and get the streams ready; the pieces' rows counted by the pass place
+        a resumed stream without reading."""
+        from easyrec.data.stream import PieceEncoding, StreamedSplits
+
+        train, eval_ = self.train_source, self.eval_source
+        pieces = train.pieces(by="row_group")
+        # fine-tuning (keep_encoding) changes the vocabularies: it bypasses the cache
+        cache = EncodingCache(self.cache_dir) if self.cache_dir is not None and keep_encoding is None else None
+        key = self.cache_key() if cache is not None else ""
+        found = cache.load_encoder(key, self.spec) if cache is not None else None
+        if found is None:
+            rows = self.encoder.fit_pieces(pieces, train.reader, train.describe(), keep=keep_encoding)
+            if cache is not None:
+                cache.store_encoder(key, self.encoder, rows)
+        else:
+            state, rows = found
+            self.encoder.load_state_dict(state)
+        encoding = PieceEncoding(train.reader, self.encoder, self.spec.columns, self.label_rules, rows)
+        self.streamed = StreamedSplits(
+            encoding,
+            pieces,
+            eval_.pieces(by="row_group"),
+            self.batch_size,
+            self.eval_batch_size,
+            self.shuffle,
+            self.seed,
+            self.num_workers,
+            self.shuffle_buffer,
+        )
+        log.info(
+            "data: streaming %s (%s), eval %s (%s), %s per loader worker window, %d dense + %d categorical features",
+            plural(len(pieces), "train piece"),
+            train.describe(),
+            plural(len(self.streamed.eval_pieces), "piece"),
+            eval_.describe(),
+            plural(self.shuffle_buffer, "row"),
+            self.input_spec.num_dense,
+            self.input_spec.num_fields,
+        )
+
+    def train_steps(
+        self, epoch: int, workers: Workers | None = None, position: Mapping[str, Any] | None = None
+    ) -> Iterator[TrainStep]:
+        if self.streamed is None:
+            return super().train_steps(epoch, workers, position)
+        return self.streamed.train_steps(epoch, workers, position)
+
+    def position(self) -> dict[str, Any]:
+        return super().position() if self.streamed is None else self.streamed.position()
+
+    def eval_batches(self, workers: Workers | None = None) -> Iterator[Batch]:
+        if self.streamed is None:
+            return super().eval_batches(workers)
+        return self.streamed.eval_batches(workers)
+
+    def num_train_steps(self, workers: int = 1, accumulate: int = 1) -> int:
+        if self.streamed is None:
+            return super().num_train_steps(workers, accumulate)
+        return self.streamed.num_train_steps(workers, accumulate)
+
+
+_MODES = {True: "streaming the training split", False: "reading the training split into memory"}
+
+
+def _size(count: int) -> str:
+    if count < 2**20:
+        return plural(count, "byte")
+    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+
+
+def _available_bytes() -> int:
+    """The memory available to this process now (see :func:`easyrec.memory.available_bytes`)."""
+    import torch
+
+    from easyrec.memory import available_bytes
+
+    return available_bytes(torch.device("cpu"))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pyarrow as pa
 
@@ -21,6 +22,35 @@ if TYPE_CHECKING:  # torch loads when the first tensor is made, so a missing fil
     from easyrec.data.batches import Batch, EncodedSplit, TrainStep
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """What a loss requires of a label column (see :meth:`TabularData.check_labels`): its values are ``allowed``
+    ones, or lie in the closed ``value_range``. ``index``: the column in ``labels (N, L)``, None with one label."""
+
+    required_by: str
+    allowed: tuple[float, ...] | None
+    value_range: tuple[float, float] | None
+    column: str
+    index: int | None
+
+    def check(self, split: EncodedSplit, source: str, first_row: int = 0) -> None:
+        """Raise :class:`DataError` naming ``source``, the column and the row (``first_row`` is the number of the
+        split's first row in ``source``, from 0) of the split's first label that breaks the rule."""
+        row = split.first_bad_label(self.index, self.allowed, self.value_range)
+        if row is None:
+            return
+        value = (split.labels[row] if self.index is None else split.labels[row, self.index]).item()
+        wanted = (
+            f"one of {{{', '.join(f'{v:g}' for v in self.allowed)}}}"
+            if self.allowed is not None
+            else f"in [{self.value_range[0]:g}, {self.value_range[1]:g}]"
+        )
+        raise DataError(
+            f"{source}: column '{self.column}', row {first_row + row + 1}: label {value:g} is not {wanted} "
+            f"(required by {self.required_by})"
+        )
 
 
 class TabularData:
@@ -59,6 +89,10 @@ class TabularData:
         self.encoder = FeatureEncoder(self.spec, non_finite)
         self.train: EncodedSplit | None = None
         self.eval: EncodedSplit | None = None
+        self.label_rules: list[LabelRule] = []  # what check_labels was asked: streamed batches are checked too
+        self.rows_in_epoch = 0  # rows of the epoch's order in the steps train_steps yielded (all workers)
+
+    streams = False  # the training split is in memory (a file source may read it as a stream instead)
 
     def read_splits(self) -> tuple[tuple[pa.Table, str], tuple[pa.Table, str]]:
         """Return ``((train_table, train_source), (eval_table, eval_source))``."""
@@ -124,12 +158,14 @@ class TabularData:
         """Raise :class:`DataError` naming the source, column and row of the first label of ``column`` (default:
         the only label column) that is not one of ``allowed`` or lies outside the closed ``value_range``; with
         ``every_value``, also when one of ``allowed`` never occurs in the training split. Only the splits that are
-        set up are checked (after :meth:`setup_eval`, the eval split)."""
+        set up are checked (after :meth:`setup_eval`, the eval split). The rule is kept in :attr:`label_rules`: a
+        streamed split is checked batch by batch as it is read."""
         names = self.spec.label_names
         column = column or names[0]
-        index = names.index(column) if len(names) > 1 else None
+        rule = LabelRule(required_by, allowed, value_range, column, names.index(column) if len(names) > 1 else None)
+        self.label_rules.append(rule)
         if every_value and allowed is not None and self.train is not None:
-            train = self.train.labels if index is None else self.train.labels[:, index]
+            train = self.train.labels if rule.index is None else self.train.labels[:, rule.index]
             missing = [v for v in allowed if not bool((train == v).any())]
             if missing:
                 seen = ", ".join(f"{v:g}" for v in train.unique()[:10].tolist())
@@ -140,18 +176,7 @@ class TabularData:
                     "column and the number of classes"
                 )
         for split in (s for s in (self.train, self.eval) if s is not None):
-            row = split.first_bad_label(index, allowed, value_range)
-            if row is not None:
-                value = (split.labels[row] if index is None else split.labels[row, index]).item()
-                wanted = (
-                    f"one of {{{', '.join(f'{v:g}' for v in allowed)}}}"
-                    if allowed is not None
-                    else f"in [{value_range[0]:g}, {value_range[1]:g}]"
-                )
-                raise DataError(
-                    f"{split.source}: column '{column}', row {row + 1}: label {value:g} is not {wanted} "
-                    f"(required by {required_by})"
-                )
+            rule.check(split, split.source)
 
     def num_train_batches(self) -> int:
         return self.train.num_batches(self.batch_size)
@@ -188,33 +213,62 @@ class TabularData:
         return self.train.batches(self.batch_size, self.epoch_order(epoch), first=skip)
 
     def train_steps(
-        self, epoch: int, start: int = 0, workers: int = 1, rank: int = 0, accumulate: int = 1
+        self, epoch: int, workers: Workers | None = None, position: Mapping[str, Any] | None = None
     ) -> Iterator[TrainStep]:
-        """This worker's part of each optimizer step of ``epoch``, from row ``start`` of the epoch's order on.
+        """This worker's part of each optimizer step of ``epoch``, from ``position`` (what :meth:`position` returned
+        when a checkpoint was written; None: the epoch's start) on. ``workers``: the ``distributed`` component
+        (``world_size``, ``rank``, ``accumulate_steps``); None: one process.
 
-        A step takes the next ``batch_size * workers * accumulate`` rows of the order (fewer at the end) and splits
-        them as evenly as rows allow into ``workers * accumulate`` micro-batches; worker ``rank`` gets
-        micro-batches ``rank``, ``rank + workers``, ... So the workers read disjoint shards, every row is read
-        once per epoch, and a step sees the same rows whatever the split: 2 workers with batch B, 1 worker with
-        batch 2B, and 1 worker accumulating 2 batches of B all train on the same rows.
+        A step takes the next ``batch_size * world_size * accumulate_steps`` rows of the order (fewer at the end)
+        and splits them as evenly as rows allow into ``world_size * accumulate_steps`` micro-batches; worker
+        ``rank`` gets micro-batches ``rank``, ``rank + world_size``, ... So the workers read disjoint shards, every
+        row is read once per epoch, and a step sees the same rows whatever the split: 2 workers with batch B, 1
+        worker with batch 2B, and 1 worker accumulating 2 batches of B all train on the same rows. The position
+        is the rows of the epoch's order already trained on, so any number of workers continues it.
         """
         from easyrec.data.batches import TrainStep
 
+        world, rank, accumulate = shape_of(workers)
         order = self.epoch_order(epoch)
-        total, pieces = len(self.train), workers * accumulate
-        for first in range(start, total, self.batch_size * pieces):
+        self.rows_in_epoch = int((position or {}).get("rows_in_epoch", 0))
+        total, pieces = len(self.train), world * accumulate
+        for first in range(self.rows_in_epoch, total, self.batch_size * pieces):
             rows = min(self.batch_size * pieces, total - first)
             bounds = [first + rows * i // pieces for i in range(pieces + 1)]
-            mine = range(rank, pieces, workers)
+            mine = range(rank, pieces, world)
             batches = [self.train.rows(bounds[i], bounds[i + 1], order) for i in mine]
+            self.rows_in_epoch = first + rows
             yield TrainStep(batches, [(bounds[i + 1] - bounds[i]) / rows for i in mine], rows)
 
-    def eval_batches(self, rank: int = 0, workers: int = 1) -> Iterator[Batch]:
-        """The eval batches in order; with several workers, worker ``rank``'s contiguous share of them (whole batches,
-        so that the workers' predictions, concatenated in rank order, are those of one worker)."""
+    def position(self) -> dict[str, Any]:
+        """Where the steps :meth:`train_steps` yielded left the epoch (plain types, for a checkpoint)."""
+        return {"rows_in_epoch": self.rows_in_epoch}
+
+    def eval_batches(self, workers: Workers | None = None) -> Iterator[Batch]:
+        """The eval batches in order; with several workers, this worker's contiguous share of them (whole
+        batches, so that the workers' predictions, concatenated in rank order, are those of one worker)."""
+        world, rank, _ = shape_of(workers)
         count = self.eval.num_batches(self.eval_batch_size)
-        first, stop = count * rank // workers, count * (rank + 1) // workers
+        first, stop = count * rank // world, count * (rank + 1) // world
         return itertools.islice(self.eval.batches(self.eval_batch_size, first=first), stop - first)
 
     def state_dict(self) -> dict[str, Any]:
         return {"encoder": self.encoder.state_dict()}
+
+
+class Workers(Protocol):
+    """What the data needs of the ``distributed`` component: the workers' number and this one's rank, the
+    micro-batches of a step, and a sum over the workers (an all-reduce)."""
+
+    world_size: int
+    rank: int
+    accumulate_steps: int
+
+    def sum(self, value: Tensor) -> Tensor: ...
+
+
+def shape_of(workers: Workers | None) -> tuple[int, int, int]:
+    """``(world_size, rank, accumulate_steps)`` of ``workers``; ``(1, 0, 1)`` for None (one process)."""
+    if workers is None:
+        return 1, 0, 1
+    return workers.world_size, workers.rank, workers.accumulate_steps

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -34,9 +35,21 @@ def row_ids(batch) -> list[int]:
     return [hash(tuple(row)) for row in batch.dense.tolist()]
 
 
+@dataclass
+class FakeWorkers:
+    """The shape of a group of workers (the in-memory split needs no collective to shard its steps)."""
+
+    world_size: int
+    rank: int
+    accumulate_steps: int = 1
+
+
 def epoch_steps(data, workers: int, accumulate: int, start: int = 0) -> list[list[list[int]]]:
     """For each step of epoch 0: every worker's micro-batches' rows, workers in rank order."""
-    per_worker = [list(data.train_steps(0, start, workers, rank, accumulate)) for rank in range(workers)]
+    per_worker = [
+        list(data.train_steps(0, FakeWorkers(workers, rank, accumulate), {"rows_in_epoch": start}))
+        for rank in range(workers)
+    ]
     steps = []
     for parts in zip(*per_worker, strict=True):
         assert len({part.rows for part in parts}) == 1  # every worker agrees on the step's size
@@ -81,7 +94,9 @@ def test_steps_continue_from_a_row_whatever_the_number_of_workers(data):
 def test_eval_shares_concatenate_to_the_eval_batches(data):
     whole = [row_ids(batch) for batch in data.eval_batches()]
     for workers in (1, 2, 3, 7):
-        shares = [[row_ids(batch) for batch in data.eval_batches(rank, workers)] for rank in range(workers)]
+        shares = [
+            [row_ids(batch) for batch in data.eval_batches(FakeWorkers(workers, rank))] for rank in range(workers)
+        ]
         assert [batch for share in shares for batch in share] == whole
 
 

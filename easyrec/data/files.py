@@ -8,6 +8,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -263,6 +264,7 @@ class FileData(TabularData):
         encoding = PieceEncoding(train.reader, self.encoder, self.spec.columns, self.label_rules, rows)
         self.streamed = StreamedSplits(
             encoding,
+            replace(encoding, reader=eval_.reader, rows=None),
             pieces,
             eval_.pieces(by="row_group"),
             self.batch_size,

@@ -37,7 +37,14 @@ class Piece:
 
 
 class PieceReader(Protocol):
-    """Reads pieces of one table: a picklable object, so that loader worker processes can read with it."""
+    """Reads pieces of one table: a picklable object, so that loader worker processes can read with it.
+
+    Attributes:
+        skipped: the pieces this reader left out as unreadable (a source's ``on_bad_piece="skip"``), with why; a
+            reader counts those it read itself, in its own process.
+    """
+
+    skipped: dict[Piece, str]
 
     def __call__(self, piece: Piece, columns: list[str]) -> Iterator[pa.RecordBatch]:
         """``columns`` of ``piece`` (partition columns included) as record batches, in the piece's row order; a

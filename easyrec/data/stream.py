@@ -133,34 +133,41 @@ class WorkerStream:
 
 class PieceStream(IterableDataset):
     """The batches of one rank's loader workers: loader worker ``w`` (0 without worker processes) reads
-    ``streams[w]`` and yields ``(global worker, [(position after a batch, its rows)], rows of those batches)``:
-    several batches in one set of tensors, since every tensor sent from a worker process costs a shared-memory
-    segment (:func:`_unpacked` gives the batches back)."""
+    ``streams[w]`` and yields ``(global worker, [(position after a batch, its rows)], rows of those batches, pieces
+    its reader skipped so far)``: several batches in one set of tensors, since every tensor sent from a worker
+    process costs a shared-memory segment, and a last item without batches (:func:`_unpacked` gives the batches
+    back, and the skipped pieces to the training process's reader)."""
 
     def __init__(self, encoding: PieceEncoding, streams: list[WorkerStream], per_item: int = 1) -> None:
         self.encoding, self.streams, self.per_item = encoding, streams, per_item
 
-    def __iter__(self) -> Iterator[tuple[int, list[tuple[int, int]], Batch] | EasyrecError]:
+    def __iter__(self) -> Iterator[tuple[int, list[tuple[int, int]], Batch | None, dict[Piece, str]] | EasyrecError]:
         info = get_worker_info()
         stream = self.streams[0 if info is None else info.id]
         batches = stream.batches(self.encoding)
+        skipped = self.encoding.reader.skipped
         try:
             while taken := list(itertools.islice(batches, self.per_item)):
                 block = taken[0][1] if len(taken) == 1 else _concat([batch for _, batch in taken])
-                yield stream.worker, [(position, len(batch)) for position, batch in taken], block
+                yield stream.worker, [(position, len(batch)) for position, batch in taken], block, dict(skipped)
         except EasyrecError as error:  # raised, torch would give it the worker's traceback as its message
             yield error
+            return
+        yield stream.worker, [], None, dict(skipped)  # a piece skipped after the last batch is counted too
 
 
 def _unpacked(
-    items: Iterator[tuple[int, list[tuple[int, int]], Batch] | EasyrecError],
+    items: Iterator[tuple[int, list[tuple[int, int]], Batch | None, dict[Piece, str]] | EasyrecError],
+    reader: PieceReader,
 ) -> Iterator[tuple[int, int, Batch]]:
     """``(global worker, position after the batch, batch)`` for each batch of :class:`PieceStream`'s items; an
-    error a worker met (bad input, in one line) is raised here."""
+    error a worker met (bad input, in one line) is raised here, and the pieces it skipped are added to
+    ``reader.skipped`` (the training process's count; the worker warned about them)."""
     for item in items:
         if isinstance(item, EasyrecError):
             raise item
-        worker, batches, block = item
+        worker, batches, block, skipped = item
+        reader.skipped.update(skipped)
         start = 0
         for position, rows in batches:
             yield worker, position, _sliced_batch(block, start, start + rows)
@@ -171,7 +178,8 @@ class StreamedSplits:
     """The train and eval splits of a file source as streams of pieces (see the module's docstring).
 
     Args:
-        encoding: how pieces are read, encoded and checked.
+        encoding: how the training pieces are read, encoded and checked.
+        eval_encoding: the same for the eval pieces (their own source's reader: another directory, filesystem).
         train_pieces: the training pieces, in a fixed (sorted) order.
         eval_pieces: the eval pieces, in file order.
         batch_size: training rows per batch.
@@ -185,6 +193,7 @@ class StreamedSplits:
     def __init__(
         self,
         encoding: PieceEncoding,
+        eval_encoding: PieceEncoding,
         train_pieces: Sequence[Piece],
         eval_pieces: Sequence[Piece],
         batch_size: int,
@@ -194,7 +203,7 @@ class StreamedSplits:
         num_workers: int,
         shuffle_buffer: int,
     ) -> None:
-        self.encoding = encoding
+        self.encoding, self.eval_encoding = encoding, eval_encoding
         self.train_pieces, self.eval_pieces = list(train_pieces), list(eval_pieces)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.shuffle, self.seed = shuffle, seed
@@ -235,7 +244,7 @@ class StreamedSplits:
             )
             for g in mine
         ]
-        batches = _unpacked(iter(self._loader(streams)))
+        batches = _unpacked(iter(self._loader(self.encoding, streams)), self.encoding.reader)
         empty = empty_batch(self.encoding.encoder.spec)
         while True:
             taken = list(itertools.islice(batches, accumulate))
@@ -331,14 +340,14 @@ class StreamedSplits:
             WorkerStream(rank * per_rank + w, mine[w::per_rank], 0, self.eval_batch_size, self.eval_batch_size, None)
             for w in range(per_rank)
         ]
-        for _, _, batch in _unpacked(iter(self._loader(streams))):
+        for _, _, batch in _unpacked(iter(self._loader(self.eval_encoding, streams)), self.eval_encoding.reader):
             yield batch
 
-    def _loader(self, streams: list[WorkerStream]) -> DataLoader:
+    def _loader(self, encoding: PieceEncoding, streams: list[WorkerStream]) -> DataLoader:
         # batches pinned in page-locked memory copy to a GPU asynchronously: when training on one (CUDA is in use)
         pinned = torch.cuda.is_available() and torch.cuda.is_initialized()
         return DataLoader(
-            PieceStream(self.encoding, streams, BATCHES_PER_ITEM if self.num_workers else 1),
+            PieceStream(encoding, streams, BATCHES_PER_ITEM if self.num_workers else 1),
             batch_size=None,
             num_workers=self.num_workers,
             pin_memory=pinned,

@@ -22,6 +22,7 @@ from easyrec.data.parquet_data import ParquetFormat
 from easyrec.data.pieces import Piece
 from easyrec.data.sources import FileSource, open_filesystem
 from easyrec.errors import DataError
+from tests.data.damage import damage_row_group
 
 FEATURES = {"dense": [{"names": ["a"]}], "categorical": [{"names": ["c"]}]}
 DAY_FEATURES = {"dense": [{"names": ["a"]}], "categorical": [{"names": ["c", "day"]}]}
@@ -248,12 +249,7 @@ def test_a_truncated_parquet_file_is_an_error_or_is_skipped_and_counted(logs, ca
 def test_a_corrupt_row_group_is_named_and_skipping_it_keeps_the_others(tmp_path):
     path = tmp_path / "t.parquet"
     pq.write_table(day_table(1, rows=6), path, row_group_size=3)
-    chunk = pq.read_metadata(path).row_group(1).column(1)  # column a of the second row group
-    damaged = bytearray(path.read_bytes())
-    damaged[chunk.data_page_offset : chunk.data_page_offset + chunk.total_compressed_size] = b"\x55" * (
-        chunk.total_compressed_size
-    )
-    path.write_bytes(bytes(damaged))
+    damage_row_group(path, group=1, column=1)  # column a of the second row group
     source = FileSource(str(path), ParquetFormat())  # the footer is whole: the file lists
     first, second = source.pieces(by="row_group")
     assert pa.Table.from_batches(list(source.reader(first, ["a"])))["a"].to_pylist() == [100.0, 101.0, 102.0]

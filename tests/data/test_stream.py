@@ -21,6 +21,7 @@ from easyrec.data.pieces import Piece
 from easyrec.data.stream import PieceEncoding, StreamedSplits, _windows
 from easyrec.data.tabular import LabelRule
 from easyrec.errors import DataError
+from tests.data.damage import damage_row_group
 
 SPEC = FeatureSpec(dense=[DenseFeatures(["id"])], categorical=[CategoricalFeatures(["c"])], label="label")
 ROWS_PER_GROUP = 7
@@ -28,6 +29,9 @@ ROWS_PER_GROUP = 7
 
 class RowGroupReader:
     """Reads a Parquet row group (the sources' reader stands in for it here)."""
+
+    def __init__(self) -> None:
+        self.skipped: dict[Piece, str] = {}
 
     def __call__(self, piece: Piece, columns: list[str]):
         yield from pq.ParquetFile(piece.path).read_row_group(piece.row_group, columns).to_batches(max_chunksize=4)
@@ -64,7 +68,10 @@ def splits(pieces, num_workers=0, batch_size=5, shuffle_buffer=10, rules=(), shu
     train, eval_ = pieces
     encoder = FeatureEncoder(SPEC).fit(pa.concat_tables(pq.read_table(p) for p in {p.path for p in train}), "train")
     encoding = PieceEncoding(RowGroupReader(), encoder, SPEC.columns, rules)
-    return StreamedSplits(encoding, train, eval_, batch_size, 4, shuffle, seed, num_workers, shuffle_buffer)
+    eval_encoding = PieceEncoding(RowGroupReader(), encoder, SPEC.columns, rules)
+    return StreamedSplits(
+        encoding, eval_encoding, train, eval_, batch_size, 4, shuffle, seed, num_workers, shuffle_buffer
+    )
 
 
 @dataclass
@@ -281,3 +288,19 @@ def test_a_streamed_run_keeps_its_fitted_encoding_in_the_cache(pieces, tmp_path,
     assert "fitted encoding from cache" in caplog.text
     assert second.encoder.state_dict() == first.encoder.state_dict()
     assert ids(second.train_steps(2)) == ids(first.train_steps(2))
+
+
+def test_an_eval_piece_skipped_in_a_loader_worker_is_counted_in_the_training_process(pieces, tmp_path):
+    train, _ = pieces
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    write_files(eval_dir, files=2, groups=3, first_id=1000)
+    damage_row_group(eval_dir / "part-1.parquet", group=2, column=0)  # the eval split's last row group
+    data = ParquetData(
+        SPEC, train_path=train[0].path, eval_path=str(eval_dir), streaming=True, num_workers=1, on_bad_piece="skip"
+    )
+    data.setup()
+    assert data.skipped_pieces == 0
+    seen = sorted(i for batch in data.eval_batches() for i in batch_ids(batch))
+    assert seen == list(range(1000, 1035))  # 6 row groups of 7 rows, the last one left out
+    assert data.skipped_pieces == 1

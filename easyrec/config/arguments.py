@@ -473,11 +473,13 @@ def _is_plain(annotation: Any) -> bool:
 def _adapter(annotation: Any) -> tuple[TypeAdapter, Any] | None:
     if annotation is None or annotation is Any:
         return None
-    return _cached_adapter(annotation)
+    # typing's equality ignores a Literal's order (Literal["skip", "error"] == Literal["error", "skip"]): the text
+    # is part of the key, so that each annotation's errors list its own choices in its own order
+    return _cached_adapter(annotation, repr(annotation))
 
 
 @functools.cache
-def _cached_adapter(annotation: Any) -> tuple[TypeAdapter, Any] | None:
+def _cached_adapter(annotation: Any, text: str) -> tuple[TypeAdapter, Any] | None:
     from pydantic import ConfigDict, TypeAdapter
 
     try:

@@ -17,7 +17,8 @@ PARALLEL = ("-n", "auto", "--maxprocesses", "4", "--dist", "worksteal")
 def tests(session: nox.Session) -> None:
     """Install easyrec with its test extras and run the whole test suite (slow end-to-end tests included)."""
     session.install("-e", ".[test]")
-    session.run("pytest", *PARALLEL, *session.posargs)
+    # the 20 slowest tests end the log: where CI's time goes
+    session.run("pytest", *PARALLEL, "--durations=20", *session.posargs)
 
 
 @nox.session

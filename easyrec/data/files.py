@@ -300,6 +300,18 @@ class FileData(TabularData):
             return super().eval_batches(workers)
         return self.streamed.eval_batches(workers)
 
+    def train_label_values(self, column: str) -> tuple[list[float], str] | None:
+        """See :meth:`TabularData.train_label_values`; a streamed split is read for it, that column alone."""
+        if self.streamed is None:
+            return super().train_label_values(column)
+        import pyarrow.compute as pc
+
+        values: set[float] = set()
+        for piece in self.streamed.train_pieces:
+            for record in self.train_source.reader(piece, [column]):
+                values.update(v for v in pc.unique(record.column(0)).to_pylist() if v is not None)
+        return sorted(values), self.train_source.describe()
+
     def num_train_steps(self, workers: int = 1, accumulate: int = 1) -> int:
         if self.streamed is None:
             return super().num_train_steps(workers, accumulate)

@@ -165,19 +165,29 @@ class TabularData:
         column = column or names[0]
         rule = LabelRule(required_by, allowed, value_range, column, names.index(column) if len(names) > 1 else None)
         self.label_rules.append(rule)
-        if every_value and allowed is not None and self.train is not None:
-            train = self.train.labels if rule.index is None else self.train.labels[:, rule.index]
-            missing = [v for v in allowed if not bool((train == v).any())]
+        found = self.train_label_values(column) if every_value and allowed is not None else None
+        if found is not None:
+            values, source = found
+            missing = [v for v in allowed if v not in values]
             if missing:
-                seen = ", ".join(f"{v:g}" for v in train.unique()[:10].tolist())
+                seen = ", ".join(f"{v:g}" for v in values[:10])
                 absent = ", ".join(f"{v:g}" for v in missing)
                 raise DataError(
-                    f"{self.train.source}: column '{column}' never takes the value {absent} (its values: {seen}); "
+                    f"{source}: column '{column}' never takes the value {absent} (its values: {seen}); "
                     f"{required_by} needs every one of {{{', '.join(f'{v:g}' for v in allowed)}}}: check the label "
                     "column and the number of classes"
                 )
         for split in (s for s in (self.train, self.eval) if s is not None):
             rule.check(split, split.source)
+
+    def train_label_values(self, column: str) -> tuple[list[float], str] | None:
+        """The distinct values of label ``column`` in the training split, sorted, and the split's name; None when
+        the training split is not set up."""
+        if self.train is None:
+            return None
+        names = self.spec.label_names
+        labels = self.train.labels if len(names) == 1 else self.train.labels[:, names.index(column)]
+        return labels.unique().tolist(), self.train.source
 
     def num_train_batches(self) -> int:
         return self.train.num_batches(self.batch_size)

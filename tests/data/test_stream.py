@@ -304,3 +304,11 @@ def test_an_eval_piece_skipped_in_a_loader_worker_is_counted_in_the_training_pro
     seen = sorted(i for batch in data.eval_batches() for i in batch_ids(batch))
     assert seen == list(range(1000, 1035))  # 6 row groups of 7 rows, the last one left out
     assert data.skipped_pieces == 1
+
+
+def test_a_class_that_never_occurs_in_a_streamed_training_split_is_named(pieces):
+    data = parquet_data(pieces, streaming=True, num_workers=0)
+    data.setup()
+    data.check_labels("loss L", allowed=(0.0, 1.0), every_value=True)  # both occur: no error
+    with pytest.raises(DataError, match=r"column 'label' never takes the value 2 \(its values: 0, 1\); loss L needs"):
+        data.check_labels("loss L", allowed=(0.0, 1.0, 2.0), every_value=True)

@@ -8,7 +8,8 @@ from easyrec.errors import ConfigError
 from easyrec.run import train
 from tests.conftest import options
 
-pytestmark = pytest.mark.slow  # about 2 s per option
+# about 2 s per option; one torch thread: xdist runs two of these at once on two cores
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 # The loss options that need sessions (trained below) or their task's own labels and model (test_task_options.py).
 ON_SESSIONS = ["jrc", "listwise_distill", "listwise_rank"]

@@ -7,7 +7,8 @@ import pytest
 from easyrec.run import train
 from tests.conftest import options
 
-pytestmark = pytest.mark.slow  # about 3 s per option
+# about 3 s per option; one torch thread: xdist runs two of these at once on two cores
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 # What an option needs besides itself: the wide_deep optimizer steps the two parts of Wide&Deep.
 NEEDS = {"wide_deep": ["model=wide_deep"]}

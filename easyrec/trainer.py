@@ -182,7 +182,6 @@ class Trainer:
         self.stops = StopRequests(self.early_stopping, self.distributed, max_epochs, max_steps)
         self.step = 0
         self.epoch = 0
-        self.rows_in_epoch = 0  # rows of the current epoch already trained on (by all workers)
         self.position: dict[str, Any] | None = None  # the data's position in the current epoch (None: its start)
         self.rows = 0  # rows trained on by all workers in the whole run (``train/rows``), carried over a resume
         self.eval_metrics: dict[str, float] = {}
@@ -230,7 +229,6 @@ class Trainer:
                         window.add(*self._train_step(step), step.rows)
                         rows_trained += step.rows
                         self.step += 1
-                        self.rows_in_epoch += step.rows
                         self.rows += step.rows
                         self.position = self.data.position()
                         train = None
@@ -247,7 +245,7 @@ class Trainer:
                             break
                     else:  # the epoch ran out
                         self.epoch += 1
-                        self.rows_in_epoch, self.position = 0, None
+                        self.position = None
                         if not self.eval_every_n_steps and self.stops.why(self.step, self.epoch) is None:
                             self._evaluate_and_track()
                             self.stops.settle()
@@ -356,6 +354,11 @@ class Trainer:
         return rates
 
     @property
+    def rows_in_epoch(self) -> int:
+        """Rows of the current epoch already trained on, by all workers (the data's position counts them)."""
+        return int((self.position or {}).get("rows_in_epoch", 0))
+
+    @property
     def stop_reason(self) -> str | None:
         """Why the early-stopping rule ended training (None: it did not)."""
         return self.stops.reason
@@ -461,10 +464,11 @@ class Trainer:
         """Restore a :meth:`state_dict` (from a checkpoint of the same model, data and optimizer)."""
         for key, part in self.parts.items():
             part.load_state_dict(state[key])
-        self.step, self.epoch, self.rows_in_epoch = state["step"], state["epoch"], state["rows_in_epoch"]
+        self.step, self.epoch = state["step"], state["epoch"]
         # a checkpoint from before streaming kept the epoch's position as its rows only, and not the run's rows
-        self.position = state.get("position", {"rows_in_epoch": self.rows_in_epoch} if self.rows_in_epoch else None)
-        self.rows = state["rows"] if "rows" in state else self.epoch * len(self.data.train) + self.rows_in_epoch
+        rows_in_epoch = state["rows_in_epoch"]
+        self.position = state.get("position", {"rows_in_epoch": rows_in_epoch} if rows_in_epoch else None)
+        self.rows = state["rows"] if "rows" in state else self.epoch * len(self.data.train) + rows_in_epoch
         self.stops.reason = state["stop_reason"]
         self.eval_metrics, self.last_eval_step = dict(state["metrics"]), state["last_eval_step"]
         self.history = {int(step): dict(metrics) for step, metrics in state["history"].items()}

@@ -53,10 +53,18 @@ class DeepFM(nn.Module):
         if inputs.num_fields == 0:
             raise ValueError("DeepFM needs at least one categorical feature")
         self.embedding = FieldEmbedding(
-            inputs.cardinalities, embedding_dim, sparse=sparse_embeddings, l2=embedding_regularization
+            inputs.cardinalities,
+            embedding_dim,
+            sparse=sparse_embeddings,
+            l2=embedding_regularization,
+            names=inputs.categorical_names,
         )
         self.linear = LinearTerms(
-            inputs.cardinalities, inputs.num_dense, sparse=sparse_embeddings, l2=embedding_regularization
+            inputs.cardinalities,
+            inputs.num_dense,
+            sparse=sparse_embeddings,
+            l2=embedding_regularization,
+            names=inputs.categorical_names,
         )
         self.fm = FactorizationMachine()
         self.mlp = MLP(inputs.num_fields * embedding_dim + inputs.num_dense, hidden_units, num_outputs, dropout)

@@ -36,7 +36,9 @@ class DeepTower(nn.Module):
         l2: float = 0.0,
     ) -> None:
         super().__init__()
-        self.embedding = FieldEmbedding(inputs.cardinalities, embedding_dim, sparse=sparse, l2=l2)
+        self.embedding = FieldEmbedding(
+            inputs.cardinalities, embedding_dim, sparse=sparse, l2=l2, names=inputs.categorical_names
+        )
         self.mlp = MLP(inputs.num_fields * embedding_dim + inputs.num_dense, hidden_units, num_outputs, dropout)
 
     def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
@@ -87,7 +89,11 @@ class WideAndDeep(nn.Module):
         if inputs.num_fields == 0:
             raise ValueError("WideAndDeep needs at least one categorical feature")
         self.wide = LinearTerms(
-            inputs.cardinalities, inputs.num_dense, sparse=sparse_embeddings, l2=embedding_regularization
+            inputs.cardinalities,
+            inputs.num_dense,
+            sparse=sparse_embeddings,
+            l2=embedding_regularization,
+            names=inputs.categorical_names,
         )
         self.deep = DeepTower(
             inputs, embedding_dim, hidden_units, dropout, sparse_embeddings, num_outputs, l2=embedding_regularization

@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import Tensor, nn
+
+#: Whether FieldEmbedding tables are built on the meta device (see :func:`deferred_tables`).
+_DEFERRED: ContextVar[bool] = ContextVar("easyrec_deferred_tables", default=False)
+
+
+@contextmanager
+def deferred_tables() -> Iterator[None]:
+    """Inside this context, every :class:`FieldEmbedding` built allocates no table: its ``table.weight`` is on the
+    ``meta`` device, for whoever shards the tables (``distributed=model_parallel``) to allocate and fill each
+    worker's part only. The rest of the model is built as usual."""
+    token = _DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
 
 
 class FieldEmbedding(nn.Module):
@@ -20,6 +37,7 @@ class FieldEmbedding(nn.Module):
         sparse: produce sparse gradients (only the looked-up rows), for optimizers that take them.
         init_std: standard deviation of the normal initialisation (1e-4, as DeepCTR and FuxiCTR: on Frappe it gave
             +0.002 to +0.008 eval AUC over 1e-2 after one epoch); 0 starts every row at zero.
+        names: the fields' names (the tables of a sharded model are named after them); None: ``field0``, ...
         l2: EasyRec's ``embedding_regularization``: each training forward (with gradients) keeps
             ``penalty = l2 · Σ e² / 2`` over the looked-up embeddings ``e`` of the batch (not the whole table), which
             :meth:`take_penalty` hands to the trainer to add to the loss. It shrinks the embeddings of the ids in
@@ -32,19 +50,34 @@ class FieldEmbedding(nn.Module):
     """
 
     def __init__(
-        self, cardinalities: Sequence[int], dim: int, sparse: bool = False, init_std: float = 1e-4, l2: float = 0.0
+        self,
+        cardinalities: Sequence[int],
+        dim: int,
+        sparse: bool = False,
+        init_std: float = 1e-4,
+        l2: float = 0.0,
+        names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         if l2 < 0:
             raise ValueError(f"l2={l2}: must be >= 0")
-        self.l2 = l2
+        if names is not None and len(names) != len(cardinalities):
+            raise ValueError(f"names: {len(names)} names for {len(cardinalities)} fields")
+        self.l2, self.init_std = l2, init_std
+        self.names = list(names) if names is not None else [f"field{f}" for f in range(len(cardinalities))]
+        self.cardinalities = [int(c) for c in cardinalities]
         self.penalty: Tensor | None = None
         sizes = torch.as_tensor(list(cardinalities), dtype=torch.long)
         self.register_buffer("offsets", (torch.cumsum(sizes, 0) - sizes).to(torch.int32), persistent=False)
         # rows summed in Python: under torch.device("meta") (the memory check) sizes holds no values
-        self.table = nn.Embedding(sum(int(c) for c in cardinalities), dim, sparse=sparse)
-        if init_std > 0:
-            nn.init.normal_(self.table.weight, std=init_std)
+        device = "meta" if _DEFERRED.get() else None
+        self.table = nn.Embedding(sum(self.cardinalities), dim, sparse=sparse, device=device)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Draw the table's initial rows (normal with ``init_std``, or zeros)."""
+        if self.init_std > 0:
+            nn.init.normal_(self.table.weight, std=self.init_std)
         else:
             nn.init.zeros_(self.table.weight)
 

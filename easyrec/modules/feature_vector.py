@@ -53,7 +53,10 @@ class FeatureVector(nn.Module):
             "categorical_columns", torch.tensor(categorical_columns, dtype=torch.long), persistent=False
         )
         cardinalities = [inputs.cardinalities[f] for f in categorical_columns]
-        self.embedding = FieldEmbedding(cardinalities, embedding_dim, sparse=sparse, l2=l2) if cardinalities else None
+        names = [inputs.categorical_names[f] for f in categorical_columns]
+        self.embedding = (
+            FieldEmbedding(cardinalities, embedding_dim, sparse=sparse, l2=l2, names=names) if cardinalities else None
+        )
         self.out_features = len(categorical_columns) * embedding_dim + len(dense_columns)
 
     def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:

@@ -19,11 +19,19 @@ class LinearTerms(nn.Module):
         num_dense: number of dense features (0: none).
         sparse: sparse gradients for the id weights.
         l2: penalty on the looked-up id weights of each training batch (see :class:`FieldEmbedding`).
+        names: the fields' names (see :class:`FieldEmbedding`).
     """
 
-    def __init__(self, cardinalities: Sequence[int], num_dense: int, sparse: bool = False, l2: float = 0.0) -> None:
+    def __init__(
+        self,
+        cardinalities: Sequence[int],
+        num_dense: int,
+        sparse: bool = False,
+        l2: float = 0.0,
+        names: Sequence[str] | None = None,
+    ) -> None:
         super().__init__()
-        self.categorical = FieldEmbedding(cardinalities, 1, sparse=sparse, init_std=0.0, l2=l2)
+        self.categorical = FieldEmbedding(cardinalities, 1, sparse=sparse, init_std=0.0, l2=l2, names=names)
         self.dense = nn.Linear(num_dense, 1) if num_dense else None
 
     def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import copy
 import functools
+import logging
 from importlib import resources
 
 import pytest
@@ -16,6 +18,7 @@ from torch import nn
 from easyrec.errors import ConfigError
 from easyrec.optim import (
     CosineDecayWithWarmup,
+    GradientTreatment,
     GroupedOptimizer,
     RowWiseAdagrad,
     build_optimizer,
@@ -26,6 +29,7 @@ from tests.conftest import options
 
 torchrec = pytest.importorskip("torchrec")
 from fbgemm_gpu.split_embedding_configs import EmbOptimType  # noqa: E402  (after the skip: an optional extra)
+from torch.distributed._shard.sharded_tensor import ShardedTensor  # noqa: E402
 
 CPU_CHOICES = "on cpu use sgd, adagrad, row_wise_adagrad"
 CUDA_CHOICES = "on cuda use sgd, adagrad, row_wise_adagrad, lazy_adam"
@@ -261,3 +265,127 @@ def test_fused_tables_train_as_the_torch_optimizer_under_a_schedule(factory, spa
     lr = factory.keywords["lr"]
     schedule = SCHEDULE(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr))
     assert lrs == [[pytest.approx(schedule.lr_at(k, lr))] * 2 for k in range(steps)]
+
+
+@pytest.mark.usefixtures("process_group")
+def test_a_reloaded_optimizer_state_continues_the_run_exactly():
+    factory = functools.partial(torch.optim.Adagrad, lr=0.2, initial_accumulator_value=0.5)
+    ids = batches(4)
+    runs = []
+    for seed in (0, 5):  # the second starts elsewhere and takes the first's state after two steps
+        dmp, shards = sharded_model(start(seed), fused_params(factory, "cpu"))
+        optimizer = build_optimizer(factory, dmp, fused=dmp.fused_optimizer)
+        runs.append((dmp, shards, optimizer, build_schedules(SCHEDULE, optimizer)))
+    (first, first_shards, first_optimizer, first_schedules), (second, second_shards, optimizer, schedules) = runs
+    for batch in ids[:2]:
+        train(first, first_optimizer, first_schedules, batch)
+    # as a checkpoint would hold it: the dense optimizer's state copied (a state_dict holds the live tensors)
+    state = {
+        name: part if name.endswith(".fused") else copy.deepcopy(part)
+        for name, part in first_optimizer.state_dict().items()
+    }
+    fused = state["embeddings.fused"]
+    assert fused["lr"] == pytest.approx(first_schedules[0].lr_at(2, 0.2))  # the scheduled lr, which fbgemm forgets
+    assert isinstance(fused["state"]["tables.embedding_bags.a.weight"]["a.momentum1"], ShardedTensor)
+    second.load_state_dict(first.state_dict())
+    optimizer.load_state_dict(state)
+    for schedule, saved in zip(schedules, first_schedules, strict=True):
+        schedule.load_state_dict(saved.state_dict())
+    assert [g["lr"] for g in optimizer.param_groups] == [g["lr"] for g in first_optimizer.param_groups]
+    for batch in ids[2:]:
+        train(first, first_optimizer, first_schedules, batch)
+        train(second, optimizer, schedules, batch)
+    for name, shard in first_shards.items():
+        torch.testing.assert_close(second_shards[name], shard, rtol=0, atol=0)
+
+
+def momentum(optimizer) -> dict[str, torch.Tensor]:
+    """The fused optimizer's accumulators (this worker's shards), by state key."""
+    state = optimizer.state_dict()["embeddings.fused"]["state"]
+    return {key: tensor.local_shards()[0].tensor for table in state.values() for key, tensor in table.items()}
+
+
+@pytest.mark.usefixtures("process_group")
+def test_the_group_that_trains_the_tables_takes_the_fused_optimizer_with_its_lr_and_schedule():
+    tables = functools.partial(torch.optim.Adagrad, lr=0.05, initial_accumulator_value=1.0)
+    factory = functools.partial(
+        GroupedOptimizer,
+        groups={
+            "embeddings": {"params": "embeddings", "optimizer": tables, "lr_schedule": SCHEDULE},
+            "dense": {"params": "rest", "optimizer": functools.partial(torch.optim.Adam, lr=1e-3)},
+        },
+    )
+    dmp, _ = sharded_model(start(), fused_params(factory, "cpu"))
+    optimizer = build_optimizer(factory, dmp, fused=dmp.fused_optimizer)
+    # no plain embedding is left in the model: the group is its fused optimizer alone, in the group's place
+    assert list(optimizer.optimizers) == ["embeddings.fused", "dense"]
+    assert [(g["group"], g["lr"]) for g in optimizer.param_groups][-1] == ("dense", 1e-3)
+    assert {(g["group"], g["lr"]) for g in optimizer.param_groups[:-1]} == {("embeddings", 0.05)}
+    assert len(optimizer.optimizers["dense"].param_groups[0]["params"]) == 2  # the linear layer's, no table
+    assert optimizer.schedule_factories == {"embeddings": SCHEDULE, "embeddings.fused": SCHEDULE}
+    assert all(torch.equal(m, torch.ones_like(m)) for m in momentum(optimizer).values())  # initial_accumulator_value
+    schedules = build_schedules(None, optimizer)
+    assert [type(s).__name__ for s in schedules] == ["CosineDecayWithWarmup"]
+    assert [g["lr"] for g in optimizer.param_groups[:-1]] == [pytest.approx(0.01)] * (len(optimizer.param_groups) - 1)
+
+
+@pytest.mark.usefixtures("process_group")
+def test_a_group_that_picks_a_sharded_table_besides_the_one_that_trains_them_is_refused():
+    factory = functools.partial(
+        GroupedOptimizer,
+        groups={
+            "embeddings": {"params": "embeddings", "optimizer": torch.optim.SGD},
+            "second": {"params": "re:embedding_bags.b", "optimizer": torch.optim.SGD},
+            "dense": {"params": "rest", "optimizer": torch.optim.SGD},
+        },
+    )
+    dmp, _ = sharded_model(start(), fused_params(factory, "cpu"))
+    with pytest.raises(ConfigError) as error:
+        build_optimizer(factory, dmp, fused=dmp.fused_optimizer)
+    assert str(error.value) == (
+        "optimizer.groups.second.params=re:embedding_bags.b: picks the sharded embedding table "
+        "tables.embedding_bags.b.weight, which trains fused with group 'embeddings's optimizer; leave the tables to "
+        "that group"
+    )
+
+
+@pytest.mark.usefixtures("process_group")
+def test_gradient_treatments_warn_that_they_act_on_the_dense_parameters_only(caplog):
+    dmp, _ = sharded_model(start(), fused_params(torch.optim.SGD, "cpu"))
+    treatment = GradientTreatment(clip_norm=0.5, multipliers={"linear": 2.0})
+    with caplog.at_level(logging.WARNING, logger="easyrec.optim.gradients"):
+        treatment.prepare(dmp)
+    assert [r.getMessage() for r in caplog.records if r.name == "easyrec.optim.gradients"] == [
+        "distributed=model_parallel: fbgemm updates the 2 sharded embedding tables inside the backward, so "
+        "gradients.clip_norm=0.5, multipliers={'linear': 2.0} act on the other parameters only, train/grad_norm and "
+        "the non-finite check leave the tables out, and a skipped step has already updated them"
+    ]
+    dmp(batches(1)[0]).sum().backward()
+    linear = [p for n, p in dmp.named_parameters() if n.startswith("linear.")]
+    norm = torch.linalg.vector_norm(torch.cat([p.grad.reshape(-1) for p in linear])) * 2.0
+    report = treatment.apply(step=1)
+    assert report.apply and report.norm == pytest.approx(float(norm))  # the multiplied dense gradients' norm
+
+
+@pytest.mark.usefixtures("process_group")
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"multipliers": {"embeddings": 10.0}},
+            "gradients.multipliers: 'embeddings' matches only sharded embedding tables, which fbgemm updates inside "
+            "the backward (distributed=model_parallel): no gradient multiplier reaches them",
+        ),
+        (
+            {"freeze": ["embedding_bags.a"]},
+            "gradients.freeze: 'embedding_bags.a' matches the sharded embedding table tables.embedding_bags.a.weight, "
+            "which fbgemm updates inside the backward (distributed=model_parallel): it cannot be frozen",
+        ),
+    ],
+    ids=["multiplier", "freeze"],
+)
+def test_a_gradient_treatment_that_only_a_sharded_table_could_take_is_refused(options, message):
+    dmp, _ = sharded_model(start(), fused_params(torch.optim.SGD, "cpu"))
+    with pytest.raises(ConfigError) as error:
+        GradientTreatment(**options).prepare(dmp)
+    assert str(error.value) == message

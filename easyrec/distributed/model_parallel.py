@@ -240,7 +240,7 @@ class ModelParallel(DDP):
 
     def _table_types(self) -> dict[str, tuple[str, ...]]:
         """The sharding types the planner may choose for each sharded table: :data:`DEFAULT_TYPES`, or the one
-        :attr:`sharding` gives its table, module path or field (the most specific wins)."""
+        :attr:`sharding` gives its table, else its field, else its module."""
         sharded = {name: path for name, (path, _, _) in self._tables.items() if path not in self._replicated}
         types = {name: DEFAULT_TYPES for name in sharded}
         by_key: dict[str, list[str]] = {}
@@ -248,13 +248,10 @@ class ModelParallel(DDP):
             field_name = name.removeprefix(f"{path.replace('.', '_')}__")
             for key in (field_name, path, path.replace(".", "_"), name):
                 by_key.setdefault(key, []).append(name)
-        # fields first, then modules, then tables: a table's own line overrides its module's and its field's
-        order = {"field": 0, "module": 1, "table": 2}
+        modules = {key for path in sharded.values() for key in (path, path.replace(".", "_"))}
 
-        def specificity(key: str) -> int:
-            if key in sharded:
-                return order["table"]
-            return order["module"] if any(key in (p, p.replace(".", "_")) for p in sharded.values()) else order["field"]
+        def specificity(key: str) -> int:  # a module's line, then a field's, then a table's: the last one wins
+            return 2 if key in sharded else 0 if key in modules else 1
 
         for key in sorted(self.sharding.tables, key=specificity):
             if key not in by_key:

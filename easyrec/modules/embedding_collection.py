@@ -103,6 +103,8 @@ class FieldEmbeddingCollection(nn.Module):
         """``ids (B, F) int`` local row per field -> ``(B, F, D)``."""
         rows, fields = ids.shape
         padded = largest_batch(rows, ids.device)
+        if padded == 0:  # no worker has a row (torchrec takes no batch of none): nothing to look up
+            return torch.zeros(0, fields, self.dim, device=ids.device)
         lengths = torch.zeros(fields, padded, dtype=torch.int32, device=ids.device)
         lengths[:, :rows] = 1
         features = KeyedJaggedTensor(

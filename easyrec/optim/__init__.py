@@ -1,4 +1,4 @@
-"""Optimizers torch lacks (EasyRec's FTRL, LAMB, lazy Adam, TF RMSProp), learning-rate schedules,
+"""Optimizers torch lacks (EasyRec's FTRL, LAMB, lazy Adam, TF RMSProp, row-wise Adagrad), learning-rate schedules,
 parameter groups with their own optimizers, and gradient treatment."""
 
 from easyrec.optim.build import attach_loss_parameters, build_optimizer, build_schedules
@@ -8,6 +8,7 @@ from easyrec.optim.grouped import GroupedOptimizer
 from easyrec.optim.lamb import Lamb
 from easyrec.optim.lazy_adam import LazyAdam
 from easyrec.optim.rmsprop import TFRMSProp
+from easyrec.optim.row_wise_adagrad import RowWiseAdagrad
 from easyrec.optim.schedules import (
     ConstantLR,
     CosineDecayWithWarmup,
@@ -27,6 +28,7 @@ __all__ = [
     "Ftrl",
     "Lamb",
     "LazyAdam",
+    "RowWiseAdagrad",
     "TFRMSProp",
     "ConstantLR",
     "CosineDecayWithWarmup",

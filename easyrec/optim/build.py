@@ -9,37 +9,60 @@ import torch
 from torch import nn
 
 from easyrec.errors import ConfigError
-from easyrec.optim.grouped import GroupedOptimizer, embedding_parameter_names, set_sparse_gradients
+from easyrec.optim.fused import start_accumulators
+from easyrec.optim.grouped import (
+    EMBEDDINGS,
+    FUSED,
+    GroupedOptimizer,
+    NamedOptimizers,
+    as_group,
+    embedding_parameter_names,
+    fused_parameter_names,
+    set_sparse_gradients,
+)
 
 #: torch optimizers that take sparse gradients (easyrec's own say so with ``supports_sparse_gradients``).
 TORCH_SPARSE_CAPABLE = (torch.optim.SGD, torch.optim.Adagrad, torch.optim.SparseAdam)
 
-Optimizer = torch.optim.Optimizer | GroupedOptimizer
+Optimizer = torch.optim.Optimizer | NamedOptimizers
 ScheduleFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
-def build_optimizer(factory: Callable[..., Optimizer], model: nn.Module) -> Optimizer:
+def build_optimizer(
+    factory: Callable[..., Optimizer], model: nn.Module, fused: torch.optim.Optimizer | None = None
+) -> Optimizer:
     """Build the optimizer from its config factory.
 
     ``factory`` is a torch optimizer partial, given the trainable named parameters (an optimizer built for
     row-sparse updates, such as LazyAdam or Ftrl, first turns on sparse embedding gradients), or a
     :class:`GroupedOptimizer` partial, given the model. Raise a ConfigError if sparse gradients would reach
     an optimizer that cannot take them.
+
+    ``fused``: the fused optimizer of a sharded model's tables (``DistributedModelParallel.fused_optimizer``, whose
+    fbgemm optimizer :func:`easyrec.optim.fused.fused_params` chose from ``factory``). The tables are left out of
+    every torch optimizer and ``fused`` joins the result as ``<group>.fused`` (a plain optimizer:
+    ``embeddings.fused`` beside it, under ``""``), so that lr schedules, ``train/lr/<group>`` and the state dict
+    cover it; its accumulators start at the optimizer's ``initial_accumulator_value``.
     """
     target = factory.func if isinstance(factory, functools.partial) else factory
     if isinstance(target, type) and issubclass(target, GroupedOptimizer):
-        optimizer = factory(model)
+        optimizer = factory(model, fused=fused)
     else:
         if getattr(target, "prefers_sparse_gradients", False):
             set_sparse_gradients(model, embedding_parameter_names(model))
-        optimizer = factory([(n, p) for n, p in model.named_parameters() if p.requires_grad])
+        tables = fused_parameter_names(model) if fused is not None else set()
+        optimizer = factory([(n, p) for n, p in model.named_parameters() if p.requires_grad and n not in tables])
+        if tables:
+            optimizer = NamedOptimizers({"": optimizer, EMBEDDINGS + FUSED: as_group(fused, EMBEDDINGS, factory)})
+    if fused is not None and fused.param_groups:
+        start_accumulators(fused, factory)
     check_sparse_support(optimizer, model)
     return optimizer
 
 
 def inner_optimizers(optimizer: Optimizer) -> dict[str, torch.optim.Optimizer]:
     """``{group name: torch optimizer}``; a plain optimizer is the single group ``""``."""
-    return dict(optimizer.optimizers) if isinstance(optimizer, GroupedOptimizer) else {"": optimizer}
+    return dict(optimizer.optimizers) if isinstance(optimizer, NamedOptimizers) else {"": optimizer}
 
 
 def check_sparse_support(optimizer: Optimizer, model: nn.Module) -> None:
@@ -57,7 +80,7 @@ def check_sparse_support(optimizer: Optimizer, model: nn.Module) -> None:
             if not takes_sparse:
                 raise ConfigError(
                     f"{where}: {type(inner).__name__} cannot take the sparse gradients of the embedding tables; "
-                    "use sgd, adagrad, lazy_adam or ftrl for them, or model.sparse_embeddings=false"
+                    "use sgd, adagrad, row_wise_adagrad, lazy_adam or ftrl for them, or model.sparse_embeddings=false"
                 )
             # torch's SGD and Adagrad fail at their first step on weight decay with sparse gradients
             if isinstance(inner, TORCH_SPARSE_CAPABLE) and group.get("weight_decay"):
@@ -73,7 +96,7 @@ def build_schedules(shared: ScheduleFactory | None, optimizer: Optimizer, planne
 
     A schedule partial given ``total_steps=None`` (cosine, polynomial) runs over the whole training:
     ``planned_steps``, the trainer's step count (max_epochs x steps per epoch, or max_steps)."""
-    own = optimizer.schedule_factories if isinstance(optimizer, GroupedOptimizer) else {}
+    own = optimizer.schedule_factories if isinstance(optimizer, NamedOptimizers) else {}
     schedules = []
     for name, inner in inner_optimizers(optimizer).items():
         factory = own.get(name) or shared
@@ -89,8 +112,9 @@ def build_schedules(shared: ScheduleFactory | None, optimizer: Optimizer, planne
 
 
 def attach_loss_parameters(optimizer: Optimizer, loss: nn.Module) -> None:
-    """Train a loss's own parameters (learned loss weights, logit scales) with the first optimizer, group ``loss``."""
+    """Train a loss's own parameters (learned loss weights, logit scales) with the first torch optimizer (not a fused
+    one, which takes no parameters), group ``loss``."""
     params = [(f"loss.{n}", p) for n, p in loss.named_parameters() if p.requires_grad]
     if params:
-        first = next(iter(inner_optimizers(optimizer).values()))
+        first = next(inner for name, inner in inner_optimizers(optimizer).items() if not name.endswith(FUSED))
         first.add_param_group({"params": params, "group": "loss"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -13,8 +14,10 @@ from torch import Tensor, nn
 
 from easyrec.config.arguments import NonNegative, Positive, checked
 from easyrec.errors import ConfigError, EasyrecError
-from easyrec.optim.grouped import EMBEDDINGS, embedding_parameter_names
+from easyrec.optim.grouped import EMBEDDINGS, embedding_parameter_names, fused_parameter_names
 from easyrec.optim.sparse_rows import coalesced
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteGradientError(EasyrecError):
@@ -45,6 +48,12 @@ class GradientTreatment:
         noise_scale: standard deviation of Gaussian noise added to every gradient (0: none).
         freeze: regexes of parameter names that are not trained (``requires_grad=False``).
         non_finite: ``"skip"`` or ``"error"``.
+
+    Sharded embedding tables (``distributed=model_parallel``) get none of this: fbgemm updates them inside the
+    backward, before :meth:`apply`, and they have no ``.grad``. Multipliers, noise and clipping act on the other
+    parameters only, the global norm (``train/grad_norm``) and the non-finite check leave the tables out, and a
+    skipped step has already updated them; :meth:`prepare` says so in a warning. A multiplier that matches only
+    sharded tables, and a ``freeze`` that matches one, are ConfigErrors.
     """
 
     @checked
@@ -66,21 +75,44 @@ class GradientTreatment:
         self._params: list[nn.Parameter] = []
 
     def prepare(self, model: nn.Module) -> None:
-        """Freeze the matched parameters and resolve the multipliers; call once, before building optimizers."""
+        """Freeze the matched parameters and resolve the multipliers; call once, before building optimizers (on a
+        sharded model: after sharding it)."""
         names = dict(model.named_parameters())
+        tables = fused_parameter_names(model)
         for pattern in self.freeze:
             matched = [n for n in names if re.search(pattern, n)]
             if not matched:
                 raise ConfigError(f"gradients.freeze: '{pattern}' matches no parameter of {type(model).__name__}")
+            if fused := [n for n in matched if n in tables]:
+                raise ConfigError(
+                    f"gradients.freeze: '{pattern}' matches the sharded embedding table {fused[0]}, which fbgemm "
+                    "updates inside the backward (distributed=model_parallel): it cannot be frozen"
+                )
             for name in matched:
                 names[name].requires_grad_(False)
-        embeddings = embedding_parameter_names(model)
+        embeddings = embedding_parameter_names(model) | tables
         for pattern, factor in self.multipliers.items():
             matched = [n for n in names if (n in embeddings if pattern == EMBEDDINGS else re.search(pattern, n))]
             if not matched:
                 raise ConfigError(f"gradients.multipliers: '{pattern}' matches no parameter of {type(model).__name__}")
-            self._scaled += [(names[n], float(factor)) for n in matched if names[n].requires_grad]
-        self._params = [p for p in names.values() if p.requires_grad]
+            if set(matched) <= tables:
+                raise ConfigError(
+                    f"gradients.multipliers: '{pattern}' matches only sharded embedding tables, which fbgemm updates "
+                    "inside the backward (distributed=model_parallel): no gradient multiplier reaches them"
+                )
+            self._scaled += [(names[n], float(factor)) for n in matched if names[n].requires_grad and n not in tables]
+        self._params = [p for n, p in names.items() if p.requires_grad and n not in tables]
+        if tables:
+            log.warning("%s", self._fused_warning(len(tables)))
+
+    def _fused_warning(self, tables: int) -> str:
+        configured = [f"{key}={value}" for key, value in vars(self).items() if key in CONFIGURED and value]
+        treatments = f"gradients.{', '.join(configured)} act" if configured else "gradient treatments act"
+        return (
+            f"distributed=model_parallel: fbgemm updates the {tables} sharded embedding tables inside the backward, "
+            f"so {treatments} on the other parameters only, train/grad_norm and the non-finite check leave the "
+            "tables out, and a skipped step has already updated them"
+        )
 
     def apply(self, step: int) -> GradientReport:
         """Treat the gradients of the prepared model's parameters in place; ``step`` names the step in errors."""
@@ -119,6 +151,10 @@ class GradientTreatment:
 
     def load_state_dict(self, state: Mapping[str, int]) -> None:
         self.skipped_steps = state["skipped_steps"]
+
+
+#: The options that :meth:`GradientTreatment.prepare`'s warning names when they are set.
+CONFIGURED = ("clip_norm", "clip_value", "multipliers", "noise_scale")
 
 
 def global_norm(grads: Sequence[Tensor]) -> float:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from easyrec.errors import ConfigError
+from easyrec.optim.hyperparameters import factory_values
 
 #: Selector of every embedding table (the weights of ``nn.Embedding`` / ``nn.EmbeddingBag`` modules).
 EMBEDDINGS = "embeddings"
@@ -18,6 +19,8 @@ EMBEDDINGS = "embeddings"
 REST = "rest"
 #: Prefix of a selector that is a regular expression searched in parameter names.
 REGEX = "re:"
+#: Suffix of the name under which the sharded tables' fused optimizer joins the group that trains them.
+FUSED = ".fused"
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 NamedParameters = list[tuple[str, nn.Parameter]]
@@ -30,6 +33,20 @@ def embedding_parameter_names(model: nn.Module) -> set[str]:
         for module_name, module in model.named_modules()
         if isinstance(module, nn.Embedding | nn.EmbeddingBag)
     }
+
+
+def fused_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the parameters that a fused optimizer updates inside the backward: the sharded embedding tables of
+    ``distributed=model_parallel`` (torchrec marks them with ``_in_backward_optimizers``); they get no ``.grad``."""
+    return {name for name, param in model.named_parameters() if hasattr(param, "_in_backward_optimizers")}
+
+
+def table_group(groups: Mapping[str, ParamGroup | Mapping[str, Any]]) -> str | None:
+    """The group whose optimizer trains the sharded embedding tables: the one with ``params: embeddings``, else the
+    one with ``params: rest`` (None: neither)."""
+    selectors = {n: spec.params if isinstance(spec, ParamGroup) else spec.get("params") for n, spec in groups.items()}
+    by_selector = {selector: name for name, selector in reversed(selectors.items())}  # the first of each selector
+    return by_selector.get(EMBEDDINGS, by_selector.get(REST))
 
 
 def select(model: nn.Module, selector: str, candidates: Mapping[str, nn.Parameter]) -> NamedParameters:
@@ -61,67 +78,22 @@ class ParamGroup:
     lr_schedule: Any = None
 
 
-class GroupedOptimizer:
-    """One optimizer per parameter group, stepped together; each param group is named after its group.
+class NamedOptimizers:
+    """Several torch optimizers stepped as one, each under a name: the groups of a :class:`GroupedOptimizer`, or an
+    optimizer and the fused optimizer of the sharded embedding tables (``distributed=model_parallel``).
 
     Args:
-        model: the model whose trainable parameters are split into groups.
-        groups: ``{name: {"params": selector, "optimizer": factory, "sparse_gradients": bool,
-            "lr_schedule": factory}}``. The optimizer factory builds a torch optimizer from named parameters
-            (a Hydra ``_partial_``); the selector is described in :func:`select`; ``sparse_gradients`` makes
-            the group's embedding tables produce sparse gradients, for optimizers that update only the rows
-            a batch touched; ``lr_schedule`` (optional) replaces the shared schedule for this group. A
-            ``rest`` group is filled last, whatever its position.
-
-    Example::
-
-        GroupedOptimizer(model, {
-            "embeddings": {"params": "embeddings", "optimizer": partial(torch.optim.Adagrad, lr=0.05)},
-            "dense": {"params": "rest", "optimizer": partial(torch.optim.Adam, lr=1e-3)},
-        })
+        optimizers: ``{name: optimizer}``; a name ending in ``.fused`` is a fused optimizer (a torchrec
+            ``KeyedOptimizer`` whose update runs inside the backward): its state is its ``state_dict()`` (sharded
+            tensors) and its current lr, which it does not keep itself.
+        schedule_factories: a name's own lr schedule factory; the other names take the shared one.
     """
 
-    def __init__(self, model: nn.Module, groups: Mapping[str, ParamGroup | Mapping[str, Any]]) -> None:
-        if not groups:
-            raise ConfigError("optimizer.groups: no group; give at least one (e.g. params: rest)")
-        groups = {name: spec if isinstance(spec, ParamGroup) else ParamGroup(**spec) for name, spec in groups.items()}
-        trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        owner: dict[str, str] = {}
-        chosen: dict[str, NamedParameters] = {}
-        rest = [name for name, spec in groups.items() if spec.params == REST]
-        if len(rest) > 1:
-            raise ConfigError(f"optimizer.groups: {' and '.join(rest)} both take params: rest; keep one")
-        for name, spec in sorted(groups.items(), key=lambda item: item[0] in rest):
-            if spec.optimizer is None:
-                raise ConfigError(f"optimizer.groups.{name}.optimizer: the group has no optimizer")
-            selector = str(spec.params)
-            # rest comes last and takes what is left; every other group picks among all trainable parameters
-            pool = {n: p for n, p in trainable.items() if n not in owner} if name in rest else trainable
-            picked = select(model, selector, pool)
-            if not picked:
-                raise ConfigError(f"optimizer.groups.{name}.params={selector}: matches no trainable parameter")
-            for param_name, _ in picked:
-                if param_name in owner:
-                    raise ConfigError(
-                        f"optimizer.groups: parameter {param_name} is claimed by group '{owner[param_name]}' "
-                        f"and group '{name}'"
-                    )
-                owner[param_name] = name
-            chosen[name] = picked
-        unclaimed = [n for n in trainable if n not in owner]
-        if unclaimed:
-            left = ", ".join(unclaimed[:3]) + (", ..." if len(unclaimed) > 3 else "")
-            raise ConfigError(f"optimizer.groups: parameters {left} belong to no group; add a group with params: rest")
-        embeddings = embedding_parameter_names(model)
-        self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        self.schedule_factories = {n: spec.lr_schedule for n, spec in groups.items() if spec.lr_schedule}
-        for name, picked in chosen.items():
-            if groups[name].sparse_gradients:
-                set_sparse_gradients(model, {n for n, _ in picked if n in embeddings})
-            optimizer = groups[name].optimizer(picked)
-            for param_group in optimizer.param_groups:
-                param_group["group"] = name
-            self.optimizers[name] = optimizer
+    def __init__(
+        self, optimizers: Mapping[str, torch.optim.Optimizer], schedule_factories: Mapping[str, Any] | None = None
+    ) -> None:
+        self.optimizers = dict(optimizers)
+        self.schedule_factories = dict(schedule_factories or {})
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
@@ -132,15 +104,125 @@ class GroupedOptimizer:
             optimizer.step()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the gradients; a fused optimizer takes its groups' current lr here, before the backward that
+        applies its update (the trainer calls this at the start of each step, after the schedules stepped)."""
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=set_to_none)
 
     def state_dict(self) -> dict[str, Any]:
-        return {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()}
+        return {
+            name: {**optimizer.state_dict(), "lr": optimizer.param_groups[0]["lr"]}
+            if name.endswith(FUSED)
+            else optimizer.state_dict()
+            for name, optimizer in self.optimizers.items()
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for name, optimizer in self.optimizers.items():
+            if name.endswith(FUSED):  # its lr is not in its state_dict: the schedule set it before the save
+                for group in optimizer.param_groups:
+                    group["lr"] = state[name]["lr"]
             optimizer.load_state_dict(state[name])
+
+
+class GroupedOptimizer(NamedOptimizers):
+    """One optimizer per parameter group, stepped together; each param group is named after its group.
+
+    Args:
+        model: the model whose trainable parameters are split into groups.
+        groups: ``{name: {"params": selector, "optimizer": factory, "sparse_gradients": bool,
+            "lr_schedule": factory}}``. The optimizer factory builds a torch optimizer from named parameters
+            (a Hydra ``_partial_``); the selector is described in :func:`select`; ``sparse_gradients`` makes
+            the group's embedding tables produce sparse gradients, for optimizers that update only the rows
+            a batch touched; ``lr_schedule`` (optional) replaces the shared schedule for this group. A
+            ``rest`` group is filled last, whatever its position.
+        fused: the fused optimizer of a sharded model's tables (``DistributedModelParallel.fused_optimizer``): the
+            group that trains the tables (:func:`table_group`) takes it as ``<group>.fused`` beside its torch
+            optimizer (if the group has other parameters), with its lr and lr schedule; the tables are left out of
+            every torch optimizer, and another group that picks one of them is a ConfigError.
+
+    Example::
+
+        GroupedOptimizer(model, {
+            "embeddings": {"params": "embeddings", "optimizer": partial(torch.optim.Adagrad, lr=0.05)},
+            "dense": {"params": "rest", "optimizer": partial(torch.optim.Adam, lr=1e-3)},
+        })
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        groups: Mapping[str, ParamGroup | Mapping[str, Any]],
+        fused: torch.optim.Optimizer | None = None,
+    ) -> None:
+        if not groups:
+            raise ConfigError("optimizer.groups: no group; give at least one (e.g. params: rest)")
+        groups = {name: spec if isinstance(spec, ParamGroup) else ParamGroup(**spec) for name, spec in groups.items()}
+        named = dict(model.named_parameters())
+        tables = fused_parameter_names(model) if fused is not None else set()
+        owner = table_group(groups) if tables else None
+        if tables and owner is None:
+            raise ConfigError(
+                "optimizer.groups: no group has params: embeddings or rest, so none trains the sharded embedding "
+                "tables; add one"
+            )
+        trainable = {n: p for n, p in named.items() if p.requires_grad and n not in tables}
+        owner_of: dict[str, str] = {}
+        chosen: dict[str, NamedParameters] = {}
+        rest = [name for name, spec in groups.items() if spec.params == REST]
+        if len(rest) > 1:
+            raise ConfigError(f"optimizer.groups: {' and '.join(rest)} both take params: rest; keep one")
+        for name, spec in sorted(groups.items(), key=lambda item: item[0] in rest):
+            if spec.optimizer is None:
+                raise ConfigError(f"optimizer.groups.{name}.optimizer: the group has no optimizer")
+            selector = str(spec.params)
+            # rest comes last and takes what is left; every other group picks among all trainable parameters
+            pool = {n: p for n, p in trainable.items() if n not in owner_of} if name in rest else trainable
+            picked = select(model, selector, pool)
+            clash = [] if name in (owner, *rest) else select(model, selector, {n: named[n] for n in tables})
+            if clash:
+                raise ConfigError(
+                    f"optimizer.groups.{name}.params={selector}: picks the sharded embedding table {clash[0][0]}, "
+                    f"which trains fused with group '{owner}'s optimizer; leave the tables to that group"
+                )
+            if not picked and name != owner:
+                raise ConfigError(f"optimizer.groups.{name}.params={selector}: matches no trainable parameter")
+            for param_name, _ in picked:
+                if param_name in owner_of:
+                    raise ConfigError(
+                        f"optimizer.groups: parameter {param_name} is claimed by group '{owner_of[param_name]}' "
+                        f"and group '{name}'"
+                    )
+                owner_of[param_name] = name
+            chosen[name] = picked
+        unclaimed = [n for n in trainable if n not in owner_of]
+        if unclaimed:
+            left = ", ".join(unclaimed[:3]) + (", ..." if len(unclaimed) > 3 else "")
+            raise ConfigError(f"optimizer.groups: parameters {left} belong to no group; add a group with params: rest")
+        embeddings = embedding_parameter_names(model)
+        optimizers: dict[str, torch.optim.Optimizer] = {}
+        schedule_factories = {n: spec.lr_schedule for n, spec in groups.items() if spec.lr_schedule}
+        for name, picked in chosen.items():
+            if picked:
+                if groups[name].sparse_gradients:
+                    set_sparse_gradients(model, {n for n, _ in picked if n in embeddings})
+                optimizers[name] = groups[name].optimizer(picked)
+                for param_group in optimizers[name].param_groups:
+                    param_group["group"] = name
+            if name == owner:
+                optimizers[name + FUSED] = as_group(fused, name, groups[name].optimizer)
+                if groups[name].lr_schedule:
+                    schedule_factories[name + FUSED] = groups[name].lr_schedule
+        super().__init__(optimizers, schedule_factories)
+
+
+def as_group(fused: torch.optim.Optimizer, name: str, factory: OptimizerFactory) -> torch.optim.Optimizer:
+    """``fused`` with its param groups named ``name`` and at the lr of ``factory`` (fbgemm keeps it as a float32),
+    which its lr schedule starts from."""
+    lr = factory_values(factory)["lr"]
+    for param_group in fused.param_groups:
+        param_group["group"], param_group["lr"] = name, lr
+    return fused
 
 
 def set_sparse_gradients(model: nn.Module, weight_names: set[str]) -> None:

@@ -7,6 +7,8 @@ optimizers name their hyper-parameters alike. No torch here, so the config check
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Annotated, Any
 
 from annotated_types import Interval, Le
@@ -36,3 +38,12 @@ HYPERPARAMETERS: dict[str, Any] = {
     "l2": NonNegative,
     "l2_shrinkage": NonNegative,
 }
+
+
+def factory_values(factory: Any) -> dict[str, Any]:
+    """The hyper-parameters that an optimizer factory (a class, or a partial of one, as Hydra's ``_partial_`` makes)
+    builds its optimizer with: the constructor's defaults, overridden by the partial's keywords."""
+    target = factory.func if isinstance(factory, functools.partial) else factory
+    parameters = inspect.signature(target).parameters.values()
+    values = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+    return values | (dict(factory.keywords) if isinstance(factory, functools.partial) else {})

@@ -48,8 +48,8 @@ def error_line(stderr: str) -> str:
         ),
         (
             ["model.sparse_embeddings=true", "optimizer=adam"],
-            "optimizer: Adam cannot take the sparse gradients of the embedding tables; use sgd, adagrad, lazy_adam "
-            "or ftrl for them, or model.sparse_embeddings=false",
+            "optimizer: Adam cannot take the sparse gradients of the embedding tables; use sgd, adagrad, "
+            "row_wise_adagrad, lazy_adam or ftrl for them, or model.sparse_embeddings=false",
         ),
         (['gradients.freeze=["nomatch"]'], "gradients.freeze: 'nomatch' matches no parameter of DeepFM"),
     ],

@@ -1,4 +1,4 @@
-"""Ftrl, Lamb, LazyAdam and TFRMSProp against hand-computed numbers and a numpy reference of TF's formulas."""
+"""Ftrl, Lamb, LazyAdam, TFRMSProp and RowWiseAdagrad against hand-computed numbers and numpy references."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from easyrec.optim import Ftrl, Lamb, LazyAdam, TFRMSProp
+from easyrec.optim import Ftrl, Lamb, LazyAdam, RowWiseAdagrad, TFRMSProp
 
 # ---------------------------------------------------------------------- numpy reference, one step each
 
@@ -483,3 +483,45 @@ def test_sparse_adagrad_leaves_untouched_rows_and_their_accumulators_alone():
     # row 4 was looked up twice: one gradient of 2 per element, acc = 0.1 + 4
     expected = before[4] - 0.1 * 2.0 / torch.sqrt(torch.tensor(4.1))
     torch.testing.assert_close(table.weight.detach()[4], expected)
+
+
+# ---------------------------------------------------------------------------------------------- RowWiseAdagrad
+
+
+def test_row_wise_adagrad_hand_computed_steps():
+    # one row of two: s = 0.1 + mean(3², 1²) = 5.1, w = w − 0.5·g/√5.1; then s = 5.1 + mean(0, 2²) = 7.1
+    weights, state = dense_steps(
+        RowWiseAdagrad, [[1.0, -1.0]], [[[3.0, 1.0]], [[0.0, 2.0]]], lr=0.5, eps=0.0, initial_accumulator_value=0.1
+    )
+    first = np.array([1.0, -1.0]) - 0.5 * np.array([3.0, 1.0]) / math.sqrt(5.1)
+    torch.testing.assert_close(weights[0][0], first)
+    torch.testing.assert_close(weights[1][0], first - 0.5 * np.array([0.0, 2.0]) / math.sqrt(7.1))
+    torch.testing.assert_close(as_np(state["sum"]), np.array([7.1]))
+
+
+def test_row_wise_adagrad_sparse_and_dense_gradients_give_the_same_update():
+    torch.sparse.check_sparse_tensor_invariants.disable()  # as the trainer does; silences torch's warning
+    sparse, dense = make_embedding(), make_embedding()
+    dense.sparse = False
+    optimizers = [
+        RowWiseAdagrad(table.parameters(), lr=0.1, initial_accumulator_value=0.1) for table in (sparse, dense)
+    ]
+    for ids, upstream in (([1, 4, 4], np.vstack([UPSTREAM_1, UPSTREAM_1[:1]])), ([4, 7], UPSTREAM_2)):
+        for table, optimizer in zip((sparse, dense), optimizers, strict=True):
+            optimizer.zero_grad()
+            (table(torch.tensor(ids)) * torch.as_tensor(upstream)).sum().backward()
+            optimizer.step()
+    torch.testing.assert_close(sparse.weight, dense.weight)
+    torch.testing.assert_close(optimizers[0].state[sparse.weight]["sum"], optimizers[1].state[dense.weight]["sum"])
+    assert np.array_equal(as_np(sparse.weight)[UNTOUCHED], as_np(make_embedding().weight)[UNTOUCHED])
+    assert torch.equal(optimizers[0].state[sparse.weight]["sum"][UNTOUCHED], torch.full((7,), 0.1, dtype=torch.float64))
+
+
+def test_row_wise_adagrad_keeps_one_accumulator_per_row_of_any_parameter():
+    params = [nn.Parameter(torch.zeros(5, 2, 3)), nn.Parameter(torch.zeros(4)), nn.Parameter(torch.zeros(()))]
+    optimizer = RowWiseAdagrad(params)
+    assert [tuple(optimizer.state[p]["sum"].shape) for p in params] == [(5,), (4,), (1,)]
+    for param in params:
+        param.grad = torch.ones_like(param)
+    optimizer.step()
+    assert all(torch.allclose(p, torch.full_like(p, -0.01)) for p in params)  # lr·1/√1

@@ -369,7 +369,7 @@ class Trainer:
         """The keys :meth:`evaluate` returns."""
         return self.metrics.names(self.heads, self.data)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: a sharded model's lookups need autograd keys (see evaluate_model)
     def evaluate(self) -> dict[str, float]:
         """Eval metrics over the whole eval split, chosen by each head's task (see
         :class:`~easyrec.metrics.EvalMetrics`): ``eval/auc``, ``eval/logloss``, ``eval/gauc``, ... for one loss,

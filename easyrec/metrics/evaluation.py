@@ -218,7 +218,8 @@ class Evaluation:
         return values
 
 
-@torch.inference_mode()
+# no_grad, not inference_mode: fbgemm registers its CPU lookup of sharded tables under the autograd keys only
+@torch.no_grad()
 def evaluate_model(
     model: nn.Module, batches: Iterable[Any], evaluation: Evaluation, device: torch.device, workers: Any = None
 ) -> dict:

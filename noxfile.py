@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests`` (what CI runs), ``nox -s lint``, ``nox -s docs``."""
+"""Developer sessions: ``nox -s tests`` (what CI runs), ``nox -s lint``, ``nox -s docs``, ``nox -s sharding``."""
 
 import hashlib
 from pathlib import Path
@@ -13,10 +13,21 @@ nox.options.sessions = ["lint", "tests"]
 PARALLEL = ("-n", "auto", "--maxprocesses", "4", "--dist", "worksteal")
 
 
+# distributed=model_parallel's torchrec and fbgemm (CPU build), installed without their dependencies: torchrec
+# declares the CUDA fbgemm-gpu, which would overwrite the CPU build (see the sharding extra in pyproject.toml)
+TORCHREC = ("torchrec==1.8.0", "fbgemm-gpu-cpu==1.8.0")
+
+
+def install_for_tests(session: nox.Session) -> None:
+    """easyrec with its test and sharding extras, and torchrec with fbgemm, so that the model_parallel tests run."""
+    session.install("-e", ".[test,sharding]")
+    session.install("--no-deps", *TORCHREC)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Install easyrec with its test extras and run the whole test suite (slow end-to-end tests included)."""
-    session.install("-e", ".[test]")
+    install_for_tests(session)
     # the 20 slowest tests end the log: where CI's time goes
     session.run("pytest", *PARALLEL, "--durations=20", *session.posargs)
 
@@ -24,8 +35,15 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def fast(session: nox.Session) -> None:
     """The unit tests only, without the end-to-end CLI runs."""
-    session.install("-e", ".[test]")
+    install_for_tests(session)
     session.run("pytest", *PARALLEL, "-m", "not slow", *session.posargs)
+
+
+@nox.session
+def sharding(session: nox.Session) -> None:
+    """The distributed=model_parallel tests (torchrec, 2 gloo workers), with the sharding install."""
+    install_for_tests(session)
+    session.run("pytest", "-n", "0", "tests/distributed/test_model_parallel.py", *session.posargs)
 
 
 @nox.session

@@ -4,6 +4,7 @@ builds anything (``trainer.memory_check``)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -25,17 +26,23 @@ def state_slots(optimizer: torch.optim.Optimizer, group: dict) -> int:
     return 2  # easyrec's LazyAdam, Ftrl, Lamb and TFRMSProp keep two; another optimizer: as many as Adam
 
 
-def training_bytes(model: nn.Module, optimizer: Optimizer) -> int:
+def training_bytes(model: nn.Module, optimizer: Optimizer, shares: Mapping[int, float] | None = None) -> int:
     """Bytes of ``model``'s parameters, their dense gradients (a sparse embedding's gradient holds only a batch's
     rows: not counted) and ``optimizer``'s state; activations and the data come on top. Works on a model built on
-    the ``meta`` device, which allocates nothing."""
+    the ``meta`` device, which allocates nothing. ``shares``: the part of a parameter (by ``id``) that this worker
+    holds, with its gradient and state (a table sharded over the workers); 1 for the others."""
+    shares = shares or {}
     sparse = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding | nn.EmbeddingBag) and m.sparse}
-    total = sum(p.numel() * p.element_size() * (1 + (id(p) not in sparse)) for p in model.parameters())
+
+    def size(p: torch.Tensor) -> float:
+        return p.numel() * p.element_size() * shares.get(id(p), 1)
+
+    total = sum(size(p) * (1 + (id(p) not in sparse)) for p in model.parameters())
     for inner in inner_optimizers(optimizer).values():
         for group in inner.param_groups:
             slots = state_slots(inner, group)
-            total += sum(p.numel() * p.element_size() * slots for p in group["params"])
-    return total
+            total += sum(size(p) * slots for p in group["params"])
+    return int(total)
 
 
 def available_bytes(device: torch.device) -> int:

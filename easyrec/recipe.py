@@ -17,9 +17,10 @@ Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -92,17 +93,26 @@ def check_labels(data: TabularData, loss: Loss) -> None:
         data.check_labels(rule.required_by, rule.values, rule.value_range, rule.column, rule.every_value)
 
 
-def build_model(node: DictConfig, data: Any, loss: Loss, probe: Any = None) -> nn.Module:
+def build_model(
+    node: DictConfig,
+    data: Any,
+    loss: Loss,
+    probe: Any = None,
+    prepare: Callable[[nn.Module], nn.Module] | None = None,
+) -> nn.Module:
     """The model of config ``node`` with the outputs ``loss`` reads, its output shape checked.
 
     A multi-task model gets one tower per task, any other model ``num_outputs`` logits per sample (see
     :mod:`easyrec.models.base`). A two-tower model's ``(B, 2, D)`` output needs a retrieval loss.
     ``data``: anything with an ``input_spec`` (a set-up TabularData, a fitted FeatureEncoder); ``probe``: the batch
     whose first two rows the output shape is checked on (default: ``data``'s first eval batch, held in memory or
-    streamed).
+    streamed); ``prepare``: what the run does to the model before the check (load weights, shard its tables: then
+    every worker runs the check, a collective).
     """
     with config_errors("model"):
         model = construct_model(node, data.input_spec, loss)
+        if prepare is not None:
+            model = prepare(model)
         model_name, loss_name = type(model).__name__, loss.class_name
         retrieval = loss.task == "retrieval"
         pairs = models.output_kind(model) == "pair_embeddings"
@@ -135,17 +145,52 @@ def construct_model(node: DictConfig, input_spec: Any, loss: Loss) -> nn.Module:
     return models.build(factory, input_spec, loss.num_outputs, loss.task_outputs)
 
 
-def build_optimizers(cfg: DictConfig, model: nn.Module, loss: Loss, steps: int) -> tuple[Any, list[LRScheduler]]:
+def build_optimizers(
+    cfg: DictConfig, model: nn.Module, loss: Loss, steps: int, fused: Any = None
+) -> tuple[Any, list[LRScheduler]]:
     """The optimizer of ``model`` (and of ``loss``'s own parameters) and its learning-rate schedules over ``steps``
-    optimizer steps."""
+    optimizer steps. ``fused``: the fused optimizer of a sharded model's tables (``distributed=model_parallel``),
+    which joins the optimizer (see :func:`easyrec.optim.build_optimizer`)."""
     from easyrec.optim import attach_loss_parameters, build_optimizer, build_schedules
 
     with config_errors("optimizer"):
-        optimizer = build_optimizer(instantiate(cfg.optimizer, _convert_="all"), model)
+        optimizer = build_optimizer(instantiate(cfg.optimizer, _convert_="all"), model, fused=fused)
         attach_loss_parameters(optimizer, loss)
     with config_errors("lr_schedule"):
         lr_schedulers = build_schedules(instantiate(cfg.lr_schedule, _convert_="all"), optimizer, steps)
     return optimizer, lr_schedulers
+
+
+def shard_model(cfg: DictConfig, model: nn.Module, distributed: Any, device: str) -> nn.Module:
+    """``model`` with its tables sharded over the workers of ``distributed`` (a ModelParallel), trained by the
+    fused optimizer that ``cfg.optimizer`` maps to; ``device``: ``trainer.device``."""
+    from easyrec.optim.fused import fused_params
+
+    where = distributed.device(device)
+    with config_errors("optimizer"):
+        fused = fused_params(instantiate(cfg.optimizer, _convert_="all"), where.type)
+    return distributed.shard(model, fused, cfg.seed, where)
+
+
+def fill_deferred_tables(model: nn.Module, seed: int) -> None:
+    """Allocate the tables of ``model`` built under ``deferred_tables`` (on the CPU), with the initial rows a
+    sharded model starts from (:func:`~easyrec.modules.embedding_collection.initial_rows` of ``seed``)."""
+    from easyrec.modules.embedding_collection import field_embeddings, fill_field_embedding
+
+    for path, module in field_embeddings(model):
+        if module.table.weight.is_meta:
+            fill_field_embedding(module, path, seed, torch.device("cpu"))
+
+
+def report_plan(distributed: Any, output_dir: Path, logger: Any) -> None:
+    """The sharding plan of ``distributed``: every worker measures its part (a collective); the main one logs it
+    and keeps it as ``sharding_plan.txt`` in the run directory and with the tracked run."""
+    table = distributed.plan_table()
+    if distributed.is_main:
+        log.info("sharding plan (%d workers):\n%s", distributed.world_size, table)
+        path = output_dir / "sharding_plan.txt"
+        path.write_text(table + "\n")
+        logger.log_artifact(path)
 
 
 def check_memory(cfg: DictConfig, data: Any, loss: Loss, distributed: Any, device: str) -> None:
@@ -167,7 +212,13 @@ def check_memory(cfg: DictConfig, data: Any, loss: Loss, distributed: Any, devic
     where = distributed.device(device)
     # the workers of a CPU machine share its memory; each GPU worker has a GPU of its own
     sharing = getattr(distributed, "nproc_per_node", 1) if where.type == "cpu" else 1
-    needed, available = training_bytes(model, optimizer), available_bytes(where) // sharing
+    shares = {}
+    if distributed.sharded:  # each worker holds its share of the tables that are sharded
+        from easyrec.modules.embedding_collection import field_embeddings, swappable
+
+        tables = [module.table.weight for _, module in field_embeddings(model) if swappable(module)]
+        shares = {id(weight): 1 / distributed.world_size for weight in tables}
+    needed, available = training_bytes(model, optimizer, shares), available_bytes(where) // sharing
     if needed > available:
         count = sum(p.numel() for p in model.parameters())
         each = f" for each of {sharing} workers" if sharing > 1 else ""

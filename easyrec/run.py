@@ -95,6 +95,7 @@ def train(
     import torch
 
     from easyrec.loggers import NullLogger
+    from easyrec.modules.embedding import deferred_tables
     from easyrec.recipe import (
         build_components,
         build_model,
@@ -102,6 +103,9 @@ def train(
         check_labels,
         check_memory,
         checkpoint_errors,
+        fill_deferred_tables,
+        report_plan,
+        shard_model,
     )
     from easyrec.resume import checked_resume_state, fine_tune, load_named_checkpoint
     from easyrec.trainer import configure_process, planned_steps
@@ -143,16 +147,31 @@ def train(
         check_labels(data, loss)
         if memory_check:
             check_memory(cfg, data, loss, distributed, trainer_options.get("device", "auto"))
-        model = build_model(cfg.model, data, loss)
-        log.info("model: %s, %s parameters", type(model).__name__, f"{sum(p.numel() for p in model.parameters()):,}")
+
+        def prepare(model: torch.nn.Module) -> torch.nn.Module:
+            """The model's starting weights (trainer.init_from), its tables sharded (model_parallel)."""
+            count = sum(p.numel() for p in model.parameters())
+            log.info("model: %s, %s parameters", type(model).__name__, f"{count:,}")
+            if init_state:
+                if distributed.sharded:  # the checkpoint's tables are whole in memory: each worker keeps its rows
+                    fill_deferred_tables(model, cfg.seed)
+                tuned = fine_tune(model, init_state, list(data.input_spec.cardinalities))
+                tags = {"easyrec.init_from": tuned["path"], "easyrec.init_skipped": str(len(tuned["skipped"]))}
+                logger.set_tags(tags)
+            if distributed.sharded:
+                model = shard_model(cfg, model, distributed, trainer_options.get("device", "auto"))
+                report_plan(distributed, output_dir, logger)
+            return model
+
+        with deferred_tables() if distributed.sharded else nullcontext():
+            model = build_model(cfg.model, data, loss, prepare=prepare)
         if distributed.world_size > 1:
             torch.manual_seed(cfg.seed + distributed.rank)  # the weights are drawn alike everywhere, dropout is not
         parts.gradients.prepare(model)
         steps = planned_steps(data, distributed, trainer_options["max_epochs"], trainer_options["max_steps"])
-        optimizer, lr_schedulers = build_optimizers(cfg, model, loss, steps)
-        if init_state:
-            tuned = fine_tune(model, init_state, list(data.input_spec.cardinalities))
-            logger.set_tags({"easyrec.init_from": tuned["path"], "easyrec.init_skipped": str(len(tuned["skipped"]))})
+        optimizer, lr_schedulers = build_optimizers(
+            cfg, model, loss, steps, fused=distributed.fused_optimizer if distributed.sharded else None
+        )
         configure_process(trainer_options.pop("num_threads", None))  # process-wide: the run's, not the Trainer's
         trainer = instantiate(OmegaConf.create(trainer_options))(
             model=model,

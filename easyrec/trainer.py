@@ -34,7 +34,6 @@ from easyrec.errors import ConfigError, Interrupted
 from easyrec.loggers import Logger, NullLogger
 from easyrec.losses.base import Loss
 from easyrec.metrics import EvalMetrics, evaluate_model
-from easyrec.modules import FieldEmbedding
 from easyrec.optim.gradients import GradientTreatment
 from easyrec.optim.grouped import GroupedOptimizer
 from easyrec.stopping import StopRequests
@@ -137,7 +136,8 @@ class Trainer:
         self.distributed = distributed or SingleProcess()
         self.device = self.distributed.device(device)
         self.model = model.to(self.device)
-        self._regularized = [m for m in self.model.modules() if isinstance(m, FieldEmbedding) and m.l2 > 0]
+        # the modules that keep a penalty of their training forward (FieldEmbedding, FieldEmbeddingCollection)
+        self._regularized = [m for m in self.model.modules() if hasattr(m, "take_penalty") and getattr(m, "l2", 0) > 0]
         self.ddp_model = self.distributed.wrap(self.model)  # trains; self.model evaluates and is saved
         self.precision = used_precision(precision, self.device)
         self.autocast_dtype = torch.bfloat16 if self.precision == "bf16" else None
@@ -369,7 +369,7 @@ class Trainer:
         """The keys :meth:`evaluate` returns."""
         return self.metrics.names(self.heads, self.data)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: a sharded model's lookups need autograd keys (see evaluate_model)
     def evaluate(self) -> dict[str, float]:
         """Eval metrics over the whole eval split, chosen by each head's task (see
         :class:`~easyrec.metrics.EvalMetrics`): ``eval/auc``, ``eval/logloss``, ``eval/gauc``, ... for one loss,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Annotated, Any
 
@@ -33,6 +33,8 @@ class SingleProcess:
     rank = 0
     local_rank = 0
     world_size = 1
+    #: whether the model's embedding tables are sharded over the workers (ModelParallel)
+    sharded = False
 
     @checked
     def __init__(self, accumulate_steps: Count = 1) -> None:
@@ -84,6 +86,11 @@ class SingleProcess:
     def broadcast(self, value: Any) -> Any:
         """The main process's ``value`` (any picklable object), on every worker."""
         return value
+
+    def in_lockstep(self, batches: Iterable[Any]) -> Iterator[Any | None]:
+        """The eval ``batches`` as this worker runs them: here themselves (a sharded model's workers must run it
+        alike: :meth:`ModelParallel.in_lockstep <easyrec.distributed.ModelParallel.in_lockstep>`)."""
+        return iter(batches)
 
     def device(self, requested: str) -> torch.device:
         """This worker's torch device for ``trainer.device`` (see :func:`pick_device`)."""

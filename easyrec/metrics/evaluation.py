@@ -218,16 +218,25 @@ class Evaluation:
         return values
 
 
-@torch.inference_mode()
+# no_grad, not inference_mode: fbgemm registers its CPU lookup of sharded tables under the autograd keys only
+@torch.no_grad()
 def evaluate_model(
     model: nn.Module, batches: Iterable[Any], evaluation: Evaluation, device: torch.device, workers: Any = None
 ) -> dict:
     """Run ``model`` (in eval mode) over the eval ``batches`` in order and return ``evaluation``'s metrics: the one
     eval loop, shared by training (:meth:`Trainer.evaluate <easyrec.trainer.Trainer.evaluate>`) and
     ``easyrec evaluate``, so both give the same numbers for the same weights and data. With ``workers`` (several
-    processes, each given its share of the batches), the predictions of all are gathered first."""
+    processes, each given its share of the batches), the predictions of all are gathered first; a sharded model's
+    workers run it alike (``workers.in_lockstep``: a worker whose batches ran out runs it on 0 rows)."""
     model.eval()
-    for batch in batches:
+    for batch in workers.in_lockstep(batches) if workers is not None else batches:
+        if batch is None:  # the model's lookups are collectives: this worker takes part with no rows
+            spec = evaluation.data.input_spec
+            model(
+                torch.zeros(0, spec.num_dense, device=device),
+                torch.zeros(0, spec.num_fields, dtype=torch.long, device=device),
+            )
+            continue
         batch = batch.to(device)
         evaluation.update(model(batch.dense, batch.sparse), batch)
     if workers is not None and workers.world_size > 1:

@@ -159,6 +159,7 @@ def train(
                 tags = {"easyrec.init_from": tuned["path"], "easyrec.init_skipped": str(len(tuned["skipped"]))}
                 logger.set_tags(tags)
             if distributed.sharded:
+                parts.gradients.freeze_parameters(model)  # before the DDP that sharding builds reads requires_grad
                 model = shard_model(cfg, model, distributed, trainer_options.get("device", "auto"))
                 report_plan(distributed, output_dir, logger)
             return model

@@ -419,3 +419,34 @@ def test_a_gradient_treatment_that_only_a_sharded_table_could_take_is_refused(op
     with pytest.raises(ConfigError) as error:
         GradientTreatment(**options).prepare(model)
     assert str(error.value) == message
+
+
+# What makes each lr schedule option move within a few steps.
+MOVING = {
+    "constant": {},
+    "cosine": {"total_steps": 4, "warmup_steps": 2, "warmup_learning_rate": 0.01},
+    "exponential_decay": {"decay_steps": 1, "staircase": False, "burnin_learning_rate": 0.02, "burnin_steps": 1},
+    "manual_step": {"schedule": [[1, 0.05], [2, 0.02]], "warmup": True},
+    "polynomial": {"total_steps": 3, "power": 2.0},
+    "transformer": {"hidden_size": 4, "warmup_steps": 2},
+}
+
+
+@pytest.mark.usefixtures("process_group")
+@pytest.mark.parametrize("option", sorted(MOVING))
+def test_every_lr_schedule_option_drives_the_fused_tables_as_the_dense_parameters(option):
+    assert sorted(MOVING) == options("lr_schedule")
+    node = OmegaConf.merge(
+        OmegaConf.load(resources.files("easyrec.conf") / "lr_schedule" / f"{option}.yaml"), MOVING[option]
+    )
+    factory = functools.partial(torch.optim.SGD, lr=0.1)
+    dmp, model, _ = sharded_model(start(), factory)
+    optimizer = build_optimizer(factory, model, fused=dmp.fused_optimizer)
+    schedules = build_schedules(instantiate(node, _convert_="all"), optimizer, planned_steps=4)
+    lrs = []
+    for ids in batches(4):
+        lrs.append([group["lr"] for group in optimizer.param_groups])
+        train(dmp, optimizer, schedules, ids)
+    assert all(len(set(step)) == 1 for step in lrs), lrs  # the fused group follows the dense one at every step
+    assert [step[0] for step in lrs] == pytest.approx([schedules[0].lr_at(k, 0.1) for k in range(4)])
+    assert option == "constant" or len({step[0] for step in lrs}) > 1  # the schedule did move

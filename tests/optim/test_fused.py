@@ -21,6 +21,7 @@ from easyrec.optim import (
     GradientTreatment,
     GroupedOptimizer,
     RowWiseAdagrad,
+    attach_loss_parameters,
     build_optimizer,
     build_schedules,
 )
@@ -350,9 +351,14 @@ def test_the_group_that_trains_the_tables_takes_the_fused_optimizer_with_its_lr_
     assert len(optimizer.optimizers["dense"].param_groups[0]["params"]) == 2  # the linear layer's, no table
     assert optimizer.schedule_factories == {"embeddings": SCHEDULE, "embeddings.fused": SCHEDULE}
     assert all(torch.equal(m, torch.ones_like(m)) for m in momentum(optimizer).values())  # initial_accumulator_value
+    loss = nn.Linear(1, 1)  # a loss with parameters of its own joins the first torch optimizer, never the fused one
+    attach_loss_parameters(optimizer, loss)
+    first_torch = optimizer.optimizers["embeddings" if first_order else "dense"]
+    assert first_torch.param_groups[-1]["group"] == "loss"
     schedules = build_schedules(None, optimizer)
     assert [type(s).__name__ for s in schedules] == ["CosineDecayWithWarmup"] * (1 + first_order)
-    assert [g["lr"] for g in optimizer.param_groups[:-1]] == pytest.approx([0.01] * (len(optimizer.param_groups) - 1))
+    warming = [g["lr"] for g in optimizer.param_groups if g["group"] == "embeddings"]
+    assert warming == pytest.approx([0.01] * len(warming))
     before = first.detach().clone()
     train(dmp, optimizer, schedules, batches(1)[0])  # the first-order weights' sparse gradient passes DDP
     assert first_order != torch.equal(first, before)

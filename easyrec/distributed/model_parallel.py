@@ -334,7 +334,8 @@ class ModelParallel(DDP):
 
     def plan_table(self) -> str:
         """The plan as a table (a collective: every worker calls it): table, rows, dim, sharding type, ranks, and
-        the bytes each of those ranks holds (weights + fused optimizer state, measured from its shards)."""
+        the bytes each of those ranks holds (weights + fused optimizer state, measured from its shards); the last
+        row, ``total``, sums every table's bytes on each rank."""
         per_rank = self.gather([self._local_bytes()])
         header = ("table", "rows", "dim", "sharding", "ranks", "bytes per rank")
         lines = []
@@ -343,6 +344,9 @@ class ModelParallel(DDP):
             ranks = [r for r, tables in enumerate(per_rank) if sum(tables.get(name, (0, 0))) > 0]
             held = ", ".join(f"{sum(per_rank[r][name]):,}" for r in ranks)
             lines.append((name, f"{rows:,}", str(dim), kind, ",".join(map(str, ranks)), held))
+        every = ",".join(map(str, range(len(per_rank))))
+        totals = ", ".join(f"{sum(sum(held) for held in tables.values()):,}" for tables in per_rank)
+        lines.append(("total", f"{sum(rows for _, rows, _ in self._tables.values()):,}", "", "", every, totals))
         widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
         rows_text = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in [header, *lines]]
         rows_text.insert(1, "-+-".join("-" * w for w in widths))

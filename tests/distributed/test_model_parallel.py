@@ -217,6 +217,7 @@ def test_a_sharded_model_starts_from_the_same_rows_and_takes_the_types_asked(one
     # 1000 rows x 8 floats, and one row-wise Adagrad float per row
     assert plan["embedding__a"] == ["1,000", "8", "column_wise", "0", "36,000"]
     assert plan["linear_categorical__a"] == ["1,000", "1", "data_parallel", "0", "4,000"]
+    assert plan["total"] == ["2,160", "", "", "0", f"{1080 * 8 * 4 + 1080 * 4 + 1080 * 4:,}"]
     [report] = workers.memory_report()
     assert report == {"weights": 1080 * 8 * 4, "optimizer_state": 1080 * 4, "replicated": 1080 * 4}
     assert list(workers.in_lockstep([1, 2])) == [1, 2]

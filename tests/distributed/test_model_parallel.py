@@ -223,6 +223,20 @@ def test_a_sharded_model_starts_from_the_same_rows_and_takes_the_types_asked(one
     assert list(workers.in_lockstep([1, 2])) == [1, 2]
 
 
+def test_a_table_loaded_before_sharding_keeps_its_rows(one_worker):
+    """trainer.init_from: the deferred tables are filled, the checkpoint loaded, then each worker keeps its rows."""
+    workers = one_worker(tables={"a": {"type": "row_wise"}})
+    with deferred_tables():
+        model = Tiny()
+    loaded = plain_embedding()
+    fill_field_embedding(model.embedding, "embedding", 0, torch.device("cpu"))
+    model.embedding.load_state_dict(loaded.state_dict())
+    workers.shard(model, fused_params(), seed=0)
+    ids = some_ids(5)
+    with torch.no_grad():
+        torch.testing.assert_close(model.embedding(ids), loaded(ids))
+
+
 def test_a_sharding_line_that_names_no_table_lists_the_tables(one_worker):
     workers = one_worker(tables={"embeddings": {"type": "row_wise"}})
     with deferred_tables():

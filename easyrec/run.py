@@ -169,9 +169,7 @@ def train(
             torch.manual_seed(cfg.seed + distributed.rank)  # the weights are drawn alike everywhere, dropout is not
         parts.gradients.prepare(model)
         steps = planned_steps(data, distributed, trainer_options["max_epochs"], trainer_options["max_steps"])
-        optimizer, lr_schedulers = build_optimizers(
-            cfg, model, loss, steps, fused=distributed.fused_optimizer if distributed.sharded else None
-        )
+        optimizer, lr_schedulers = build_optimizers(cfg, model, loss, steps, fused=distributed.fused_optimizer)
         configure_process(trainer_options.pop("num_threads", None))  # process-wide: the run's, not the Trainer's
         trainer = instantiate(OmegaConf.create(trainer_options))(
             model=model,

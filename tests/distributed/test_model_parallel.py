@@ -265,7 +265,7 @@ def test_two_gloo_workers_train_a_sharded_model_and_write_the_plan(tmp_path):
     run_dir = tmp_path / "run"
     args = [*QUICK, "data.num_rows=2000", "trainer.max_steps=3", "trainer.progress_bar=false", "logger=none"]
     args += ["distributed=model_parallel", "distributed.nproc_per_node=2", "distributed.backend=gloo"]
-    args += ["optimizer=adagrad", f"hydra.run.dir={run_dir}"]
+    args += ["optimizer=adagrad", "model.embedding_regularization=1e-3", f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(Path(__file__).parents[2])}
     done = subprocess.run(
         [sys.executable, "-m", "easyrec", "train", *args], env=env, capture_output=True, text=True, timeout=300

@@ -127,7 +127,8 @@ def train(
     if distributed.restart_count and not resume:
         resume = "auto"  # restarted workers continue from the run's latest checkpoint, if there is one yet
     # the main worker reads the checkpoint and hands it to the others (their machines may not have the files)
-    state = distributed.broadcast(checked_resume_state(resume, output_dir, config) if distributed.is_main else None)
+    resumed = checked_resume_state(resume, output_dir, config, distributed.sharded) if distributed.is_main else None
+    state = distributed.broadcast(resumed)
     init_state = load_named_checkpoint("trainer.init_from", init_from) if init_from else None
     # a checkpoint's config builds nothing here, but may name only code this run's own config trusts
     loaded = [checkpoint for checkpoint in (state, init_state) if checkpoint is not None]

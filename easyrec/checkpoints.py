@@ -9,6 +9,9 @@ MLflow run id) and ``checksum``: the SHA-256 of everything else (see :func:`chec
 damaged file is refused however it was damaged. ``best.pt`` holds the same without the optimizer and scheduler
 states (``kind: weights``): enough to evaluate, predict, export or fine-tune, not to resume. The trainer gathers the
 entries from its stateful parts (:class:`Stateful`: a new one is one entry of ``Trainer.parts``) and its own state.
+A checkpoint of sharded tables (``distributed=model_parallel``) keeps them and their fused optimizer state in a
+shards directory beside it, which every worker writes, and says so under ``sharded``: see
+:mod:`easyrec.sharded_checkpoints`.
 
 Checkpoints of the previous format (``easyrec-checkpoint/1``, written before checksums) still load, unchecked.
 The checksum finds damage (a file cut short, a changed byte), it is no signature: whoever edits a checkpoint can
@@ -23,6 +26,7 @@ import logging
 import os
 import pickle
 import re
+import shutil
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -33,7 +37,16 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from easyrec.distributed.single import SingleProcess
 from easyrec.errors import CheckpointError, OutputError, first_line
+from easyrec.sharded_checkpoints import (
+    check_shards,
+    gather_tables,
+    read_shards,
+    shards_directory,
+    split_sharded,
+    write_shards,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,25 +63,75 @@ class Checkpoints:
     half-written file under a checkpoint's name (a failed write removes its ``.partial``: see
     :func:`partial_file`), and the checkpoints before it stay as they were.
 
+    The main process writes the files. With sharded tables (``workers.sharded``: ``distributed=model_parallel``)
+    every worker takes part: each writes its shards of them to ``step-<step>.shards/`` beside the file (see
+    :mod:`easyrec.sharded_checkpoints`), kept and deleted with it.
+
     Args:
         directory: usually ``<run directory>/checkpoints``.
         keep_last_n: step checkpoints to keep (older ones are deleted after each write); best.pt is apart.
+        workers: the process layout (default: this process alone).
+        tables: with sharded tables, ``{fused table key: [its field tables' keys]}``
+            (:func:`~easyrec.modules.embedding_collection.table_manifest`), kept in each checkpoint so that one
+            process reads the model as a plain model's state dict.
     """
 
-    def __init__(self, directory: str | Path, keep_last_n: int = 3) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        keep_last_n: int = 3,
+        workers: SingleProcess | None = None,
+        tables: Mapping[str, list[str]] | None = None,
+    ) -> None:
         if keep_last_n < 1:
             raise ValueError(f"keep_last_n={keep_last_n}: must be >= 1")
         self.directory, self.keep_last_n = Path(directory), keep_last_n
+        self.workers = workers or SingleProcess()
+        self.tables = dict(tables or {})
+
+    @property
+    def takes_part(self) -> bool:
+        """Whether this process writes checkpoints: the main one does; with sharded tables, every one."""
+        return self.workers.is_main or self.workers.sharded
 
     def save(self, state: Mapping[str, Any], step: int) -> Path:
-        """Write ``state`` as ``step-<step>.pt``; delete step checkpoints beyond the last ``keep_last_n``."""
-        path = write_atomically(state, self.directory / f"step-{step:09d}.pt")
-        for old in self.step_files()[: -self.keep_last_n]:
-            old.unlink(missing_ok=True)
+        """Write ``state`` as ``step-<step>.pt``; delete step checkpoints beyond the last ``keep_last_n`` (and their
+        shards). With sharded tables every worker calls it."""
+        path = self._write(state, self.directory / f"step-{step:09d}.pt")
+        if self.workers.is_main:
+            for old in self.step_files()[: -self.keep_last_n]:
+                old.unlink(missing_ok=True)
+            for shards in self.directory.glob("step-*.shards"):  # those of the files just deleted, or of a crash's
+                if not shards.with_suffix(".pt").exists():
+                    shutil.rmtree(shards, ignore_errors=True)
         return path
 
     def save_best(self, state: Mapping[str, Any]) -> Path:
-        return write_atomically(state, self.directory / "best.pt")
+        return self._write(state, self.directory / "best.pt")
+
+    def _write(self, state: Mapping[str, Any], path: Path) -> Path:
+        """Write ``state`` to ``path`` (the main process); with sharded tables every worker first writes its shards
+        of them to ``<path stem>.shards/``, and the file keeps where they are, the table manifest and the SHA-256 of
+        the shard files."""
+        if self.workers.sharded:
+            state, tensors = split_sharded(state)
+            shards = shards_directory(path)
+            files = write_shards(tensors, shards, self.workers)
+            state = {**state, "sharded": {"directory": shards.name, "tables": self.tables, "files": files}}
+        if self.workers.is_main:
+            write_atomically(state, path)
+        return path
+
+    def load_best(self, model: nn.Module) -> None:
+        """Load ``best.pt``'s weights into ``model`` on every worker: the main process reads the file and hands the
+        others its entries; with sharded tables each worker reads its own rows of them."""
+        best = load_checkpoint(self.directory / "best.pt", gather=False) if self.workers.is_main else None
+        best = self.workers.broadcast(
+            {key: best[key] for key in ("model", "sharded", "path") if key in best} if best else None
+        )
+        if "sharded" in best:
+            best = read_shards(best, {"model": model.state_dict()})
+        model.load_state_dict(best["model"])
 
     def step_files(self) -> list[Path]:
         """The step checkpoints, oldest first."""
@@ -211,11 +274,17 @@ def candidates(location: str | Path, which: str = "latest") -> list[Path]:
     raise CheckpointError(f"{path}: no such checkpoint file or run directory")
 
 
-def load_checkpoint(location: str | Path, which: str = "latest") -> dict[str, Any]:
+def load_checkpoint(location: str | Path, which: str = "latest", gather: bool = True) -> dict[str, Any]:
     """Read an easyrec checkpoint (see :func:`find_checkpoint` for ``location`` and ``which``) on the CPU, safely
     (``weights_only=True``) and checked against its checksum; CheckpointError naming the file when it is missing,
     damaged or not an easyrec checkpoint. The latest checkpoint of a run directory falls back to the newest
-    readable step checkpoint, with a warning naming each damaged one skipped (a file named alone never does)."""
+    readable step checkpoint, with a warning naming each damaged one skipped (a file named alone never does).
+
+    A checkpoint of sharded tables (``distributed=model_parallel``) has its shards directory checked too; with
+    ``gather`` its ``model`` is read whole in this process, as the plain model's state dict (evaluate, predict,
+    export, init_from: see :func:`~easyrec.sharded_checkpoints.gather_tables`); without, its sharded entries stay
+    :data:`~easyrec.sharded_checkpoints.SHARDED`, for the workers of a resume to read their shards of them
+    (:func:`~easyrec.sharded_checkpoints.read_shards`)."""
     found = candidates(location, which)
     skipped = []
     for path in found:
@@ -229,13 +298,15 @@ def load_checkpoint(location: str | Path, which: str = "latest") -> dict[str, An
             continue
         if skipped:
             log.warning("using %s, the newest readable checkpoint", path)
+        if gather and "sharded" in state:
+            state["model"] = gather_tables(state)
         return state
     raise CheckpointError(f"{location}: no readable checkpoint ({'; '.join(skipped)})")
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint in the file ``path``: CheckpointError naming it when it is unreadable, not an easyrec
-    checkpoint, or does not match its checksum."""
+    checkpoint, or does not match its checksum (or naming its shards directory, when that is missing or damaged)."""
     try:
         with warnings.catch_warnings():  # torch's warnings about a foreign file's pickle protocol: the error says it
             warnings.simplefilter("ignore")
@@ -251,6 +322,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not an easyrec checkpoint (no '{FORMAT}' format marker)")
     if state.get("format") == FORMAT and state.get("checksum") != checksum(state):
         raise CheckpointError(f"{path}: damaged (its content does not match its checksum)")
+    if "sharded" in state:
+        check_shards(state, path)
     state["path"] = str(path)
     return state
 

@@ -24,7 +24,8 @@ RESUME_MAY_CHANGE = ("data.num_workers",)
 def resume_state(setting: bool | str | None, output_dir: Path) -> dict[str, Any] | None:
     """The checkpoint ``trainer.resume`` names: ``true`` the latest of this run directory (an error when there is
     none; a damaged one is skipped with a warning, for the newest readable one), ``auto`` the same or None when
-    there is none (a restarted worker), a path a checkpoint file or another run directory, ``false`` None."""
+    there is none (a restarted worker), a path a checkpoint file or another run directory, ``false`` None. Sharded
+    tables stay in their shards directory: each worker of the resumed run reads its rows of them."""
     if setting in (None, False, "false"):
         return None
     if setting in (True, "true", "auto"):
@@ -37,36 +38,51 @@ def resume_state(setting: bool | str | None, output_dir: Path) -> dict[str, Any]
                 f"trainer.resume=true: {output_dir} has no checkpoint to resume; run in the directory of the run to "
                 "resume (hydra.run.dir=...) or give its path (trainer.resume=PATH)"
             ) from None
-        return load_checkpoint(output_dir)
-    return load_named_checkpoint("trainer.resume", setting)
+        return load_checkpoint(output_dir, gather=False)
+    return load_named_checkpoint("trainer.resume", setting, gather=False)
 
 
 def checked_resume_state(
-    setting: bool | str | None, output_dir: Path, config: Mapping[str, Any]
+    setting: bool | str | None, output_dir: Path, config: Mapping[str, Any], sharded: bool = False
 ) -> dict[str, Any] | None:
-    """:func:`resume_state`, refused by :func:`check_resumable` when ``config`` changed what must stay."""
+    """:func:`resume_state`, refused by :func:`check_resumable` when ``config`` changed what must stay (``sharded``:
+    whether this run shards its tables)."""
     state = resume_state(setting, output_dir)
     if state is not None:
-        check_resumable(state, config, state["path"])
+        check_resumable(state, config, state["path"], sharded)
     return state
 
 
-def load_named_checkpoint(key: str, location: str | Path) -> dict[str, Any]:
+def load_named_checkpoint(key: str, location: str | Path, gather: bool = True) -> dict[str, Any]:
     """:func:`load_checkpoint`, its errors naming the config ``key`` that gave ``location``."""
     try:
-        return load_checkpoint(location)
+        return load_checkpoint(location, gather=gather)
     except CheckpointError as error:
         raise CheckpointError(f"{key}={location}: {error}") from None
 
 
-def check_resumable(state: Mapping[str, Any], config: Mapping[str, Any], path: str) -> None:
+def check_resumable(state: Mapping[str, Any], config: Mapping[str, Any], path: str, sharded: bool = False) -> None:
     """ConfigError when ``config`` changes what an exact resume must keep (:data:`RESUME_MUST_MATCH`, but for
     :data:`RESUME_MAY_CHANGE` and the keys the checkpoint's config does not have); a weights-only checkpoint
-    (``best.pt``) cannot be resumed."""
+    (``best.pt``) cannot be resumed, nor a checkpoint of sharded tables by a run that does not shard them
+    (``sharded``: this run does), or the other way round. The process layout (``distributed``: the number of
+    workers and machines) may change: sharded tables are read again into this run's shards."""
     if state.get("kind") == "weights":
         raise CheckpointError(
             f"{path} holds the best weights only (no optimizer state): resume from a step checkpoint "
             f"(checkpoints/step-*.pt), or start a new run from these weights with trainer.init_from={path}"
+        )
+    if "sharded" in state and not sharded:
+        raise CheckpointError(
+            f"{path} holds sharded tables (a distributed=model_parallel run): resume it with "
+            f"distributed=model_parallel (on any number of workers), or start a new run from its weights with "
+            f"trainer.init_from={path}"
+        )
+    if sharded and "sharded" not in state:
+        raise CheckpointError(
+            f"{path} holds whole tables (a run without distributed=model_parallel): resume it with the distributed "
+            f"option it was written with, or start a distributed=model_parallel run from its weights with "
+            f"trainer.init_from={path}"
         )
     saved = state["config"]
     before, after = (

@@ -127,7 +127,8 @@ def train(
     if distributed.restart_count and not resume:
         resume = "auto"  # restarted workers continue from the run's latest checkpoint, if there is one yet
     # the main worker reads the checkpoint and hands it to the others (their machines may not have the files)
-    state = distributed.broadcast(checked_resume_state(resume, output_dir, config) if distributed.is_main else None)
+    resumed = checked_resume_state(resume, output_dir, config, distributed.sharded) if distributed.is_main else None
+    state = distributed.broadcast(resumed)
     init_state = load_named_checkpoint("trainer.init_from", init_from) if init_from else None
     # a checkpoint's config builds nothing here, but may name only code this run's own config trusts
     loaded = [checkpoint for checkpoint in (state, init_state) if checkpoint is not None]
@@ -170,9 +171,7 @@ def train(
             torch.manual_seed(cfg.seed + distributed.rank)  # the weights are drawn alike everywhere, dropout is not
         parts.gradients.prepare(model)
         steps = planned_steps(data, distributed, trainer_options["max_epochs"], trainer_options["max_steps"])
-        optimizer, lr_schedulers = build_optimizers(
-            cfg, model, loss, steps, fused=distributed.fused_optimizer if distributed.sharded else None
-        )
+        optimizer, lr_schedulers = build_optimizers(cfg, model, loss, steps, fused=distributed.fused_optimizer)
         configure_process(trainer_options.pop("num_threads", None))  # process-wide: the run's, not the Trainer's
         trainer = instantiate(OmegaConf.create(trainer_options))(
             model=model,

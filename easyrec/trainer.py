@@ -21,7 +21,6 @@ from easyrec.checkpoints import (
     EachOf,
     RandomState,
     Stateful,
-    load_checkpoint,
     write_json,
 )
 from easyrec.config.arguments import NonNegativeInt, Positive, PositiveInt, checked
@@ -36,6 +35,7 @@ from easyrec.losses.base import Loss
 from easyrec.metrics import EvalMetrics, evaluate_model
 from easyrec.optim.gradients import GradientTreatment
 from easyrec.optim.grouped import GroupedOptimizer
+from easyrec.sharded_checkpoints import read_shards
 from easyrec.stopping import StopRequests
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,9 @@ class Trainer:
         self.gradients = gradients
         self.max_epochs, self.max_steps = max_epochs, max_steps
         self.eval_every_n_steps, self.log_every_n_steps = eval_every_n_steps, log_every_n_steps
-        self.checkpoints = Checkpoints(self.output_dir / "checkpoints", keep_last_n)
+        self.checkpoints = Checkpoints(
+            self.output_dir / "checkpoints", keep_last_n, self.distributed, _tables(model, self.distributed)
+        )
         self.checkpoint_every_n_steps, self.checkpoint_every_n_seconds = (
             checkpoint_every_n_steps,
             checkpoint_every_n_seconds,
@@ -328,9 +330,9 @@ class Trainer:
         if self.stops.signal:
             self._interrupt()
         by_steps = self.checkpoint_every_n_steps and self.step % self.checkpoint_every_n_steps == 0
-        by_time = (
-            self.checkpoint_every_n_seconds
-            and time.monotonic() - self._last_checkpoint >= self.checkpoint_every_n_seconds
+        # the main process's clock decides: every worker writes its shards of sharded tables at the same step
+        by_time = self.checkpoint_every_n_seconds and self.distributed.broadcast(
+            time.monotonic() - self._last_checkpoint >= self.checkpoint_every_n_seconds
         )
         if by_steps or by_time:
             self.save_checkpoint()
@@ -408,7 +410,7 @@ class Trainer:
         )
         if better:
             self.best = {"value": value, "step": self.step, "metrics": dict(metrics)}
-            if self.distributed.is_main:
+            if self.checkpoints.takes_part:
                 # the weights and what describes them, not the optimizer state: half the size, written often
                 state = {**self.state_dict(), "optimizer": None, "lr_schedulers": None, "kind": "weights"}
                 self.checkpoints.save_best(state)
@@ -417,9 +419,7 @@ class Trainer:
         """With ``restore_best``, load the best weights, evaluate them and return their metrics; else the last."""
         if not self.restore_best or self.best is None or self.best["step"] == self.last_eval_step:
             return self.eval_metrics
-        # the main worker wrote the best weights; every worker evaluates its share with them
-        best = load_checkpoint(self.checkpoints.directory / "best.pt") if self.distributed.is_main else None
-        self.model.load_state_dict(self.distributed.broadcast(best["model"] if best else None))
+        self.checkpoints.load_best(self.model)  # every worker evaluates its share with them
         metrics = self.evaluate()
         log.info(
             "restored the best weights (step %d, %s %.6g): %s",
@@ -461,7 +461,10 @@ class Trainer:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a :meth:`state_dict` (from a checkpoint of the same model, data and optimizer)."""
+        """Restore a :meth:`state_dict` (from a checkpoint of the same model, data and optimizer). A checkpoint of
+        sharded tables (read with ``load_checkpoint(..., gather=False)``) is read by every worker: its own rows."""
+        if "sharded" in state:
+            state = read_shards(state, self.state_dict())
         for key, part in self.parts.items():
             part.load_state_dict(state[key])
         self.step, self.epoch = state["step"], state["epoch"]
@@ -476,8 +479,9 @@ class Trainer:
         self.run_id = state["run"]["id"]
 
     def save_checkpoint(self) -> Path | None:
-        """Write ``checkpoints/step-<step>.pt`` atomically (main process only); return its path."""
-        if not self.distributed.is_main:
+        """Write ``checkpoints/step-<step>.pt`` atomically (the main process; with sharded tables every worker writes
+        its shards of them too); return its path (None in a process that writes nothing)."""
+        if not self.checkpoints.takes_part:
             return None
         path = self.checkpoints.save(self.state_dict(), self.step)
         self._last_checkpoint = time.monotonic()
@@ -548,6 +552,15 @@ def planned_steps(data: TabularData, workers: SingleProcess, max_epochs: int, ma
     steps_per_epoch = data.num_train_steps(workers.world_size, workers.accumulate_steps)
     steps = steps_per_epoch * max_epochs if max_epochs > 0 else max_steps
     return min(steps, max_steps) if max_steps else steps
+
+
+def _tables(model: nn.Module, workers: SingleProcess) -> dict[str, list[str]]:
+    """The table manifest of ``model`` when ``workers`` shard its tables (torchrec is installed then), else none."""
+    if not workers.sharded:
+        return {}
+    from easyrec.modules.embedding_collection import table_manifest
+
+    return table_manifest(model)
 
 
 def _fits_on(device: torch.device, split: EncodedSplit) -> bool:

@@ -127,7 +127,7 @@ def worker(
     owner = rank == 0 and config["distributed"].get("nnodes", 1) > 1
     with sigterm_interrupts(), hold_run_directory(Path(output_dir)) if owner else nullcontext():
         result = record(train)(OmegaConf.create(config), Path(output_dir), overrides, tracked_run=run_id)
-    atexit.register(leave_without_teardown)  # the job's work is done and handed back: exit 0 from here on
+    atexit.register(leave_without_teardown)  # the work is done: at exit (after the agent has the result), leave
     return result
 
 

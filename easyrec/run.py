@@ -15,6 +15,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -50,9 +51,13 @@ def main(cfg: DictConfig) -> float:
             if hydra_cfg.mode == RunMode.MULTIRUN:  # a failing job is recorded, and the sweep goes on
                 return run_sweep_job(run_job, cfg, output_dir, overrides, hydra_cfg.job.num)
             return run_job(cfg, output_dir, overrides)
-    except EasyrecError as error:
+    except (EasyrecError, InstantiationException) as error:
+        # a constructor's refusal (distributed=model_parallel without torchrec) comes wrapped by Hydra
+        refusal = error.__cause__ if isinstance(error, InstantiationException) else error
+        if not isinstance(refusal, EasyrecError):
+            raise
         # Exit here, not through Hydra, which would print the job's overrides as a second line.
-        exit_with("train", error, describe(error))
+        exit_with("train", refusal, describe(refusal))
 
 
 def run_job(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> float:

@@ -45,6 +45,8 @@ def describe(error: BaseException) -> str | None:
         return _first_line(str(error))
     if isinstance(error, HydraException):
         cause = error.__cause__
+        if isinstance(cause, EasyrecError):  # a constructor's own one-line refusal (distributed=model_parallel ...)
+            return _first_line(str(cause))
         if isinstance(cause, ConfigKeyError | ConfigAttributeError) and cause.full_key:
             return f"{cause.full_key}: no such key (to add a new key, write +{cause.full_key}=...)"
         if isinstance(cause, OmegaConfBaseException):

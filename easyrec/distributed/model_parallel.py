@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -99,13 +99,27 @@ def as_table_sharding(value: TableSharding | Mapping[str, Any]) -> TableSharding
 def require_torchrec() -> None:
     """ConfigError naming the install command when torchrec or fbgemm cannot be imported."""
     try:
-        import fbgemm_gpu  # noqa: F401
-        import torchrec  # noqa: F401
+        with fbgemm_notes_hidden():
+            import fbgemm_gpu  # noqa: F401
+            import torchrec  # noqa: F401
     except (ImportError, OSError) as error:  # fbgemm built for another torch fails to load its library: OSError
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(
             f"distributed=model_parallel needs torchrec and fbgemm ({first}); install them with: {INSTALL}"
         ) from None
+
+
+@contextmanager
+def fbgemm_notes_hidden() -> Iterator[None]:
+    """Inside, the root logger drops INFO records: fbgemm logs there a line per library it loads and a dozen per
+    table batch it builds (its arguments, feature gates)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 class ModelParallel(DDP):
@@ -187,6 +201,7 @@ class ModelParallel(DDP):
         )
 
         device = device or self.device("auto")
+        logging.getLogger("torchrec").setLevel(logging.WARNING)  # its planner's notes: the plan table says it
         self._tables, self._replicated = {}, []
         sources: dict[str, torch.Tensor | None] = {}
         for path, module in list(field_embeddings(model)):
@@ -210,7 +225,8 @@ class ModelParallel(DDP):
             setattr(model.get_submodule(parent), attribute, collection)
         sharder = every_type_sharder(fused_params)
         self.plan = self._plan(model, sharder, device)
-        self.dmp = DistributedModelParallel(model, device=device, sharders=[sharder], plan=self.plan)
+        with fbgemm_notes_hidden():
+            self.dmp = DistributedModelParallel(model, device=device, sharders=[sharder], plan=self.plan)
         self._fill(model, sources, seed)
         return model
 

@@ -122,6 +122,15 @@ def test_without_torchrec_the_error_names_the_install_command(monkeypatch):
     assert "pip install --no-deps torchrec==1.8.0 fbgemm-gpu-cpu==1.8.0" in str(refused.value)
 
 
+def test_easyrec_train_without_torchrec_says_how_to_install_it_in_one_line(easyrec_main, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "torchrec", None)
+    code, _, err = easyrec_main("train", "distributed=model_parallel", "logger=none", f"hydra.run.dir={tmp_path}")
+    assert code == 2
+    [line] = err.strip().splitlines()
+    assert line.startswith("easyrec train: error: distributed=model_parallel needs torchrec and fbgemm")
+    assert line.endswith("pip install --no-deps torchrec==1.8.0 fbgemm-gpu-cpu==1.8.0 (fbgemm-gpu==1.8.0 on CUDA)")
+
+
 def test_easyrec_distributed_does_not_import_torchrec():
     code = "import sys, easyrec.distributed as d; d.ModelParallel; print('torchrec' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from easyrec.optim.build import Optimizer, inner_optimizers
+from easyrec.optim.row_wise_adagrad import RowWiseAdagrad
 
 
 def state_slots(optimizer: torch.optim.Optimizer, group: dict) -> int:
@@ -23,6 +24,8 @@ def state_slots(optimizer: torch.optim.Optimizer, group: dict) -> int:
         return 1 if group.get("momentum") else 0
     if isinstance(optimizer, torch.optim.RMSprop):
         return 1 + bool(group.get("momentum")) + bool(group.get("centered"))
+    if isinstance(optimizer, RowWiseAdagrad):
+        return 0  # one value per row: a table's width-th part of one slot
     return 2  # easyrec's LazyAdam, Ftrl, Lamb and TFRMSProp keep two; another optimizer: as many as Adam
 
 

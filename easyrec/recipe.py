@@ -164,11 +164,14 @@ def build_optimizers(
 def shard_model(cfg: DictConfig, model: nn.Module, distributed: Any, device: str) -> nn.Module:
     """``model`` with its tables sharded over the workers of ``distributed`` (a ModelParallel), trained by the
     fused optimizer that ``cfg.optimizer`` maps to; ``device``: ``trainer.device``."""
+    from easyrec.optim.build import turn_on_sparse_gradients
     from easyrec.optim.fused import fused_params
 
     where = distributed.device(device)
     with config_errors("optimizer"):
-        fused = fused_params(instantiate(cfg.optimizer, _convert_="all"), where.type)
+        factory = instantiate(cfg.optimizer, _convert_="all")
+        fused = fused_params(factory, where.type)
+        turn_on_sparse_gradients(factory, model)  # the tables left whole: the DDP that shard() builds reads them
     return distributed.shard(model, fused, cfg.seed, where)
 
 

@@ -161,6 +161,7 @@ def train(
                 tags = {"easyrec.init_from": tuned["path"], "easyrec.init_skipped": str(len(tuned["skipped"]))}
                 logger.set_tags(tags)
             if distributed.sharded:
+                parts.gradients.freeze_parameters(model)  # before the DDP that sharding builds reads requires_grad
                 model = shard_model(cfg, model, distributed, trainer_options.get("device", "auto"))
                 report_plan(distributed, output_dir, logger)
             return model
@@ -171,9 +172,7 @@ def train(
             torch.manual_seed(cfg.seed + distributed.rank)  # the weights are drawn alike everywhere, dropout is not
         parts.gradients.prepare(model)
         steps = planned_steps(data, distributed, trainer_options["max_epochs"], trainer_options["max_steps"])
-        optimizer, lr_schedulers = build_optimizers(
-            cfg, model, loss, steps, fused=distributed.fused_optimizer if distributed.sharded else None
-        )
+        optimizer, lr_schedulers = build_optimizers(cfg, model, loss, steps, fused=distributed.fused_optimizer)
         configure_process(trainer_options.pop("num_threads", None))  # process-wide: the run's, not the Trainer's
         trainer = instantiate(OmegaConf.create(trainer_options))(
             model=model,

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -156,8 +156,8 @@ class ModelParallel(DDP):
             raise ConfigError(f"distributed.sharding: {error}") from None
         self.dmp: Any = None
         self.plan: Any = None
-        #: the tables of the model: {name: (module path, rows, dim)}, the sharded ones and the replicated ones
-        self._tables: dict[str, tuple[str, int, int]] = {}
+        #: the model's tables by name, the sharded ones and those of the FieldEmbeddings kept whole (replicated)
+        self._tables: dict[str, Table] = {}
         self._replicated: list[str] = []
 
     # ------------------------------------------------------------------ sharding the model
@@ -187,21 +187,25 @@ class ModelParallel(DDP):
         )
 
         device = device or self.device("auto")
+        self._tables, self._replicated = {}, []
         sources: dict[str, torch.Tensor | None] = {}
         for path, module in list(field_embeddings(model)):
             if not swappable(module):
                 if module.table.weight.is_meta:
                     fill_field_embedding(module, path, seed, device)
                 self._replicated.append(path)
-                for name, rows in zip(module.names, module.cardinalities, strict=True):
-                    self._tables[table_name(path, name)] = (path, rows, module.table.embedding_dim)
+                for field_name, rows in zip(module.names, module.cardinalities, strict=True):
+                    table = Table(path, field_name, rows, module.table.embedding_dim)
+                    self._tables[table_name(path, field_name)] = table
                 continue
             collection = FieldEmbeddingCollection.from_field_embedding(module, path, device="meta")
             loaded = not module.table.weight.is_meta
             blocks = field_blocks(module) if loaded else [None] * len(module.names)
-            for name, rows, block in zip(collection.table_names, collection.cardinalities, blocks, strict=True):
+            for name, field_name, rows, block in zip(
+                collection.table_names, collection.names, collection.cardinalities, blocks, strict=True
+            ):
                 sources[name] = block
-                self._tables[name] = (path, rows, collection.dim)
+                self._tables[name] = Table(path, field_name, rows, collection.dim)
             parent, _, attribute = path.rpartition(".")
             setattr(model.get_submodule(parent), attribute, collection)
         sharder = every_type_sharder(fused_params)
@@ -241,14 +245,13 @@ class ModelParallel(DDP):
     def _table_types(self) -> dict[str, tuple[str, ...]]:
         """The sharding types the planner may choose for each sharded table: :data:`DEFAULT_TYPES`, or the one
         :attr:`sharding` gives its table, else its field, else its module."""
-        sharded = {name: path for name, (path, _, _) in self._tables.items() if path not in self._replicated}
+        sharded = {name: table for name, table in self._tables.items() if table.path not in self._replicated}
         types = {name: DEFAULT_TYPES for name in sharded}
         by_key: dict[str, list[str]] = {}
-        for name, path in sharded.items():
-            field_name = name.removeprefix(f"{path.replace('.', '_')}__")
-            for key in (field_name, path, path.replace(".", "_"), name):
+        for name, table in sharded.items():
+            for key in {table.field, table.path, table.path.replace(".", "_"), name}:
                 by_key.setdefault(key, []).append(name)
-        modules = {key for path in sharded.values() for key in (path, path.replace(".", "_"))}
+        modules = {key for table in sharded.values() for key in (table.path, table.path.replace(".", "_"))}
 
         def specificity(key: str) -> int:  # a module's line, then a field's, then a table's: the last one wins
             return 2 if key in sharded else 0 if key in modules else 1
@@ -274,7 +277,7 @@ class ModelParallel(DDP):
             name = table_of(key)
             if name not in sources:
                 continue
-            path, rows, dim = self._tables[name]
+            path, _, _, dim = self._tables[name]
             std = model.get_submodule(path).init_std
             for (row, column), part in local_parts(value):
                 height, width = part.shape
@@ -339,14 +342,14 @@ class ModelParallel(DDP):
         per_rank = self.gather([self._local_bytes()])
         header = ("table", "rows", "dim", "sharding", "ranks", "bytes per rank")
         lines = []
-        for name, (_, rows, dim) in self._tables.items():
+        for name, (_, _, rows, dim) in self._tables.items():
             kind = self._type_of(name)
             ranks = [r for r, tables in enumerate(per_rank) if sum(tables.get(name, (0, 0))) > 0]
             held = ", ".join(f"{sum(per_rank[r][name]):,}" for r in ranks)
             lines.append((name, f"{rows:,}", str(dim), kind, ",".join(map(str, ranks)), held))
         every = ",".join(map(str, range(len(per_rank))))
         totals = ", ".join(f"{sum(sum(held) for held in tables.values()):,}" for tables in per_rank)
-        lines.append(("total", f"{sum(rows for _, rows, _ in self._tables.values()):,}", "", "", every, totals))
+        lines.append(("total", f"{sum(table.rows for table in self._tables.values()):,}", "", "", every, totals))
         widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
         rows_text = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in [header, *lines]]
         rows_text.insert(1, "-+-".join("-" * w for w in widths))
@@ -354,7 +357,7 @@ class ModelParallel(DDP):
 
     def _type_of(self, name: str) -> str:
         """The sharding type of table ``name`` in the plan (``data_parallel`` for an unsharded FieldEmbedding's)."""
-        path = self._tables[name][0]
+        path = self._tables[name].path
         if path in self._replicated:
             return "data_parallel"
         return self.plan.plan[f"{path}.collection"][name].sharding_type
@@ -380,6 +383,15 @@ class ModelParallel(DDP):
                 weights, state = local[name]
                 local[name] = (weights, state + sum(tensor_bytes(v) for v in states.values()))
         return local
+
+
+class Table(NamedTuple):
+    """A table of the model: the FieldEmbedding's module path, its field, rows and width."""
+
+    path: str
+    field: str
+    rows: int
+    dim: int
 
 
 def table_of(key: str) -> str | None:

@@ -35,6 +35,8 @@ class SingleProcess:
     world_size = 1
     #: whether the model's embedding tables are sharded over the workers (ModelParallel)
     sharded = False
+    #: the optimizer that updates sharded tables inside the backward (ModelParallel's; None: no such tables)
+    fused_optimizer: Any = None
 
     @checked
     def __init__(self, accumulate_steps: Count = 1) -> None:

@@ -21,8 +21,9 @@ INIT_BLOCK_ROWS = 4096
 
 
 def table_name(path: str, field: str) -> str:
-    """The table (and feature) name of field ``field`` of the FieldEmbedding at module path ``path``."""
-    return f"{path.replace('.', '_')}__{field}"
+    """The table (and feature) name of field ``field`` of the FieldEmbedding at module path ``path`` (no dots: a
+    table is a submodule of its collection)."""
+    return f"{path}__{field}".replace(".", "_")
 
 
 class FieldEmbeddingCollection(nn.Module):

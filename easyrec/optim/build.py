@@ -18,7 +18,9 @@ from easyrec.optim.grouped import (
     as_group,
     embedding_parameter_names,
     fused_parameter_names,
+    param_groups_of,
     set_sparse_gradients,
+    sparse_tables,
 )
 
 #: torch optimizers that take sparse gradients (easyrec's own say so with ``supports_sparse_gradients``).
@@ -48,8 +50,7 @@ def build_optimizer(
     if isinstance(target, type) and issubclass(target, GroupedOptimizer):
         optimizer = factory(model, fused=fused)
     else:
-        if getattr(target, "prefers_sparse_gradients", False):
-            set_sparse_gradients(model, embedding_parameter_names(model))
+        turn_on_sparse_gradients(factory, model)
         tables = fused_parameter_names(model) if fused is not None else set()
         optimizer = factory([(n, p) for n, p in model.named_parameters() if p.requires_grad and n not in tables])
         if tables:
@@ -58,6 +59,18 @@ def build_optimizer(
         start_accumulators(fused, factory)
     check_sparse_support(optimizer, model)
     return optimizer
+
+
+def turn_on_sparse_gradients(factory: Callable[..., Optimizer], model: nn.Module) -> None:
+    """Make the embedding tables whose optimizer takes sparse gradients produce them, as :func:`build_optimizer`
+    does: every table for an optimizer built for row-sparse updates, a GroupedOptimizer's groups with
+    ``sparse_gradients``. DDP reads each table's choice when it wraps the model: a sharded model, wrapped before its
+    optimizer exists (``distributed=model_parallel``), needs this first."""
+    target = factory.func if isinstance(factory, functools.partial) else factory
+    if isinstance(target, type) and issubclass(target, GroupedOptimizer):
+        set_sparse_gradients(model, sparse_tables(model, param_groups_of(factory.keywords["groups"])))
+    elif getattr(target, "prefers_sparse_gradients", False):
+        set_sparse_gradients(model, embedding_parameter_names(model))
 
 
 def inner_optimizers(optimizer: Optimizer) -> dict[str, torch.optim.Optimizer]:

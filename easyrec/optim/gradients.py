@@ -73,23 +73,34 @@ class GradientTreatment:
         self.skipped_steps = 0
         self._scaled: list[tuple[nn.Parameter, float]] = []
         self._params: list[nn.Parameter] = []
+        self._frozen = False
 
-    def prepare(self, model: nn.Module) -> None:
-        """Freeze the matched parameters and resolve the multipliers; call once, before building optimizers (on a
-        sharded model: after sharding it)."""
+    def freeze_parameters(self, model: nn.Module) -> None:
+        """Freeze the parameters that ``freeze`` matches (``requires_grad=False``). Call before a wrapper that reads
+        them, DDP or a sharded model's DistributedModelParallel (which :meth:`prepare` follows); :meth:`prepare`
+        calls it when it was not called."""
         names = dict(model.named_parameters())
-        tables = fused_parameter_names(model)
         for pattern in self.freeze:
             matched = [n for n in names if re.search(pattern, n)]
             if not matched:
                 raise ConfigError(f"gradients.freeze: '{pattern}' matches no parameter of {type(model).__name__}")
-            if fused := [n for n in matched if n in tables]:
+            for name in matched:
+                names[name].requires_grad_(False)
+        self._frozen = True
+
+    def prepare(self, model: nn.Module) -> None:
+        """Freeze the matched parameters (unless :meth:`freeze_parameters` did) and resolve the multipliers; call
+        once, before building optimizers (on a sharded model: after sharding it)."""
+        names = dict(model.named_parameters())
+        tables = fused_parameter_names(model)
+        for pattern in self.freeze:
+            if fused := [n for n in names if n in tables and re.search(pattern, n)]:
                 raise ConfigError(
                     f"gradients.freeze: '{pattern}' matches the sharded embedding table {fused[0]}, which fbgemm "
                     "updates inside the backward (distributed=model_parallel): it cannot be frozen"
                 )
-            for name in matched:
-                names[name].requires_grad_(False)
+        if not self._frozen:
+            self.freeze_parameters(model)
         embeddings = embedding_parameter_names(model) | tables
         for pattern, factor in self.multipliers.items():
             matched = [n for n in names if (n in embeddings if pattern == EMBEDDINGS else re.search(pattern, n))]
@@ -107,11 +118,11 @@ class GradientTreatment:
 
     def _fused_warning(self, tables: int) -> str:
         configured = [f"{key}={value}" for key, value in vars(self).items() if key in CONFIGURED and value]
-        treatments = f"gradients.{', '.join(configured)} act" if configured else "gradient treatments act"
+        treatments = f" (gradients.{', gradients.'.join(configured)})" if configured else ""
         return (
             f"distributed=model_parallel: fbgemm updates the {tables} sharded embedding tables inside the backward, "
-            f"so {treatments} on the other parameters only, train/grad_norm and the non-finite check leave the "
-            "tables out, and a skipped step has already updated them"
+            f"so gradient treatments{treatments} reach the other parameters only, train/grad_norm and the non-finite "
+            "check leave the tables out, and a skipped step has already updated them"
         )
 
     def apply(self, step: int) -> GradientReport:

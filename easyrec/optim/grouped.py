@@ -155,57 +155,14 @@ class GroupedOptimizer(NamedOptimizers):
         groups: Mapping[str, ParamGroup | Mapping[str, Any]],
         fused: torch.optim.Optimizer | None = None,
     ) -> None:
-        if not groups:
-            raise ConfigError("optimizer.groups: no group; give at least one (e.g. params: rest)")
-        groups = {name: spec if isinstance(spec, ParamGroup) else ParamGroup(**spec) for name, spec in groups.items()}
-        named = dict(model.named_parameters())
+        groups = param_groups_of(groups)
         tables = fused_parameter_names(model) if fused is not None else set()
-        owner = table_group(groups) if tables else None
-        if tables and owner is None:
-            raise ConfigError(
-                "optimizer.groups: no group has params: embeddings or rest, so none trains the sharded embedding "
-                "tables; add one"
-            )
-        trainable = {n: p for n, p in named.items() if p.requires_grad and n not in tables}
-        owner_of: dict[str, str] = {}
-        chosen: dict[str, NamedParameters] = {}
-        rest = [name for name, spec in groups.items() if spec.params == REST]
-        if len(rest) > 1:
-            raise ConfigError(f"optimizer.groups: {' and '.join(rest)} both take params: rest; keep one")
-        for name, spec in sorted(groups.items(), key=lambda item: item[0] in rest):
-            if spec.optimizer is None:
-                raise ConfigError(f"optimizer.groups.{name}.optimizer: the group has no optimizer")
-            selector = str(spec.params)
-            # rest comes last and takes what is left; every other group picks among all trainable parameters
-            pool = {n: p for n, p in trainable.items() if n not in owner_of} if name in rest else trainable
-            picked = select(model, selector, pool)
-            clash = [] if name in (owner, *rest) else select(model, selector, {n: named[n] for n in tables})
-            if clash:
-                raise ConfigError(
-                    f"optimizer.groups.{name}.params={selector}: picks the sharded embedding table {clash[0][0]}, "
-                    f"which trains fused with group '{owner}'s optimizer; leave the tables to that group"
-                )
-            if not picked and name != owner:
-                raise ConfigError(f"optimizer.groups.{name}.params={selector}: matches no trainable parameter")
-            for param_name, _ in picked:
-                if param_name in owner_of:
-                    raise ConfigError(
-                        f"optimizer.groups: parameter {param_name} is claimed by group '{owner_of[param_name]}' "
-                        f"and group '{name}'"
-                    )
-                owner_of[param_name] = name
-            chosen[name] = picked
-        unclaimed = [n for n in trainable if n not in owner_of]
-        if unclaimed:
-            left = ", ".join(unclaimed[:3]) + (", ..." if len(unclaimed) > 3 else "")
-            raise ConfigError(f"optimizer.groups: parameters {left} belong to no group; add a group with params: rest")
-        embeddings = embedding_parameter_names(model)
+        chosen, owner = partition(model, groups, tables)
+        set_sparse_gradients(model, sparse_tables(model, groups, chosen))
         optimizers: dict[str, torch.optim.Optimizer] = {}
         schedule_factories = {n: spec.lr_schedule for n, spec in groups.items() if spec.lr_schedule}
         for name, picked in chosen.items():
             if picked:
-                if groups[name].sparse_gradients:
-                    set_sparse_gradients(model, {n for n, _ in picked if n in embeddings})
                 optimizers[name] = groups[name].optimizer(picked)
                 for param_group in optimizers[name].param_groups:
                     param_group["group"] = name
@@ -214,6 +171,73 @@ class GroupedOptimizer(NamedOptimizers):
                 if groups[name].lr_schedule:
                     schedule_factories[name + FUSED] = groups[name].lr_schedule
         super().__init__(optimizers, schedule_factories)
+
+
+def param_groups_of(groups: Mapping[str, ParamGroup | Mapping[str, Any]]) -> dict[str, ParamGroup]:
+    """The groups of a GroupedOptimizer config as :class:`ParamGroup` s; ConfigError when there is none."""
+    if not groups:
+        raise ConfigError("optimizer.groups: no group; give at least one (e.g. params: rest)")
+    return {name: spec if isinstance(spec, ParamGroup) else ParamGroup(**spec) for name, spec in groups.items()}
+
+
+def partition(
+    model: nn.Module, groups: Mapping[str, ParamGroup], tables: set[str] = frozenset()
+) -> tuple[dict[str, NamedParameters], str | None]:
+    """Each group's trainable named parameters (``rest`` last, whatever its position), and the group that trains the
+    sharded ``tables`` (None without tables: see :class:`GroupedOptimizer`); ConfigError for a parameter claimed
+    twice or by none, a group that picks nothing (but the tables' group, which may have only the tables), and a
+    group other than the tables' that picks one of them."""
+    named = dict(model.named_parameters())
+    owner = table_group(groups) if tables else None
+    if tables and owner is None:
+        raise ConfigError(
+            "optimizer.groups: no group has params: embeddings or rest, so none trains the sharded embedding "
+            "tables; add one"
+        )
+    trainable = {n: p for n, p in named.items() if p.requires_grad and n not in tables}
+    owner_of: dict[str, str] = {}
+    chosen: dict[str, NamedParameters] = {}
+    rest = [name for name, spec in groups.items() if spec.params == REST]
+    if len(rest) > 1:
+        raise ConfigError(f"optimizer.groups: {' and '.join(rest)} both take params: rest; keep one")
+    for name, spec in sorted(groups.items(), key=lambda item: item[0] in rest):
+        if spec.optimizer is None:
+            raise ConfigError(f"optimizer.groups.{name}.optimizer: the group has no optimizer")
+        selector = str(spec.params)
+        # rest comes last and takes what is left; every other group picks among all trainable parameters
+        pool = {n: p for n, p in trainable.items() if n not in owner_of} if name in rest else trainable
+        picked = select(model, selector, pool)
+        clash = [] if name in (owner, *rest) else select(model, selector, {n: named[n] for n in tables})
+        if clash:
+            raise ConfigError(
+                f"optimizer.groups.{name}.params={selector}: picks the sharded embedding table {clash[0][0]}, "
+                f"which trains fused with group '{owner}'s optimizer; leave the tables to that group"
+            )
+        if not picked and name != owner:
+            raise ConfigError(f"optimizer.groups.{name}.params={selector}: matches no trainable parameter")
+        for param_name, _ in picked:
+            if param_name in owner_of:
+                raise ConfigError(
+                    f"optimizer.groups: parameter {param_name} is claimed by group '{owner_of[param_name]}' "
+                    f"and group '{name}'"
+                )
+            owner_of[param_name] = name
+        chosen[name] = picked
+    unclaimed = [n for n in trainable if n not in owner_of]
+    if unclaimed:
+        left = ", ".join(unclaimed[:3]) + (", ..." if len(unclaimed) > 3 else "")
+        raise ConfigError(f"optimizer.groups: parameters {left} belong to no group; add a group with params: rest")
+    return chosen, owner
+
+
+def sparse_tables(
+    model: nn.Module, groups: Mapping[str, ParamGroup], chosen: Mapping[str, NamedParameters] | None = None
+) -> set[str]:
+    """The embedding tables of ``model`` that the groups with ``sparse_gradients`` train (``chosen``: the groups'
+    parameters, default :func:`partition`'s)."""
+    embeddings = embedding_parameter_names(model)
+    chosen = partition(model, groups)[0] if chosen is None else chosen
+    return {n for name, picked in chosen.items() if groups[name].sparse_gradients for n, _ in picked if n in embeddings}
 
 
 def as_group(fused: torch.optim.Optimizer, name: str, factory: OptimizerFactory) -> torch.optim.Optimizer:

@@ -62,7 +62,7 @@ def launch_workers(
     logger = instantiate(cfg.logger) if distributed.nnodes == 1 else None
     if logger is not None:
         # a resumed job continues its run: read the checkpoint's run id (and refuse a config that changed) now
-        state = checked_resume_state(cfg.trainer.get("resume"), output_dir, config)
+        state = checked_resume_state(cfg.trainer.get("resume"), output_dir, config, distributed.sharded)
         logger.start(config, overrides, output_dir, run_id=state["run"]["id"] if state else None)
     launch = distributed.launch_config()
     log.info(

@@ -131,7 +131,8 @@ def train(
         logger = NullLogger()  # the main worker alone talks to the tracker
     if distributed.restart_count and not resume:
         resume = "auto"  # restarted workers continue from the run's latest checkpoint, if there is one yet
-    # the main worker reads the checkpoint and hands it to the others (their machines may not have the files)
+    # the main worker reads the checkpoint and hands it to the others (their machines may not have the files; the
+    # shards of sharded tables, each worker reads its own: they must see the run directory)
     resumed = checked_resume_state(resume, output_dir, config, distributed.sharded) if distributed.is_main else None
     state = distributed.broadcast(resumed)
     init_state = load_named_checkpoint("trainer.init_from", init_from) if init_from else None

@@ -195,6 +195,73 @@ def test_one_process_reads_the_tables_whole_as_the_plain_model(written):
         torch.testing.assert_close(model(torch.zeros(len(probe), 0), probe), saved[0]["before"])
 
 
+@pytest.fixture
+def one_worker(monkeypatch):
+    """A started ModelParallel of one gloo worker in this process."""
+    pytest.importorskip("torchrec")
+    from easyrec.distributed import ModelParallel
+
+    environment = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0", "LOCAL_RANK": "0"}
+    for key, value in {**environment, "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(key, value)
+    workers = ModelParallel(nproc_per_node=1, backend="gloo")
+    workers.start()
+    yield workers
+    workers.close()
+
+
+def sharded_trainer(workers, data, output_dir, **options):
+    """A Trainer of a DeepFM whose tables ``workers`` shard, as ``easyrec train distributed=model_parallel`` builds
+    it (tables deferred, sharded, the fused optimizer joined to the optimizer)."""
+    from easyrec.losses import BinaryCrossEntropy
+    from easyrec.models import DeepFM
+    from easyrec.modules.embedding import deferred_tables
+    from easyrec.optim import build_optimizer
+    from easyrec.optim.fused import fused_params
+    from easyrec.trainer import Trainer
+
+    factory = functools.partial(torch.optim.Adagrad, lr=0.05)
+    torch.manual_seed(0)
+    with deferred_tables():
+        model = DeepFM(data.input_spec, embedding_dim=4, hidden_units=[16])
+    workers.shard(model, fused_params(factory, "cpu"), seed=0)
+    optimizer = build_optimizer(factory, model, fused=workers.fused_optimizer)
+    defaults = {"progress_bar": False, "device": "cpu", "max_epochs": 1, "eval_every_n_steps": 4}
+    return Trainer(model, data, optimizer, BinaryCrossEntropy(), output_dir, distributed=workers, **defaults, **options)
+
+
+FEATURES = {
+    "dense": [{"names": ["I1", "I2"], "transform": "log1p", "standardize": True}],
+    "categorical": [{"names": ["C1", "C2", "C3"], "encoding": "vocab"}],
+}
+#: the worst evaluation is the best by this rule: the best weights are not the last
+WORST = {"monitor": "eval/logloss", "monitor_mode": "max"}
+
+
+def test_a_sharded_trainer_resumes_exactly_and_restores_its_best_weights(one_worker, tmp_path):
+    from easyrec.data import SyntheticCTRData
+
+    data = SyntheticCTRData(FEATURES, num_rows=3000, batch_size=256, seed=3)
+    data.setup()
+    whole = sharded_trainer(one_worker, data, tmp_path / "whole", checkpoint_every_n_steps=4, **WORST)
+    metrics = whole.fit()
+    assert whole.best["step"] != whole.last_eval_step and metrics == whole.history[whole.best["step"]]
+    files = sorted(p.name for p in whole.checkpoints.directory.iterdir())
+    assert files == ["best.pt", "best.shards", "step-000000004.pt", "step-000000004.shards"] + [
+        "step-000000008.pt",
+        "step-000000008.shards",
+        "step-000000011.pt",
+        "step-000000011.shards",
+    ]
+    state = load_checkpoint(whole.checkpoints.directory / "step-000000004.pt", gather=False)
+    resumed = sharded_trainer(one_worker, data, tmp_path / "whole", **WORST)  # the run resumed in its directory
+    resumed.load_state_dict(state)
+    assert resumed.fit() == metrics and resumed.history == whole.history
+    for (name, mine), theirs in zip(resumed.model.state_dict().items(), whole.model.state_dict().values(), strict=True):
+        mine, theirs = (t.local_shards()[0].tensor if hasattr(t, "local_shards") else t for t in (mine, theirs))
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0, msg=name)
+
+
 # ---------------------------------------------------------------------- in one process, without torchrec
 
 

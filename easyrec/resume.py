@@ -66,7 +66,8 @@ def check_resumable(state: Mapping[str, Any], config: Mapping[str, Any], path: s
     :data:`RESUME_MAY_CHANGE` and the keys the checkpoint's config does not have); a weights-only checkpoint
     (``best.pt``) cannot be resumed, nor a checkpoint of sharded tables by a run that does not shard them
     (``sharded``: this run does), or the other way round. The process layout (``distributed``: the number of
-    workers and machines) may change: sharded tables are read again into this run's shards."""
+    workers and machines) may change: sharded tables are read again into this run's shards; and ``data.batch_size``
+    with it where a step keeps its rows (2 workers x 128 rows resume as 1 worker x 256)."""
     if state.get("kind") == "weights":
         raise CheckpointError(
             f"{path} holds the best weights only (no optimizer state): resume from a step checkpoint "
@@ -91,15 +92,29 @@ def check_resumable(state: Mapping[str, Any], config: Mapping[str, Any], path: s
     )
     # a key this config has and the checkpoint's lacks came with a later easyrec (data.streaming, ...): no change
     keys = sorted(set(before) - set(RESUME_MAY_CHANGE))
+    rows = step_rows(saved)
+    if rows is not None and rows == step_rows(config) and "data.batch_size" in keys:
+        keys.remove("data.batch_size")  # a step's rows shared out over more or fewer workers: the same rows
     changed = [key for key in keys if before.get(key) != after.get(key)]
     if changed:
         shown = ", ".join(f"{key} ({before.get(key)!r} -> {after.get(key)!r})" for key in changed[:5])
         more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
         raise ConfigError(
             f"trainer.resume: this config differs from the checkpoint's ({path}) in {shown}{more}; an exact resume "
-            f"keeps {', '.join(RESUME_MUST_MATCH)} (the trainer's limits and data.num_workers may change); to start "
-            f"from its weights with a new config, use trainer.init_from={path}"
+            f"keeps {', '.join(RESUME_MUST_MATCH)} (the trainer's limits, data.num_workers, and data.batch_size where "
+            f"the rows of a step stay the same on another number of workers, may change); to start from its weights "
+            f"with a new config, use trainer.init_from={path}"
         )
+
+
+def step_rows(config: Mapping[str, Any]) -> int | None:
+    """Rows of a training step of ``config``: ``data.batch_size`` x workers x ``distributed.accumulate_steps`` (None
+    when the config does not say)."""
+    data, layout = config.get("data") or {}, config.get("distributed") or {}
+    if "batch_size" not in data:
+        return None
+    workers = layout.get("nproc_per_node", 1) * layout.get("nnodes", 1)
+    return data["batch_size"] * workers * layout.get("accumulate_steps", 1)
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:

@@ -301,6 +301,18 @@ def test_a_resume_may_change_the_loader_workers_but_not_the_streaming_mode():
         check_resumable(state, changed, "step-9.pt")
 
 
+def test_a_resume_may_share_a_step_over_other_workers_but_not_change_its_rows():
+    """2 workers x 128 rows resume as 1 worker x 256 or 1 x 128 accumulating 2 (the same rows a step); not 1 x 128."""
+    from easyrec.resume import check_resumable
+
+    saved = {"seed": 0, "data": {"batch_size": 128}, "distributed": {"nproc_per_node": 2, "nnodes": 1}}
+    state = {"config": saved}
+    check_resumable(state, {**saved, "data": {"batch_size": 256}, "distributed": {"accumulate_steps": 1}}, "s.pt")
+    check_resumable(state, {**saved, "distributed": {"accumulate_steps": 2}}, "s.pt")
+    with pytest.raises(ConfigError, match=r"in data.batch_size \(128 -> 64\)"):
+        check_resumable(state, {**saved, "data": {"batch_size": 64}}, "s.pt")
+
+
 def test_a_checkpoint_written_before_a_data_option_existed_still_resumes():
     """Options added since (at their defaults) are no change; a removed or changed one still is."""
     from easyrec.resume import check_resumable

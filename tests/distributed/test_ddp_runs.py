@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from easyrec.checkpoints import load_checkpoint
 from easyrec.saved_run import SavedRun
-from tests.conftest import QUICK, copy_mlflow_store
+from tests.conftest import QUICK
 
 pytestmark = pytest.mark.slow
 
@@ -26,17 +26,6 @@ DDP = ["distributed=ddp", "distributed.nproc_per_node=2"]
 
 def store(root: Path) -> str:
     return f"sqlite:///{root}/mlflow.db"
-
-
-@pytest.fixture
-def stores(mlflow_template: Path):
-    """``stores(root, ...)``: an empty MLflow store in each directory (copied: creating one takes seconds)."""
-
-    def make(*roots: Path) -> None:
-        for root in roots:
-            copy_mlflow_store(mlflow_template, root)
-
-    return make
 
 
 def runs(root: Path) -> list:

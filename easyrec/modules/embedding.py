@@ -25,7 +25,26 @@ def deferred_tables() -> Iterator[None]:
         _DEFERRED.reset(token)
 
 
-class FieldEmbedding(nn.Module):
+class LookupPenalty(nn.Module):
+    """EasyRec's ``embedding_regularization`` of a module's lookups: :meth:`keep_penalty` remembers
+    ``l2 · Σ e² / 2`` of a training forward's embeddings, :meth:`take_penalty` hands it to the trainer once.
+    A subclass sets ``l2`` (0: off) and ``penalty = None`` in its constructor."""
+
+    l2: float
+    penalty: Tensor | None
+
+    def keep_penalty(self, embeddings: Tensor) -> None:
+        """Remember the penalty of ``embeddings`` (any shape), in a training forward with gradients only."""
+        if self.l2 and self.training and torch.is_grad_enabled():
+            self.penalty = 0.5 * self.l2 * embeddings.float().square().sum()
+
+    def take_penalty(self) -> Tensor | None:
+        """The scalar penalty of the last training forward since the last call (None if none), and forget it."""
+        penalty, self.penalty = self.penalty, None
+        return penalty
+
+
+class FieldEmbedding(LookupPenalty):
     """Embeddings of F categorical fields in one table, each field owning a block of rows.
 
     Field f's local id i is row ``offsets[f] + i``, so one lookup serves every field (no Python loop
@@ -84,11 +103,5 @@ class FieldEmbedding(nn.Module):
     def forward(self, ids: Tensor) -> Tensor:
         """``ids (B, F) int`` local row per field -> ``(B, F, D)``."""
         embeddings = self.table(ids + self.offsets)
-        if self.l2 and self.training and torch.is_grad_enabled():
-            self.penalty = 0.5 * self.l2 * embeddings.float().square().sum()
+        self.keep_penalty(embeddings)
         return embeddings
-
-    def take_penalty(self) -> Tensor | None:
-        """The scalar penalty of the last training forward since the last call (None if none), and forget it."""
-        penalty, self.penalty = self.penalty, None
-        return penalty

@@ -12,7 +12,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
 
-from easyrec.modules.embedding import FieldEmbedding
+from easyrec.modules.embedding import FieldEmbedding, LookupPenalty
 
 #: fbgemm's fused kernels take tables whose (local) width is a multiple of 4; narrower tables stay FieldEmbeddings
 WIDTH_MULTIPLE = 4
@@ -26,7 +26,7 @@ def table_name(path: str, field: str) -> str:
     return f"{path}__{field}".replace(".", "_")
 
 
-class FieldEmbeddingCollection(nn.Module):
+class FieldEmbeddingCollection(LookupPenalty):
     """The tables of a :class:`~easyrec.modules.FieldEmbedding` as one torchrec ``EmbeddingBagCollection``
     (:attr:`collection`), one table per field, named :func:`table_name` ``(path, field)``; same forward, ``l2`` and
     :meth:`take_penalty` as the FieldEmbedding it replaces.
@@ -116,14 +116,8 @@ class FieldEmbeddingCollection(nn.Module):
         keys = pooled.keys()
         if keys != self.table_names:  # a sharded collection returns its tables in the order of its shards
             embeddings = embeddings[:, [keys.index(name) for name in self.table_names]]
-        if self.l2 and self.training and torch.is_grad_enabled():
-            self.penalty = 0.5 * self.l2 * embeddings.float().square().sum()
+        self.keep_penalty(embeddings)
         return embeddings
-
-    def take_penalty(self) -> Tensor | None:
-        """The scalar penalty of the last training forward since the last call (None if none), and forget it."""
-        penalty, self.penalty = self.penalty, None
-        return penalty
 
 
 def largest_batch(rows: int, device: torch.device) -> int:

@@ -21,7 +21,9 @@ from tests.conftest import QUICK, options
 
 pytestmark = pytest.mark.slow
 
-OPTIMIZERS = "adagrad, adam, adamw, ftrl, lamb, lazy_adam, momentum, rmsprop, sgd, sparse_dense, wide_deep"
+OPTIMIZERS = (
+    "adagrad, adam, adamw, ftrl, lamb, lazy_adam, momentum, rmsprop, row_wise_adagrad, sgd, sparse_dense, wide_deep"
+)
 
 
 def runs(directory: Path) -> list:
@@ -77,10 +79,7 @@ def test_top_level_help_lists_the_commands(easyrec_cli):
 def test_train_help_and_cfg_job(easyrec_cli, tmp_path):
     helped = easyrec_cli("train", "--help")
     assert helped.returncode == 0
-    assert (
-        "optimizer: adagrad, adam, adamw, ftrl, lamb, lazy_adam, momentum, rmsprop, sgd, sparse_dense, wide_deep"
-        in helped.stdout
-    )
+    assert f"optimizer: {OPTIMIZERS}" in helped.stdout
     assert "lr_schedule: constant, cosine, exponential_decay, manual_step, polynomial, transformer" in helped.stdout
     shown = easyrec_cli("train", "--cfg", "job", "optimizer=sgd", "optimizer.lr=0.5")
     assert shown.returncode == 0

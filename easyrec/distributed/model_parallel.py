@@ -302,7 +302,7 @@ class ModelParallel(DDP):
                 if source is not None:
                     part.copy_(source[row : row + height, columns])
                 else:
-                    part.copy_(initial_rows(seed, name, range(row, row + height), columns, dim, std))
+                    initial_rows(seed, name, range(row, row + height), columns, dim, std, out=part)
 
     # ------------------------------------------------------------------ what the trainer asks
 

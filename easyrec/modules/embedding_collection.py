@@ -79,7 +79,7 @@ class FieldEmbeddingCollection(LookupPenalty):
     def reset_parameters(self, seed: int = 0) -> None:
         """Draw every table's initial rows (:func:`initial_rows` of ``seed``); not for sharded tables."""
         for name, rows in zip(self.table_names, self.cardinalities, strict=True):
-            self.weight(name).copy_(initial_rows(seed, name, range(rows), slice(None), self.dim, self.init_std))
+            initial_rows(seed, name, range(rows), slice(None), self.dim, self.init_std, out=self.weight(name))
 
     @classmethod
     def from_field_embedding(
@@ -157,22 +157,27 @@ def table_manifest(model: nn.Module) -> dict[str, list[str]]:
     }
 
 
-def initial_rows(seed: int, table: str, rows: range, columns: slice, dim: int, std: float) -> Tensor:
+def initial_rows(
+    seed: int, table: str, rows: range, columns: slice, dim: int, std: float, out: Tensor | None = None
+) -> Tensor:
     """Rows ``rows`` and ``columns`` of table ``table``'s initial values ``(len(rows), width)``: normal with ``std``
     (0: zeros), drawn in blocks of :data:`INIT_BLOCK_ROWS` full-width rows, each from a generator seeded by
     ``(seed, table, block)``. So a table starts the same however it is cut into shards (row-wise, column-wise) and
-    on however many workers."""
+    on however many workers. ``out``: the ``(len(rows), width)`` tensor to write them into, block by block (a shard
+    of fbgemm's weights: no copy of the shard is ever made); None: a new one."""
     width = len(range(dim)[columns])
+    out = torch.empty(len(rows), width) if out is None else out
     if std == 0 or not len(rows):
-        return torch.zeros(len(rows), width)
-    first, last = rows.start // INIT_BLOCK_ROWS, (rows.stop - 1) // INIT_BLOCK_ROWS
-    blocks = []
-    for block in range(first, last + 1):
+        return out.zero_()
+    for block in range(rows.start // INIT_BLOCK_ROWS, (rows.stop - 1) // INIT_BLOCK_ROWS + 1):
         digest = hashlib.blake2b(f"{seed}/{table}/{block}".encode(), digest_size=8).digest()
         generator = torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
-        blocks.append(torch.randn(INIT_BLOCK_ROWS, dim, generator=generator)[:, columns])
-    start = rows.start - first * INIT_BLOCK_ROWS
-    return torch.cat(blocks)[start : start + len(rows)].mul_(std)
+        drawn = torch.randn(INIT_BLOCK_ROWS, dim, generator=generator)[:, columns].mul_(std)
+        start, stop = max(rows.start, block * INIT_BLOCK_ROWS), min(rows.stop, (block + 1) * INIT_BLOCK_ROWS)
+        out[start - rows.start : stop - rows.start].copy_(
+            drawn[start - block * INIT_BLOCK_ROWS : stop - block * INIT_BLOCK_ROWS]
+        )
+    return out
 
 
 @torch.no_grad()
@@ -183,4 +188,4 @@ def fill_field_embedding(module: FieldEmbedding, path: str, seed: int, device: t
     dim = module.table.embedding_dim
     for field, rows in zip(module.names, field_blocks(module), strict=True):
         name = table_name(path, field)
-        rows.copy_(initial_rows(seed, name, range(rows.shape[0]), slice(None), dim, module.init_std))
+        initial_rows(seed, name, range(rows.shape[0]), slice(None), dim, module.init_std, out=rows)

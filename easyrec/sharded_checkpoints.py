@@ -72,10 +72,15 @@ def split_sharded(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, t
 
 def sharded_leaves(state: Mapping[str, Any]) -> dict[str, tuple[tuple[Any, ...], torch.Tensor]]:
     """The sharded tensors of ``state``'s :data:`SHARDED_PARTS`: ``{path_key: (path, tensor)}``."""
-    found: dict[str, tuple[tuple[Any, ...], torch.Tensor]] = {}
+    return leaves_where(state, is_sharded)
+
+
+def leaves_where(state: Mapping[str, Any], keep: Callable[[Any], bool]) -> dict[str, tuple[tuple[Any, ...], Any]]:
+    """The leaves of ``state``'s :data:`SHARDED_PARTS` for which ``keep`` holds: ``{path_key: (path, leaf)}``."""
+    found: dict[str, tuple[tuple[Any, ...], Any]] = {}
 
     def note(path: tuple[Any, ...], leaf: Any) -> Any:
-        if is_sharded(leaf):
+        if keep(leaf):
             found[path_key(path)] = (path, leaf)
         return leaf
 
@@ -94,16 +99,7 @@ def is_sharded(value: Any) -> bool:
 
 def marked(state: Mapping[str, Any]) -> set[str]:
     """The paths (:func:`path_key`) of ``state``'s :data:`SHARDED` entries."""
-    paths: set[str] = set()
-
-    def note(path: tuple[Any, ...], leaf: Any) -> Any:
-        if is_marker(leaf):
-            paths.add(path_key(path))
-        return leaf
-
-    for key in SHARDED_PARTS:
-        map_leaves(state.get(key), note, (key,))
-    return paths
+    return set(leaves_where(state, is_marker))
 
 
 def graft(state: Mapping[str, Any], leaves: Mapping[str, tuple[tuple[Any, ...], Any]]) -> dict[str, Any]:

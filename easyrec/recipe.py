@@ -165,14 +165,23 @@ def shard_model(cfg: DictConfig, model: nn.Module, distributed: Any, device: str
     """``model`` with its tables sharded over the workers of ``distributed`` (a ModelParallel), trained by the
     fused optimizer that ``cfg.optimizer`` maps to; ``device``: ``trainer.device``."""
     from easyrec.optim.build import turn_on_sparse_gradients
-    from easyrec.optim.fused import fused_params
 
     where = distributed.device(device)
+    factory, fused = fused_optimizer(cfg, where.type)
     with config_errors("optimizer"):
-        factory = instantiate(cfg.optimizer, _convert_="all")
-        fused = fused_params(factory, where.type)
         turn_on_sparse_gradients(factory, model)  # the tables left whole: the DDP that shard() builds reads them
     return distributed.shard(model, fused, cfg.seed, where)
+
+
+def fused_optimizer(cfg: DictConfig, device_type: str) -> tuple[Any, dict[str, Any]]:
+    """``cfg.optimizer``'s factory and the fused optimizer of sharded tables it maps to on ``device_type``
+    (``cpu``, ``cuda``); ConfigError naming the key when it maps to none. The launcher asks it too, before any
+    worker starts."""
+    from easyrec.optim.fused import fused_params
+
+    with config_errors("optimizer"):
+        factory = instantiate(cfg.optimizer, _convert_="all")
+        return factory, fused_params(factory, device_type)
 
 
 def fill_deferred_tables(model: nn.Module, seed: int) -> None:

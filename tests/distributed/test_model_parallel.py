@@ -131,6 +131,18 @@ def test_easyrec_train_without_torchrec_says_how_to_install_it_in_one_line(easyr
     assert line.endswith("pip install --no-deps torchrec==1.8.0 fbgemm-gpu-cpu==1.8.0 (fbgemm-gpu==1.8.0 on CUDA)")
 
 
+def test_an_optimizer_with_no_fused_counterpart_is_refused_in_one_line_before_any_worker_starts(easyrec_main, tmp_path):
+    """The default optimizer (adam) has no fused counterpart: the launcher refuses it, no worker is started."""
+    code, _, err = easyrec_main("train", "distributed=model_parallel", "logger=none", f"hydra.run.dir={tmp_path}")
+    assert code == 2
+    [line] = err.strip().splitlines()
+    assert line == (
+        "easyrec train: error: optimizer: Adam has no fused counterpart for the sharded embedding tables of "
+        "distributed=model_parallel; on cpu use sgd, adagrad, row_wise_adagrad"
+    )
+    assert "starting" not in err
+
+
 def test_easyrec_distributed_does_not_import_torchrec():
     code = "import sys, easyrec.distributed as d; d.ModelParallel; print('torchrec' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

@@ -183,7 +183,8 @@ def write_shards(tensors: Mapping[str, torch.Tensor], directory: Path, workers: 
             for stale in directory.parent.glob("*.shards.partial"):
                 shutil.rmtree(stale)
         dist.barrier()
-        metadata = dcp.save(dict(tensors), storage_writer=dcp.FileSystemWriter(partial))
+        tight = {key: with_tight_storage(tensor) for key, tensor in tensors.items()}
+        metadata = dcp.save(tight, storage_writer=dcp.FileSystemWriter(partial))
         files = sorted({info.relative_path for info in metadata.storage_data.values()} | {".metadata"})
         mine = files[workers.rank :: workers.world_size]
         digests = dict(workers.gather([(name, file_digest(partial / name)) for name in mine]))
@@ -195,6 +196,41 @@ def write_shards(tensors: Mapping[str, torch.Tensor], directory: Path, workers: 
         cause = error if isinstance(error, OSError) else OSError(first_line(error))
         raise OutputError.cannot_write(directory, cause) from None
     return digests
+
+
+def with_tight_storage(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` (a sharded tensor: its local shards) with every contiguous view re-seated on a storage of its own
+    bytes that aliases the same memory: no copy.
+
+    fbgemm keeps all the tables of a worker (and their optimizer state) in one buffer, so a shard is a view into it;
+    DCP's writer clones every tensor whose storage is larger than itself (``torch.save`` of a view would write the
+    whole storage) and holds the clones until the file is written: twice the worker's share of the tables in
+    memory. A storage slice (``untyped_storage()[a:b]``) shares the memory and is exactly the view's bytes."""
+    from torch.distributed._shard.sharded_tensor import Shard, ShardedTensor
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(tensor, ShardedTensor):
+        shards = [Shard(tight_view(shard.tensor), shard.metadata) for shard in tensor.local_shards()]
+        return ShardedTensor._init_from_local_shards_and_global_metadata(
+            shards, tensor.metadata(), process_group=tensor._process_group
+        )
+    if isinstance(tensor, DTensor):
+        local = tight_view(tensor.to_local())
+        return DTensor.from_local(
+            local, tensor.device_mesh, tensor.placements, run_check=False, shape=tensor.shape, stride=tensor.stride()
+        )
+    return tight_view(tensor)
+
+
+def tight_view(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` on a storage of exactly its bytes, aliasing its memory (itself when it has one, or when it is
+    not contiguous: DCP copies those)."""
+    storage = tensor.untyped_storage()
+    if storage.size() == tensor.nbytes or not tensor.is_contiguous() or tensor.device.type == "meta":
+        return tensor
+    start = tensor.storage_offset() * tensor.element_size()
+    own = storage[start : start + tensor.nbytes]
+    return torch.empty(0, dtype=tensor.dtype, device=tensor.device).set_(own, 0, tensor.shape, tensor.stride())
 
 
 def replace_directory(source: Path, target: Path) -> None:

@@ -230,6 +230,13 @@ def sharded_trainer(workers, data, output_dir, **options):
     return Trainer(model, data, optimizer, BinaryCrossEntropy(), output_dir, distributed=workers, **defaults, **options)
 
 
+def assert_same_weights(model: nn.Module, other: nn.Module) -> None:
+    """``model``'s weights equal ``other``'s exactly (this worker's shards of sharded tables)."""
+    for (name, mine), theirs in zip(model.state_dict().items(), other.state_dict().values(), strict=True):
+        mine, theirs = (t.local_shards()[0].tensor if hasattr(t, "local_shards") else t for t in (mine, theirs))
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0, msg=name)
+
+
 FEATURES = {
     "dense": [{"names": ["I1", "I2"], "transform": "log1p", "standardize": True}],
     "categorical": [{"names": ["C1", "C2", "C3"], "encoding": "vocab"}],
@@ -257,9 +264,31 @@ def test_a_sharded_trainer_resumes_exactly_and_restores_its_best_weights(one_wor
     resumed = sharded_trainer(one_worker, data, tmp_path / "whole", **WORST)  # the run resumed in its directory
     resumed.load_state_dict(state)
     assert resumed.fit() == metrics and resumed.history == whole.history
-    for (name, mine), theirs in zip(resumed.model.state_dict().items(), whole.model.state_dict().values(), strict=True):
-        mine, theirs = (t.local_shards()[0].tensor if hasattr(t, "local_shards") else t for t in (mine, theirs))
-        torch.testing.assert_close(mine, theirs, rtol=0, atol=0, msg=name)
+    assert_same_weights(resumed.model, whole.model)
+
+
+def test_shards_are_written_from_fbgemms_buffer_without_a_copy(one_worker, tmp_path):
+    """fbgemm keeps a worker's tables in one buffer: each shard handed to DCP is re-seated on a storage of its own
+    bytes aliasing that buffer (DCP would clone a view of a larger storage and hold the clones while writing: twice
+    the worker's share of the tables in memory); the shards written read back the same."""
+    from easyrec.data import SyntheticCTRData
+    from easyrec.distributed.model_parallel import local_parts
+    from easyrec.sharded_checkpoints import split_sharded, with_tight_storage
+
+    data = SyntheticCTRData(FEATURES, num_rows=600, batch_size=256, seed=3)
+    data.setup()
+    trainer = sharded_trainer(one_worker, data, tmp_path / "run")
+    _, sharded = split_sharded({"model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict()})
+    for key, value in sharded.items():
+        (_, part), *_ = local_parts(value)
+        assert part.untyped_storage().size() > part.nbytes, key  # a view into fbgemm's buffer
+        (_, tight), *_ = local_parts(with_tight_storage(value))
+        assert tight.untyped_storage().size() == tight.nbytes, key
+        assert tight.data_ptr() == part.data_ptr(), key  # the same memory: no copy
+    path = trainer.save_checkpoint()
+    reloaded = sharded_trainer(one_worker, data, tmp_path / "other")
+    reloaded.load_state_dict(load_checkpoint(path, gather=False))
+    assert_same_weights(reloaded.model, trainer.model)
 
 
 # ---------------------------------------------------------------------- in one process, without torchrec

@@ -17,8 +17,8 @@ import logging
 import logging.config
 import os
 import sys
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,8 @@ def launch_workers(
     run_id = getattr(logger, "run_id", None)
     status = "FAILED"
     try:
-        results = elastic_launch(launch, worker)(train, config, str(output_dir), overrides, job_logging, run_id)
+        with quiet_worker_failures():
+            results = elastic_launch(launch, worker)(train, config, str(output_dir), overrides, job_logging, run_id)
         status = "FINISHED"  # the main worker ended the run itself
         return next(value for _, value in sorted(results.items()))
     except ChildFailedError as error:
@@ -93,6 +94,46 @@ def launch_workers(
     finally:
         if logger is not None and status != "FINISHED":
             logger.finish(status)
+
+
+#: torch's loggers that report a failed worker: the agent's (with the worker's traceback) and spawn's (the others
+#: being stopped)
+AGENT_LOGGERS = ("torch.distributed.elastic.multiprocessing.api", "torch.multiprocessing.spawn")
+
+
+@contextmanager
+def quiet_worker_failures() -> Iterator[None]:
+    """While the workers run, torch's agent does not log the traceback of a worker that failed with an easyrec error
+    (a bad config or input: :func:`failure_message` says it in one line), nor that it stops the other workers then.
+    Any other failure keeps its traceback."""
+    quiet = UserErrorReports()
+    loggers = [logging.getLogger(name) for name in AGENT_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)
+
+
+class UserErrorReports(logging.Filter):
+    """Drops the records :func:`user_error_report` picks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not user_error_report(record.getMessage(), str(error or ""))
+
+
+def user_error_report(message: str, error: str = "") -> bool:
+    """Whether ``message`` (a record of :data:`AGENT_LOGGERS`, with the text of its exception ``error``: the
+    worker's traceback) reports a worker ending on an easyrec error, or the others being stopped after a worker
+    failed."""
+    if message.startswith("Terminating process"):
+        return True
+    return message.startswith("failed (exitcode") and any(
+        line.startswith("easyrec.") and "Error: " in line for line in error.splitlines()
+    )
 
 
 def failure_message(error: Any) -> str:

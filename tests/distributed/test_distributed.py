@@ -3,6 +3,7 @@ config's checks, gradient accumulation, the torchrun arguments, worker logging a
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import torch
 from easyrec.data import SyntheticCTRData
 from easyrec.distributed import DDP, SingleProcess
 from easyrec.errors import ConfigError, DataError
-from easyrec.launch import failure_message, torchrun_arguments, worker_logging
+from easyrec.launch import AGENT_LOGGERS, failure_message, quiet_worker_failures, torchrun_arguments, worker_logging
 from easyrec.losses import BinaryCrossEntropy
 from easyrec.models import DeepFM
 from easyrec.trainer import Trainer
@@ -257,6 +258,35 @@ def test_a_failed_worker_is_one_line_naming_its_rank_and_error(tmp_path):
         failure_message(ChildFailedError("worker", {0: killed}))
         == "worker 0 failed: Signal 9 (SIGKILL) received by PID 12"
     )
+
+
+def worker_failure_record(last_line: str) -> logging.LogRecord:
+    """The record torch's agent logs when a worker raised: its exception holds the worker's traceback."""
+    from torch.multiprocessing.spawn import ProcessRaisedException
+
+    traceback = f'Traceback (most recent call last):\n  File "/x/run.py", line 1, in train\n{last_line}\n'
+    error = ProcessRaisedException(f"\n\n-- Process 0 terminated with the following error:\n{traceback}", 0, 7)
+    message = "failed (exitcode: %s) local_rank: %s (pid: %s) of fn: %s (start_method: %s)"
+    return logging.LogRecord(
+        AGENT_LOGGERS[0], logging.ERROR, "api.py", 1, message, (1, 0, 7, "worker", "spawn"), (type(error), error, None)
+    )
+
+
+@pytest.mark.parametrize(
+    ("last_line", "shown"),
+    [
+        ("easyrec.errors.ConfigError: distributed.sharding.tables.nope: no such table", False),
+        ("easyrec.errors.DataError: x.csv: row 3: bad", False),
+        ("RuntimeError: a bug", True),  # anything else keeps its traceback
+    ],
+)
+def test_the_agent_logs_no_traceback_of_a_worker_that_failed_on_an_easyrec_error(last_line, shown):
+    agent, spawn = (logging.getLogger(name) for name in AGENT_LOGGERS)
+    stopping = logging.LogRecord(spawn.name, logging.WARNING, "spawn.py", 1, "Terminating process %s", (8,), None)
+    with quiet_worker_failures():
+        assert bool(agent.filter(worker_failure_record(last_line))) is shown
+        assert not spawn.filter(stopping)  # the one-line error says which worker failed
+    assert agent.filter(worker_failure_record(last_line)) and spawn.filter(stopping)  # only while the workers run
 
 
 class MainWorkerDecides(SingleProcess):

@@ -211,8 +211,10 @@ def partial_file(path: Path) -> Iterator[Path]:
         os.replace(partial, path)
     except BaseException as error:
         partial.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise OutputError.cannot_write(path, error) from None
+        # torch.save reports a write that failed (a disk that filled up) as a RuntimeError over the OSError
+        cause = error if isinstance(error, OSError) else error.__context__
+        if isinstance(cause, OSError):
+            raise OutputError.cannot_write(path, cause) from None
         raise
 
 

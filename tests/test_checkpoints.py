@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import pickle
 from pathlib import Path
@@ -18,6 +19,7 @@ from easyrec.checkpoints import (
     find_checkpoint,
     load_checkpoint,
     load_matching,
+    write_atomically,
     write_json,
 )
 from easyrec.data import SyntheticCTRData
@@ -135,6 +137,22 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint_intact(tmp_path, m
         checkpoints.save({"format": FORMAT, "step": 20}, 20)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000000010.pt"]  # no .partial left behind
     assert load_checkpoint(tmp_path)["step"] == 10
+
+
+def test_a_disk_that_fills_up_inside_torch_save_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    """torch.save raises a RuntimeError ("unexpected pos ...") over the OSError of the write that failed."""
+
+    class FillsUp(io.BytesIO):
+        def write(self, data: bytes) -> int:
+            if self.tell() > 1000:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return super().write(data)
+
+    monkeypatch.setattr(Path, "open", lambda self, mode="r": FillsUp())
+    target = tmp_path / "step-000000020.pt"
+    with pytest.raises(OutputError, match=f"^cannot write {target}: No space left on device$"):
+        write_atomically({"format": FORMAT, "table": torch.zeros(10_000)}, target)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_failed_json_write_removes_its_partial_file_and_names_the_path(tmp_path, monkeypatch):

@@ -25,8 +25,8 @@ from easyrec.data.batches import Batch
 from easyrec.data.features import FeatureEncoder
 from easyrec.data.tabular import TabularData
 from easyrec.distributed import pick_device
-from easyrec.errors import CheckpointError, ConfigError
 from easyrec.ema import averaged_weights
+from easyrec.errors import CheckpointError, ConfigError
 from easyrec.losses.base import Loss
 from easyrec.losses.heads import Head
 from easyrec.metrics import EvalMetrics, evaluate_model

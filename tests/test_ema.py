@@ -52,7 +52,8 @@ def test_a_restored_average_goes_on_as_the_original():
     restored.update()
     # 1 -> 0.9·1 + 0.1·2 = 1.1 -> 0.9·1.1 + 0.1·4 = 1.39
     assert restored.state_dict()["weights"]["linear.weight"].item() == pytest.approx(1.39)
-    assert torch.equal(restored.state_dict()["weights"]["linear.weight"], average.state_dict()["weights"]["linear.weight"])
+    weights = [a.state_dict()["weights"]["linear.weight"] for a in (restored, average)]
+    assert torch.equal(*weights)
 
 
 def test_the_averages_of_another_model_are_refused():

@@ -42,3 +42,25 @@ def test_fp16_on_the_cpu_is_refused_in_one_line(compose_train, tmp_path):
     cfg = compose_train("trainer.precision=fp16", "trainer.device=cpu", *QUICK, *QUIET)
     with pytest.raises(ConfigError, match="^trainer.precision=fp16: needs a CUDA GPU"):
         train(cfg, tmp_path)
+
+
+def test_ema_under_ddp_every_worker_evaluates_the_same_averaged_weights(easyrec_main, tmp_path):
+    """2 gloo workers each evaluate their share of the eval rows with their own average: the metrics they gather
+    are those of one process evaluating the main worker's averaged weights, so the workers' averages agree."""
+    run = tmp_path / "run"
+    code, _, err = easyrec_main(
+        "train",
+        *QUICK,
+        *QUIET,
+        "data.eval_batch_size=128",
+        "distributed=ddp",
+        "distributed.nproc_per_node=2",
+        "trainer.max_steps=4",
+        "trainer.ema.decay=0.5",
+        f"hydra.run.dir={run}",
+    )
+    assert code == 0, err
+    metrics = load_checkpoint(run)["metrics"]
+    alone = SavedRun.load(run, which="latest").evaluate()
+    assert alone == pytest.approx({k: v for k, v in metrics.items() if "/raw/" not in k}, abs=1e-6)
+    assert metrics["eval/auc"] != pytest.approx(metrics["eval/raw/auc"], abs=1e-6)

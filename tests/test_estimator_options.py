@@ -150,3 +150,22 @@ def test_eval_max_rows_evaluates_the_first_rows_split_between_workers(data, tmp_
         assert torch.equal(labels, whole[:rows])
     whole_split, first_rows = (make_trainer(data, tmp_path, eval_max_rows=n).evaluate() for n in (10**9, 700))
     assert whole_split == make_trainer(data, tmp_path).evaluate() and first_rows != whole_split
+
+
+@pytest.mark.parametrize(
+    ("override", "error"),
+    [
+        ("trainer.ema.decay=2", "trainer.ema.decay=2.0: must be in (0, 1)"),
+        ("+trainer.ema.rate=1", "trainer.ema.rate: not an option of easyrec.ema.EMASettings; its options are: decay"),
+        ("trainer.keep_best_n=0", "trainer.keep_best_n=0: must be > 0"),
+        ("trainer.eval_max_rows=-1", "trainer.eval_max_rows=-1: must be > 0"),
+        ("trainer.eval_every_n_seconds=0", "trainer.eval_every_n_seconds=0.0: must be > 0"),
+    ],
+)
+def test_bad_values_are_one_line_config_errors(override, error):
+    from easyrec.config import validate
+    from tests.conftest import compose_config
+
+    with pytest.raises(ConfigError) as raised:
+        validate(compose_config(override))
+    assert str(raised.value) == error

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from easyrec.checkpoints import load_checkpoint
 from easyrec.errors import ConfigError
@@ -64,3 +65,16 @@ def test_ema_under_ddp_every_worker_evaluates_the_same_averaged_weights(easyrec_
     alone = SavedRun.load(run, which="latest").evaluate()
     assert alone == pytest.approx({k: v for k, v in metrics.items() if "/raw/" not in k}, abs=1e-6)
     assert metrics["eval/auc"] != pytest.approx(metrics["eval/raw/auc"], abs=1e-6)
+
+
+def test_ziln_return_log_pred_value_predicts_the_log_of_the_expected_value(compose_train, tmp_path):
+    cfg = compose_train("experiment=ltv", "loss.return_log_pred_value=true", "trainer.max_steps=3", *QUICK, *QUIET)
+    train(cfg, tmp_path)
+    logged, plain = (
+        SavedRun.load(tmp_path, [f"loss.return_log_pred_value={value}"], which="latest") for value in ("true", "false")
+    )
+    batch = next(iter(plain.data.eval_batches()))
+    [log_value], [value] = logged.predict(batch), plain.predict(batch)
+    assert torch.allclose(log_value.exp(), value, rtol=1e-5)
+    # the run's regression metrics compare that log with the raw labels, as EasyRec's do
+    assert logged.evaluate()["eval/rmse"] != pytest.approx(plain.evaluate()["eval/rmse"])

@@ -117,6 +117,13 @@ def average_of(
 ) -> WeightAverage | None:
     """The :class:`WeightAverage` that ``trainer.ema`` asks for (None: off); a ConfigError under
     ``distributed=model_parallel`` (``workers.sharded``)."""
+    settings = check_layout(settings, workers)
+    return None if settings is None else WeightAverage(model, settings.decay)
+
+
+def check_layout(settings: EMASettings | Mapping[str, Any] | None, workers: Any) -> EMASettings | None:
+    """``trainer.ema``'s settings when the average is on (None when off); a ConfigError under
+    ``distributed=model_parallel`` (``workers.sharded``), which the launcher asks before starting any worker."""
     if isinstance(settings, Mapping):  # as the config gives it
         settings = EMASettings(**settings)
     if settings is None or settings.decay is None:
@@ -127,7 +134,7 @@ def average_of(
             "by fbgemm inside the backward, and the averaged weights are not swapped into the sharded model yet); "
             "use distributed=ddp or trainer.ema.decay=null"
         )
-    return WeightAverage(model, settings.decay)
+    return settings
 
 
 def raw_name(name: str) -> str:

@@ -102,3 +102,18 @@ def test_settings_and_refusals():
 
     with pytest.raises(ConfigError, match=r"^trainer.ema.decay=0.99: not with distributed=model_parallel"):
         average_of(Tiny(), {"decay": 0.99}, Sharded())
+
+
+def test_model_parallel_refuses_the_average_in_one_line_before_any_worker_starts(easyrec_main, tmp_path):
+    pytest.importorskip("torchrec")
+    code, _, err = easyrec_main(
+        "train",
+        "distributed=model_parallel",
+        "optimizer=row_wise_adagrad",
+        "trainer.ema.decay=0.99",
+        "logger=none",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert code == 2 and "starting" not in err
+    [line] = err.strip().splitlines()
+    assert line.startswith("easyrec train: error: trainer.ema.decay=0.99: not with distributed=model_parallel")

@@ -5,8 +5,8 @@ copies ``w``): :class:`torch.optim.swa_utils.AveragedModel` with :func:`~torch.o
 Evaluation, ``best.pt`` and export use the averaged weights; the raw ones keep training.
 
 Embedding tables are not averaged (they stay raw in the averaged model), as in TorchEasyRec: a step updates only
-the rows its batch looked up, and averaging a table touches all of its rows every step (16M rows x 16 floats:
-1 GB read and written per step, against a few thousand rows for the step itself) and doubles its memory. Buffers
+the rows its batch looked up, and averaging a table touches all of its rows every step (a table of 16M rows of 16
+floats is 1 GB, against a few thousand rows that the step itself updates) and doubles its memory. Buffers
 (batch-norm running statistics) are averages already and stay as they are.
 
 No torch.distributed here: under ``distributed=ddp`` every worker holds the same weights after each step, so

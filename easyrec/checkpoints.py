@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import pickle
 import re
@@ -54,10 +55,13 @@ FORMAT = "easyrec-checkpoint/2"
 #: The format before checksums: loaded without one.
 UNCHECKED_FORMAT = "easyrec-checkpoint/1"
 STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
+#: One of the ``keep_best_n`` best checkpoints (by the monitor); ``best.pt`` is apart.
+RANKED_FILE = re.compile(r"^best-(\d+)\.pt$")
 
 
 class Checkpoints:
-    """``directory/step-<step>.pt`` files (the last ``keep_last_n`` kept) and ``directory/best.pt``.
+    """``directory/step-<step>.pt`` files (the last ``keep_last_n`` kept), ``directory/best.pt`` and, with
+    ``keep_best_n``, ``directory/best-<step>.pt`` (the weights of the N best evaluations, by step).
 
     Each write goes to a ``.partial`` file first and is renamed into place, so a crash mid-write never leaves a
     half-written file under a checkpoint's name (a failed write removes its ``.partial``: see
@@ -70,6 +74,7 @@ class Checkpoints:
     Args:
         directory: usually ``<run directory>/checkpoints``.
         keep_last_n: step checkpoints to keep (older ones are deleted after each write); best.pt is apart.
+        keep_best_n: how many ``best-<step>.pt`` to keep (None: none are written).
         workers: the process layout (default: this process alone).
         tables: with sharded tables, ``{fused table key: [its field tables' keys]}``
             (:func:`~easyrec.modules.embedding_collection.table_manifest`), kept in each checkpoint so that one
@@ -82,10 +87,11 @@ class Checkpoints:
         keep_last_n: int = 3,
         workers: SingleProcess | None = None,
         tables: Mapping[str, list[str]] | None = None,
+        keep_best_n: int | None = None,
     ) -> None:
         if keep_last_n < 1:
             raise ValueError(f"keep_last_n={keep_last_n}: must be >= 1")
-        self.directory, self.keep_last_n = Path(directory), keep_last_n
+        self.directory, self.keep_last_n, self.keep_best_n = Path(directory), keep_last_n, keep_best_n
         self.workers = workers or SingleProcess()
         self.tables = dict(tables or {})
 
@@ -101,13 +107,28 @@ class Checkpoints:
         if self.workers.is_main:
             for old in self.step_files()[: -self.keep_last_n]:
                 old.unlink(missing_ok=True)
-            for shards in self.directory.glob("step-*.shards"):  # those of the files just deleted, or of a crash's
-                if not shards.with_suffix(".pt").exists():
-                    shutil.rmtree(shards, ignore_errors=True)
+            self._remove_orphan_shards("step")
         return path
 
     def save_best(self, state: Mapping[str, Any]) -> Path:
         return self._write(state, self.directory / "best.pt")
+
+    def save_ranked(self, state: Mapping[str, Any], step: int, kept: Sequence[int]) -> Path:
+        """Write ``state`` as ``best-<step>.pt``; delete the ``best-<step>.pt`` of steps not in ``kept`` (those
+        pushed out of the ``keep_best_n`` best, see :func:`best_steps`)."""
+        path = self._write(state, self.directory / f"best-{step:09d}.pt")
+        if self.workers.is_main:
+            for old in self.directory.iterdir():
+                if (match := RANKED_FILE.match(old.name)) and int(match.group(1)) not in kept:
+                    old.unlink(missing_ok=True)
+            self._remove_orphan_shards("best-")
+        return path
+
+    def _remove_orphan_shards(self, prefix: str) -> None:
+        """Delete the shards directories ``<prefix>*.shards`` whose file is gone (deleted, or a crash's)."""
+        for shards in self.directory.glob(f"{prefix}*.shards"):
+            if not shards.with_suffix(".pt").exists():
+                shutil.rmtree(shards, ignore_errors=True)
 
     def _write(self, state: Mapping[str, Any], path: Path) -> Path:
         """Write ``state`` to ``path`` (the main process); with sharded tables every worker first writes its shards
@@ -143,6 +164,16 @@ class Checkpoints:
     def latest(self) -> Path | None:
         files = self.step_files()
         return files[-1] if files else None
+
+
+def best_steps(history: Mapping[int, Mapping[str, float]], monitor: str, mode: str, n: int | None) -> list[int]:
+    """The steps of the ``n`` best evaluations in ``history`` (``{step: metrics}``) by ``monitor`` (``mode``:
+    ``max`` or ``min``), best first; of equal values the earlier step; NaN never; none without ``n``."""
+    if not n:
+        return []
+    scored = [(m[monitor], step) for step, m in history.items() if not math.isnan(m.get(monitor, math.nan))]
+    scored.sort(key=lambda scored_step: -scored_step[0] if mode == "max" else scored_step[0])
+    return [step for _, step in scored[:n]]
 
 
 class Stateful(Protocol):

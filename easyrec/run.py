@@ -77,9 +77,11 @@ def run_job(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> float:
     distributed = instantiate(cfg.distributed)
     launches = getattr(distributed, "launches_workers", False)
     if launches and distributed.sharded:  # refused here in one line, not by every worker it would start
+        from easyrec.ema import check_layout
         from easyrec.recipe import fused_optimizer
 
         fused_optimizer(cfg, "cuda" if distributed.backend == "nccl" else "cpu")
+        check_layout(cfg.trainer.get("ema"), distributed)
     owner = distributed.nnodes == 1 if launches else os.environ.get("RANK", "0") == "0"
     with hold_run_directory(output_dir) if owner else nullcontext():
         if launches:

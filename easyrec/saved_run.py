@@ -25,6 +25,7 @@ from easyrec.data.batches import Batch
 from easyrec.data.features import FeatureEncoder
 from easyrec.data.tabular import TabularData
 from easyrec.distributed import pick_device
+from easyrec.ema import averaged_weights
 from easyrec.errors import CheckpointError, ConfigError
 from easyrec.losses.base import Loss
 from easyrec.losses.heads import Head
@@ -153,7 +154,7 @@ class SavedRun:
         """The model built as training built it (:func:`~easyrec.recipe.build_model`), with the checkpoint's
         weights, on :attr:`device`, in eval mode."""
         model = build_model(self.config.model, self.encoder, self.loss, probe=self.probe())
-        saved, own = self.state["model"], model.state_dict()
+        saved, own = averaged_weights(self.state), model.state_dict()  # with trainer.ema: the averaged weights
         problems = [f"{name} is not in the model" for name in saved if name not in own]
         problems += [f"{name} is not in the checkpoint" for name in own if name not in saved]
         problems += [

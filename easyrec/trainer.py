@@ -21,6 +21,7 @@ from easyrec.checkpoints import (
     EachOf,
     RandomState,
     Stateful,
+    best_steps,
     write_json,
 )
 from easyrec.config.arguments import NonNegativeInt, Positive, PositiveInt, checked
@@ -29,11 +30,13 @@ from easyrec.data.batches import EncodedSplit, TrainStep
 from easyrec.data.tabular import TabularData
 from easyrec.distributed import SingleProcess
 from easyrec.early_stopping import EarlyStopping, NeverStop
+from easyrec.ema import EMASettings, average_of, raw_name
 from easyrec.errors import ConfigError, Interrupted
 from easyrec.loggers import Logger, NullLogger
+from easyrec.loss_scaling import LossScale
 from easyrec.losses.base import Loss
 from easyrec.metrics import EvalMetrics, evaluate_model
-from easyrec.optim.gradients import GradientTreatment
+from easyrec.optim.gradients import GradientReport, GradientTreatment
 from easyrec.optim.grouped import GroupedOptimizer
 from easyrec.sharded_checkpoints import read_shards
 from easyrec.stopping import StopRequests
@@ -41,7 +44,9 @@ from easyrec.stopping import StopRequests
 log = logging.getLogger(__name__)
 
 #: ``trainer.precision``: see :class:`Trainer`
-Precision = Literal["fp32", "bf16", "bf16_force", "auto"]
+Precision = Literal["fp32", "bf16", "bf16_force", "fp16", "auto"]
+#: The autocast dtype of each precision used (fp32: no autocast).
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _one_limit(max_epochs: int, max_steps: int | None, **_: object) -> str | None:
@@ -72,13 +77,21 @@ class Trainer:
         metrics: which metrics each task gets (default: :class:`~easyrec.metrics.EvalMetrics`'s).
         max_epochs: passes over the training split (0: no epoch limit, ``max_steps`` must be set).
         max_steps: optimizer steps, whichever limit comes first (None: no step limit).
-        eval_every_n_steps: evaluate every N steps (None: at the end of each epoch); always at the end.
+        eval_every_n_steps: evaluate every N steps; always at the end. With neither this nor
+            ``eval_every_n_seconds``: at the end of each epoch.
+        eval_every_n_seconds: evaluate when N seconds of training have passed since the last evaluation
+            (EasyRec's ``throttle_secs``; the main process's clock decides, for every worker).
+        eval_max_rows: evaluate on the first N rows of the eval split (None: all of them), as EasyRec's
+            ``eval_config.num_examples``; every worker evaluates its share of the same rows.
         log_every_n_steps: interval of ``train/loss``, ``train/lr`` (and ``train/lr/<group>``),
             ``train/grad_norm``, ``train/skipped_steps``, ``train/samples_per_s`` and, when the data streams,
             ``data/wait_fraction`` (the share of the interval spent waiting for the next step's batches).
         checkpoint_every_n_steps: write ``checkpoints/step-<step>.pt`` every N steps (None: only at the end).
         checkpoint_every_n_seconds: ... and/or every N seconds of training.
+        checkpoint_every_epoch: also write a step checkpoint at the end of every epoch.
         keep_last_n: step checkpoints kept (the oldest are deleted); ``checkpoints/best.pt`` is kept apart.
+        keep_best_n: also keep the N best evaluations' weights by ``monitor`` as ``checkpoints/best-<step>.pt``
+            (zero-padded: the names sort by step), beside ``best.pt``, which stays the best (None: best.pt only).
         monitor: the eval metric that picks the best weights (None: no best checkpoint).
         monitor_mode: ``max`` if larger is better, ``min`` if smaller is.
         restore_best: at the end, load the best weights (by ``monitor``), evaluate them and return their metrics.
@@ -88,7 +101,12 @@ class Trainer:
             products in bf16, on AMX or tensor cores where the machine has them); parameters, optimizer state, the
             loss and evaluation stay fp32. On a device without native bf16 (:func:`native_bf16`) software emulates
             it, many times slower (18x on an AVX2 CPU): ``"bf16"`` then warns and trains in fp32, ``"bf16_force"``
-            uses bf16 anyway; ``"auto"``: bf16 where native, else fp32. :attr:`precision` is the one used.
+            uses bf16 anyway; ``"auto"``: bf16 where native, else fp32. ``"fp16"`` (CUDA only: a ConfigError
+            on the CPU): float16 autocast with dynamic loss scaling (:class:`~easyrec.loss_scaling.LossScale`),
+            for GPUs without bf16. :attr:`precision` is the one used.
+        ema: ``{"decay": d}``: an exponential moving average of the dense weights (:mod:`easyrec.ema`), updated
+            after every applied step; evaluation (``eval/*``; the raw weights' as ``eval/raw/*``), ``best.pt``
+            and export use it (None or ``decay: None``: off).
         data_on_device: move the training split to the device once, so that each step gathers its rows there
             instead of copying them from the host: ``True``, ``False``, or ``"auto"`` (on a GPU whose free memory
             is more than twice the split's size).
@@ -120,10 +138,14 @@ class Trainer:
         max_epochs: NonNegativeInt = 1,
         max_steps: PositiveInt | None = None,
         eval_every_n_steps: PositiveInt | None = None,
+        eval_every_n_seconds: Positive | None = None,
+        eval_max_rows: PositiveInt | None = None,
         log_every_n_steps: PositiveInt = 50,
         checkpoint_every_n_steps: PositiveInt | None = None,
         checkpoint_every_n_seconds: Positive | None = None,
+        checkpoint_every_epoch: bool = False,
         keep_last_n: Annotated[int, Ge(1)] = 3,
+        keep_best_n: PositiveInt | None = None,
         monitor: str | None = None,
         monitor_mode: Literal["max", "min"] = "max",
         restore_best: bool = True,
@@ -131,6 +153,7 @@ class Trainer:
         device: Literal["auto", "cpu", "cuda"] = "auto",
         precision: Precision = "fp32",
         data_on_device: Literal["auto", True, False] = "auto",
+        ema: EMASettings | Mapping[str, Any] | None = None,
         config: Mapping[str, Any] | None = None,
     ) -> None:
         self.distributed = distributed or SingleProcess()
@@ -140,7 +163,9 @@ class Trainer:
         self._regularized = [m for m in self.model.modules() if hasattr(m, "take_penalty") and getattr(m, "l2", 0) > 0]
         self.ddp_model = self.distributed.wrap(self.model)  # trains; self.model evaluates and is saved
         self.precision = used_precision(precision, self.device)
-        self.autocast_dtype = torch.bfloat16 if self.precision == "bf16" else None
+        self.autocast_dtype = AUTOCAST[self.precision]
+        self.loss_scale = LossScale(enabled=self.precision == "fp16")
+        self.ema = average_of(model, ema, self.distributed)
         self.data, self.optimizer, self.loss = data, optimizer, Loss.of(loss).to(self.device)
         if data.streams and data_on_device is True:
             raise ConfigError(
@@ -171,8 +196,14 @@ class Trainer:
         self.gradients = gradients
         self.max_epochs, self.max_steps = max_epochs, max_steps
         self.eval_every_n_steps, self.log_every_n_steps = eval_every_n_steps, log_every_n_steps
+        self.eval_every_n_seconds, self.eval_max_rows = eval_every_n_seconds, eval_max_rows
+        self.checkpoint_every_epoch = checkpoint_every_epoch
         self.checkpoints = Checkpoints(
-            self.output_dir / "checkpoints", keep_last_n, self.distributed, _tables(model, self.distributed)
+            self.output_dir / "checkpoints",
+            keep_last_n,
+            self.distributed,
+            _tables(model, self.distributed),
+            keep_best_n=keep_best_n,
         )
         self.checkpoint_every_n_steps, self.checkpoint_every_n_seconds = (
             checkpoint_every_n_steps,
@@ -201,8 +232,14 @@ class Trainer:
             "gradients": self.gradients,
             "early_stopping": self.early_stopping,
         }
-        self._last_checkpoint = time.monotonic()
+        # only when on: a checkpoint written without them still resumes a run without them
+        self.parts |= {"ema": self.ema} if self.ema else {}
+        self.parts |= {"loss_scale": self.loss_scale} if self.loss_scale.enabled else {}
+        self._last_checkpoint = self._last_eval = time.monotonic()
+        self._checkpointed_step: int | None = None  # the step of this process's last checkpoint
         self.eval_seconds = 0.0  # spent evaluating inside the training loop of this process
+        if keep_best_n and monitor is None:
+            raise ConfigError(f"trainer.keep_best_n={keep_best_n}: needs trainer.monitor (the metric that ranks them)")
         names = self.metric_names()
         self.early_stopping.check_metrics(names)
         if monitor is not None and monitor not in names:
@@ -221,7 +258,7 @@ class Trainer:
         waiting = _Waiting()
         window = _LogWindow(self.device, waiting if self.data.streams else None, regularized=bool(self._regularized))
         train_start, rows_trained = time.perf_counter(), 0
-        self._last_checkpoint = time.monotonic()
+        self._last_checkpoint = self._last_eval = time.monotonic()
         workers = self.distributed
         with self.stops.catching_signals(), self.reporter.progress(total_steps) as advance:
             while self.stops.why(self.step, self.epoch) is None:
@@ -237,9 +274,10 @@ class Trainer:
                         if self.step % self.log_every_n_steps == 0 or self.step == total_steps:
                             train = {**window.close(workers), **self._learning_rates(), **self._loss_components()}
                             train["train/skipped_steps"] = float(self.gradients.skipped_steps)
+                            train |= self.loss_scale.log_values()
                             self.logger.log_metrics(train, self.step)
                         advance(self.step, step.rows, self.optimizer.param_groups[0]["lr"], train)
-                        if self.eval_every_n_steps and self.step % self.eval_every_n_steps == 0:
+                        if self._evaluation_due():
                             self._evaluate_and_track()
                         self.stops.after_step(self.step, train)
                         self._checkpoint_if_due()
@@ -248,11 +286,8 @@ class Trainer:
                     else:  # the epoch ran out
                         self.epoch += 1
                         self.position = None
-                        if not self.eval_every_n_steps and self.stops.why(self.step, self.epoch) is None:
-                            self._evaluate_and_track()
-                            self.stops.settle()
-                            if self.stops.signal:
-                                self._interrupt()
+                        if self.stops.why(self.step, self.epoch) is None:  # not the last: the end follows
+                            self._end_epoch()
         if self.last_eval_step != self.step:
             self._evaluate_and_track()  # no step follows: nothing to stop
         seconds = time.perf_counter() - train_start
@@ -276,6 +311,26 @@ class Trainer:
         final = self._restore_best()
         self._report({**final, **summary})
         return final
+
+    def _evaluation_due(self) -> bool:
+        """Whether to evaluate after this step: every ``eval_every_n_steps``, or ``eval_every_n_seconds`` after the
+        last evaluation by the main process's clock (every worker evaluates at the same step)."""
+        by_steps = self.eval_every_n_steps and self.step % self.eval_every_n_steps == 0
+        by_time = self.eval_every_n_seconds and self.distributed.broadcast(
+            time.monotonic() - self._last_eval >= self.eval_every_n_seconds
+        )
+        return bool(by_steps or by_time)
+
+    def _end_epoch(self) -> None:
+        """At the end of an epoch that is not the last: evaluate (unless a step or time schedule does), write a
+        checkpoint with ``checkpoint_every_epoch`` (unless one was just written)."""
+        if not (self.eval_every_n_steps or self.eval_every_n_seconds):
+            self._evaluate_and_track()
+            self.stops.settle()
+            if self.stops.signal:
+                self._interrupt()
+        if self.checkpoint_every_epoch and self._checkpointed_step != self.step:
+            self.save_checkpoint()
 
     def _train_step(self, step: TrainStep) -> tuple[torch.Tensor, torch.Tensor, float]:
         """One optimizer step on this worker's micro-batches of ``step``; returns this worker's part of the step's
@@ -309,13 +364,19 @@ class Trainer:
                     if (term := module.take_penalty()) is not None:
                         objective = objective + term
                         penalty += term.detach()
-                (objective * self.distributed.world_size).backward()
+                self.loss_scale.backward(objective * self.distributed.world_size)
             part += loss.detach() * share
-        report = self.gradients.apply(self.step + 1)
-        if report.apply:
-            self.optimizer.step()
+        if not self.loss_scale.unscaled(self.optimizer):  # fp16 overflow: a smaller scale, and the step skipped
+            self.loss_scale.skip()
+            report = GradientReport(math.nan, apply=False)
         else:
-            log.warning("step %d: non-finite gradient norm, step skipped", self.step + 1)
+            report = self.gradients.apply(self.step + 1)
+            if report.apply:
+                self.loss_scale.step(self.optimizer)
+                if self.ema:
+                    self.ema.update()
+            else:
+                log.warning("step %d: non-finite gradient norm, step skipped", self.step + 1)
         for scheduler in self.lr_schedulers:
             scheduler.step()
         return part, penalty, report.norm
@@ -368,8 +429,9 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
 
     def metric_names(self) -> list[str]:
-        """The keys :meth:`evaluate` returns."""
-        return self.metrics.names(self.heads, self.data)
+        """The keys :meth:`evaluate` returns; with ``ema``, the raw weights' too (``eval/raw/auc``, ...)."""
+        names = self.metrics.names(self.heads, self.data)
+        return names + [raw_name(name) for name in names] if self.ema else names
 
     @torch.no_grad()  # not inference_mode: a sharded model's lookups need autograd keys (see evaluate_model)
     def evaluate(self) -> dict[str, float]:
@@ -379,14 +441,15 @@ class Trainer:
         the predictions are gathered, and every worker computes the same metrics."""
         workers = self.distributed
         evaluation = self.metrics.evaluation(self.heads, self.data)
-        batches = self.data.eval_batches(workers)
+        batches = self.data.eval_batches(workers, max_rows=self.eval_max_rows)
         return evaluate_model(self.model, batches, evaluation, self.device, workers)
 
     def _evaluate_and_track(self) -> None:
         """Evaluate, log, ask the early-stopping rule (:meth:`StopRequests.after_evaluation`), track the best."""
         start = time.perf_counter()
-        metrics = self.eval_metrics = self.evaluate()
+        metrics = self.eval_metrics = self.ema.evaluated(self.evaluate) if self.ema else self.evaluate()
         self.eval_seconds += time.perf_counter() - start
+        self._last_eval = time.monotonic()
         self.last_eval_step = self.step
         self.history[self.step] = dict(metrics)
         self.logger.log_metrics(metrics, self.step)
@@ -410,17 +473,25 @@ class Trainer:
         )
         if better:
             self.best = {"value": value, "step": self.step, "metrics": dict(metrics)}
-            if self.checkpoints.takes_part:
-                # the weights and what describes them, not the optimizer state: half the size, written often
+        kept = best_steps(self.history, self.monitor, self.monitor_mode, self.checkpoints.keep_best_n)
+        if (better or self.step in kept) and self.checkpoints.takes_part:
+            # the weights evaluated (with ema: the averaged ones) and what describes them, not the optimizer
+            # state: half the size, written often
+            with self.ema.swapped_in() if self.ema else contextlib.nullcontext():
                 state = {**self.state_dict(), "optimizer": None, "lr_schedulers": None, "kind": "weights"}
-                self.checkpoints.save_best(state)
+                state |= {"ema": None} if self.ema else {}
+                if better:
+                    self.checkpoints.save_best(state)
+                if self.step in kept:
+                    self.checkpoints.save_ranked(state, self.step, kept)
 
     def _restore_best(self) -> dict[str, float]:
         """With ``restore_best``, load the best weights, evaluate them and return their metrics; else the last."""
         if not self.restore_best or self.best is None or self.best["step"] == self.last_eval_step:
             return self.eval_metrics
         self.checkpoints.load_best(self.model)  # every worker evaluates its share with them
-        metrics = self.evaluate()
+        # with ema, best.pt holds the averaged weights: the raw ones' metrics are those of the best evaluation
+        metrics = {**self.best["metrics"], **self.evaluate()} if self.ema else self.evaluate()
         log.info(
             "restored the best weights (step %d, %s %.6g): %s",
             self.best["step"],
@@ -484,7 +555,7 @@ class Trainer:
         if not self.checkpoints.takes_part:
             return None
         path = self.checkpoints.save(self.state_dict(), self.step)
-        self._last_checkpoint = time.monotonic()
+        self._last_checkpoint, self._checkpointed_step = time.monotonic(), self.step
         log.info("checkpoint: %s", path)
         return path
 
@@ -530,7 +601,17 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def used_precision(requested: str, device: torch.device) -> str:
-    """``"fp32"`` or ``"bf16"``: what ``trainer.precision=requested`` trains in on ``device``."""
+    """``"fp32"``, ``"bf16"`` or ``"fp16"``: what ``trainer.precision=requested`` trains in on ``device``.
+
+    fp16 on the CPU is a ConfigError, not bf16's warning and fp32 (as Lightning refuses ``16-mixed`` there): no CPU
+    computes fp16 matrix products faster than fp32, and its reason to exist, a GPU without bf16, is not there."""
+    if requested == "fp16":
+        if device.type != "cuda":
+            raise ConfigError(
+                f"trainer.precision=fp16: needs a CUDA GPU, and the device is {device} (fp16 with loss scaling is "
+                "for GPUs without bf16); use trainer.precision=bf16 or fp32"
+            )
+        return requested
     if requested in ("fp32", "bf16_force"):
         return requested.removesuffix("_force")
     if native_bf16(device):

@@ -281,8 +281,8 @@ def test_a_training_split_too_large_for_the_device_is_a_config_error(data, tmp_p
 
 
 def test_an_unknown_precision_is_a_config_error(data, tmp_path):
-    with pytest.raises(ValueError, match="^precision=fp16: must be one of: fp32, bf16, bf16_force, auto"):
-        make_trainer(data, tmp_path, max_epochs=1, precision="fp16")
+    with pytest.raises(ValueError, match="^precision=fp8: must be one of: fp32, bf16, bf16_force, fp16, auto"):
+        make_trainer(data, tmp_path, max_epochs=1, precision="fp8")
 
 
 class Counter:

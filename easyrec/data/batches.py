@@ -36,6 +36,11 @@ class Batch:
     def to(self, device: torch.device) -> Batch:
         return Batch(*_moved((self.dense, self.sparse, self.labels, self.weights, self.sessions, self.oracle), device))
 
+    def head(self, rows: int) -> Batch:
+        """The first ``rows`` rows."""
+        tensors = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Batch(**{name: None if t is None else t[:rows] for name, t in tensors.items()})
+
     def pin_memory(self) -> Batch:
         """The batch in page-locked memory (a DataLoader's ``pin_memory`` calls this), copied to a GPU
         asynchronously."""

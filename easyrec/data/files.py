@@ -295,10 +295,10 @@ class FileData(TabularData):
     def position(self) -> dict[str, Any]:
         return super().position() if self.streamed is None else self.streamed.position()
 
-    def eval_batches(self, workers: Workers | None = None) -> Iterator[Batch]:
+    def eval_batches(self, workers: Workers | None = None, max_rows: int | None = None) -> Iterator[Batch]:
         if self.streamed is None:
-            return super().eval_batches(workers)
-        return self.streamed.eval_batches(workers)
+            return super().eval_batches(workers, max_rows)
+        return self.streamed.eval_batches(workers, max_rows)
 
     def train_label_values(self, column: str) -> tuple[list[float], str] | None:
         """See :meth:`TabularData.train_label_values`; a streamed split is read for it, that column alone."""

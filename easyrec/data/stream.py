@@ -331,16 +331,26 @@ class StreamedSplits:
             repeated += consumed - end
         return [i for i in dealt if i not in done], repeated
 
-    def eval_batches(self, workers: Workers | None = None) -> Iterator[Batch]:
-        """This rank's contiguous share of the eval pieces, in file order, dealt to its loader workers."""
+    def eval_batches(self, workers: Workers | None = None, max_rows: int | None = None) -> Iterator[Batch]:
+        """This rank's contiguous share of the eval pieces, in file order, dealt to its loader workers. With
+        ``max_rows``: of the split's first ``max_rows`` rows, the ranks' shares taken in rank order (the earlier
+        ranks' pieces are counted for it), each share's rows in the order its loader workers deliver them."""
         world, rank, _ = shape_of(workers)
         count, per_rank = len(self.eval_pieces), self.workers_per_rank
-        mine = self.eval_pieces[count * rank // world : count * (rank + 1) // world]
+        first = count * rank // world
+        mine = self.eval_pieces[first : count * (rank + 1) // world]
+        budget = None if max_rows is None else max_rows - sum(map(self.eval_encoding.count, self.eval_pieces[:first]))
+        if budget is not None and budget <= 0:
+            return
         streams = [
             WorkerStream(rank * per_rank + w, mine[w::per_rank], 0, self.eval_batch_size, self.eval_batch_size, None)
             for w in range(per_rank)
         ]
         for _, _, batch in _unpacked(iter(self._loader(self.eval_encoding, streams)), self.eval_encoding.reader):
+            if budget is not None and len(batch) >= budget:
+                yield batch.head(budget)
+                return
+            budget = None if budget is None else budget - len(batch)
             yield batch
 
     def _loader(self, encoding: PieceEncoding, streams: list[WorkerStream]) -> DataLoader:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -255,13 +254,15 @@ class TabularData:
         """Where the steps :meth:`train_steps` yielded left the epoch (plain types, for a checkpoint)."""
         return {"rows_in_epoch": self.rows_in_epoch}
 
-    def eval_batches(self, workers: Workers | None = None) -> Iterator[Batch]:
-        """The eval batches in order; with several workers, this worker's contiguous share of them (whole
-        batches, so that the workers' predictions, concatenated in rank order, are those of one worker)."""
+    def eval_batches(self, workers: Workers | None = None, max_rows: int | None = None) -> Iterator[Batch]:
+        """The eval batches in order, of the first ``max_rows`` rows (None: all); with several workers, this
+        worker's contiguous share of them (whole batches, so that the workers' predictions, concatenated in rank
+        order, are those of one worker)."""
         world, rank, _ = shape_of(workers)
-        count = self.eval.num_batches(self.eval_batch_size)
+        rows, size = min(len(self.eval), max_rows or len(self.eval)), self.eval_batch_size
+        count = -(-rows // size)
         first, stop = count * rank // world, count * (rank + 1) // world
-        return itertools.islice(self.eval.batches(self.eval_batch_size, first=first), stop - first)
+        return (self.eval.rows(b * size, min((b + 1) * size, rows)) for b in range(first, stop))
 
     def state_dict(self) -> dict[str, Any]:
         return {"encoder": self.encoder.state_dict()}

@@ -34,7 +34,8 @@ class ZILNLoss(Loss):
 
     Without weights this is EasyRec's loss exactly; EasyRec ignores tensor sample weights, here they are
     honoured as above. An empty batch gives 0 (still connected to ``logits``). The prediction
-    (:meth:`scores`) is the expected value ``exp(clip(log σ(z_p) + μ + σ²/2, −100, max_log_clip_value))``.
+    (:meth:`scores`) is the expected value ``exp(clip(log σ(z_p) + μ + σ²/2, −100, max_log_clip_value))``, or with
+    ``return_log_pred_value`` its log ``clip(log σ(z_p) + μ + σ²/2, −100, max_log_clip_value)``, as EasyRec's.
 
     Args:
         mu_regularization: >= 0, weight of ``mean(μ²)``.
@@ -43,6 +44,9 @@ class ZILNLoss(Loss):
         max_log_clip_value: upper clip of the log of the prediction, > −100.
         classification_weight: >= 0, weight of ``cls``.
         regression_weight: >= 0, weight of ``reg``.
+        return_log_pred_value: the prediction (evaluated, predicted, exported) is the log of the expected value
+            (EasyRec's option of that name, for a serving side that ranks or sums in log space); the regression
+            metrics then compare it with the raw labels, as EasyRec's do.
 
     After each call, :meth:`log_values` gives ``train/loss/ziln_classification`` and ``train/loss/ziln_regression``.
     """
@@ -62,21 +66,24 @@ class ZILNLoss(Loss):
         max_log_clip_value: Annotated[float, Gt(-100), FINITE] = 20.0,
         classification_weight: NonNegative = 1.0,
         regression_weight: NonNegative = 1.0,
+        return_log_pred_value: bool = False,
     ) -> None:
         super().__init__()
         self.mu_regularization, self.sigma_regularization = float(mu_regularization), float(sigma_regularization)
         self.max_sigma, self.max_log_clip_value = float(max_sigma), float(max_log_clip_value)
         self.classification_weight, self.regression_weight = float(classification_weight), float(regression_weight)
+        self.return_log_pred_value = return_log_pred_value
         self._logged: dict[str, Tensor] = {}
 
     def scores(self, logits: Tensor) -> Tensor:
-        """Expected value ``exp(clip(log σ(z_p) + μ + σ²/2, −100, max_log_clip_value))``: ``logits (B, 3)`` -> ``(B,)``.
+        """Expected value ``exp(clip(log σ(z_p) + μ + σ²/2, −100, max_log_clip_value))`` (with
+        ``return_log_pred_value``: the clipped log itself): ``logits (B, 3)`` -> ``(B,)``.
 
         σ is clipped as in the loss.
         """
         mu, sigma = logits[..., 1], self._sigma(logits[..., 2])
-        log_mean = F.logsigmoid(logits[..., 0]) + mu + 0.5 * sigma.square()
-        return torch.exp(log_mean.clamp(-100.0, self.max_log_clip_value))
+        log_mean = (F.logsigmoid(logits[..., 0]) + mu + 0.5 * sigma.square()).clamp(-100.0, self.max_log_clip_value)
+        return log_mean if self.return_log_pred_value else torch.exp(log_mean)
 
     def forward(self, logits: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:
         """``logits (B, 3)``, ``labels (B,)`` >= 0, ``weights (B,)`` or None -> scalar."""

@@ -225,6 +225,13 @@ def test_the_eval_stream_covers_the_eval_split_once_over_ranks_and_loader_worker
     assert max(sum(shares[0], [])) < min(sum(shares[1], []))  # contiguous shares of the files' order
 
 
+def test_eval_max_rows_of_a_stream_takes_the_first_rows_over_ranks(pieces):
+    data = splits(pieces, num_workers=0)  # one loader worker: each rank's rows in file order
+    for rows, expected in ((5, range(1000, 1005)), (30, range(1000, 1030)), (100, range(1000, 1042))):
+        shares = [[i for b in data.eval_batches(ThreadRanks(2).rank(r), rows) for i in batch_ids(b)] for r in range(2)]
+        assert shares[0] + shares[1] == list(expected)
+
+
 def test_a_label_that_breaks_a_rule_names_the_piece_and_row(tmp_path):
     train = write_files(tmp_path, files=1, groups=3, bad=11)  # row group 1, its row 5
     rule = LabelRule("loss X", (0.0, 1.0), None, "label", None)

@@ -157,6 +157,13 @@ def test_scores_hand_example():
     assert ZILNLoss().scores(t([[0.0, 1.0, S1]])).item() == pytest.approx(0.5 * math.exp(1.5), rel=1e-12)
 
 
+def test_return_log_pred_value_gives_the_clipped_log():
+    # z_p = 0, μ = 1, σ = 1: ln ½ + 1 + ½; and the upper clip applies to the log (EasyRec's return_log_pred_value)
+    loss = ZILNLoss(return_log_pred_value=True, max_log_clip_value=3.0)
+    scores = loss.scores(t([[0.0, 1.0, S1], [0.0, 9.0, S1]]))
+    assert scores.tolist() == pytest.approx([math.log(0.5) + 1.5, 3.0], rel=1e-12)
+
+
 def test_attributes():
     loss = ZILNLoss()
     assert loss.num_outputs == 3

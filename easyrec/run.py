@@ -103,6 +103,7 @@ def train(
     validate(cfg)
     import torch
 
+    from easyrec.config.schema import InitOptions
     from easyrec.loggers import NullLogger
     from easyrec.modules.embedding import deferred_tables
     from easyrec.recipe import (
@@ -116,7 +117,7 @@ def train(
         report_plan,
         shard_model,
     )
-    from easyrec.resume import checked_resume_state, fine_tune, load_named_checkpoint
+    from easyrec.resume import checked_resume_state, fine_tune, init_state, restore_optimizer
     from easyrec.trainer import configure_process, planned_steps
 
     torch.manual_seed(cfg.seed)
@@ -125,6 +126,7 @@ def train(
     config = OmegaConf.to_container(cfg, resolve=True)
     trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
     resume, init_from = trainer_options.pop("resume", False), trainer_options.pop("init_from", None)
+    init = InitOptions(**trainer_options.pop("init", None) or {})
     memory_check = trainer_options.pop("memory_check", True)
     if resume and init_from:
         raise ConfigError(
@@ -139,9 +141,9 @@ def train(
     # shards of sharded tables, each worker reads its own: they must see the run directory)
     resumed = checked_resume_state(resume, output_dir, config, distributed.sharded) if distributed.is_main else None
     state = distributed.broadcast(resumed)
-    init_state = load_named_checkpoint("trainer.init_from", init_from) if init_from else None
+    start = init_state(init_from, init)
     # a checkpoint's config builds nothing here, but may name only code this run's own config trusts
-    loaded = [checkpoint for checkpoint in (state, init_state) if checkpoint is not None]
+    loaded = [checkpoint for checkpoint in (state, start) if checkpoint is not None]
     if loaded:  # easyrec's own targets are read from its YAML files only then, not at every start
         trusted = TrustedTargets.from_env(exact=[target for _, target in code_references(config)])
         for checkpoint in loaded:
@@ -154,19 +156,21 @@ def train(
             logger.start(config, overrides or [], output_dir, run_id=state["run"]["id"] if state else None)
         if distributed.restart_count:
             logger.set_tags({"easyrec.restarts": str(distributed.restart_count)})
-        data.setup(keep_encoding=init_state["data"]["encoder"] if init_state else None)
+        data.setup(keep_encoding=start["data"]["encoder"] if start else None)
         check_labels(data, loss)
         if memory_check:
             check_memory(cfg, data, loss, distributed, trainer_options.get("device", "auto"))
+
+        tuned: dict = {}  # what trainer.init_from loaded: its optimizer slots follow, once the optimizer exists
 
         def prepare(model: torch.nn.Module) -> torch.nn.Module:
             """The model's starting weights (trainer.init_from), its tables sharded (model_parallel)."""
             count = sum(p.numel() for p in model.parameters())
             log.info("model: %s, %s parameters", type(model).__name__, f"{count:,}")
-            if init_state:
+            if start:
                 if distributed.sharded:  # the checkpoint's tables are whole in memory: each worker keeps its rows
                     fill_deferred_tables(model, cfg.seed)
-                tuned = fine_tune(model, init_state, list(data.input_spec.cardinalities))
+                tuned.update(fine_tune(model, start, list(data.input_spec.cardinalities), init))
                 tags = {"easyrec.init_from": tuned["path"], "easyrec.init_skipped": str(len(tuned["skipped"]))}
                 logger.set_tags(tags)
             if distributed.sharded:
@@ -182,6 +186,17 @@ def train(
         parts.gradients.prepare(model)
         steps = planned_steps(data, distributed, trainer_options["max_epochs"], trainer_options["max_steps"])
         optimizer, lr_schedulers = build_optimizers(cfg, model, loss, steps, fused=distributed.fused_optimizer)
+        if tuned and init.optimizer:
+            if distributed.sharded or "sharded" in start:  # its fused table slots: not restored (docs/incremental.md)
+                log.warning(
+                    "trainer.init.optimizer: the optimizer state is not restored to or from sharded tables "
+                    "(distributed=model_parallel): the weights are, the optimizer starts fresh"
+                )
+            else:
+                cardinalities = start.get("input_spec", {}).get("cardinalities")
+                sizes = (cardinalities, list(data.input_spec.cardinalities)) if cardinalities else None
+                restored = restore_optimizer(optimizer, start, model, tuned["sources"], sizes)
+                logger.set_tags({"easyrec.init_optimizer": str(len(restored))})
         configure_process(trainer_options.pop("num_threads", None))  # process-wide: the run's, not the Trainer's
         trainer = instantiate(OmegaConf.create(trainer_options))(
             model=model,

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from easyrec.config.arguments import PositiveInt, Seed, checked
+from easyrec.config.arguments import PositiveInt, Seed
 
 
 @dataclass
@@ -33,7 +33,6 @@ class TrainConfig:
     optimized_metric: str = "eval/auc"
 
 
-@checked
 @dataclass
 class InitOptions:
     """``trainer.init``: how a run starts from another run's checkpoint (``trainer.init_from``, see

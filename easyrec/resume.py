@@ -144,9 +144,7 @@ def init_state(location: str | Path | None, options: InitOptions) -> dict[str, A
         try:
             candidates(location, options.checkpoint)
         except CheckpointError as error:
-            log.warning(
-                "trainer.init_from=%s: %s; starting from scratch (trainer.init.missing_ok=true)", location, error
-            )
+            log.warning("trainer.init_from: %s; starting from scratch (trainer.init.missing_ok=true)", error)
             return None
     return load_named_checkpoint("trainer.init_from", location, which=options.checkpoint)
 

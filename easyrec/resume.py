@@ -213,6 +213,27 @@ def fine_tune(
     }
 
 
+def init_optimizer(
+    optimizer: Optimizer,
+    state: Mapping[str, Any],
+    model: nn.Module,
+    sources: Mapping[str, str],
+    cardinalities: list[int],
+    sharded: bool = False,
+) -> list[str]:
+    """``trainer.init.optimizer``: :func:`restore_optimizer` from the checkpoint ``state`` into the ``optimizer`` of
+    ``model``, whose tables have ``cardinalities`` rows per field; with sharded tables on either side
+    (``distributed=model_parallel``: ``sharded`` for this run) the weights alone carry over, with a warning."""
+    if sharded or "sharded" in state:  # fbgemm keeps the sharded tables' slots fused in its kernels
+        log.warning(
+            "trainer.init.optimizer: the optimizer state is not restored to or from sharded tables "
+            "(distributed=model_parallel): the weights are, the optimizer starts fresh"
+        )
+        return []
+    old = state.get("input_spec", {}).get("cardinalities")
+    return restore_optimizer(optimizer, state, model, sources, (old, cardinalities) if old else None)
+
+
 #: Entries of a param group that are no hyper-parameter of its optimizer: two groups whose other keys differ are of
 #: different optimizers, whose slots do not carry over.
 NOT_OPTIONS = frozenset({"params", "param_names", "group", "initial_lr"})

@@ -117,7 +117,7 @@ def train(
         report_plan,
         shard_model,
     )
-    from easyrec.resume import checked_resume_state, fine_tune, init_state, restore_optimizer
+    from easyrec.resume import checked_resume_state, fine_tune, init_optimizer, init_state
     from easyrec.trainer import configure_process, planned_steps
 
     torch.manual_seed(cfg.seed)
@@ -186,17 +186,6 @@ def train(
         parts.gradients.prepare(model)
         steps = planned_steps(data, distributed, trainer_options["max_epochs"], trainer_options["max_steps"])
         optimizer, lr_schedulers = build_optimizers(cfg, model, loss, steps, fused=distributed.fused_optimizer)
-        if tuned and init.optimizer:
-            if distributed.sharded or "sharded" in start:  # its fused table slots: not restored (docs/incremental.md)
-                log.warning(
-                    "trainer.init.optimizer: the optimizer state is not restored to or from sharded tables "
-                    "(distributed=model_parallel): the weights are, the optimizer starts fresh"
-                )
-            else:
-                cardinalities = start.get("input_spec", {}).get("cardinalities")
-                sizes = (cardinalities, list(data.input_spec.cardinalities)) if cardinalities else None
-                restored = restore_optimizer(optimizer, start, model, tuned["sources"], sizes)
-                logger.set_tags({"easyrec.init_optimizer": str(len(restored))})
         configure_process(trainer_options.pop("num_threads", None))  # process-wide: the run's, not the Trainer's
         trainer = instantiate(OmegaConf.create(trainer_options))(
             model=model,
@@ -213,6 +202,12 @@ def train(
             config=config,
         )
         trainer.run_id = getattr(logger, "run_id", None)
+        if tuned and init.optimizer:  # the model on its device now: the slots go where the optimizer keeps them
+            sizes = list(data.input_spec.cardinalities)
+            restored = init_optimizer(
+                trainer.optimizer, start, trainer.model, tuned["sources"], sizes, distributed.sharded
+            )
+            logger.set_tags({"easyrec.init_optimizer": str(len(restored))})
         if state is not None:
             with checkpoint_errors(state["path"]):
                 trainer.load_state_dict(state)

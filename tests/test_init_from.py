@@ -22,7 +22,7 @@ from easyrec.optim.ftrl import Ftrl
 from easyrec.optim.lazy_adam import LazyAdam
 from easyrec.optim.rmsprop import TFRMSProp
 from easyrec.optim.row_wise_adagrad import RowWiseAdagrad
-from easyrec.resume import fine_tune, renamed, restore_optimizer
+from easyrec.resume import fine_tune, init_optimizer, renamed, restore_optimizer
 
 OLD_ROWS, NEW_ROWS = [3, 4], [5, 4]  # rows per field of the fused table: field 0 grew by two ids
 
@@ -223,3 +223,14 @@ def test_missing_ok_without_a_checkpoint_warns(tmp_path, caplog):
     assert init_state(tmp_path / "yesterday", InitOptions(missing_ok=True)) is None
     assert "starting from scratch (trainer.init.missing_ok=true)" in caplog.text
     assert init_state(None, InitOptions()) is None
+
+
+def test_sharded_tables_on_either_side_restore_the_weights_only_with_a_warning(caplog):
+    day1 = trained_checkpoint(OPTIMIZERS["adagrad"])
+    model = Tiny(OLD_ROWS)
+    sources = fine_tune(model, day1, OLD_ROWS)["sources"]
+    optimizer = build_optimizer(OPTIMIZERS["adagrad"], model)
+    assert init_optimizer(optimizer, day1, model, sources, OLD_ROWS, sharded=True) == []
+    assert init_optimizer(optimizer, {**day1, "sharded": {}}, model, sources, OLD_ROWS) == []
+    assert caplog.text.count("not restored to or from sharded tables (distributed=model_parallel)") == 2
+    assert init_optimizer(optimizer, day1, model, sources, OLD_ROWS) == ["table.weight", "mlp.weight", "mlp.bias"]

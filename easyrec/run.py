@@ -128,9 +128,10 @@ def train(
     resume, init_from = trainer_options.pop("resume", False), trainer_options.pop("init_from", None)
     init = InitOptions(**trainer_options.pop("init", None) or {})
     memory_check = trainer_options.pop("memory_check", True)
-    if resume and init_from:
+    if resume not in (False, "auto") and init_from:  # auto: resume this run if it has a checkpoint, else init_from
         raise ConfigError(
-            "trainer.resume and trainer.init_from: give one (resume continues a run, init_from starts a new one)"
+            "trainer.resume and trainer.init_from: give one (resume continues a run, init_from starts a new one), "
+            "or trainer.resume=auto with init_from (a daily job run again: it continues its own checkpoint if any)"
         )
     distributed.start()
     if not distributed.is_main:
@@ -141,7 +142,7 @@ def train(
     # shards of sharded tables, each worker reads its own: they must see the run directory)
     resumed = checked_resume_state(resume, output_dir, config, distributed.sharded) if distributed.is_main else None
     state = distributed.broadcast(resumed)
-    start = init_state(init_from, init)
+    start = init_state(init_from, init) if state is None else None  # EasyRec's: a run's own checkpoint comes first
     # a checkpoint's config builds nothing here, but may name only code this run's own config trusts
     loaded = [checkpoint for checkpoint in (state, start) if checkpoint is not None]
     if loaded:  # easyrec's own targets are read from its YAML files only then, not at every start
@@ -156,7 +157,10 @@ def train(
             logger.start(config, overrides or [], output_dir, run_id=state["run"]["id"] if state else None)
         if distributed.restart_count:
             logger.set_tags({"easyrec.restarts": str(distributed.restart_count)})
-        data.setup(keep_encoding=start["data"]["encoder"] if start else None)
+        # a run started from another's encodes with that run's vocabularies, grown: resumed, it keeps its own
+        tuned_run = state is not None and (state.get("config") or {}).get("trainer", {}).get("init_from")
+        grown = state if tuned_run else start
+        data.setup(keep_encoding=grown["data"]["encoder"] if grown else None)
         check_labels(data, loss)
         if memory_check:
             check_memory(cfg, data, loss, distributed, trainer_options.get("device", "auto"))

@@ -50,6 +50,12 @@ def test_fine_tuning_loads_what_fits_grows_vocabularies_and_reports_the_rest(com
             old_start, new_start = old_start + old, new_start + new
     assert "fine-tune: skipped mlp.layers.0.weight: shape" in caplog.text
     assert "fine-tuning from" in caplog.text
+    # the same command run again (a daily job's retry) with resume=auto continues its own checkpoint, encoded alike
+    caplog.clear()
+    train(compose_train(*overrides, "trainer.resume=auto", "trainer.max_steps=2"), tmp_path / "tuned")
+    assert "resumed from" in caplog.text and "fine-tuning from" not in caplog.text
+    again = load_checkpoint(tmp_path / "tuned")
+    assert again["step"] == 2 and again["data"]["encoder"] == tuned["data"]["encoder"]
 
 
 def test_init_from_and_resume_together_or_a_missing_path_are_refused(compose_train, tmp_path):

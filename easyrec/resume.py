@@ -1,16 +1,22 @@
-"""Starting a run from a checkpoint: an exact resume of the same run, or fine-tuning from another run's weights."""
+"""Starting a run from a checkpoint: an exact resume of the same run, or a new run from another run's weights and
+optimizer state (``trainer.init_from`` with ``trainer.init``: fine-tuning, incremental training)."""
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from easyrec.checkpoints import find_checkpoint, load_checkpoint, load_matching
+from easyrec.checkpoints import candidates, find_checkpoint, load_checkpoint, load_matching, resize_rows
+from easyrec.config.schema import InitOptions
 from easyrec.errors import CheckpointError, ConfigError
+from easyrec.optim.build import Optimizer, inner_optimizers
+from easyrec.optim.grouped import FUSED
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +59,10 @@ def checked_resume_state(
     return state
 
 
-def load_named_checkpoint(key: str, location: str | Path, gather: bool = True) -> dict[str, Any]:
+def load_named_checkpoint(key: str, location: str | Path, gather: bool = True, which: str = "latest") -> dict[str, Any]:
     """:func:`load_checkpoint`, its errors naming the config ``key`` that gave ``location``."""
     try:
-        return load_checkpoint(location, gather=gather)
+        return load_checkpoint(location, which=which, gather=gather)
     except CheckpointError as error:
         raise CheckpointError(f"{key}={location}: {error}") from None
 
@@ -127,13 +133,66 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def fine_tune(model: nn.Module, state: Mapping[str, Any], cardinalities: list[int]) -> dict[str, Any]:
-    """Load what fits of another run's model weights (a loaded checkpoint, ``trainer.init_from``) into ``model``;
-    log and return the report: loaded, resized (embedding rows per field, padded or clipped) and skipped entries.
-    The data was encoded with the checkpoint's vocabularies (``TabularData.setup(keep_encoding=...)``), so an id
-    keeps its row."""
+def init_state(location: str | Path | None, options: InitOptions) -> dict[str, Any] | None:
+    """The checkpoint ``trainer.init_from`` names: a checkpoint file, or the one of a run directory that
+    ``options.checkpoint`` picks (its latest step checkpoint, or ``best.pt``). None without ``location``, and, with
+    ``options.missing_ok``, when there is no checkpoint there yet (warned: the run starts from scratch); a damaged
+    checkpoint is an error either way."""
+    if location is None:
+        return None
+    if options.missing_ok:
+        try:
+            candidates(location, options.checkpoint)
+        except CheckpointError as error:
+            log.warning("trainer.init_from: %s; starting from scratch (trainer.init.missing_ok=true)", error)
+            return None
+    return load_named_checkpoint("trainer.init_from", location, which=options.checkpoint)
+
+
+def renamed(names: list[str], options: InitOptions) -> tuple[dict[str, str], list[str]]:
+    """``({this model's name: the checkpoint's}, excluded)`` for the checkpoint's entry ``names``: each renamed by
+    the first pattern of ``options.rename`` found in it; those whose new name an ``options.exclude`` pattern finds
+    are left out, and listed apart (their new names)."""
+    rules = [(re.compile(pattern), replacement) for pattern, replacement in options.rename.items()]
+    excluded = [re.compile(pattern) for pattern in options.exclude]
+    sources: dict[str, str] = {}
+    left_out = []
+    for name in names:
+        new = name
+        for pattern, replacement in rules:
+            if pattern.search(name):
+                try:
+                    new = pattern.sub(replacement, name)
+                except re.error as error:
+                    raise ConfigError(f"trainer.init.rename.{pattern.pattern}={replacement}: {error}") from None
+                break
+        if any(pattern.search(new) for pattern in excluded):
+            left_out.append(new)
+        elif new in sources:
+            raise ConfigError(
+                f"trainer.init.rename: {sources[new]} and {name} both become {new}; each name must have one source"
+            )
+        else:
+            sources[new] = name
+    return sources, left_out
+
+
+def fine_tune(
+    model: nn.Module, state: Mapping[str, Any], cardinalities: list[int], options: InitOptions | None = None
+) -> dict[str, Any]:
+    """Load what fits of another run's model weights (a loaded checkpoint, ``trainer.init_from``) into ``model``,
+    renamed and filtered by ``options`` (:func:`renamed`); log and return the report: loaded, resized (embedding
+    rows per field: a grown vocabulary's new rows keep their initial values) and skipped entries, and ``sources``
+    (this model's name -> the checkpoint's, of every entry loaded or resized). The data was encoded with the
+    checkpoint's vocabularies, grown by the new ids (``TabularData.setup(keep_encoding=...)``), so an id keeps its
+    row."""
+    options = options or InitOptions()
     old = state.get("input_spec", {}).get("cardinalities")
-    report = load_matching(model, state["model"], (old, cardinalities) if old else None)
+    sources, excluded = renamed(list(state["model"]), options)
+    entries = {name: state["model"][source] for name, source in sources.items()}
+    report = load_matching(model, entries, (old, cardinalities) if old else None)
+    for name in excluded:
+        report.skipped[name] = "excluded by trainer.init.exclude (kept its initial value)"
     log.info(
         "fine-tuning from %s: %d entries loaded, %d resized, %d skipped",
         state["path"],
@@ -145,4 +204,137 @@ def fine_tune(model: nn.Module, state: Mapping[str, Any], cardinalities: list[in
         log.warning("fine-tune: skipped %s: %s", name, why)
     if not report.loaded and not report.resized:
         raise CheckpointError(f"trainer.init_from: nothing in {state['path']} fits this model")
-    return {"path": state["path"], "loaded": report.loaded, "resized": report.resized, "skipped": report.skipped}
+    return {
+        "path": state["path"],
+        "loaded": report.loaded,
+        "resized": report.resized,
+        "skipped": report.skipped,
+        "sources": {name: source for name, source in sources.items() if name not in report.skipped},
+    }
+
+
+def init_optimizer(
+    optimizer: Optimizer,
+    state: Mapping[str, Any],
+    model: nn.Module,
+    sources: Mapping[str, str],
+    cardinalities: list[int],
+    sharded: bool = False,
+) -> list[str]:
+    """``trainer.init.optimizer``: :func:`restore_optimizer` from the checkpoint ``state`` into the ``optimizer`` of
+    ``model``, whose tables have ``cardinalities`` rows per field; with sharded tables on either side
+    (``distributed=model_parallel``: ``sharded`` for this run) the weights alone carry over, with a warning."""
+    if sharded or "sharded" in state:  # fbgemm keeps the sharded tables' slots fused in its kernels
+        log.warning(
+            "trainer.init.optimizer: the optimizer state is not restored to or from sharded tables "
+            "(distributed=model_parallel): the weights are, the optimizer starts fresh"
+        )
+        return []
+    old = state.get("input_spec", {}).get("cardinalities")
+    return restore_optimizer(optimizer, state, model, sources, (old, cardinalities) if old else None)
+
+
+#: Entries of a param group that are no hyper-parameter of its optimizer: two groups whose other keys differ are of
+#: different optimizers, whose slots do not carry over.
+NOT_OPTIONS = frozenset({"params", "param_names", "group", "initial_lr"})
+
+
+def restore_optimizer(
+    optimizer: Optimizer,
+    state: Mapping[str, Any],
+    model: nn.Module,
+    sources: Mapping[str, str],
+    cardinalities: tuple[list[int], list[int]] | None = None,
+) -> list[str]:
+    """Load into ``optimizer`` (a torch optimizer, or several: a GroupedOptimizer) the slots that the checkpoint
+    ``state``'s optimizer kept for the parameters :func:`fine_tune` loaded (``sources``: this model's name -> the
+    checkpoint's), by name, whatever group trains them now: EasyRec's restore of its optimizer variables.
+
+    A parameter's slots carry over when its optimizer has the same hyper-parameters (the values may differ: today's
+    config sets them) and its shape is the checkpoint's; an embedding table that grew keeps its rows' slots, field
+    by field (``cardinalities``: rows per field, (old, new)), and its new rows take the optimizer's initial state
+    (as built: Adagrad's ``initial_accumulator_value``; zeros for the slots an optimizer creates at its first step,
+    Adam's moments). Scalars (Adam's ``step``) carry over as they are. The other parameters start fresh. Returns the
+    names of the parameters whose slots were restored (``model``: the model ``optimizer`` trains)."""
+    saved = state.get("optimizer")
+    slots = saved_slots(saved) if saved else None
+    if slots is None:
+        why = "holds the weights only (best.pt)" if not saved else "names no parameter in its optimizer state"
+        log.warning("trainer.init.optimizer: %s %s: the optimizer starts fresh", state["path"], why)
+        return []
+    params = dict(model.named_parameters())
+    restored, fresh = [], {}
+    for inner_name, inner in inner_optimizers(optimizer).items():
+        if inner_name.endswith(FUSED):
+            continue
+        for group in inner.param_groups:
+            for name, param in zip(group.get("param_names") or [], group["params"], strict=False):
+                source = sources.get(name)
+                if source is None or source not in slots or params.get(name) is not param:
+                    continue
+                saved_state, options = slots[source]
+                if options != option_keys(group):
+                    fresh[name] = "another optimizer trains it now"
+                    continue
+                old_shape = tuple(state["model"][source].shape)
+                moved = fitted_slots(saved_state, inner.state.get(param, {}), param, old_shape, cardinalities)
+                if moved is None:
+                    fresh[name] = f"its slots do not fit its shape {tuple(param.shape)}"
+                    continue
+                inner.state[param] = moved
+                restored.append(name)
+    log.info("trainer.init.optimizer: restored the optimizer slots of %d parameters", len(restored))
+    for name, why in fresh.items():
+        log.warning("trainer.init.optimizer: %s starts with fresh slots: %s", name, why)
+    return restored
+
+
+def saved_slots(saved: Mapping[str, Any]) -> dict[str, tuple[dict[str, Any], frozenset[str]]] | None:
+    """``{parameter name: (its slots, its group's option keys)}`` of a saved optimizer state (a torch optimizer's
+    state dict, or a GroupedOptimizer's: one per group; a fused optimizer's are left out), or None when it does not
+    name its parameters."""
+    parts = [saved] if "param_groups" in saved else [part for key, part in saved.items() if not key.endswith(FUSED)]
+    slots = {}
+    for part in parts:
+        for group in part["param_groups"]:
+            if "param_names" not in group:
+                return None
+            for index, name in zip(group["params"], group["param_names"], strict=True):
+                if index in part["state"]:
+                    slots[name] = (part["state"][index], option_keys(group))
+    return slots
+
+
+def option_keys(group: Mapping[str, Any]) -> frozenset[str]:
+    """The hyper-parameter names of a param group (:data:`NOT_OPTIONS` left out)."""
+    return frozenset(key for key in group if key not in NOT_OPTIONS)
+
+
+def fitted_slots(
+    saved: Mapping[str, Any],
+    current: Mapping[str, torch.Tensor],
+    param: torch.Tensor,
+    old_shape: tuple[int, ...],
+    cardinalities: tuple[list[int], list[int]] | None,
+) -> dict[str, Any] | None:
+    """The ``saved`` slots of a parameter whose shape was ``old_shape`` fitted to ``param``: as they are for the
+    same shape; for a table whose rows changed, each slot with a row per table row ``(rows, ...)`` resized as
+    :func:`~easyrec.checkpoints.resize_rows` does, its new rows taken from the optimizer's ``current`` slot (as
+    built) or zeros. Scalars as they are; None when a slot fits neither way."""
+    fitted = {}
+    for key, value in saved.items():
+        if not isinstance(value, torch.Tensor) or value.dim() == 0:
+            fitted[key] = value
+            continue
+        start = current.get(key)
+        device = start.device if start is not None else param.device
+        if old_shape != tuple(param.shape):
+            if value.shape[0] != old_shape[0]:
+                return None
+            if start is None or start.shape != (param.shape[0], *value.shape[1:]):
+                start = value.new_zeros((param.shape[0], *value.shape[1:]))
+            value = resize_rows(value, start.to(value.device), cardinalities)
+        elif start is not None and start.shape != value.shape:
+            return None
+        fitted[key] = value.to(device)
+    return fitted

@@ -105,6 +105,7 @@ def train(
     validate(cfg)
     import torch
 
+    from easyrec.config.schema import InitOptions
     from easyrec.loggers import NullLogger
     from easyrec.modules.embedding import deferred_tables
     from easyrec.recipe import (
@@ -118,7 +119,7 @@ def train(
         report_plan,
         shard_model,
     )
-    from easyrec.resume import checked_resume_state, fine_tune, load_named_checkpoint
+    from easyrec.resume import checked_resume_state, fine_tune, init_optimizer, init_state
     from easyrec.trainer import configure_process, planned_steps
 
     torch.manual_seed(cfg.seed)
@@ -127,10 +128,12 @@ def train(
     config = OmegaConf.to_container(cfg, resolve=True)
     trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
     resume, init_from = trainer_options.pop("resume", False), trainer_options.pop("init_from", None)
+    init = InitOptions(**trainer_options.pop("init", None) or {})
     memory_check = trainer_options.pop("memory_check", True)
-    if resume and init_from:
+    if resume not in (False, "auto") and init_from:  # auto: resume this run if it has a checkpoint, else init_from
         raise ConfigError(
-            "trainer.resume and trainer.init_from: give one (resume continues a run, init_from starts a new one)"
+            "trainer.resume and trainer.init_from: give one (resume continues a run, init_from starts a new one), "
+            "or trainer.resume=auto with init_from (a daily job run again: it continues its own checkpoint if any)"
         )
     distributed.start()
     if not distributed.is_main:
@@ -141,9 +144,9 @@ def train(
     # shards of sharded tables, each worker reads its own: they must see the run directory)
     resumed = checked_resume_state(resume, output_dir, config, distributed.sharded) if distributed.is_main else None
     state = distributed.broadcast(resumed)
-    init_state = load_named_checkpoint("trainer.init_from", init_from) if init_from else None
+    start = init_state(init_from, init) if state is None else None  # EasyRec's: a run's own checkpoint comes first
     # a checkpoint's config builds nothing here, but may name only code this run's own config trusts
-    loaded = [checkpoint for checkpoint in (state, init_state) if checkpoint is not None]
+    loaded = [checkpoint for checkpoint in (state, start) if checkpoint is not None]
     if loaded:  # easyrec's own targets are read from its YAML files only then, not at every start
         trusted = TrustedTargets.from_env(exact=[target for _, target in code_references(config)])
         for checkpoint in loaded:
@@ -156,19 +159,24 @@ def train(
             logger.start(config, overrides or [], output_dir, run_id=state["run"]["id"] if state else None)
         if distributed.restart_count:
             logger.set_tags({"easyrec.restarts": str(distributed.restart_count)})
-        data.setup(keep_encoding=init_state["data"]["encoder"] if init_state else None)
+        # a run started from another's encodes with that run's vocabularies, grown: resumed, it keeps its own
+        tuned_run = state is not None and (state.get("config") or {}).get("trainer", {}).get("init_from")
+        grown = state if tuned_run else start
+        data.setup(keep_encoding=grown["data"]["encoder"] if grown else None)
         check_labels(data, loss)
         if memory_check:
             check_memory(cfg, data, loss, distributed, trainer_options.get("device", "auto"))
+
+        tuned: dict = {}  # what trainer.init_from loaded: its optimizer slots follow, once the optimizer exists
 
         def prepare(model: torch.nn.Module) -> torch.nn.Module:
             """The model's starting weights (trainer.init_from), its tables sharded (model_parallel)."""
             count = sum(p.numel() for p in model.parameters())
             log.info("model: %s, %s parameters", type(model).__name__, f"{count:,}")
-            if init_state:
+            if start:
                 if distributed.sharded:  # the checkpoint's tables are whole in memory: each worker keeps its rows
                     fill_deferred_tables(model, cfg.seed)
-                tuned = fine_tune(model, init_state, list(data.input_spec.cardinalities))
+                tuned.update(fine_tune(model, start, list(data.input_spec.cardinalities), init))
                 tags = {"easyrec.init_from": tuned["path"], "easyrec.init_skipped": str(len(tuned["skipped"]))}
                 logger.set_tags(tags)
             if distributed.sharded:
@@ -200,6 +208,12 @@ def train(
             config=config,
         )
         trainer.run_id = getattr(logger, "run_id", None)
+        if tuned and init.optimizer:  # the model on its device now: the slots go where the optimizer keeps them
+            sizes = list(data.input_spec.cardinalities)
+            restored = init_optimizer(
+                trainer.optimizer, start, trainer.model, tuned["sources"], sizes, distributed.sharded
+            )
+            logger.set_tags({"easyrec.init_optimizer": str(len(restored))})
         if state is not None:
             with checkpoint_errors(state["path"]):
                 trainer.load_state_dict(state)

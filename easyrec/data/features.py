@@ -66,8 +66,10 @@ class CategoricalFeatures:
     """Id columns that share an encoding.
 
     ``encoding="vocab"``: ids seen at least ``min_count`` times in the training split (the
-    ``max_vocab_size`` most frequent) get rows 1..V; row 0 is for every other id and for empty cells.
-    ``encoding="hash"``: id -> hash(id) mod ``num_buckets``.
+    ``max_vocab_size`` most frequent) get rows 1..V; row 0 is for every other id and for empty cells. A run that
+    starts from another's (``trainer.init_from``) keeps that run's ids in their rows and appends the new ids of its
+    own training split, most frequent first, while the vocabulary has fewer than ``max_vocab_size`` ids.
+    ``encoding="hash"``: id -> hash(id) mod ``num_buckets`` (the same rows in every run).
     """
 
     names: Names
@@ -279,9 +281,10 @@ class FeatureEncoder:
     def fit(self, table: pa.Table, source: str, keep: Mapping[str, Any] | None = None) -> FeatureEncoder:
         """Learn vocabularies and standardisation statistics from the training split.
 
-        ``keep``: the :meth:`state_dict` of an earlier encoder (fine-tuning): the columns it has statistics or a
-        vocabulary for keep them, so an id keeps its embedding row (new ids go to the out-of-vocabulary row);
-        the other columns are fitted on ``table``.
+        ``keep``: the :meth:`state_dict` of an earlier encoder (fine-tuning, incremental training): the columns it
+        has statistics for keep them; those it has a vocabulary for keep it, so an id keeps its embedding row, and
+        grow it by the ids of ``table`` it lacks (:func:`grow_vocabulary`); the other columns are fitted on
+        ``table``.
         """
         require_columns(table, self.spec.columns, source)
         keep = keep or NOTHING_KEPT
@@ -300,8 +303,9 @@ class FeatureEncoder:
         """Fit as :meth:`fit` does on the table made of ``pieces`` (read with ``reader``; ``source`` names the
         table in logs), in one pass that never holds the table: each piece's statistics are computed batch by batch
         on ``threads`` threads and merged as they arrive, so memory grows with the distinct ids, not the rows.
-        Only the columns that need statistics are read; with none (``encoding: hash``, no standardized group, or
-        all kept) there is no pass. ``progress``: a bar on stderr while it runs (where stderr is a terminal).
+        Only the columns that need statistics are read; with none (``encoding: hash``, no standardized group or
+        all its statistics kept) there is no pass.
+        ``progress``: a bar on stderr while it runs (where stderr is a terminal).
 
         Returns the rows of each piece, counted in the pass (without a pass: those the pieces know).
         """
@@ -335,11 +339,10 @@ class FeatureEncoder:
         return rows
 
     def fit_columns(self, keep: Mapping[str, Any]) -> list[str]:
-        """The columns whose statistics a fit needs: the vocabulary columns and the standardized dense columns
-        that ``keep`` has nothing for."""
+        """The columns whose statistics a fit needs: the vocabulary columns (a kept vocabulary grows by the new
+        ids) and the standardized dense columns that ``keep`` has nothing for."""
         dense = [n for g in self.spec.dense if g.standardize for n in g.names if n not in keep["mean"]]
-        vocab = [n for g in self.spec.categorical if g.encoding == "vocab" for n in g.names]
-        return dense + [name for name in vocab if name not in keep["vocabularies"]]
+        return dense + [n for g in self.spec.categorical if g.encoding == "vocab" for n in g.names]
 
     def statistics(self, table: pa.Table, source: str, keep: Mapping[str, Any], first_row: int = 0) -> FitStatistics:
         """The statistics of ``table`` (whose first row is row ``first_row + 1`` of ``source``) for the columns
@@ -417,14 +420,23 @@ class FeatureEncoder:
         for name in self.spec.categorical_names:
             # a column with no ids at all (type null) is taken as text, as raw_kind says
             self.kinds[name] = statistics.kinds[name][0] if name in statistics.kinds else raw_kind(pa.null())
+        grown = {}
         for group in self.spec.categorical:
             if group.encoding == "vocab":
                 for name in group.names:
+                    counts = statistics.merged_counts(name)
                     if name in keep["vocabularies"]:
-                        self.vocabularies[name] = pa.array(keep["vocabularies"][name])
+                        kept = pa.array(keep["vocabularies"][name])
+                        self.vocabularies[name] = grow_vocabulary(kept, counts, group, name)
+                        grown[name] = len(self.vocabularies[name]) - len(kept)
                     else:
-                        counts = statistics.merged_counts(name)
                         self.vocabularies[name] = build_vocabulary(counts, group.min_count, group.max_vocab_size)
+        if grown:
+            log.info(
+                "data: the kept vocabularies of %s grew by %s (appended: every kept id keeps its row)",
+                plural(len(grown), "feature"),
+                plural(sum(grown.values()), "new id"),
+            )
         self.fitted = True
 
     @property
@@ -648,6 +660,29 @@ def build_vocabulary(counts: pa.Table, min_count: int, max_size: int | None) -> 
     if max_size is not None:
         table = table.slice(0, max_size)
     return table["value"].combine_chunks()
+
+
+def grow_vocabulary(
+    vocabulary: pa.Array, counts: pa.Table, group: CategoricalFeatures, name: str = "the column"
+) -> pa.Array:
+    """``vocabulary`` (an earlier fit's, in its order: every id keeps its row) followed by the ids of ``counts``
+    (:func:`merge_counts`) it lacks that were seen ``group.min_count`` times or more, most frequent first, while
+    the whole has at most ``group.max_vocab_size`` ids. Ids are never dropped: an id absent from ``counts`` keeps
+    its row, and a vocabulary already at the bound stays as it is."""
+    if len(vocabulary) == 0:  # none kept (no id met min_count): also reloaded with type null
+        return build_vocabulary(counts, group.min_count, group.max_vocab_size)
+    room = None if group.max_vocab_size is None else group.max_vocab_size - len(vocabulary)
+    if counts.num_rows == 0 or (room is not None and room <= 0):
+        return vocabulary
+    try:
+        values = counts["value"].cast(vocabulary.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise DataError(
+            f"column '{name}' holds {counts['value'].type} ids, the vocabulary kept from trainer.init_from holds "
+            f"{vocabulary.type} ids"
+        ) from None
+    new = pa.table({"value": values, "count": counts["count"]}).filter(pc.invert(pc.is_in(values, vocabulary)))
+    return pa.concat_arrays([vocabulary, build_vocabulary(new, group.min_count, room)])
 
 
 def merge_counts(tables: Sequence[pa.Table]) -> pa.Table:

@@ -105,8 +105,9 @@ class TabularData:
     def setup(self, keep_encoding: Mapping[str, Any] | None = None) -> None:
         """Read both splits, fit the encoder on the training split, encode both.
 
-        ``keep_encoding``: an earlier run's encoder state (fine-tuning): its vocabularies and statistics are kept
-        for the columns it has them for (see :meth:`FeatureEncoder.fit`).
+        ``keep_encoding``: an earlier run's encoder state (fine-tuning): its statistics are kept for the columns it
+        has them for, its vocabularies too, grown by the new ids of this training split (see
+        :meth:`FeatureEncoder.fit`).
         """
         (train_table, train_source), (eval_table, eval_source) = self.read_splits()
         self.encoder.fit(train_table, train_source, keep=keep_encoding)

@@ -63,6 +63,9 @@ class Ftrl(Optimizer):
             "l2_shrinkage": l2_shrinkage,
         }
         super().__init__(params, defaults)
+        for group in self.param_groups:  # the state as built: init_from gives a grown table's new rows this state
+            for param in group["params"]:
+                start(self.state[param], param, group)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -78,9 +81,8 @@ class Ftrl(Optimizer):
                 if param.grad is None:
                     continue
                 state = self.state[param]
-                if not state:
-                    state["accumulator"] = torch.full_like(param, group["initial_accumulator_value"])
-                    state["linear"] = torch.zeros_like(param)
+                if not state:  # a parameter group added after the optimizer was built (a loss's parameters)
+                    start(state, param, group)
                 rows, grad = touched(param.grad)
                 weight, accum, linear = param[rows], state["accumulator"][rows], state["linear"][rows]
                 new_accum = accum + grad * grad
@@ -96,3 +98,9 @@ class Ftrl(Optimizer):
                 state["accumulator"][rows] = new_accum
                 state["linear"][rows] = linear
         return loss
+
+
+def start(state: dict[str, torch.Tensor], param: torch.Tensor, group: dict) -> None:
+    """A parameter's initial FTRL state: ``accumulator`` at ``initial_accumulator_value``, ``linear`` at 0."""
+    state["accumulator"] = torch.full_like(param, group["initial_accumulator_value"])
+    state["linear"] = torch.zeros_like(param)

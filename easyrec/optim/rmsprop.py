@@ -47,6 +47,9 @@ class TFRMSProp(Optimizer):
         eps: NonNegative = 1.0,
     ) -> None:
         super().__init__(params, {"lr": lr, "decay": decay, "momentum": momentum, "eps": eps})
+        for group in self.param_groups:  # the state as built: init_from gives a grown table's new rows this state
+            for param in group["params"]:
+                start(self.state[param], param)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -61,9 +64,8 @@ class TFRMSProp(Optimizer):
                 if param.grad is None:
                     continue
                 state = self.state[param]
-                if not state:
-                    state["ms"] = torch.ones_like(param)
-                    state["mom"] = torch.zeros_like(param)
+                if not state:  # a parameter group added after the optimizer was built (a loss's parameters)
+                    start(state, param)
                 rows, grad = touched(param.grad)
                 ms = decay * state["ms"][rows] + (1 - decay) * grad * grad
                 mom = momentum * state["mom"][rows] + lr * grad / (ms + eps).sqrt()
@@ -71,3 +73,9 @@ class TFRMSProp(Optimizer):
                 state["ms"][rows] = ms
                 state["mom"][rows] = mom
         return loss
+
+
+def start(state: dict[str, torch.Tensor], param: torch.Tensor) -> None:
+    """A parameter's initial RMSProp state: ``ms`` at 1 (EasyRec's), ``mom`` at 0."""
+    state["ms"] = torch.ones_like(param)
+    state["mom"] = torch.zeros_like(param)

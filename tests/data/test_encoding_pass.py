@@ -136,7 +136,7 @@ def test_the_merged_fit_over_pieces_equals_the_fit_on_the_whole_table(pieces, th
     assert (split.sparse == direct.sparse).all() and np.allclose(split.dense.numpy(), direct.dense.numpy(), atol=1e-6)
 
 
-def test_kept_columns_keep_their_encoding_and_are_not_read(pieces):
+def test_kept_statistics_are_not_read_and_a_kept_vocabulary_grows_by_the_new_ids(pieces):
     pieces, whole = pieces
     earlier = FeatureEncoder(SPEC).fit(whole.slice(0, 100), "earlier").state_dict()
     del earlier["vocabularies"]["s"], earlier["mean"]["y"], earlier["std"]["y"]  # these two are fitted again
@@ -144,9 +144,11 @@ def test_kept_columns_keep_their_encoding_and_are_not_read(pieces):
     encoder = FeatureEncoder(SPEC)
     encoder.fit_pieces(pieces, reader, "parts/", keep=earlier)
     assert_same_fit(encoder, FeatureEncoder(SPEC).fit(whole, "whole", keep=earlier))
-    assert encoder.vocabularies["c"].to_pylist() == earlier["vocabularies"]["c"]
+    grown = encoder.vocabularies["c"].to_pylist()
+    assert grown[: len(earlier["vocabularies"]["c"])] == earlier["vocabularies"]["c"]
+    assert len(grown) > len(earlier["vocabularies"]["c"])
     assert encoder.mean["x"] == earlier["mean"]["x"]
-    assert {columns for _, columns in reader.calls} == {("y", "s"), ("c", "h")}
+    assert {columns for _, columns in reader.calls} == {("y", "c", "s"), ("h",)}
 
 
 def test_a_piece_whose_ids_are_of_another_kind_is_named(pieces, tmp_path):

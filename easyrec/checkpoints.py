@@ -400,7 +400,7 @@ def load_matching(
         elif name in tables and value.dim() == target.dim() and value.shape[1:] == target.shape[1:]:
             merged[name] = resize_rows(value, target, cardinalities)
             report.resized.append(f"{name} {tuple(value.shape)} -> {tuple(target.shape)}")
-            log.warning("fine-tune: %s resized from %s to %s", name, tuple(value.shape), tuple(target.shape))
+            log.info("fine-tune: %s resized from %s to %s", name, tuple(value.shape), tuple(target.shape))
         else:
             report.skipped[name] = f"shape {tuple(value.shape)} does not fit {tuple(target.shape)}"
     for name in own:

@@ -32,6 +32,19 @@ CASES = [
         ["eval/ctr/auc", "eval/ctcvr/auc", "eval/ctcvr/oracle_auc", "eval/cvr/auc"],
         0.5452,
     ),
+    (
+        # CTCVR on the clicked rows only, CTR without the data's sample weights (EasyRec's task towers)
+        [
+            "experiment=multi_task",
+            "data.features.weight=weight",
+            "loss.tasks.ctr.use_sample_weight=false",
+            "loss.tasks.ctcvr.task_space_indicator=label",
+            "loss.tasks.ctcvr.out_task_space_weight=0",
+        ],
+        "mmoe",
+        ["eval/ctr/auc", "eval/ctcvr/auc", "eval/cvr/auc"],
+        0.5212,  # its CTCVR logit learns P(conversion | click): ranked on every row, below the default's 0.5452
+    ),
     (["experiment=multi_task", "loss=order_calibrate"], "mmoe", ["eval/ctr/auc", "eval/ctcvr/logloss"], 0.5682),
     (["experiment=esmm"], "esmm", ["eval/ctr/auc", "eval/ctcvr/auc", "eval/cvr/auc", "eval/cvr/oracle_auc"], 0.5795),
     (["experiment=ltv"], "deepfm", ["eval/rmse", "eval/mae", "eval/auc"], 0.5476),

@@ -157,6 +157,10 @@ QUICK = ["data.num_rows=3000", "logger=none", "trainer.max_steps=2"]
         (["loss=jrc"], "loss=JRCLoss works on sessions: name the session column"),
         (["experiment=multi_task", "loss.tasks.ctcvr.output=cvr"], "tasks.ctcvr.output=cvr: no such task"),
         (["experiment=multi_task", "loss.tasks.ctr.learn_weight=true"], "needs strategy=uncertainty"),
+        (
+            ["experiment=multi_task", "loss.tasks.ctcvr.task_space_indicator=click"],
+            "loss: tasks.ctcvr.task_space_indicator=click: not a label column of the data; they are: label, conversion",
+        ),
         (["metrics.recall_at_k=[10,0]"], "metrics.recall_at_k"),
         (
             ["experiment=esmm", "loss.eval_conditional.cvr.given=click"],

@@ -36,6 +36,7 @@ from easyrec.loggers import Logger, NullLogger
 from easyrec.loss_scaling import LossScale
 from easyrec.losses.base import Loss
 from easyrec.metrics import EvalMetrics, evaluate_model
+from easyrec.modules.kernel_penalty import KernelPenalty
 from easyrec.optim.gradients import GradientReport, GradientTreatment
 from easyrec.optim.grouped import GroupedOptimizer
 from easyrec.sharded_checkpoints import read_shards
@@ -161,6 +162,7 @@ class Trainer:
         self.model = model.to(self.device)
         # the modules that keep a penalty of their training forward (FieldEmbedding, FieldEmbeddingCollection)
         self._regularized = [m for m in self.model.modules() if hasattr(m, "take_penalty") and getattr(m, "l2", 0) > 0]
+        self._kernel_penalty = KernelPenalty.of(self.model)  # model.l2_regularization: on the weights, once per step
         self.ddp_model = self.distributed.wrap(self.model)  # trains; self.model evaluates and is saved
         self.precision = used_precision(precision, self.device)
         self.autocast_dtype = AUTOCAST[self.precision]
@@ -256,7 +258,8 @@ class Trainer:
         about, estimated = ("about ", "; steps per epoch estimated from the pieces") if self.data.streams else ("", "")
         log.info("training for %s%s (%s%s)%s", about, plural(total_steps, "step"), self._limits(), estimated, resumed)
         waiting = _Waiting()
-        window = _LogWindow(self.device, waiting if self.data.streams else None, regularized=bool(self._regularized))
+        regularized = bool(self._regularized) or self._kernel_penalty is not None
+        window = _LogWindow(self.device, waiting if self.data.streams else None, regularized=regularized)
         train_start, rows_trained = time.perf_counter(), 0
         self._last_checkpoint = self._last_eval = time.monotonic()
         workers = self.distributed
@@ -342,7 +345,7 @@ class Trainer:
         however its rows are split over workers and micro-batches. A micro-batch of 0 rows (share 0: a worker whose
         pieces ran out) runs too, with a zero loss, so that DDP's all-reduce happens on every worker. Penalties of
         the model's modules (such as ``model.embedding_regularization``) are sums over rows, so the step's is the
-        sum of its micro-batches'.
+        sum of its micro-batches'; ``model.l2_regularization``'s is one per step, shared like the loss.
         """
         self.ddp_model.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -364,6 +367,10 @@ class Trainer:
                     if (term := module.take_penalty()) is not None:
                         objective = objective + term
                         penalty += term.detach()
+                if self._kernel_penalty is not None:  # one per step: each micro-batch adds its share
+                    term = self._kernel_penalty() * share
+                    objective = objective + term
+                    penalty += term.detach()
                 self.loss_scale.backward(objective * self.distributed.world_size)
             part += loss.detach() * share
         if not self.loss_scale.unscaled(self.optimizer):  # fp16 overflow: a smaller scale, and the step skipped

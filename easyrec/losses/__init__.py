@@ -29,6 +29,7 @@ from easyrec.losses.pairwise_focal import PairwiseFocalLoss
 from easyrec.losses.pairwise_hinge import PairwiseHingeLoss
 from easyrec.losses.pairwise_logistic import PairwiseLogisticLoss
 from easyrec.losses.sigmoid_l2 import SigmoidL2Loss
+from easyrec.losses.soft_labels import SoftBinaryCrossEntropy, SoftCrossEntropy, SoftLabelLoss
 from easyrec.losses.softmax_ce import SoftmaxCrossEntropy
 from easyrec.losses.softmax_negative_mining import SoftmaxNegativeMiningLoss
 from easyrec.losses.weighted import WeightedLosses
@@ -46,6 +47,9 @@ __all__ = [
     "SoftmaxCrossEntropy",
     "ZILNLoss",
     "KLDivergenceLoss",
+    "SoftLabelLoss",
+    "SoftBinaryCrossEntropy",
+    "SoftCrossEntropy",
     "OrderCalibrateLoss",
     "PairwiseFocalLoss",
     "PairwiseHingeLoss",

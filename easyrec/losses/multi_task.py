@@ -21,13 +21,24 @@ from easyrec.losses.weighting import LossWeighting, Strategy
 @checked
 @dataclasses.dataclass
 class Task:
-    """One task of a :class:`MultiTaskLoss`: its loss, label column, weight, and the output it shares, if any."""
+    """One task of a :class:`MultiTaskLoss`: its loss, label column, weight, the output it shares, if any, and
+    which rows it learns from (EasyRec's ``use_sample_weight`` and task-space indicator)."""
 
     loss: Any
     label: str | None = None
     weight: NonNegative = 1.0
     learn_weight: bool = False
     output: str | None = None
+    use_sample_weight: bool = True
+    task_space_indicator: str | None = None
+    in_task_space_weight: NonNegative = 1.0
+    out_task_space_weight: NonNegative = 1.0
+
+    def __post_init__(self) -> None:
+        if self.task_space_indicator is None:
+            for key in ("in_task_space_weight", "out_task_space_weight"):
+                if getattr(self, key) != 1.0:
+                    raise ValueError(f"{key}={getattr(self, key)}: has no effect without a task_space_indicator")
 
 
 @dataclasses.dataclass
@@ -44,11 +55,20 @@ class MultiTaskLoss(Loss):
 
     Tasks read consecutive columns of the model output, in order, ``num_outputs`` of their loss each (1 by default;
     a ZILN task takes 3). A task with ``output: <other task>`` reads that task's columns instead and adds none:
-    a distillation term on the CTR logit, or a second loss on the same tower. Each task's loss gets the batch's
-    sample weights (EasyRec's ``use_sample_weight``) and, when it takes them, the session ids.
+    a distillation term on the CTR logit, or a second loss on the same tower. Each task's loss gets, when it takes
+    them, the session ids, and per-row weights (EasyRec's task towers)::
+
+        w_i = (sample weight_i if use_sample_weight else 1) · (in if indicator_i > 0 else out)
+
+    where ``indicator`` is the task's ``task_space_indicator`` label column, ``in`` its ``in_task_space_weight``
+    and ``out`` its ``out_task_space_weight`` (both 1 by default, as EasyRec's). A CVR task with
+    ``task_space_indicator: click`` and ``out_task_space_weight: 0`` learns from the clicked rows only: the losses
+    average over the rows of non-zero weight. A task without sample weights and indicator gets ``weights=None``.
 
     Args:
-        tasks: ``{name: {"loss": module, "label": column, "weight": 1.0, "learn_weight": False, "output": None}}``.
+        tasks: ``{name: {"loss": module, "label": column, "weight": 1.0, "learn_weight": False, "output": None,
+            "use_sample_weight": True, "task_space_indicator": None, "in_task_space_weight": 1.0,
+            "out_task_space_weight": 1.0}}``.
         label_columns: the data's label columns, in the order of ``labels (B, L)``.
         strategy: ``fixed``, ``uncertainty`` (tasks with ``learn_weight`` get a learned weight) or ``random``;
             see :class:`~easyrec.losses.weighting.LossWeighting`.
@@ -88,12 +108,14 @@ class MultiTaskLoss(Loss):
         self.label_columns = [label_columns] if isinstance(label_columns, str) else list(label_columns)
         self.losses = nn.ModuleDict({name: Loss.of(spec.loss) for name, spec in tasks.items()})
         self.labels = {name: spec.label or self.label_columns[0] for name, spec in tasks.items()}
-        for name, column in self.labels.items():
-            if column not in self.label_columns:
-                raise ValueError(
-                    f"tasks.{name}.label={column}: not a label column of the data; they are: "
-                    f"{', '.join(self.label_columns)} (set data.features.label)"
-                )
+        for name, spec in tasks.items():
+            for key, column in (("label", self.labels[name]), ("task_space_indicator", spec.task_space_indicator)):
+                if column is not None and column not in self.label_columns:
+                    raise ValueError(
+                        f"tasks.{name}.{key}={column}: not a label column of the data; they are: "
+                        f"{', '.join(self.label_columns)} (set data.features.label)"
+                    )
+        self._tasks = dict(tasks)
         self.columns = self._assign_columns(tasks)
         self.num_outputs = max(stop for _, stop in self.columns.values())
         self._task_outputs = tuple(self.losses[name].num_outputs for name, spec in tasks.items() if not spec.output)
@@ -188,11 +210,12 @@ class MultiTaskLoss(Loss):
         values: dict[str, Tensor] = {}
         for name, loss in self.losses.items():
             task_outputs = heads[name].outputs(outputs)
-            task_labels = labels if labels.dim() == 1 else labels[:, self.label_columns.index(self.labels[name])]
+            task_labels = self._column(labels, self.labels[name])
+            task_weights = self._row_weights(self._tasks[name], labels, weights)
             if self._takes_sessions[name]:
-                values[name] = loss(task_outputs, task_labels, weights, sessions=sessions)
+                values[name] = loss(task_outputs, task_labels, task_weights, sessions=sessions)
             else:
-                values[name] = loss(task_outputs, task_labels, weights)
+                values[name] = loss(task_outputs, task_labels, task_weights)
         total = self.weighting(values)
         self._logged = {f"train/loss/{name}": value.detach() for name, value in values.items()}
         if self.order_calibrate:
@@ -202,6 +225,20 @@ class MultiTaskLoss(Loss):
         for name, weight in self.weighting.logged_weights().items():
             self._logged[f"train/loss_weight/{name}"] = torch.as_tensor(weight).detach()
         return total
+
+    def _column(self, labels: Tensor, column: str) -> Tensor:
+        """``labels (B, L)`` or ``(B,)`` -> the named column ``(B,)``."""
+        return labels if labels.dim() == 1 else labels[:, self.label_columns.index(column)]
+
+    def _row_weights(self, task: Task, labels: Tensor, weights: Tensor | None) -> Tensor | None:
+        """A task's weights ``(B,)``: the sample weights if it uses them, times its task-space weights; None if
+        neither applies."""
+        rows = weights if task.use_sample_weight else None
+        if task.task_space_indicator is None:
+            return rows
+        inside = self._column(labels, task.task_space_indicator) > 0
+        space = torch.where(inside, task.in_task_space_weight, task.out_task_space_weight).to(labels.dtype)
+        return space if rows is None else rows * space
 
     def _order_calibration(self, outputs: Tensor, heads: Mapping[str, Head]) -> Tensor:
         total = outputs.new_zeros(())

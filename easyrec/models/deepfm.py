@@ -27,6 +27,9 @@ class DeepFM(nn.Module):
         embedding_regularization: EasyRec's ``embedding_regularization``: ``scale · Σ e² / 2`` over the embeddings
             and first-order weights looked up for each training batch (see :class:`~easyrec.modules.FieldEmbedding`),
             added to the loss.
+        l2_regularization: EasyRec's ``l2_regularization``: ``scale · ΣW² / 2`` over the kernels W of the dense
+            layers (not biases nor embeddings; see :class:`~easyrec.modules.kernel_penalty.KernelPenalty`), added
+            to the training objective once per step.
         num_outputs: logits per sample (a loss such as JRC wants 2); the first-order and FM terms are added
             to each.
 
@@ -47,9 +50,11 @@ class DeepFM(nn.Module):
         dropout: Fraction = 0.0,
         sparse_embeddings: bool = False,
         embedding_regularization: NonNegative = 0.0,
+        l2_regularization: NonNegative = 0.0,
         num_outputs: int = 1,
     ) -> None:
         super().__init__()
+        self.l2_regularization = float(l2_regularization)  # read by the trainer (KernelPenalty)
         if inputs.num_fields == 0:
             raise ValueError("DeepFM needs at least one categorical feature")
         self.embedding = FieldEmbedding(

@@ -34,6 +34,9 @@ class MMoE(nn.Module):
         sparse_embeddings: sparse gradients for the embedding table.
         embedding_regularization: EasyRec's ``embedding_regularization``: ``scale · Σ e² / 2`` over the embeddings
             looked up for each training batch (see :class:`~easyrec.modules.FieldEmbedding`), added to the loss.
+        l2_regularization: EasyRec's ``l2_regularization``: ``scale · ΣW² / 2`` over the kernels W of the dense
+            layers (not biases nor embeddings; see :class:`~easyrec.modules.kernel_penalty.KernelPenalty`), added
+            to the training objective once per step.
 
     Example::
 
@@ -55,8 +58,10 @@ class MMoE(nn.Module):
         dropout: Fraction = 0.0,
         sparse_embeddings: bool = False,
         embedding_regularization: NonNegative = 0.0,
+        l2_regularization: NonNegative = 0.0,
     ) -> None:
         super().__init__()
+        self.l2_regularization = float(l2_regularization)  # read by the trainer (KernelPenalty)
         task_outputs = tuple(task_outputs)
         self.features = FeatureVector(inputs, embedding_dim, sparse=sparse_embeddings, l2=embedding_regularization)
         self.experts = MixtureOfExperts(

@@ -64,6 +64,9 @@ class WideAndDeep(nn.Module):
         embedding_regularization: EasyRec's ``embedding_regularization``: ``scale · Σ e² / 2`` over the embeddings
             and id weights looked up for each training batch (see :class:`~easyrec.modules.FieldEmbedding`), added
             to the loss.
+        l2_regularization: EasyRec's ``l2_regularization``: ``scale · ΣW² / 2`` over the kernels W of the dense
+            layers (not biases nor embeddings; see :class:`~easyrec.modules.kernel_penalty.KernelPenalty`), added
+            to the training objective once per step.
         num_outputs: logits per sample (a loss such as JRC wants 2); the wide part is added to each.
 
     Example::
@@ -83,9 +86,11 @@ class WideAndDeep(nn.Module):
         dropout: Fraction = 0.0,
         sparse_embeddings: bool = False,
         embedding_regularization: NonNegative = 0.0,
+        l2_regularization: NonNegative = 0.0,
         num_outputs: int = 1,
     ) -> None:
         super().__init__()
+        self.l2_regularization = float(l2_regularization)  # read by the trainer (KernelPenalty)
         if inputs.num_fields == 0:
             raise ValueError("WideAndDeep needs at least one categorical feature")
         self.wide = LinearTerms(

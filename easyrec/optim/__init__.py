@@ -1,5 +1,5 @@
-"""Optimizers torch lacks (EasyRec's FTRL, LAMB, lazy Adam, TF RMSProp, row-wise Adagrad), learning-rate schedules,
-parameter groups with their own optimizers, and gradient treatment."""
+"""Optimizers torch lacks (EasyRec's FTRL, LAMB, lazy Adam, MomentumW, TF RMSProp, row-wise Adagrad),
+learning-rate schedules, parameter groups with their own optimizers, and gradient treatment."""
 
 from easyrec.optim.build import attach_loss_parameters, build_optimizer, build_schedules
 from easyrec.optim.ftrl import Ftrl
@@ -7,6 +7,7 @@ from easyrec.optim.gradients import GradientTreatment
 from easyrec.optim.grouped import GroupedOptimizer
 from easyrec.optim.lamb import Lamb
 from easyrec.optim.lazy_adam import LazyAdam
+from easyrec.optim.momentumw import MomentumW
 from easyrec.optim.rmsprop import TFRMSProp
 from easyrec.optim.row_wise_adagrad import RowWiseAdagrad
 from easyrec.optim.schedules import (
@@ -28,6 +29,7 @@ __all__ = [
     "Ftrl",
     "Lamb",
     "LazyAdam",
+    "MomentumW",
     "RowWiseAdagrad",
     "TFRMSProp",
     "ConstantLR",

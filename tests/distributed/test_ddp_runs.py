@@ -54,11 +54,12 @@ def free_port() -> int:
 def test_two_gloo_workers_match_one_with_twice_the_batch_and_resume_with_one_worker_accumulating(
     easyrec_main, tmp_path, stores
 ):
-    """2 workers x 128 rows (sparse embedding gradients under DDP, gloo, with embedding regularization) train to a
+    """2 workers x 128 rows (sparse embedding gradients under DDP, gloo, with embedding and kernel regularization:
+    per row and per step) train to a
     FINISHED run whose eval metrics are those of the whole eval split, with the losses and penalties of 1 worker x
     256 rows step by step; their checkpoint resumes with 1 worker accumulating 2 x 128 rows, and goes on alike."""
     common = [*SMALL, "model.sparse_embeddings=true", "optimizer=adagrad", "trainer.max_steps=6"]
-    common += ["model.embedding_regularization=1e-3"]
+    common += ["model.embedding_regularization=1e-3", "model.l2_regularization=1e-3"]
     common += ["trainer.log_every_n_steps=1", "trainer.checkpoint_every_n_steps=3"]
     two_dir, one_dir, resumed_dir = tmp_path / "two", tmp_path / "one", tmp_path / "resumed"
     stores(two_dir, one_dir, resumed_dir)

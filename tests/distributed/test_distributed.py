@@ -3,6 +3,7 @@ config's checks, gradient accumulation, the torchrun arguments, worker logging a
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -101,20 +102,19 @@ def test_eval_shares_concatenate_to_the_eval_batches(data):
         assert [batch for share in shares for batch in share] == whole
 
 
-def make_trainer(data, tmp_path, distributed=None, embedding_regularization=0.0) -> Trainer:
+def make_trainer(data, tmp_path, distributed=None, optimizer=None, max_steps=6, **model_options) -> Trainer:
+    """DeepFM with ``model_options`` trained ``max_steps`` with Adam (lr 1e-2), or ``optimizer(parameters)``."""
     torch.manual_seed(0)
-    model = DeepFM(
-        data.input_spec, embedding_dim=4, hidden_units=[16], embedding_regularization=embedding_regularization
-    )
+    model = DeepFM(data.input_spec, embedding_dim=4, hidden_units=[16], **model_options)
     return Trainer(
         model=model,
         data=data,
-        optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
+        optimizer=(optimizer or functools.partial(torch.optim.Adam, lr=1e-2))(model.parameters()),
         loss=BinaryCrossEntropy(),
         output_dir=tmp_path,
         logger=RecordingLogger(),
         distributed=distributed,
-        max_steps=6,
+        max_steps=max_steps,
         log_every_n_steps=1,
         progress_bar=False,
         device="cpu",
@@ -125,26 +125,52 @@ def losses(trainer: Trainer, key: str = "train/loss") -> list[float]:
     return [metrics[key] for _, metrics in trainer.logger.calls if key in metrics]
 
 
-@pytest.mark.parametrize("embedding_regularization", [0.0, 1e-3])
-def test_accumulating_k_batches_matches_one_batch_k_times_larger(data, tmp_path, embedding_regularization):
-    """Also with model penalties, which sum over the step's rows (its micro-batches' penalties add up)."""
-    accumulated = make_trainer(data, tmp_path / "k", SingleProcess(accumulate_steps=3), embedding_regularization)
+@pytest.mark.parametrize(
+    "penalties",
+    [{}, {"embedding_regularization": 1e-3}, {"l2_regularization": 1e-2}],
+    ids=["none", "lookups", "kernels"],
+)
+def test_accumulating_k_batches_matches_one_batch_k_times_larger(data, tmp_path, penalties):
+    """Also with model penalties: on the lookups they sum over the step's rows (its micro-batches' penalties add
+    up), on the kernels there is one per step (each micro-batch adds its share)."""
+    accumulated = make_trainer(data, tmp_path / "k", SingleProcess(accumulate_steps=3), **penalties)
     accumulated.fit()
     data.batch_size = 300
     try:
-        big = make_trainer(data, tmp_path / "big", embedding_regularization=embedding_regularization)
+        big = make_trainer(data, tmp_path / "big", **penalties)
         big.fit()
     finally:
         data.batch_size = 100
     assert accumulated.step == big.step == 6
     assert losses(accumulated) == pytest.approx(losses(big), rel=1e-5, abs=1e-7)
-    penalties = losses(accumulated, "train/regularization")
-    assert penalties == pytest.approx(losses(big, "train/regularization"), rel=1e-5)
-    assert len(penalties) == (6 if embedding_regularization else 0)
+    logged = losses(accumulated, "train/regularization")
+    assert logged == pytest.approx(losses(big, "train/regularization"), rel=1e-5)
+    assert len(logged) == (6 if penalties else 0)
     for name, weight in big.model.state_dict().items():
         # Adam divides by the root of tiny second moments on rarely seen rows: float noise shows at 1e-5
         torch.testing.assert_close(accumulated.model.state_dict()[name], weight, rtol=1e-3, atol=1e-4)
     assert accumulated.rows_in_epoch == big.rows_in_epoch == 1_800
+
+
+def test_l2_regularization_adds_l2_times_each_kernel_to_its_gradient_once_per_step(data, tmp_path):
+    """One SGD step with micro-batches: the kernels move by an extra −lr·l2·W (EasyRec's l2_regularization,
+    ∇(l2·ΣW²/2) = l2·W), biases and embeddings as without it; train/regularization is l2·ΣW²/2 of the step."""
+    sgd = functools.partial(torch.optim.SGD, lr=0.1)
+    runs = {}
+    for l2 in (0.0, 0.5):
+        trainer = make_trainer(
+            data, tmp_path / str(l2), SingleProcess(accumulate_steps=2), sgd, 1, l2_regularization=l2
+        )
+        before = {name: value.clone() for name, value in trainer.model.state_dict().items()}
+        trainer.fit()
+        runs[l2] = (before, trainer.model.state_dict(), losses(trainer, "train/regularization"))
+    (w0, plain, none_logged), (_, penalised, logged) = runs[0.0], runs[0.5]
+    kernels = {name for name in w0 if name.startswith("mlp.") and name.endswith("weight")} | {"linear.dense.weight"}
+    assert len(kernels) == 3 and not none_logged
+    for name, weight in penalised.items():
+        expected = plain[name] - 0.1 * 0.5 * w0[name] if name in kernels else plain[name]
+        torch.testing.assert_close(weight, expected, rtol=1e-5, atol=1e-7)
+    assert logged == pytest.approx([0.25 * sum(float(w0[name].square().sum()) for name in kernels)], rel=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ from easyrec.losses.pairwise_hinge import EXP_CLIP, PairwiseHingeLoss
 from easyrec.losses.pairwise_logistic import PairwiseLogisticLoss
 from easyrec.losses.reduction import hardest_mean, mean_over_nonzero_weights
 from easyrec.losses.sigmoid_l2 import SigmoidL2Loss
+from easyrec.losses.soft_labels import SoftBinaryCrossEntropy, SoftCrossEntropy
 from easyrec.losses.softmax_ce import SoftmaxCrossEntropy
 from easyrec.losses.softmax_negative_mining import SoftmaxNegativeMiningLoss
 from easyrec.losses.weighted import WeightedLosses
@@ -83,8 +84,14 @@ def multi_task(strategy: str) -> MultiTaskLoss:
     return MultiTaskLoss(
         {
             "ctr": {"loss": BinaryCrossEntropy(), "label": "click", "learn_weight": learn},
-            "ctcvr": {"loss": BinaryCrossEntropy(), "label": "conversion", "learn_weight": learn},
-            "ltv": {"loss": ZILNLoss(), "label": "value", "learn_weight": learn},
+            "ctcvr": {
+                "loss": BinaryCrossEntropy(),
+                "label": "conversion",
+                "learn_weight": learn,
+                "task_space_indicator": "click",  # on the clicked rows only: none in some batches
+                "out_task_space_weight": 0.0,
+            },
+            "ltv": {"loss": ZILNLoss(), "label": "value", "learn_weight": learn, "use_sample_weight": False},
             "rank": {"loss": ListwiseRankLoss(), "label": "click", "output": "ctr"},
         },
         label_columns=["click", "conversion", "value"],
@@ -214,6 +221,10 @@ LOSSES = [
     LossSpec("ziln", ZILNLoss, (3,), labels=values),
     LossSpec("kl_divergence", KLDivergenceLoss, labels=teacher_probs),
     LossSpec("kl_divergence_logits_t2", lambda: KLDivergenceLoss(2.0, label_is_logits=True), labels=values),
+    LossSpec("soft_bce", SoftBinaryCrossEntropy, labels=teacher_probs),
+    LossSpec("soft_bce_logits_t2", lambda: SoftBinaryCrossEntropy(2.0, label_is_logits=True), labels=values),
+    LossSpec("soft_ce", SoftCrossEntropy, labels=teacher_probs),
+    LossSpec("soft_ce_t3", lambda: SoftCrossEntropy(3.0), labels=teacher_probs),
     # several tasks, one output column each (ltv: three), a listwise term and order calibration
     *[
         LossSpec(f"multi_task_{s}", lambda s=s: multi_task(s), (5,), sessions=True, labels=task_labels)

@@ -15,6 +15,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 ON_SESSIONS = ["jrc", "listwise_distill", "listwise_rank"]
 ON_THEIR_TASK = ["circle", "in_batch_softmax", "infonce", "multi_similarity", "softmax_negative_mining"]
 ON_THEIR_TASK += ["kl_distill", "kl_divergence", "multi_task", "order_calibrate", "softmax_ce", "ziln"]
+ON_THEIR_TASK += ["soft_bce", "soft_ce"]
 # Every other option of conf/loss/ trains on the click labels: a new one is tested here as soon as its YAML exists.
 LOSSES = [loss for loss in options("loss") if loss not in ON_SESSIONS + ON_THEIR_TASK]
 # 8-dim embeddings: eval AUCs 0.71-0.73 on every option here (pairwise_focal: 0.7249; 0.7254 with the default 16),

@@ -155,8 +155,86 @@ def test_label_rules_name_each_tasks_column():
         ),
         ({"tasks": {"a": {"loss": BinaryCrossEntropy()}}, "order_calibrate": {"a": ["x"]}}, "'x' is not a task"),
         ({"tasks": {}}, "tasks: give at least one"),
+        (
+            {"tasks": {"cvr": {"loss": BinaryCrossEntropy(), "task_space_indicator": "clicked"}}},
+            "tasks.cvr.task_space_indicator=clicked: not a label column",
+        ),
+        (
+            {"tasks": {"cvr": {"loss": BinaryCrossEntropy(), "out_task_space_weight": 0.0}}},
+            "out_task_space_weight=0.0: has no effect without a task_space_indicator",
+        ),
+        (
+            {
+                "tasks": {
+                    "cvr": {"loss": BinaryCrossEntropy(), "task_space_indicator": "click", "in_task_space_weight": -1}
+                }
+            },
+            "in_task_space_weight=-1: must be >= 0",
+        ),
     ],
 )
 def test_bad_task_lists_are_refused_naming_the_key(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MultiTaskLoss(label_columns=COLUMNS, **kwargs)
+
+
+# ------------------------------------------------------------------ task spaces and per-task sample weights
+LN2 = math.log(2.0)
+# logits 0, 0, ln 3 on both tasks: BCE is ln 2 at z = 0 (either label) and ln(1 + 3) = 2 ln 2 at z = ln 3, y = 0
+SPACE_OUTPUTS = torch.tensor([[0.0, 0.0], [0.0, 0.0], [math.log(3.0), math.log(3.0)]])
+SPACE_LABELS = torch.tensor([[1.0, 1.0], [0.0, 0.0], [1.0, 0.0]])  # click, buy
+SPACE_WEIGHTS = torch.tensor([1.0, 3.0, 0.5])
+
+
+def ctr_and_cvr(**cvr) -> MultiTaskLoss:
+    return MultiTaskLoss(
+        {
+            "ctr": {"loss": BinaryCrossEntropy(), "label": "click"},
+            "cvr": {"loss": BinaryCrossEntropy(), "label": "buy", **cvr},
+        },
+        label_columns=["click", "buy"],
+    )
+
+
+@pytest.mark.parametrize(
+    "cvr,weights,expected",
+    [
+        # rows 0 and 2 clicked: (ln 2 + 2 ln 2) / 2 rows of non-zero weight
+        ({"task_space_indicator": "click", "out_task_space_weight": 0.0}, None, 1.5 * LN2),
+        # times the sample weights 1 and 0.5: (ln 2 + 0.5·2 ln 2) / 2
+        ({"task_space_indicator": "click", "out_task_space_weight": 0.0}, SPACE_WEIGHTS, LN2),
+        # weights 2, 0.5, 2: (2 ln 2 + 0.5 ln 2 + 2·2 ln 2) / 3
+        (
+            {"task_space_indicator": "click", "in_task_space_weight": 2.0, "out_task_space_weight": 0.5},
+            None,
+            6.5 * LN2 / 3,
+        ),
+        # the sample weights 1, 3, 0.5: (ln 2 + 3 ln 2 + 0.5·2 ln 2) / 3
+        ({}, SPACE_WEIGHTS, 5 * LN2 / 3),
+        # without them: (ln 2 + ln 2 + 2 ln 2) / 3
+        ({"use_sample_weight": False}, SPACE_WEIGHTS, 4 * LN2 / 3),
+        (
+            {"use_sample_weight": False, "task_space_indicator": "click", "out_task_space_weight": 0.0},
+            SPACE_WEIGHTS,
+            1.5 * LN2,
+        ),
+        # EasyRec's defaults (1 in, 1 out): an indicator alone changes nothing
+        ({"task_space_indicator": "click"}, SPACE_WEIGHTS, 5 * LN2 / 3),
+    ],
+)
+def test_a_tasks_rows_are_weighted_by_its_task_space_and_its_use_of_sample_weights(cvr, weights, expected):
+    loss = ctr_and_cvr(**cvr)
+    total = loss(SPACE_OUTPUTS, SPACE_LABELS, weights)
+    logged = loss.log_values()
+    assert logged["train/loss/cvr"] == pytest.approx(expected, rel=1e-6)
+    # the other task keeps the sample weights or the plain mean; its row 2 (y = 1) costs ln 4 − ln 3
+    ln4_3 = math.log(4 / 3)
+    ctr = (4 * LN2 + 0.5 * ln4_3) / 3 if weights is not None else (2 * LN2 + ln4_3) / 3
+    assert logged["train/loss/ctr"] == pytest.approx(ctr, rel=1e-6)
+    assert float(total) == pytest.approx(ctr + expected, rel=1e-6)
+
+
+def test_a_task_whose_space_is_empty_in_a_batch_adds_zero():
+    loss = ctr_and_cvr(task_space_indicator="click", out_task_space_weight=0.0)
+    loss(SPACE_OUTPUTS, torch.zeros(3, 2), None)
+    assert loss.log_values()["train/loss/cvr"] == 0.0

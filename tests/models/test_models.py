@@ -11,6 +11,7 @@ from torch import nn
 from easyrec.data.features import InputSpec
 from easyrec.models import DSSM, ESMM, DeepFM, MMoE, WideAndDeep
 from easyrec.modules import MLP, FactorizationMachine, FieldEmbedding
+from easyrec.modules.kernel_penalty import KernelPenalty
 from tests.conftest import options
 
 CARDINALITIES = (3, 5, 2)
@@ -269,6 +270,38 @@ def test_every_model_regularizes_every_table_it_looks_up(option):
     assert tables and all(p is not None for p in penalties)  # first-order weights start at 0: so do their penalties
     assert sum(penalties).item() > 0
     assert all(m.l2 == 0 for m in build().modules() if isinstance(m, FieldEmbedding))  # off by default
+
+
+def test_kernel_penalty_is_half_l2_times_the_squares_of_the_linear_kernels_only():
+    """EasyRec's l2_regularization (tf.nn.l2_loss of each dense kernel): l2·ΣW²/2, gradient l2·W on the kernels and
+    nothing on biases, norms or embedding tables."""
+    model = nn.Sequential(nn.Embedding(4, 2), nn.Linear(2, 2), nn.LayerNorm(2), nn.Linear(2, 1))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[1.0, 2.0], [0.0, -1.0]]))
+        model[3].weight.copy_(torch.tensor([[3.0, 0.5]]))
+    penalty = KernelPenalty(model, l2=0.1)
+    value = penalty()
+    assert value.item() == pytest.approx(0.1 * (1 + 4 + 1 + 9 + 0.25) / 2)
+    value.backward()
+    torch.testing.assert_close(model[1].weight.grad, 0.1 * model[1].weight.detach())
+    torch.testing.assert_close(model[3].weight.grad, 0.1 * model[3].weight.detach())
+    assert all(p.grad is None for p in (model[0].weight, model[1].bias, model[2].weight, model[2].bias, model[3].bias))
+    with pytest.raises(ValueError, match="l2=0.0: must be > 0"):
+        KernelPenalty(model, 0.0)
+
+
+@pytest.mark.parametrize("option", options("model"))
+def test_every_model_penalises_the_kernels_of_every_dense_layer_when_asked(option):
+    build = BUILDS[option]
+    torch.manual_seed(0)
+    assert KernelPenalty.of(build()) is None  # off by default
+    model = build(l2_regularization=0.1)
+    penalty = KernelPenalty.of(model)
+    linear = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+    assert len(linear) >= 2 and [id(w) for w in penalty.kernels] == [id(w) for w in linear]
+    tables = {id(m.table.weight) for m in model.modules() if isinstance(m, FieldEmbedding)}
+    assert tables and not tables & {id(w) for w in penalty.kernels}
+    assert penalty().item() == pytest.approx(0.05 * sum(float(w.square().sum()) for w in linear), rel=1e-6)
 
 
 @pytest.mark.parametrize("num_dense", [2, 0])

@@ -56,6 +56,7 @@ EXPECTED = {
     ),
     "momentum": "optimizer.momentum=0.9: fbgemm's fused EXACT_SGD has no momentum; set it to 0.0 for "
     "distributed=model_parallel",
+    "momentumw": f"optimizer: MomentumW {NO_COUNTERPART}; {{choices}}",
     "rmsprop": f"optimizer: TFRMSProp {NO_COUNTERPART}; {{choices}}",
     "row_wise_adagrad": {"optimizer": EmbOptimType.EXACT_ROWWISE_ADAGRAD, "learning_rate": 0.1, "eps": 1e-10},
     "sgd": {"optimizer": EmbOptimType.EXACT_SGD, "learning_rate": 0.1},

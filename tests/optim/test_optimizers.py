@@ -1,4 +1,4 @@
-"""Ftrl, Lamb, LazyAdam, TFRMSProp and RowWiseAdagrad against hand-computed numbers and numpy references."""
+"""Ftrl, Lamb, LazyAdam, MomentumW, TFRMSProp and RowWiseAdagrad against hand-computed numbers and numpy references."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from easyrec.optim import Ftrl, Lamb, LazyAdam, RowWiseAdagrad, TFRMSProp
+from easyrec.optim import Ftrl, Lamb, LazyAdam, MomentumW, RowWiseAdagrad, TFRMSProp
 
 # ---------------------------------------------------------------------- numpy reference, one step each
 
@@ -341,11 +341,50 @@ def test_rmsprop_sparse_updates_only_the_looked_up_rows():
     assert np.all(as_np(state["mom"])[UNTOUCHED] == 0.0)
 
 
-# ---------------------------------------------------------------------- all four
+# ---------------------------------------------------------------------- MomentumW
 
-ALL = [Ftrl, Lamb, LazyAdam, TFRMSProp]
-SPARSE_CAPABLE = {Ftrl, LazyAdam, TFRMSProp}
-TRAIN_LR = {Ftrl: 0.5, Lamb: 0.05, LazyAdam: 0.05, TFRMSProp: 0.05}
+
+def test_momentumw_hand_computed_steps():
+    # a = 2, w = 1 − 0.01·1 − 0.1·2 = 0.79; a = 0.9·2 + 2 = 3.8, w = 0.79 − 0.01·0.79 − 0.1·3.8 = 0.4021
+    weights, state = dense_steps(MomentumW, [1.0], [[2.0], [2.0]], lr=0.1, momentum=0.9, weight_decay=0.01)
+    torch.testing.assert_close(np.array(weights), np.array([[0.79], [0.4021]]))
+    torch.testing.assert_close(as_np(state["momentum_buffer"]), np.array([3.8]))
+
+
+def test_momentumw_decay_is_not_scaled_by_the_learning_rate():
+    # no gradient signal: w·(1 − wd)^k, the same at any lr
+    for lr in (1e-4, 10.0):
+        weights, _ = dense_steps(MomentumW, [2.0, -4.0], [[0.0, 0.0]] * 3, lr=lr, weight_decay=0.1)
+        torch.testing.assert_close(weights[-1], np.array([2.0, -4.0]) * 0.9**3)
+
+
+def test_momentumw_without_decay_is_torch_sgd_with_momentum():
+    ours, _ = dense_steps(MomentumW, W0, GRADS, lr=0.05, momentum=0.8, weight_decay=0.0)
+    torchs, _ = dense_steps(torch.optim.SGD, W0, GRADS, lr=0.05, momentum=0.8)
+    torch.testing.assert_close(ours, torchs)
+
+
+def test_momentumw_sparse_updates_and_decays_only_the_looked_up_rows():
+    torch.sparse.check_sparse_tensor_invariants.disable()  # as the trainer does; silences torch's warning
+    embedding = make_embedding()
+    w0 = as_np(embedding.weight)
+    optimizer = MomentumW(embedding.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01)
+    embedding_step(embedding, optimizer, [1, 4, 1], np.concatenate([UPSTREAM_1, UPSTREAM_2[:1]]))
+    g = UPSTREAM_1.copy()
+    g[0] += UPSTREAM_2[0]  # row 1 twice: one summed gradient, one decay
+    torch.testing.assert_close(as_np(embedding.weight)[[1, 4]], w0[[1, 4]] * 0.99 - 0.1 * g)
+    assert np.array_equal(as_np(embedding.weight)[UNTOUCHED], w0[UNTOUCHED])
+    embedding_step(embedding, optimizer, [4, 7], UPSTREAM_2)  # row 1 keeps its momentum, unapplied
+    buffer = as_np(optimizer.state[embedding.weight]["momentum_buffer"])
+    torch.testing.assert_close(buffer[[1, 4, 7]], np.stack([g[0], 0.9 * g[1] + UPSTREAM_2[0], UPSTREAM_2[1]]))
+    assert np.all(buffer[UNTOUCHED[1:]] == 0.0) and np.array_equal(as_np(embedding.weight)[0], w0[0])
+
+
+# ---------------------------------------------------------------------- all five
+
+ALL = [Ftrl, Lamb, LazyAdam, MomentumW, TFRMSProp]
+SPARSE_CAPABLE = {Ftrl, LazyAdam, MomentumW, TFRMSProp}
+TRAIN_LR = {Ftrl: 0.5, Lamb: 0.05, LazyAdam: 0.05, MomentumW: 0.5, TFRMSProp: 0.05}
 
 
 @pytest.mark.parametrize(
@@ -368,6 +407,9 @@ TRAIN_LR = {Ftrl: 0.5, Lamb: 0.05, LazyAdam: 0.05, TFRMSProp: 0.05}
         (TFRMSProp, {"decay": 1.0}, "decay=1.0: must be in [0, 1)"),
         (TFRMSProp, {"momentum": -0.1}, "momentum=-0.1: must be in [0, 1)"),
         (TFRMSProp, {"eps": -1.0}, "eps=-1.0: must be >= 0"),
+        (MomentumW, {"lr": 0.0}, "lr=0.0: must be > 0"),
+        (MomentumW, {"momentum": 1.0}, "momentum=1.0: must be in [0, 1)"),
+        (MomentumW, {"weight_decay": -1e-6}, "weight_decay=-1e-06: must be >= 0"),
     ],
 )
 def test_invalid_arguments_raise(optimizer_cls, kwargs, message):

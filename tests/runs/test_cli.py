@@ -22,7 +22,8 @@ from tests.conftest import QUICK, options
 pytestmark = pytest.mark.slow
 
 OPTIMIZERS = (
-    "adagrad, adam, adamw, ftrl, lamb, lazy_adam, momentum, rmsprop, row_wise_adagrad, sgd, sparse_dense, wide_deep"
+    "adagrad, adam, adamw, ftrl, lamb, lazy_adam, momentum, momentumw, rmsprop, row_wise_adagrad, sgd, sparse_dense, "
+    "wide_deep"
 )
 
 

@@ -32,6 +32,19 @@ CASES = [
         ["eval/ctr/auc", "eval/ctcvr/auc", "eval/ctcvr/oracle_auc", "eval/cvr/auc"],
         0.5452,
     ),
+    (
+        # CTCVR on the clicked rows only, CTR without the data's sample weights (EasyRec's task towers)
+        [
+            "experiment=multi_task",
+            "data.features.weight=weight",
+            "loss.tasks.ctr.use_sample_weight=false",
+            "loss.tasks.ctcvr.task_space_indicator=label",
+            "loss.tasks.ctcvr.out_task_space_weight=0",
+        ],
+        "mmoe",
+        ["eval/ctr/auc", "eval/ctcvr/auc", "eval/cvr/auc"],
+        0.5212,  # its CTCVR logit learns P(conversion | click): ranked on every row, below the default's 0.5452
+    ),
     (["experiment=multi_task", "loss=order_calibrate"], "mmoe", ["eval/ctr/auc", "eval/ctcvr/logloss"], 0.5682),
     (["experiment=esmm"], "esmm", ["eval/ctr/auc", "eval/ctcvr/auc", "eval/cvr/auc", "eval/cvr/oracle_auc"], 0.5795),
     (["experiment=ltv"], "deepfm", ["eval/rmse", "eval/mae", "eval/auc"], 0.5476),
@@ -43,6 +56,14 @@ CASES = [
         ["eval/mae"],
         0.1964,
     ),
+    (
+        ["loss=soft_bce", "data.features.label=teacher", "optimized_metric=eval/rmse", "loss.temperature=2"],
+        "deepfm",
+        ["eval/mae"],
+        0.2071,
+    ),
+    # binary KL, BCE and log loss to a teacher have the same gradient, (σ(z/T) − p)/T: kl_divergence's run, to 1e-4
+    (["loss=soft_ce", "data.features.label=teacher", "optimized_metric=eval/rmse"], "deepfm", ["eval/mae"], 0.1964),
     (["experiment=retrieval"], "dssm", ["eval/recall@1", "eval/recall@10", "eval/recall@50", "eval/auc"], 0.008),
     (["experiment=retrieval", "loss=in_batch_softmax"], "dssm", ["eval/recall@10"], 0.016),
     (["experiment=retrieval", "loss=circle"], "dssm", ["eval/recall@10"], 0.0213),
@@ -136,6 +157,10 @@ QUICK = ["data.num_rows=3000", "logger=none", "trainer.max_steps=2"]
         (["loss=jrc"], "loss=JRCLoss works on sessions: name the session column"),
         (["experiment=multi_task", "loss.tasks.ctcvr.output=cvr"], "tasks.ctcvr.output=cvr: no such task"),
         (["experiment=multi_task", "loss.tasks.ctr.learn_weight=true"], "needs strategy=uncertainty"),
+        (
+            ["experiment=multi_task", "loss.tasks.ctcvr.task_space_indicator=click"],
+            "loss: tasks.ctcvr.task_space_indicator=click: not a label column of the data; they are: label, conversion",
+        ),
         (["metrics.recall_at_k=[10,0]"], "metrics.recall_at_k"),
         (
             ["experiment=esmm", "loss.eval_conditional.cvr.given=click"],

@@ -36,6 +36,7 @@ from easyrec.loggers import Logger, NullLogger
 from easyrec.loss_scaling import LossScale
 from easyrec.losses.base import Loss
 from easyrec.metrics import EvalMetrics, evaluate_model
+from easyrec.models.base import l2_regularization
 from easyrec.modules.kernel_penalty import KernelPenalty
 from easyrec.optim.gradients import GradientReport, GradientTreatment
 from easyrec.optim.grouped import GroupedOptimizer
@@ -162,7 +163,8 @@ class Trainer:
         self.model = model.to(self.device)
         # the modules that keep a penalty of their training forward (FieldEmbedding, FieldEmbeddingCollection)
         self._regularized = [m for m in self.model.modules() if hasattr(m, "take_penalty") and getattr(m, "l2", 0) > 0]
-        self._kernel_penalty = KernelPenalty.of(self.model)  # model.l2_regularization: on the weights, once per step
+        # model.l2_regularization: on the weights, once per step
+        self._kernel_penalty = KernelPenalty.of(self.model, l2_regularization(self.model))
         self.ddp_model = self.distributed.wrap(self.model)  # trains; self.model evaluates and is saved
         self.precision = used_precision(precision, self.device)
         self.autocast_dtype = AUTOCAST[self.precision]

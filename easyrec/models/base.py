@@ -1,5 +1,6 @@
 """What the run asks of a model, written once: :class:`Model` (ranking) and :class:`MultiTaskModel` (one tower per
-task), and :func:`build` / :func:`output_kind`, which read them with the defaults for a model of the user's own."""
+task), and :func:`build` / :func:`output_kind` / :func:`l2_regularization`, which read them with the defaults for a
+model of the user's own."""
 
 from __future__ import annotations
 
@@ -49,3 +50,9 @@ def build(factory: Callable[..., nn.Module], inputs: InputSpec, num_outputs: int
 def output_kind(model: nn.Module) -> str:
     """``model.output_kind``; ``logits`` for a model of the user's own that does not say."""
     return getattr(model, "output_kind", "logits")
+
+
+def l2_regularization(model: nn.Module) -> float:
+    """``model.l2_regularization`` (EasyRec's L2 on the kernels of its dense layers: every built-in model has the
+    option; :class:`~easyrec.modules.kernel_penalty.KernelPenalty`); 0 for a model of the user's own without it."""
+    return float(getattr(model, "l2_regularization", 0.0))

@@ -69,7 +69,7 @@ class DSSM(nn.Module):
         l2_regularization: NonNegative = 0.0,
     ) -> None:
         super().__init__()
-        self.l2_regularization = float(l2_regularization)  # read by the trainer (KernelPenalty)
+        self.l2_regularization = float(l2_regularization)  # read by the trainer (models.base.l2_regularization)
         for argument, names in (("user_features", user_features), ("item_features", item_features)):
             try:
                 feature_columns(inputs, names)

@@ -55,7 +55,7 @@ class ESMM(nn.Module):
         l2_regularization: NonNegative = 0.0,
     ) -> None:
         super().__init__()
-        self.l2_regularization = float(l2_regularization)  # read by the trainer (KernelPenalty)
+        self.l2_regularization = float(l2_regularization)  # read by the trainer (models.base.l2_regularization)
         if tuple(task_outputs) != (1, 1):
             raise ValueError(
                 f"ESMM has two tasks (ctr, ctcvr) of one logit each; got task_outputs={tuple(task_outputs)}"

@@ -61,7 +61,7 @@ class MMoE(nn.Module):
         l2_regularization: NonNegative = 0.0,
     ) -> None:
         super().__init__()
-        self.l2_regularization = float(l2_regularization)  # read by the trainer (KernelPenalty)
+        self.l2_regularization = float(l2_regularization)  # read by the trainer (models.base.l2_regularization)
         task_outputs = tuple(task_outputs)
         self.features = FeatureVector(inputs, embedding_dim, sparse=sparse_embeddings, l2=embedding_regularization)
         self.experts = MixtureOfExperts(

@@ -90,7 +90,7 @@ class WideAndDeep(nn.Module):
         num_outputs: int = 1,
     ) -> None:
         super().__init__()
-        self.l2_regularization = float(l2_regularization)  # read by the trainer (KernelPenalty)
+        self.l2_regularization = float(l2_regularization)  # read by the trainer (models.base.l2_regularization)
         if inputs.num_fields == 0:
             raise ValueError("WideAndDeep needs at least one categorical feature")
         self.wide = LinearTerms(

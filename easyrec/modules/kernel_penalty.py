@@ -32,10 +32,8 @@ class KernelPenalty:
         self.l2 = float(l2)
 
     @classmethod
-    def of(cls, model: nn.Module) -> KernelPenalty | None:
-        """The penalty of ``model.l2_regularization`` (every built-in model has the option), None when it is 0 or
-        the model has no such attribute or no dense layer."""
-        l2 = float(getattr(model, "l2_regularization", 0.0))
+    def of(cls, model: nn.Module, l2: float) -> KernelPenalty | None:
+        """The penalty of ``model``'s kernels at scale ``l2``; None when ``l2`` is 0 or it has no dense layer."""
         penalty = cls(model, l2) if l2 > 0 else None
         return penalty if penalty is not None and penalty.kernels else None
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from easyrec.data.features import InputSpec
 from easyrec.models import DSSM, ESMM, DeepFM, MMoE, WideAndDeep
+from easyrec.models.base import l2_regularization
 from easyrec.modules import MLP, FactorizationMachine, FieldEmbedding
 from easyrec.modules.kernel_penalty import KernelPenalty
 from tests.conftest import options
@@ -294,9 +295,9 @@ def test_kernel_penalty_is_half_l2_times_the_squares_of_the_linear_kernels_only(
 def test_every_model_penalises_the_kernels_of_every_dense_layer_when_asked(option):
     build = BUILDS[option]
     torch.manual_seed(0)
-    assert KernelPenalty.of(build()) is None  # off by default
+    assert l2_regularization(build()) == 0  # off by default
     model = build(l2_regularization=0.1)
-    penalty = KernelPenalty.of(model)
+    penalty = KernelPenalty.of(model, l2_regularization(model))
     linear = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
     assert len(linear) >= 2 and [id(w) for w in penalty.kernels] == [id(w) for w in linear]
     tables = {id(m.table.weight) for m in model.modules() if isinstance(m, FieldEmbedding)}

@@ -26,7 +26,9 @@ from easyrec.metrics import EvalMetrics
 from easyrec.metrics.binary import auc, binary_metrics, binned_auc, max_f1, normalized_entropy
 from easyrec.metrics.multiclass import multiclass_auc, multiclass_metrics
 from easyrec.metrics.running import TrainingMetrics
+from tests.conftest import options
 from tests.metrics.test_eval_metrics import fake_data
+from tests.test_docs import CONF
 
 # ------------------------------------------------------------------------------------------------ new metrics
 
@@ -250,3 +252,28 @@ def test_train_metrics_of_a_multi_task_loss_are_per_task_where_they_fit():
     assert running.close(SINGLE) == pytest.approx({"train/ctr/auc": 1.0, "train/value/mae": (1 + 0 + 0.5) / 3})
     with pytest.raises(ConfigError, match=r"trainer.train_metrics: accuracy judges none of the loss's tasks"):
         TrainingMetrics(["auc", "accuracy"], loss.heads(), ["click", "value"])
+
+
+@pytest.mark.parametrize("option", options("loss"))
+def test_every_loss_option_has_a_finite_eval_loss_with_its_parts(option):
+    """Each loss of conf/loss/ on outputs of its shape, 0/1 labels of every label column and two sessions."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    columns = ["label", "conversion", "teacher"]
+    root = OmegaConf.create({"data": {"features": {"label": columns}}})
+    node = OmegaConf.load(CONF / "loss" / f"{option}.yaml")
+    bases = [OmegaConf.load(CONF / "loss" / f"{base}.yaml") for base in node.pop("defaults", []) if base != "_self_"]
+    root.loss = OmegaConf.merge(*bases, node)  # an option's defaults list: the options it extends, then itself
+    loss = instantiate(root.loss)
+    torch.manual_seed(0)
+    rows = 12
+    shape = (rows, 2, 4) if loss.task == "retrieval" else (rows, loss.num_outputs) if loss.num_outputs > 1 else (rows,)
+    labels = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 1.0] * 2)
+    labels = torch.stack([labels, labels.flip(0), labels.roll(1)], 1) if loss.multi_task else labels
+    sessions = torch.tensor([1] * 6 + [2] * 6)
+    data = eval_data(labels, names=columns if loss.multi_task else ("label",), sessions=sessions, batch_size=6)
+    values = evaluated(loss, data, torch.randn(shape), eval_batch_size=rows)
+    objective = {k: v for k, v in values.items() if k.startswith("eval/loss")}
+    assert list(objective) == ["eval/loss"] + [f"eval/loss/{part}" for part in loss.part_names()]
+    assert all(math.isfinite(v) for v in objective.values()), objective

@@ -32,8 +32,8 @@ from easyrec.early_stopping import EarlyStopping, NeverStop
 from easyrec.errors import ConfigError, Interrupted
 from easyrec.loggers import Logger, NullLogger
 from easyrec.losses.base import Loss
-from easyrec.metrics import EvalMetrics, evaluate_model
-from easyrec.metrics.running import TrainingMetrics, TrainMetric
+from easyrec.metrics import EvalMetrics, TrainingMetrics, evaluate_model
+from easyrec.metrics.running import TrainMetric
 from easyrec.optim.gradients import GradientTreatment
 from easyrec.optim.grouped import GroupedOptimizer
 from easyrec.sharded_checkpoints import read_shards

@@ -109,12 +109,13 @@ def main() -> int:
             for with_metrics in order:
                 directory = Path(tmp) / f"{repeat}-{int(with_metrics)}"
                 measured[with_metrics], share = run(base + ([WITH] if with_metrics else []), directory)
-            shares.append(share)
+                if with_metrics:
+                    shares.append(share)
             pairs.append((measured[False], measured[True]))
             print(
                 f"repeat {repeat + 1}: without {measured[False]:,.0f} samples/s, with {measured[True]:,.0f} "
                 f"samples/s, ratio {measured[True] / measured[False]:.4f}; train metrics' share of the loop "
-                f"{share:.3%}",
+                f"{shares[-1]:.3%}",
                 flush=True,
             )
     ratios = [with_ / without for without, with_ in pairs]

@@ -17,7 +17,7 @@ from easyrec.losses.base import Loss
 from easyrec.metrics.binary import BINARY_METRICS, binary_keys, binary_metrics
 from easyrec.metrics.grouped_auc import grouped_auc
 from easyrec.metrics.multiclass import DEFAULT_MULTICLASS, MULTICLASS_METRICS, multiclass_keys, multiclass_metrics
-from easyrec.metrics.objective import EvalLoss
+from easyrec.metrics.objective import EvalLoss, loss_metric_names
 from easyrec.metrics.regression import regression_metrics
 from easyrec.metrics.retrieval import in_batch_recall_hits
 
@@ -79,7 +79,7 @@ class EvalMetrics:
         """Every key :meth:`Evaluation.compute` returns for ``heads`` on ``data``'s eval split: from ``data.spec``
         (and, for a regression head, the eval labels when the split is in memory); with ``loss``, ``eval/loss``
         and its parts first."""
-        objective = ["eval/loss"] + [f"eval/loss/{part}" for part in loss.part_names()] if loss is not None else []
+        objective = loss_metric_names(loss) if loss is not None else []
         return objective + [head.prefix + name for head in heads for name in self._metric_names(head, data)]
 
     def evaluation(self, heads: Sequence[Any], data: Any, loss: Loss | None = None) -> Evaluation:

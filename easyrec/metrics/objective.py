@@ -12,6 +12,11 @@ from easyrec.losses.base import Loss
 PART = "train/loss/"
 
 
+def loss_metric_names(loss: Loss) -> list[str]:
+    """``eval/loss`` and ``eval/loss/<part>`` for each part of ``loss`` (:meth:`Loss.part_names`)."""
+    return ["eval/loss"] + [f"eval/loss/{part}" for part in loss.part_names()]
+
+
 class EvalLoss:
     """The training loss over the eval split: ``eval/loss`` and, for a loss made of several parts or tasks,
     ``eval/loss/<part>`` for each ``train/loss/<part>`` it logs (:meth:`Loss.part_names`).
@@ -32,7 +37,7 @@ class EvalLoss:
         self.loss, self.rows_per_call = loss, rows_per_call
         self.takes_sessions = loss.takes_sessions
         self.parts = loss.part_names()
-        self.names = ["eval/loss"] + [f"eval/loss/{part}" for part in self.parts]
+        self.names = loss_metric_names(loss)
         # [Σ n_b·L_b, Σ n_b] of the whole loss, then of each part (a part may be missing from a call): float64
         self._totals = torch.zeros(len(self.names), 2, dtype=torch.float64)
 

@@ -182,7 +182,7 @@ class SavedRun:
     def evaluate(self) -> dict[str, float]:
         """The eval metrics of the checkpoint's weights on :attr:`data`'s eval split, computed by the trainer's own
         eval loop: on the run's eval split, the numbers training logged at the checkpoint's step."""
-        evaluation = self.metrics.evaluation(self.heads, self.data)
+        evaluation = self.metrics.evaluation(self.heads, self.data, self.loss.to(self.device))
         return evaluate_model(self.model, self.data.eval_batches(), evaluation, self.device)
 
     @torch.inference_mode()

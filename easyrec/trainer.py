@@ -35,7 +35,8 @@ from easyrec.errors import ConfigError, Interrupted
 from easyrec.loggers import Logger, NullLogger
 from easyrec.loss_scaling import LossScale
 from easyrec.losses.base import Loss
-from easyrec.metrics import EvalMetrics, evaluate_model
+from easyrec.metrics import EvalMetrics, TrainingMetrics, evaluate_model
+from easyrec.metrics.running import TrainMetric
 from easyrec.models.base import l2_regularization
 from easyrec.modules.kernel_penalty import KernelPenalty
 from easyrec.optim.gradients import GradientReport, GradientTreatment
@@ -88,6 +89,8 @@ class Trainer:
         log_every_n_steps: interval of ``train/loss``, ``train/lr`` (and ``train/lr/<group>``),
             ``train/grad_norm``, ``train/skipped_steps``, ``train/samples_per_s`` and, when the data streams,
             ``data/wait_fraction`` (the share of the interval spent waiting for the next step's batches).
+        train_metrics: running metrics of the training forward's outputs over each logging interval, logged as
+            ``train/<metric>`` (EasyRec's eval_online; see :class:`~easyrec.metrics.running.TrainingMetrics`).
         checkpoint_every_n_steps: write ``checkpoints/step-<step>.pt`` every N steps (None: only at the end).
         checkpoint_every_n_seconds: ... and/or every N seconds of training.
         checkpoint_every_epoch: also write a step checkpoint at the end of every epoch.
@@ -143,6 +146,7 @@ class Trainer:
         eval_every_n_seconds: Positive | None = None,
         eval_max_rows: PositiveInt | None = None,
         log_every_n_steps: PositiveInt = 50,
+        train_metrics: Sequence[TrainMetric] = (),
         checkpoint_every_n_steps: PositiveInt | None = None,
         checkpoint_every_n_seconds: Positive | None = None,
         checkpoint_every_epoch: bool = False,
@@ -190,6 +194,11 @@ class Trainer:
         self._loss_takes_sessions = self.loss.takes_sessions
         self.metrics = metrics or EvalMetrics()
         self.heads = self.loss.heads(data.spec.label_names)
+        self.train_metrics = (
+            TrainingMetrics(train_metrics, self.heads, data.spec.label_names, self.metrics.top_k)
+            if train_metrics
+            else None
+        )
         self.output_dir = Path(output_dir)
         self.logger = logger or NullLogger()
         self.early_stopping = early_stopping or NeverStop()
@@ -261,7 +270,7 @@ class Trainer:
         log.info("training for %s%s (%s%s)%s", about, plural(total_steps, "step"), self._limits(), estimated, resumed)
         waiting = _Waiting()
         regularized = bool(self._regularized) or self._kernel_penalty is not None
-        window = _LogWindow(self.device, waiting if self.data.streams else None, regularized=regularized)
+        window = _LogWindow(self.device, waiting if self.data.streams else None, regularized, self.train_metrics)
         train_start, rows_trained = time.perf_counter(), 0
         self._last_checkpoint = self._last_eval = time.monotonic()
         workers = self.distributed
@@ -362,6 +371,8 @@ class Trainer:
                     logits = self.ddp_model(batch.dense, batch.sparse)
                 if len(batch):
                     loss = self._loss(logits.float(), batch)
+                    if self.train_metrics is not None:
+                        self.train_metrics.add(logits, batch.labels)
                 else:  # a zero that reaches every parameter the forward used: their gradients exist, and are 0
                     loss = logits.float().sum()
                 objective = loss * share
@@ -439,17 +450,17 @@ class Trainer:
 
     def metric_names(self) -> list[str]:
         """The keys :meth:`evaluate` returns; with ``ema``, the raw weights' too (``eval/raw/auc``, ...)."""
-        names = self.metrics.names(self.heads, self.data)
+        names = self.metrics.names(self.heads, self.data, self.loss)
         return names + [raw_name(name) for name in names] if self.ema else names
 
     @torch.no_grad()  # not inference_mode: a sharded model's lookups need autograd keys (see evaluate_model)
     def evaluate(self) -> dict[str, float]:
         """Eval metrics over the whole eval split, chosen by each head's task (see
-        :class:`~easyrec.metrics.EvalMetrics`): ``eval/auc``, ``eval/logloss``, ``eval/gauc``, ... for one loss,
-        ``eval/<task>/...`` for each task of a multi-task loss. Each worker predicts its share of the eval batches;
-        the predictions are gathered, and every worker computes the same metrics."""
+        :class:`~easyrec.metrics.EvalMetrics`): ``eval/loss`` (the training loss), ``eval/auc``, ``eval/logloss``,
+        ``eval/gauc``, ... for one loss, ``eval/<task>/...`` for each task of a multi-task loss. Each worker predicts
+        its share of the eval batches; the predictions are gathered, and every worker computes the same metrics."""
         workers = self.distributed
-        evaluation = self.metrics.evaluation(self.heads, self.data)
+        evaluation = self.metrics.evaluation(self.heads, self.data, self.loss)
         batches = self.data.eval_batches(workers, max_rows=self.eval_max_rows)
         return evaluate_model(self.model, batches, evaluation, self.device, workers)
 
@@ -687,13 +698,20 @@ def _mean(workers: SingleProcess, value: float) -> float:
 
 
 class _LogWindow:
-    """Loss, penalty, gradient norm, throughput and (for a streamed input, with ``waiting``) the share of time spent
-    waiting for the data since the last logging interval (sums stay on the device)."""
+    """Loss, penalty, gradient norm, throughput, (for a streamed input, with ``waiting``) the share of time spent
+    waiting for the data and (with ``train_metrics``) the running training metrics since the last logging interval
+    (sums stay on the device)."""
 
-    def __init__(self, device: torch.device, waiting: _Waiting | None = None, regularized: bool = False) -> None:
+    def __init__(
+        self,
+        device: torch.device,
+        waiting: _Waiting | None = None,
+        regularized: bool = False,
+        train_metrics: TrainingMetrics | None = None,
+    ) -> None:
         self.loss_sum = torch.zeros((), device=device)
         self.penalty_sum = torch.zeros((), device=device) if regularized else None
-        self.waiting = waiting
+        self.waiting, self.train_metrics = waiting, train_metrics
         self.norm_sum, self.steps, self.samples, self.start = 0.0, 0, 0, time.perf_counter()
         self.waited_before = 0.0
 
@@ -710,8 +728,9 @@ class _LogWindow:
     def close(self, workers: SingleProcess) -> dict[str, float]:
         """The window's ``train/loss`` (summed over ``workers``: each adds its part of every step's mean loss),
         ``train/regularization`` (the model's penalties, not in ``train/loss``; only when it has some),
-        ``train/grad_norm``, ``train/samples_per_s`` and, with ``waiting``, ``data/wait_fraction`` (averaged over
-        ``workers``); starts the next one."""
+        ``train/grad_norm``, ``train/samples_per_s``, with ``waiting`` ``data/wait_fraction`` (averaged over
+        ``workers``) and with ``train_metrics`` ``train/<metric>`` (over the rows of all workers); starts the next
+        one."""
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         metrics = {
             "train/loss": float(workers.sum(self.loss_sum)) / self.steps,
@@ -725,5 +744,7 @@ class _LogWindow:
         if self.waiting is not None:
             metrics["data/wait_fraction"] = _mean(workers, (self.waiting.seconds - self.waited_before) / elapsed)
             self.waited_before = self.waiting.seconds
+        if self.train_metrics is not None:
+            metrics.update(self.train_metrics.close(workers))
         self.norm_sum, self.steps, self.samples, self.start = 0.0, 0, 0, time.perf_counter()
         return metrics

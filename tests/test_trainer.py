@@ -25,7 +25,7 @@ from easyrec.trainer import Trainer, _fits_on, configure_process
 from tests.conftest import CRITEO_FEATURES, QUICK, compose_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-EVAL_KEYS = {"eval/auc", "eval/logloss", "eval/oracle_auc", "eval/oracle_logloss"}
+EVAL_KEYS = {"eval/loss", "eval/auc", "eval/logloss", "eval/oracle_auc", "eval/oracle_logloss"}
 TRAIN_KEYS = {"train/loss", "train/lr", "train/samples_per_s", "train/grad_norm", "train/skipped_steps"}
 BATCHES_PER_EPOCH = 53  # 27,000 train rows / 512
 
@@ -91,6 +91,8 @@ def test_fit_returns_eval_metrics_well_above_chance(two_epoch_runs):
     # Measured 0.68-0.73 over data and model seeds; the oracle is about 0.80.
     assert 0.65 <= metrics["eval/auc"] < metrics["eval/oracle_auc"]
     assert metrics["eval/oracle_logloss"] < metrics["eval/logloss"] < math.log(2)
+    # the training loss (BCE) on the eval split: the logloss, but for its clipping of probabilities at 1e-7
+    assert metrics["eval/loss"] == pytest.approx(metrics["eval/logloss"], rel=1e-6)
 
 
 def test_same_seed_gives_identical_metrics(two_epoch_runs):
@@ -219,6 +221,23 @@ def test_eval_and_train_metrics_are_logged_at_their_steps(data, tmp_path):
     assert logger.steps_with("train/steps") == [23]
 
 
+def test_train_metrics_are_logged_with_the_training_loss_of_each_window(data, tmp_path):
+    logger = RecordingLogger()
+    trainer = make_trainer(
+        data, tmp_path, max_steps=8, log_every_n_steps=4, train_metrics=["auc", "logloss"], logger=logger
+    )
+    trainer.fit()
+    assert logger.steps_with("train/auc") == logger.steps_with("train/logloss") == [4, 8]
+    for _, metrics in logger.calls:
+        if "train/auc" in metrics:
+            assert set(metrics) == TRAIN_KEYS | {"train/auc", "train/logloss"}
+            # the BCE of the window's rows (4 steps of 512): the mean of its steps' losses
+            assert metrics["train/logloss"] == pytest.approx(metrics["train/loss"], rel=1e-5)
+            assert 0.4 < metrics["train/auc"] < 0.9
+    with pytest.raises(ConfigError, match="trainer.train_metrics: rmse judges none of the loss's tasks"):
+        make_trainer(data, tmp_path, train_metrics=["auc", "rmse"])
+
+
 def test_plateau_stops_early_with_a_reason(data, tmp_path):
     # The oracle AUC never changes, so with patience 1 the second evaluation stops training.
     logger = RecordingLogger()
@@ -237,7 +256,7 @@ def test_plateau_stops_early_with_a_reason(data, tmp_path):
 
 
 def test_unknown_monitor_is_a_config_error_before_training(data, tmp_path):
-    with pytest.raises(ConfigError, match="the metrics are: eval/auc, eval/logloss, eval/oracle_auc"):
+    with pytest.raises(ConfigError, match="the metrics are: eval/auc, eval/logloss, eval/loss, eval/oracle_auc"):
         make_trainer(data, tmp_path, early_stopping=StopOnPlateau(monitor="eval/accuracy"))
 
 

@@ -91,6 +91,11 @@ class Loss(nn.Module):
         """``train/loss/<part>`` of the last call, for a loss made of several parts."""
         return {}
 
+    def part_names(self) -> list[str]:
+        """The ``<part>`` of each ``train/loss/<part>`` that :meth:`log_values` gives, known before any call: the
+        evaluation logs ``eval/loss/<part>`` for each (none by default)."""
+        return []
+
 
 #: What a loss that does not subclass :class:`Loss` may still declare, as it could before the base existed.
 _DECLARED = ("task", "num_outputs", "label_values", "label_range", "requires_every_label", "requires_sessions")
@@ -98,12 +103,12 @@ _DECLARED = ("task", "num_outputs", "label_values", "label_range", "requires_eve
 
 class _Adapted(Loss):
     """A loss of the user's own that does not subclass :class:`Loss`: its call, its declared attributes (and
-    ``scores`` / ``log_values``), the defaults for the rest."""
+    ``scores`` / ``log_values`` / ``part_names``), the defaults for the rest."""
 
     def __init__(self, fn: Callable[..., Tensor]) -> None:
         super().__init__()
         self.fn = fn  # an nn.Module is registered (moved, saved and trained with the loss); a function is kept
-        for name in (*_DECLARED, "scores", "log_values"):
+        for name in (*_DECLARED, "scores", "log_values", "part_names"):
             if hasattr(fn, name):
                 setattr(self, name, getattr(fn, name))
         forward = fn.forward if isinstance(fn, nn.Module) else fn

@@ -91,6 +91,9 @@ class InBatchSoftmaxLoss(TwoTowerLoss):
         self._logged = {"train/loss/in_batch_ce": ce.detach(), "train/loss/reg_pos": reg_pos.detach()}
         return ce + self.reg_pos_weight * reg_pos
 
+    def part_names(self) -> list[str]:
+        return ["in_batch_ce", "reg_pos"]
+
     def log_values(self) -> dict[str, float]:
         """``train/loss/in_batch_ce`` and ``train/loss/reg_pos`` of the last call (empty before the first)."""
         return {key: float(value) for key, value in self._logged.items()}

@@ -116,6 +116,9 @@ class JRCLoss(Loss):
         a, b = self._coefficients(logits)
         return a * ce + b * ge
 
+    def part_names(self) -> list[str]:
+        return ["jrc_ce", "jrc_ge"]
+
     def log_values(self) -> dict[str, float]:
         """``train/loss/jrc_ce`` and ``train/loss/jrc_ge`` of the last call (empty before the first)."""
         return {key: float(value) for key, value in self._logged.items()}

@@ -248,6 +248,9 @@ class MultiTaskLoss(Loss):
             total = total + self.order_loss(probs, bounds)
         return total
 
+    def part_names(self) -> list[str]:
+        return [*self.losses, *(["order_calibrate"] if self.order_calibrate else [])]
+
     def log_values(self) -> dict[str, float]:
         """Each task's loss (and learned or random weight) of the last call."""
         return {key: float(value) for key, value in self._logged.items()}

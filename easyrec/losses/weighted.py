@@ -75,6 +75,9 @@ class WeightedLosses(Loss):
             self._logged[f"train/loss_weight/{name}"] = torch.as_tensor(weight).detach()
         return total
 
+    def part_names(self) -> list[str]:
+        return list(self.terms)
+
     def log_values(self) -> dict[str, float]:
         """The components (and learned or random weights) of the last call."""
         return {key: float(value) for key, value in self._logged.items()}

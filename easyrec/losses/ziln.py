@@ -114,6 +114,9 @@ class ZILNLoss(Loss):
         penalties = self.mu_regularization * mu.square().mean() + self.sigma_regularization * s.square().mean()
         return self.classification_weight * classification + self.regression_weight * regression + penalties
 
+    def part_names(self) -> list[str]:
+        return ["ziln_classification", "ziln_regression"]
+
     def log_values(self) -> dict[str, float]:
         """``train/loss/ziln_classification`` and ``train/loss/ziln_regression`` of the last call (empty before)."""
         return {key: float(value) for key, value in self._logged.items()}

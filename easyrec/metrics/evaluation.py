@@ -13,9 +13,11 @@ from torch import Tensor, nn
 
 from easyrec.config.arguments import checked
 from easyrec.console import plural
-from easyrec.metrics.binary import binary_metrics
+from easyrec.losses.base import Loss
+from easyrec.metrics.binary import BINARY_METRICS, binary_keys, binary_metrics
 from easyrec.metrics.grouped_auc import grouped_auc
-from easyrec.metrics.multiclass import multiclass_metrics
+from easyrec.metrics.multiclass import DEFAULT_MULTICLASS, MULTICLASS_METRICS, multiclass_keys, multiclass_metrics
+from easyrec.metrics.objective import EvalLoss, loss_metric_names
 from easyrec.metrics.regression import regression_metrics
 from easyrec.metrics.retrieval import in_batch_recall_hits
 
@@ -27,15 +29,19 @@ GAUC_NAMES = {"mean": "gauc", "sample": "gauc_sample", "positive": "gauc_positiv
 
 
 K = Annotated[int, Ge(1)]
+BinaryMetric = Literal[BINARY_METRICS]
+MulticlassMetric = Literal[MULTICLASS_METRICS]
 
 
 class EvalMetrics:
     """Which metrics judge each task; :meth:`evaluation` accumulates one pass over the eval split.
 
-    * ``binary``: ``auc``, ``logloss``; with a session column ``gauc`` (one key per reduction); where the data
-      knows the label's true probabilities (``data.features.oracle``, synthetic data) the oracle's ``oracle_auc``
-      and ``oracle_logloss``.
-    * ``multiclass``: ``accuracy``, ``logloss``, ``recall@<top_k>``.
+    * ``binary``: those of ``binary`` (default ``auc``, ``logloss``; also ``ne``, normalized entropy, and ``max_f1``
+      with its ``max_f1_threshold``: :mod:`easyrec.metrics.binary`); with a session column ``gauc`` (one key per
+      reduction); where the data knows the label's true probabilities (``data.features.oracle``, synthetic data)
+      the oracle's ``oracle_auc`` and ``oracle_logloss``.
+    * ``multiclass``: those of ``multiclass`` (default ``accuracy``, ``logloss``, ``recall_at_topk`` as
+      ``recall@<top_k>``; also ``auc``, one-vs-rest macro-averaged).
     * ``regression``: ``rmse``, ``mae``; and ``auc`` of the prediction against ``label > 0`` when the eval labels
       are non-negative with both zeros and positives (a value model must also rank converters first). An eval
       split that is streamed (not in memory) cannot be looked at beforehand: ``auc`` is then always listed, and is
@@ -45,8 +51,12 @@ class EvalMetrics:
 
     A single loss's metrics are ``eval/<metric>``; a multi-task loss's are ``eval/<task>/<metric>``. An AUC that is
     NaN (an eval split of one row or one class, a diverged model) is warned about once per metric, with the reason.
+    Given the loss, every task also gets ``eval/loss`` (and ``eval/loss/<part>``): see
+    :class:`~easyrec.metrics.objective.EvalLoss`.
 
     Args:
+        binary: the metrics of a binary head, any of ``auc``, ``logloss``, ``ne``, ``max_f1``.
+        multiclass: the metrics of a multi-class head, any of ``accuracy``, ``logloss``, ``recall_at_topk``, ``auc``.
         gauc_reductions: any of ``mean``, ``sample``, ``positive``.
         top_k: k of the multi-class ``recall@k``.
         recall_at_k: the k of the retrieval ``recall@k``.
@@ -55,31 +65,38 @@ class EvalMetrics:
     @checked
     def __init__(
         self,
+        binary: Sequence[BinaryMetric] = ("auc", "logloss"),
+        multiclass: Sequence[MulticlassMetric] = DEFAULT_MULTICLASS,
         gauc_reductions: Sequence[Literal["mean", "sample", "positive"]] = ("mean",),
         top_k: K = 5,
         recall_at_k: Sequence[K] = (1, 10, 50),
     ) -> None:
+        self.binary, self.multiclass = tuple(dict.fromkeys(binary)), tuple(dict.fromkeys(multiclass))
         self.gauc_reductions, self.top_k, self.recall_at_k = tuple(gauc_reductions), top_k, tuple(recall_at_k)
         self.explained: set[str] = set()  # the NaN AUCs already warned about
 
-    def names(self, heads: Sequence[Any], data: Any) -> list[str]:
+    def names(self, heads: Sequence[Any], data: Any, loss: Loss | None = None) -> list[str]:
         """Every key :meth:`Evaluation.compute` returns for ``heads`` on ``data``'s eval split: from ``data.spec``
-        (and, for a regression head, the eval labels when the split is in memory)."""
-        return [head.prefix + name for head in heads for name in self._metric_names(head, data)]
+        (and, for a regression head, the eval labels when the split is in memory); with ``loss``, ``eval/loss``
+        and its parts first."""
+        objective = loss_metric_names(loss) if loss is not None else []
+        return objective + [head.prefix + name for head in heads for name in self._metric_names(head, data)]
 
-    def evaluation(self, heads: Sequence[Any], data: Any) -> Evaluation:
-        return Evaluation(self, heads, data)
+    def evaluation(self, heads: Sequence[Any], data: Any, loss: Loss | None = None) -> Evaluation:
+        """One pass over ``data``'s eval split judging ``heads``; with the training ``loss``, ``eval/loss`` too (on
+        batches of ``data.batch_size`` rows, as training computes it)."""
+        return Evaluation(self, heads, data, None if loss is None else EvalLoss(loss, data.batch_size))
 
     def _metric_names(self, head: Any, data: Any) -> list[str]:
         if head.task == "binary":
-            names = ["auc", "logloss"]
+            names = binary_keys(self.binary)
             if data.spec.session is not None:
                 names += [GAUC_NAMES[r] for r in self.gauc_reductions]
             if has_oracle(data.spec, head):
                 names += ["oracle_auc", "oracle_logloss"]
             return names
         if head.task == "multiclass":
-            return ["accuracy", "logloss", f"recall@{self.top_k}"]
+            return multiclass_keys(self.multiclass, self.top_k)
         if head.task == "regression":
             in_memory = getattr(data, "eval", None)
             if in_memory is None:  # streamed: known only once evaluated, and the names are needed before
@@ -95,9 +112,9 @@ class Evaluation:
     The labels, sessions and true probabilities come with the batches, so the eval split need not be in memory
     (a streamed one is not); only ``(N,)`` predictions and labels per head are kept."""
 
-    def __init__(self, metrics: EvalMetrics, heads: Sequence[Any], data: Any) -> None:
-        self.metrics, self.heads, self.data = metrics, list(heads), data
-        self.names = metrics.names(self.heads, data)
+    def __init__(self, metrics: EvalMetrics, heads: Sequence[Any], data: Any, loss: EvalLoss | None = None) -> None:
+        self.metrics, self.heads, self.data, self.loss = metrics, list(heads), data, loss
+        self.names = (loss.names if loss is not None else []) + metrics.names(self.heads, data)
         self._predictions: list[list[Tensor]] = [[] for _ in self.heads]
         # the batches' labels (B,) or (B, L), sessions (B,) and oracle (B, L), in order
         self._labels: list[Tensor] = []
@@ -114,8 +131,11 @@ class Evaluation:
             self._sessions.append(batch.sessions.cpu())
         if batch.oracle is not None:
             self._oracle.append(batch.oracle.cpu())
+        outputs = outputs.float()
+        if self.loss is not None:
+            self.loss.update(outputs, batch)
         for i, head in enumerate(self.heads):
-            part = head.outputs(outputs.float())
+            part = head.outputs(outputs)
             self._predictions[i].append(head.scores(part).cpu())
             if head.task == "retrieval":
                 labels = batch_labels(batch.labels, self.data.spec.label_names, head.label)
@@ -136,9 +156,11 @@ class Evaluation:
         )
         self._hits = [workers.sum(hits) for hits in self._hits]
         self._queries = [int(workers.sum(torch.tensor(queries))) for queries in self._queries]
+        if self.loss is not None:
+            self.loss.gather(workers)
 
     def compute(self) -> dict[str, float]:
-        results: dict[str, float] = {}
+        results: dict[str, float] = self.loss.compute() if self.loss is not None else {}
         label_names = self.data.spec.label_names
         all_labels = torch.cat(self._labels)
         for i, head in enumerate(self.heads):
@@ -196,7 +218,7 @@ class Evaluation:
                 predictions, labels = predictions[rows], labels[rows]
                 sessions = None if sessions is None else sessions[rows]
                 oracle = None if oracle is None else oracle[rows]
-            values = binary_metrics(predictions, labels)
+            values = binary_metrics(predictions, labels, metrics.binary)
             if sessions is not None:
                 for reduction in metrics.gauc_reductions:
                     values[GAUC_NAMES[reduction]] = grouped_auc(predictions, labels, sessions, reduction)["gauc"]
@@ -204,17 +226,17 @@ class Evaluation:
                 values.update({f"oracle_{k}": v for k, v in binary_metrics(oracle, labels).items()})
             return values
         if head.task == "multiclass":
-            return multiclass_metrics(predictions, labels, metrics.top_k)
+            return multiclass_metrics(predictions, labels, metrics.top_k, metrics.multiclass)
         if head.task == "regression":
             values = regression_metrics(predictions, labels)
             if _zero_and_positive(labels):
-                values["auc"] = binary_metrics(predictions, (labels > 0).float())["auc"]
+                values["auc"] = binary_metrics(predictions, (labels > 0).float(), ("auc",))["auc"]
             elif head.prefix + "auc" in self.names:  # listed before the labels were seen (a streamed split)
                 values["auc"] = math.nan
             return values
         queries = max(self._queries[i], 1)
         values = {f"recall@{k}": int(h) / queries for k, h in zip(metrics.recall_at_k, self._hits[i], strict=True)}
-        values["auc"] = binary_metrics(predictions.sigmoid(), (labels > 0).float())["auc"]
+        values["auc"] = binary_metrics(predictions.sigmoid(), (labels > 0).float(), ("auc",))["auc"]
         return values
 
 

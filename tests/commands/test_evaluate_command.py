@@ -81,7 +81,7 @@ def test_evaluate_reproduces_the_metrics_training_logged_and_logs_them_to_mlflow
     assert code == 0, err
     report = json.loads((tracked_run / f"evaluate-{Path(state['path']).stem}.json").read_text())
     assert report["metrics"] == state["metrics"]  # exactly: same weights, encoding, eval batches and loop
-    assert set(state["metrics"]) == {"eval/auc", "eval/logloss", "eval/oracle_auc", "eval/oracle_logloss"}
+    assert set(state["metrics"]) == {"eval/loss", "eval/auc", "eval/logloss", "eval/oracle_auc", "eval/oracle_logloss"}
     assert report["step"] == state["step"] and report["data"] == "synthetic eval split (seed 42)"
     assert "eval/auc" in out and f"{state['metrics']['eval/auc']:.6f}" in out
     client = MlflowClient(store(tracked_run.parent))

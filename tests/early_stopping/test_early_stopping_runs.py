@@ -74,6 +74,29 @@ def test_patience_stops_after_evaluations_without_improvement(compose_train, tmp
     assert mlflow_run.data.metrics["best/eval/auc"] == pytest.approx(history[best]["eval/auc"])
 
 
+def test_patience_on_eval_loss_stops_a_pairwise_run_on_the_objective_it_trains(compose_train, tmp_path, monkeypatch):
+    # the run: loss=pairwise_logistic data.features.session=session early_stopping.monitor=eval/loss
+    overrides = [
+        "loss=pairwise_logistic",
+        "data.features.session=session",
+        "early_stopping=patience",
+        "early_stopping.monitor=eval/loss",
+        "early_stopping.mode=min",
+        "early_stopping.patience=1",
+        "optimizer.lr=0.05",
+        "trainer.monitor=eval/loss",
+        "trainer.monitor_mode=min",
+    ]
+    mlflow_run, state = run(compose_train, tmp_path, monkeypatch, *overrides)
+    history = state["history"]
+    steps = sorted(history)
+    best = min(steps, key=lambda s: history[s]["eval/loss"])
+    assert steps[-1] == best + 5 < 110  # one evaluation without a lower eval/loss, then the stop
+    assert history[steps[-1]]["eval/loss"] >= history[best]["eval/loss"]
+    assert "eval/loss" in mlflow_run.data.tags["easyrec.stop_reason"]
+    assert mlflow_run.data.metrics["best/eval/loss"] == pytest.approx(history[best]["eval/loss"])
+
+
 def test_divergence_stops_on_a_loss_above_the_limit(compose_train, tmp_path, monkeypatch):
     overrides = ["early_stopping=divergence", "early_stopping.max_loss=0.01"]
     mlflow_run, state = run(compose_train, tmp_path, monkeypatch, *overrides)

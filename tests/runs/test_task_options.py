@@ -125,7 +125,7 @@ def test_multi_task_with_uncertainty_logs_each_tasks_loss_and_learned_weight(
     [run] = client.search_runs([client.get_experiment_by_name("easyrec").experiment_id])
     logged = set(run.data.metrics)
     assert {"train/loss/ctr", "train/loss/ctcvr", "train/loss_weight/ctr", "train/loss_weight/ctcvr"} <= logged
-    assert {"eval/ctr/auc", "eval/ctcvr/auc", "eval/ctr/logloss"} <= logged
+    assert {"eval/ctr/auc", "eval/ctcvr/auc", "eval/ctr/logloss", "eval/loss/ctr", "eval/loss/ctcvr"} <= logged
     weights = [m.value for m in client.get_metric_history(run.info.run_id, "train/loss_weight/ctcvr")]
     assert len(weights) == 3 and weights[-1] != pytest.approx(1.0)  # steps 10, 20 and the last (27)
 

@@ -9,36 +9,18 @@ import pytest
 import torch
 
 from easyrec.checkpoints import best_steps, load_checkpoint
-from easyrec.data import SyntheticCTRData
 from easyrec.errors import ConfigError
-from easyrec.losses import BinaryCrossEntropy
-from easyrec.models import DeepFM
 from easyrec.trainer import Trainer
-from tests.conftest import CRITEO_FEATURES
+from tests import test_checkpoints
+from tests.test_checkpoints import STEPS_PER_EPOCH
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-STEPS_PER_EPOCH = 27  # 13,500 train rows / 512
-
-
-@pytest.fixture(scope="module")
-def data() -> SyntheticCTRData:
-    data = SyntheticCTRData(CRITEO_FEATURES, num_rows=15_000, batch_size=512, seed=3)
-    data.setup()
-    return data
+data = test_checkpoints.data  # the same module-scoped fixture: 15,000 synthetic rows, 512 a batch
 
 
 def make_trainer(data, output_dir, **kwargs) -> Trainer:
-    torch.manual_seed(0)
-    model = DeepFM(data.input_spec, embedding_dim=4, hidden_units=[32], dropout=0.2)
-    defaults = {"progress_bar": False, "device": "cpu", "max_epochs": 1, "monitor": "eval/auc"}
-    return Trainer(
-        model=model,
-        data=data,
-        optimizer=torch.optim.Adam(model.parameters(), lr=3e-3),
-        loss=BinaryCrossEntropy(),
-        output_dir=output_dir,
-        **{**defaults, **kwargs},
-    )
+    """test_checkpoints' trainer, one epoch, evaluating at its end unless told otherwise."""
+    return test_checkpoints.make_trainer(data, output_dir, **{"max_epochs": 1, "eval_every_n_steps": None, **kwargs})
 
 
 @pytest.fixture(scope="module")

@@ -61,7 +61,7 @@ def day(days, number: int) -> list[str]:
     ]
 
 
-def test_day_two_keeps_day_one_rows_and_accumulators_grows_the_vocabulary_and_beats_a_cold_start(
+def test_day_two_keeps_day_one_rows_and_accumulators_grows_the_vocabulary_to_its_bound_and_beats_a_cold_start(
     compose_train, days, tmp_path, monkeypatch, caplog
 ):
     caplog.set_level(logging.INFO)
@@ -115,3 +115,14 @@ def test_day_two_keeps_day_one_rows_and_accumulators_grows_the_vocabulary_and_be
 
     cold = train(compose_train(*day(days, 2)), tmp_path / "cold")
     assert warm > cold + 0.03, (warm, cold)  # eval/auc on day 2's eval split, the same steps (0.680 vs 0.619)
+
+    # a bound on the vocabularies: day 1's ids all kept, new ones appended up to it (C9's group holds every field)
+    bound = len(old_vocab) + 5
+    bounded = [
+        *day(days, 2),
+        f"trainer.init_from={tmp_path / 'day1'}",
+        f"data.features.categorical.0.max_vocab_size={bound}",
+    ]
+    train(compose_train(*bounded, "trainer.max_steps=2"), tmp_path / "bounded")
+    vocab = load_checkpoint(tmp_path / "bounded")["data"]["encoder"]["vocabularies"][FIELD]
+    assert vocab[: len(old_vocab)] == old_vocab and len(vocab) == bound

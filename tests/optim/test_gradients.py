@@ -285,13 +285,16 @@ class RecordingLogger(Logger):
 
 
 class NaNOnCall:
-    """BCE whose ``nan_call``-th call returns NaN; keeps the model's weights as each call sees them."""
+    """BCE whose ``nan_call``-th training call returns NaN; keeps the model's weights as each training call sees
+    them (evaluation's calls, for ``eval/loss``, run without gradients and count for nothing)."""
 
     def __init__(self, model: nn.Module, nan_call: int) -> None:
         self.model, self.nan_call, self.bce = model, nan_call, BinaryCrossEntropy()
         self.weights_seen: list[list[torch.Tensor]] = []
 
     def __call__(self, logits, labels, weights=None):
+        if not torch.is_grad_enabled():
+            return self.bce(logits, labels, weights)
         self.weights_seen.append([p.detach().clone() for p in self.model.parameters()])
         loss = self.bce(logits, labels, weights)
         return loss * float("nan") if len(self.weights_seen) == self.nan_call else loss

@@ -37,8 +37,8 @@ def test_largest_seed_float32_sized_values_and_the_new_options_pass(compose_trai
     validate(compose_train("seed=4294967295", "optimizer.lr=3e38"))
     for precision in ("auto", "bf16_force"):
         validate(compose_train(f"trainer.precision={precision}", "trainer.memory_check=false", "data.non_finite=fill"))
-    with pytest.raises(ConfigError, match="trainer.precision=fp16: must be one of: fp32, bf16, bf16_force, auto"):
-        validate(compose_train("trainer.precision=fp16"))
+    with pytest.raises(ConfigError, match="trainer.precision=fp8: must be one of: fp32, bf16, bf16_force, fp16, auto"):
+        validate(compose_train("trainer.precision=fp8"))
 
 
 def test_optimizers_refuse_an_lr_float32_cannot_hold():

@@ -172,6 +172,14 @@ def test_mlp_without_hidden_layers_is_linear():
     assert len(mlp.layers) == 1 and isinstance(mlp.layers[0], nn.Linear)
 
 
+def test_mlp_without_output_layer_ends_with_its_last_hidden_activation():
+    mlp = MLP(4, [3, 2], out_features=None)
+    assert [type(m) for m in mlp.layers] == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU] and mlp.out_features == 2
+    assert (mlp(torch.randn(5, 4)) >= 0).all()
+    x = torch.randn(5, 4)
+    assert torch.equal(MLP(4, [], out_features=None)(x), x)
+
+
 def test_mlp_computes_linear_relu_stack():
     torch.manual_seed(0)
     mlp = MLP(4, [3], out_features=1)

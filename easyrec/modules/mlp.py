@@ -14,11 +14,17 @@ class MLP(nn.Module):
     Args:
         in_features: input width.
         hidden_units: width of each hidden layer.
-        out_features: output width.
+        out_features: output width; None: no output layer, the output is the last hidden layer's activations
+            (a tower whose last layer is a hidden layer of what comes after it; the input itself without hidden
+            layers).
         dropout: dropout after each hidden activation (0 = none).
+
+    ``self.out_features`` is the output width.
     """
 
-    def __init__(self, in_features: int, hidden_units: Sequence[int], out_features: int = 1, dropout: float = 0.0):
+    def __init__(
+        self, in_features: int, hidden_units: Sequence[int], out_features: int | None = 1, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = in_features
@@ -27,7 +33,9 @@ class MLP(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = units
-        layers.append(nn.Linear(width, out_features))
+        if out_features is not None:
+            layers.append(nn.Linear(width, out_features))
+        self.out_features = width if out_features is None else out_features
         self.layers = nn.Sequential(*layers)
         for layer in self.layers:
             if isinstance(layer, nn.Linear):  # Glorot, as Keras' Dense (EasyRec) and FuxiCTR initialise

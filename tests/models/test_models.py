@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from easyrec.data.features import InputSpec
-from easyrec.models import DSSM, ESMM, DeepFM, MMoE, WideAndDeep
+from easyrec.models import DLRM, DSSM, ESMM, DCNv2, DeepFM, MMoE, WideAndDeep
 from easyrec.models.base import l2_regularization
 from easyrec.modules import MLP, FactorizationMachine, FieldEmbedding
 from easyrec.modules.kernel_penalty import KernelPenalty
@@ -172,6 +172,14 @@ def test_mlp_without_hidden_layers_is_linear():
     assert len(mlp.layers) == 1 and isinstance(mlp.layers[0], nn.Linear)
 
 
+def test_mlp_without_output_layer_ends_with_its_last_hidden_activation():
+    mlp = MLP(4, [3, 2], out_features=None)
+    assert [type(m) for m in mlp.layers] == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU] and mlp.out_features == 2
+    assert (mlp(torch.randn(5, 4)) >= 0).all()
+    x = torch.randn(5, 4)
+    assert torch.equal(MLP(4, [], out_features=None)(x), x)
+
+
 def test_mlp_computes_linear_relu_stack():
     torch.manual_seed(0)
     mlp = MLP(4, [3], out_features=1)
@@ -250,6 +258,8 @@ BUILDS = {
     "wide_deep": lambda **kw: WideAndDeep(spec(), embedding_dim=4, hidden_units=[8], **kw),
     "mmoe": lambda **kw: MMoE(spec(), embedding_dim=4, expert_units=[8], tower_units=[4], **kw),
     "esmm": lambda **kw: ESMM(spec(), embedding_dim=4, tower_units=[8], **kw),
+    "dcnv2": lambda **kw: DCNv2(spec(), embedding_dim=4, low_rank=2, hidden_units=[8], **kw),
+    "dlrm": lambda **kw: DLRM(spec(), embedding_dim=4, bottom_units=[4], top_units=[8], **kw),
     "dssm": lambda **kw: DSSM(spec(), ["I0", "C0"], ["I1", "C1", "C2"], embedding_dim=4, hidden_units=[8], **kw),
 }
 

@@ -1,7 +1,7 @@
 """Models: ``forward(dense (B, D), sparse (B, F))`` ->
 
 * ranking models (DeepFM, WideAndDeep): logits ``(B,)``, or ``(B, num_outputs)`` when the loss asks for more;
-* multi-task models (MMoE, ESMM): one tower per task, ``(B, sum(task_outputs))``;
+* multi-task models (MMoE, PLE, ESMM): one tower per task, ``(B, sum(task_outputs))``;
 * two-tower retrieval models (DSSM): ``(B, 2, D)`` user and item embeddings.
 """
 
@@ -9,6 +9,7 @@ from easyrec.models.deepfm import DeepFM
 from easyrec.models.dssm import DSSM
 from easyrec.models.esmm import ESMM
 from easyrec.models.mmoe import MMoE
+from easyrec.models.ple import PLE
 from easyrec.models.wide_deep import WideAndDeep
 
-__all__ = ["DeepFM", "WideAndDeep", "MMoE", "ESMM", "DSSM"]
+__all__ = ["DeepFM", "WideAndDeep", "MMoE", "PLE", "ESMM", "DSSM"]

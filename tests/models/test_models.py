@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from easyrec.data.features import InputSpec
-from easyrec.models import DSSM, ESMM, DeepFM, MMoE, WideAndDeep
+from easyrec.models import DSSM, ESMM, PLE, DeepFM, MMoE, WideAndDeep
 from easyrec.models.base import l2_regularization
 from easyrec.modules import MLP, FactorizationMachine, FieldEmbedding
 from easyrec.modules.kernel_penalty import KernelPenalty
@@ -249,6 +249,7 @@ BUILDS = {
     "deepfm": lambda **kw: DeepFM(spec(), embedding_dim=4, hidden_units=[8], **kw),
     "wide_deep": lambda **kw: WideAndDeep(spec(), embedding_dim=4, hidden_units=[8], **kw),
     "mmoe": lambda **kw: MMoE(spec(), embedding_dim=4, expert_units=[8], tower_units=[4], **kw),
+    "ple": lambda **kw: PLE(spec(), embedding_dim=4, expert_units=[8], tower_units=[4], **kw),
     "esmm": lambda **kw: ESMM(spec(), embedding_dim=4, tower_units=[8], **kw),
     "dssm": lambda **kw: DSSM(spec(), ["I0", "C0"], ["I1", "C1", "C2"], embedding_dim=4, hidden_units=[8], **kw),
 }

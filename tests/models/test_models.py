@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from easyrec.data.features import InputSpec
-from easyrec.models import DLRM, DSSM, ESMM, DCNv2, DeepFM, MMoE, WideAndDeep
+from easyrec.models import DLRM, DSSM, ESMM, PLE, DCNv2, DeepFM, MMoE, WideAndDeep
 from easyrec.models.base import l2_regularization
 from easyrec.modules import MLP, FactorizationMachine, FieldEmbedding
 from easyrec.modules.kernel_penalty import KernelPenalty
@@ -257,6 +257,7 @@ BUILDS = {
     "deepfm": lambda **kw: DeepFM(spec(), embedding_dim=4, hidden_units=[8], **kw),
     "wide_deep": lambda **kw: WideAndDeep(spec(), embedding_dim=4, hidden_units=[8], **kw),
     "mmoe": lambda **kw: MMoE(spec(), embedding_dim=4, expert_units=[8], tower_units=[4], **kw),
+    "ple": lambda **kw: PLE(spec(), embedding_dim=4, expert_units=[8], tower_units=[4], **kw),
     "esmm": lambda **kw: ESMM(spec(), embedding_dim=4, tower_units=[8], **kw),
     "dcnv2": lambda **kw: DCNv2(spec(), embedding_dim=4, low_rank=2, hidden_units=[8], **kw),
     "dlrm": lambda **kw: DLRM(spec(), embedding_dim=4, bottom_units=[4], top_units=[8], **kw),

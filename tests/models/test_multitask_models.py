@@ -1,7 +1,9 @@
-"""MixtureOfExperts, MMoE and ESMM: shapes, gates, task separation, the ESMM product identity, and training."""
+"""MixtureOfExperts, ExtractionLayer, MMoE, PLE and ESMM: shapes, gates, task separation, the ESMM product identity,
+and training."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -11,7 +13,8 @@ import torch.nn.functional as F
 from easyrec.data.features import InputSpec
 from easyrec.models.esmm import ESMM, product_logit
 from easyrec.models.mmoe import MMoE
-from easyrec.modules.experts import MixtureOfExperts
+from easyrec.models.ple import PLE
+from easyrec.modules.experts import ExtractionLayer, MixtureOfExperts
 
 INPUTS = InputSpec(("I0", "I1"), ("C0", "C1", "C2"), (3, 5, 2))
 
@@ -62,6 +65,61 @@ def test_mixture_refuses_bad_arguments(kwargs, message):
     arguments = {"in_features": 4, "num_experts": 2, "expert_units": [4], "num_tasks": 2} | kwargs
     with pytest.raises(ValueError, match=re.escape(message)):
         MixtureOfExperts(**arguments)
+
+
+# ---------------------------------------------------------------------- ExtractionLayer
+
+
+def set_linear(layer: torch.nn.Linear, weight: list[list[float]], bias: list[float]) -> None:
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor(weight))
+        layer.bias.copy_(torch.tensor(bias))
+
+
+def test_extraction_layer_by_hand():
+    """Tang et al. 2020 (CGC, PLE), one one-unit expert per task, one shared expert, one example: task t's experts
+    read x_t, the shared ones x_s; y_t = softmax(W_t x_t)·[E_t(x_t), E_s(x_s)],
+    y_s = softmax(W_s x_s)·[E_1(x_1), E_2(x_2), E_s(x_s)]."""
+    level = ExtractionLayer(in_features=2, num_tasks=2, num_task_experts=1, num_shared_experts=1, expert_units=[1])
+    set_linear(level.task_experts[0][0][0].layers[0], [[1.0, 0.0]], [0.0])  # E_1(x) = relu(x[0])
+    set_linear(level.task_experts[1][0][0].layers[0], [[0.0, 1.0]], [0.0])  # E_2(x) = relu(x[1])
+    set_linear(level.shared_experts[0][0].layers[0], [[2.0, 4.0]], [0.0])  # E_s(x) = relu(2 x[0] + 4 x[1])
+    set_linear(level.task_gates[0], [[1.0, 0.0], [0.0, 1.0]], [0.0, 0.0])  # logits x_1
+    set_linear(level.task_gates[1], [[0.0, 0.0], [0.0, 0.0]], [math.log(3), 0.0])  # weights [3/4, 1/4]
+    set_linear(level.shared_gate, [[2.0, 0.0], [0.0, 0.0], [0.0, 2.0]], [0.0, 0.0, 0.0])  # logits [2 x[0], 0, 2 x[1]]
+    x = torch.tensor([[[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]]])  # [x_1, x_2, x_s]
+    # E_1(x_1) = 1, E_2(x_2) = relu(-1) = 0, E_s(x_s) = 3
+    e = math.e
+    y_1 = e / (e + e**2) * 1 + e**2 / (e + e**2) * 3  # softmax([1, 2]) · [1, 3]
+    y_2 = 3 / 4 * 0 + 1 / 4 * 3
+    y_s = (e * 1 + 1 * 0 + e * 3) / (2 * e + 1)  # softmax([1, 0, 1]) · [1, 0, 3]
+    torch.testing.assert_close(level(x), torch.tensor([[[y_1], [y_2], [y_s]]]))
+    level.shared_gate = None  # the last level: the task outputs only
+    torch.testing.assert_close(level(x), torch.tensor([[[y_1], [y_2]]]))
+
+
+def test_extraction_layer_shapes_and_gate_widths():
+    level = ExtractionLayer(in_features=6, num_tasks=3, num_task_experts=2, num_shared_experts=4, expert_units=[8, 5])
+    assert level(torch.randn(4, 4, 6)).shape == (4, 4, 5)
+    assert [gate.out_features for gate in level.task_gates] == [6, 6, 6]
+    assert level.shared_gate.out_features == 3 * 2 + 4
+    last = ExtractionLayer(6, 3, 2, 4, [8, 5], shared_gate=False)
+    assert last(torch.randn(4, 4, 6)).shape == (4, 3, 5)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"num_tasks": 0}, "num_tasks=0: must be >= 1"),
+        ({"num_task_experts": 0}, "num_task_experts=0: must be >= 1"),
+        ({"num_shared_experts": 0}, "num_shared_experts=0: must be >= 1"),
+        ({"expert_units": []}, "expert_units=[]: must be a non-empty list of widths > 0"),
+    ],
+)
+def test_extraction_layer_refuses_bad_arguments(kwargs, message):
+    arguments = {"in_features": 4, "num_tasks": 2, "num_task_experts": 1, "num_shared_experts": 1, "expert_units": [4]}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ExtractionLayer(**(arguments | kwargs))
 
 
 # ---------------------------------------------------------------------- MMoE
@@ -120,6 +178,56 @@ def test_mmoe_refuses_bad_arguments(kwargs, message):
 def test_mmoe_refuses_inputs_without_features():
     with pytest.raises(ValueError, match="no features"):
         MMoE(InputSpec((), (), ()))
+
+
+# ---------------------------------------------------------------------- PLE
+
+
+@pytest.mark.parametrize("task_outputs,shape", [((1, 1), (8, 2)), ((1, 3), (8, 4)), ((1,), (8,)), ((1, 1, 1), (8, 3))])
+@pytest.mark.parametrize("num_levels", [1, 3])
+def test_ple_output_shape(task_outputs, shape, num_levels):
+    torch.manual_seed(0)
+    model = PLE(INPUTS, task_outputs, embedding_dim=4, num_levels=num_levels, expert_units=[8], tower_units=[4])
+    assert model(*batch()).shape == shape
+    assert len(model.levels) == num_levels
+    assert [level.shared_gate is not None for level in model.levels] == [True] * (num_levels - 1) + [False]
+
+
+def test_ple_levels_feed_each_task_its_own_output():
+    """Level 2's experts of task t read level 1's y_t: task 0's logit reaches task 0's experts and the shared ones at
+    every level, task 1's experts of level 1 through the shared gate only, never task 1's gates nor its last experts."""
+    torch.manual_seed(0)
+    model = PLE(INPUTS, (1, 1), embedding_dim=4, num_levels=2, expert_units=[8], tower_units=[4])
+    model(*batch())[:, 0].sum().backward()
+
+    def learns(module: torch.nn.Module) -> bool:
+        return all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+    def untouched(*modules: torch.nn.Module) -> bool:
+        return all(p.grad is None or not p.grad.any() for module in modules for p in module.parameters())
+
+    first, last = model.levels
+    assert learns(last.task_experts[0]) and learns(last.shared_experts) and learns(model.towers[0])
+    assert learns(first.task_experts[0]) and learns(first.shared_experts) and learns(first.shared_gate)
+    assert learns(first.task_experts[1])  # through level 1's shared gate into level 2's shared experts
+    assert untouched(last.task_experts[1], last.task_gates[1], first.task_gates[1], model.towers[1])
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"task_outputs": ()}, "task_outputs=(): must not be empty"),
+        ({"num_levels": 0}, "num_levels=0: must be >= 1"),
+        ({"num_task_experts": 0}, "num_task_experts=0: must be >= 1"),
+        ({"num_shared_experts": 0}, "num_shared_experts=0: must be >= 1"),
+        ({"expert_units": [8, 0]}, "expert_units=[8, 0]: every element must be > 0"),
+        ({"tower_units": [0]}, "tower_units=[0]: every element must be > 0"),
+        ({"dropout": 1.0}, "dropout=1.0: must be in [0, 1)"),
+    ],
+)
+def test_ple_refuses_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PLE(INPUTS, **kwargs)
 
 
 # ---------------------------------------------------------------------- ESMM product logit
@@ -210,11 +318,13 @@ def click_conversion_data(size: int = 256) -> tuple[torch.Tensor, torch.Tensor, 
     return dense, sparse, torch.stack([click, click * convert], dim=1)
 
 
-@pytest.mark.parametrize("name", ["mmoe", "esmm"])
+@pytest.mark.parametrize("name", ["mmoe", "ple", "esmm"])
 def test_a_few_adam_steps_reduce_the_bce_of_both_tasks(name):
     torch.manual_seed(0)
     if name == "mmoe":
         model = MMoE(INPUTS, (1, 1), embedding_dim=4, num_experts=2, expert_units=[16], tower_units=[8])
+    elif name == "ple":
+        model = PLE(INPUTS, (1, 1), embedding_dim=4, num_task_experts=1, num_shared_experts=1, expert_units=[16])
     else:
         model = ESMM(INPUTS, embedding_dim=4, tower_units=[16, 8])
     dense, sparse, labels = click_conversion_data()

@@ -13,6 +13,7 @@ SMALL = ["data.num_rows=30000", "trainer.max_steps=40", "logger=none", "trainer.
 SMALL_MODELS = {
     "deepfm": ["model.hidden_units=[64]"],
     "mmoe": ["model.expert_units=[64]", "model.tower_units=[32]"],
+    "ple": ["model.expert_units=[64]", "model.tower_units=[32]"],
     "esmm": ["model.tower_units=[64,32]"],
     "dssm": ["model.hidden_units=[64]"],
 }
@@ -44,6 +45,20 @@ CASES = [
         "mmoe",
         ["eval/ctr/auc", "eval/ctcvr/auc", "eval/cvr/auc"],
         0.5212,  # its CTCVR logit learns P(conversion | click): ranked on every row, below the default's 0.5452
+    ),
+    (
+        # PLE with the kernel penalty, under the same task options
+        [
+            "experiment=ple",
+            "model.l2_regularization=1e-4",
+            "data.features.weight=weight",
+            "loss.tasks.ctr.use_sample_weight=false",
+            "loss.tasks.ctcvr.task_space_indicator=label",
+            "loss.tasks.ctcvr.out_task_space_weight=0",
+        ],
+        "ple",
+        ["eval/ctr/auc", "eval/ctcvr/auc", "eval/cvr/auc"],
+        0.5223,
     ),
     (["experiment=multi_task", "loss=order_calibrate"], "mmoe", ["eval/ctr/auc", "eval/ctcvr/logloss"], 0.5682),
     (["experiment=esmm"], "esmm", ["eval/ctr/auc", "eval/ctcvr/auc", "eval/cvr/auc", "eval/cvr/oracle_auc"], 0.5795),

@@ -17,6 +17,8 @@ from easyrec.models import DLRM, DCNv2
 from easyrec.modules.cross import CrossNetwork
 from easyrec.modules.interaction import DotInteraction
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models: as fast, and not starved beside other jobs
+
 INPUTS = InputSpec(("I0", "I1"), ("C0", "C1", "C2"), (3, 5, 2))
 
 

@@ -12,6 +12,8 @@ from easyrec.data.features import InputSpec
 from easyrec.models.dssm import DSSM
 from easyrec.modules.feature_vector import FeatureVector
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models: as fast, and not starved beside other jobs
+
 INPUTS = InputSpec(("age", "income"), ("user", "city", "item", "brand"), (6, 3, 7, 4))
 USER, ITEM = ["age", "user", "city"], ["income", "item", "brand"]
 KNOWN = "age, income, user, city, item, brand"

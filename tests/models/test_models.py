@@ -15,6 +15,8 @@ from easyrec.modules import MLP, FactorizationMachine, FieldEmbedding
 from easyrec.modules.kernel_penalty import KernelPenalty
 from tests.conftest import options
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models: as fast, and not starved beside other jobs
+
 CARDINALITIES = (3, 5, 2)
 
 

@@ -16,6 +16,8 @@ from easyrec.models.mmoe import MMoE
 from easyrec.models.ple import PLE
 from easyrec.modules.experts import ExtractionLayer, MixtureOfExperts
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models: as fast, and not starved beside other jobs
+
 INPUTS = InputSpec(("I0", "I1"), ("C0", "C1", "C2"), (3, 5, 2))
 
 

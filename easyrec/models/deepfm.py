@@ -57,13 +57,7 @@ class DeepFM(nn.Module):
         self.l2_regularization = float(l2_regularization)  # read by the trainer (models.base.l2_regularization)
         if inputs.num_fields == 0:
             raise ValueError("DeepFM needs at least one categorical feature")
-        self.embedding = FieldEmbedding(
-            inputs.cardinalities,
-            embedding_dim,
-            sparse=sparse_embeddings,
-            l2=embedding_regularization,
-            names=inputs.categorical_names,
-        )
+        self.embedding = FieldEmbedding.of_fields(inputs, embedding_dim, sparse_embeddings, embedding_regularization)
         self.linear = LinearTerms(
             inputs.cardinalities,
             inputs.num_dense,

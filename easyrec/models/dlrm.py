@@ -74,13 +74,7 @@ class DLRM(nn.Module):
         self.l2_regularization = float(l2_regularization)  # read by the trainer (models.base.l2_regularization)
         if inputs.num_fields == 0:
             raise ValueError("DLRM needs at least one categorical feature")
-        self.embedding = FieldEmbedding(
-            inputs.cardinalities,
-            embedding_dim,
-            sparse=sparse_embeddings,
-            l2=embedding_regularization,
-            names=inputs.categorical_names,
-        )
+        self.embedding = FieldEmbedding.of_fields(inputs, embedding_dim, sparse_embeddings, embedding_regularization)
         num_vectors = inputs.num_fields + (1 if inputs.num_dense else 0)  # the bottom output, then the fields
         if num_vectors < 2 and not interaction_self:
             raise ValueError("interaction_self=false: one categorical feature and no dense one make no pair to dot")

@@ -36,9 +36,7 @@ class DeepTower(nn.Module):
         l2: float = 0.0,
     ) -> None:
         super().__init__()
-        self.embedding = FieldEmbedding(
-            inputs.cardinalities, embedding_dim, sparse=sparse, l2=l2, names=inputs.categorical_names
-        )
+        self.embedding = FieldEmbedding.of_fields(inputs, embedding_dim, sparse, l2)
         self.mlp = MLP(inputs.num_fields * embedding_dim + inputs.num_dense, hidden_units, num_outputs, dropout)
 
     def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:

@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from easyrec.data.features import InputSpec
 
 #: Whether FieldEmbedding tables are built on the meta device (see :func:`deferred_tables`).
 _DEFERRED: ContextVar[bool] = ContextVar("easyrec_deferred_tables", default=False)
@@ -92,6 +96,11 @@ class FieldEmbedding(LookupPenalty):
         device = "meta" if _DEFERRED.get() else None
         self.table = nn.Embedding(sum(self.cardinalities), dim, sparse=sparse, device=device)
         self.reset_parameters()
+
+    @classmethod
+    def of_fields(cls, inputs: InputSpec, dim: int, sparse: bool = False, l2: float = 0.0) -> FieldEmbedding:
+        """The table of every categorical field of ``inputs`` (their cardinalities and names), ``dim`` wide."""
+        return cls(inputs.cardinalities, dim, sparse=sparse, l2=l2, names=inputs.categorical_names)
 
     def reset_parameters(self) -> None:
         """Draw the table's initial rows (normal with ``init_std``, or zeros)."""

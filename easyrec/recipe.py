@@ -129,7 +129,7 @@ def build_model(
         if not pairs:
             with torch.no_grad():
                 probe = probe if probe is not None else next(iter(data.eval_batches()))
-                shape = tuple(model.eval()(probe.dense[:2], probe.sparse[:2]).shape[1:])
+                shape = tuple(model.eval()(*probe.head(2).inputs).shape[1:])
             expected = () if loss.num_outputs == 1 else (loss.num_outputs,)
             if shape != expected:
                 raise ConfigError(

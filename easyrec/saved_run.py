@@ -172,10 +172,9 @@ class SavedRun:
         return model.to(self.device).eval()
 
     def probe(self, rows: int = 2) -> Batch:
-        """``rows`` rows of zeros: dense 0.0, every categorical field its row 0 (out of vocabulary, or bucket 0)."""
-        spec = self.encoder.input_spec
-        dense = torch.zeros(rows, spec.num_dense)
-        return Batch(dense, torch.zeros(rows, spec.num_fields, dtype=torch.int32), None)
+        """``rows`` rows of zeros: dense 0.0, every categorical field its row 0 (out of vocabulary, or bucket 0), every
+        list feature one id of row 0."""
+        return Batch.of_zeros(self.encoder.input_spec, rows)
 
     # ------------------------------------------------------------------ using it
 
@@ -189,7 +188,7 @@ class SavedRun:
     def predict(self, batch: Batch) -> list[torch.Tensor]:
         """Each head's predictions for ``batch`` (on the CPU): ``(B,)``, or ``(B, C)`` class probabilities."""
         batch = batch.to(self.device)
-        outputs = self.model(batch.dense, batch.sparse).float()
+        outputs = self.model(*batch.inputs).float()
         return [head.scores(head.outputs(outputs)).cpu() for head in self.heads]
 
 

@@ -368,7 +368,7 @@ class Trainer:
             # gradients are all-reduced in the backward of the last micro-batch only
             with self.distributed.no_sync(self.ddp_model) if k < last else contextlib.nullcontext():
                 with torch.autocast(self.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None):
-                    logits = self.ddp_model(batch.dense, batch.sparse)
+                    logits = self.ddp_model(*batch.inputs)
                 if len(batch):
                     loss = self._loss(logits.float(), batch)
                     if self.train_metrics is not None:

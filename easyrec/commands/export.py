@@ -121,7 +121,7 @@ def check_against_the_model(saved: Any, module: Any, width: int) -> None:
     probe = saved.probe(5)
     expected = torch.cat([s.reshape(5, -1).float() for s in saved.predict(probe)], 1)
     with torch.no_grad():
-        got = module.predictions(probe.dense, probe.sparse)
+        got = module.predictions(*probe.inputs)
     if got.shape != (5, width) or not torch.allclose(got, expected, atol=1e-6, rtol=0):
         raise CheckpointError(
             f"{saved.path}: its model does not export to TorchScript faithfully (traced outputs differ)"

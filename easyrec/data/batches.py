@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from easyrec.data.features import InputSpec
 
 
 @dataclass
@@ -21,6 +25,8 @@ class Batch:
         sessions: ``(B,) int64`` session ids, or None.
         oracle: ``(B, L) float32`` true probabilities of the label columns, in label order (NaN for a label that
             has none), where the data knows them (``data.features.oracle``, synthetic data); else None.
+        lists: ``(B, ΣL) int32`` the ids of the multi-value and sequence features, each in its block of columns,
+            padded with -1 (see :class:`~easyrec.data.features.InputSpec`); None when the data has none.
     """
 
     dense: Tensor
@@ -29,12 +35,33 @@ class Batch:
     weights: Tensor | None = None
     sessions: Tensor | None = None
     oracle: Tensor | None = None
+    lists: Tensor | None = None
 
     def __len__(self) -> int:
         return self.dense.shape[0]
 
+    @classmethod
+    def of_zeros(cls, spec: InputSpec, rows: int, device: torch.device | str | None = None) -> Batch:
+        """``rows`` rows of model inputs and no labels: dense 0.0, every categorical field its row 0 (an unknown id,
+        or bucket 0), every list feature one id of row 0 (then padding). A probe of a model's output shape, and
+        what a worker with no rows runs a sharded model on (``rows=0``)."""
+        dense = torch.zeros(rows, spec.num_dense, device=device)
+        sparse = torch.zeros(rows, spec.num_fields, dtype=torch.int32, device=device)
+        lists = None
+        if spec.lists:
+            lists = torch.full((rows, spec.list_width), -1, dtype=torch.int32, device=device)
+            for field in spec.lists:
+                lists[:, field.start] = 0
+        return cls(dense, sparse, None, lists=lists)
+
+    @property
+    def inputs(self) -> tuple[Tensor, ...]:
+        """What the model is called with: ``(dense, sparse)``, and ``lists`` when the data has list features."""
+        return (self.dense, self.sparse) if self.lists is None else (self.dense, self.sparse, self.lists)
+
     def to(self, device: torch.device) -> Batch:
-        return Batch(*_moved((self.dense, self.sparse, self.labels, self.weights, self.sessions, self.oracle), device))
+        tensors = (self.dense, self.sparse, self.labels, self.weights, self.sessions, self.oracle, self.lists)
+        return Batch(*_moved(tensors, device))
 
     def head(self, rows: int) -> Batch:
         """The first ``rows`` rows."""
@@ -81,6 +108,7 @@ class EncodedSplit:
     source: str
     sessions: Tensor | None = None
     oracle: Tensor | None = None  # (N, L) float32, see Batch
+    lists: Tensor | None = None  # (N, ΣL) int32, see Batch
 
     def __len__(self) -> int:
         return self.dense.shape[0]
@@ -94,8 +122,8 @@ class EncodedSplit:
 
     @property
     def columns(self) -> tuple[Tensor | None, ...]:
-        """The split's tensors in :class:`Batch`'s order: dense, sparse, labels, weights, sessions, oracle."""
-        return (self.dense, self.sparse, self.labels, self.weights, self.sessions, self.oracle)
+        """The split's tensors in :class:`Batch`'s order: dense, sparse, labels, weights, sessions, oracle, lists."""
+        return (self.dense, self.sparse, self.labels, self.weights, self.sessions, self.oracle, self.lists)
 
     @property
     def nbytes(self) -> int:
@@ -104,8 +132,8 @@ class EncodedSplit:
 
     def to(self, device: torch.device) -> EncodedSplit:
         """The split with its tensors on ``device`` (batches are then sliced there: no copy per step)."""
-        dense, sparse, labels, weights, sessions, oracle = _moved(self.columns, device)
-        return EncodedSplit(dense, sparse, labels, weights, self.source, sessions, oracle)
+        dense, sparse, labels, weights, sessions, oracle, lists = _moved(self.columns, device)
+        return EncodedSplit(dense, sparse, labels, weights, self.source, sessions, oracle, lists)
 
     def batches(self, batch_size: int, order: Tensor | None = None, first: int = 0) -> Iterator[Batch]:
         """Yield batches of ``batch_size`` rows from batch ``first`` on: contiguous slices, or ``order``'s rows."""

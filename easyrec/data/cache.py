@@ -51,6 +51,7 @@ TENSOR_DTYPES = {
     "weights": np.dtype(np.float32),
     "sessions": np.dtype(np.int64),
     "oracle": np.dtype(np.float32),
+    "lists": np.dtype(np.int32),
 }
 
 
@@ -293,6 +294,7 @@ def read_tensors(
         "weights": (rows,) if spec.weight else None,
         "sessions": (rows,) if spec.session else None,
         "oracle": (rows, labels) if spec.oracle else None,
+        "lists": (rows, spec.list_width) if spec.list_groups else None,
     }
     if {field for field, shape in expected.items() if shape} != set(fields):
         raise BadEntry(f"{split} tensors {list(fields)} are not those the spec encodes")

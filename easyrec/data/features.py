@@ -70,6 +70,8 @@ class CategoricalFeatures:
     starts from another's (``trainer.init_from``) keeps that run's ids in their rows and appends the new ids of its
     own training split, most frequent first, while the vocabulary has fewer than ``max_vocab_size`` ids.
     ``encoding="hash"``: id -> hash(id) mod ``num_buckets`` (the same rows in every run).
+    ``embedding_dim``: the width of these fields' embeddings, for the models that allow a width per field (those
+    that concatenate embeddings: Wide&Deep, MMoE, ESMM, PLE, DSSM, DIN); None: the model's ``embedding_dim``.
     """
 
     names: Names
@@ -77,12 +79,65 @@ class CategoricalFeatures:
     num_buckets: Annotated[int, Gt(1)] | None = None
     min_count: Annotated[int, Ge(1)] = 1
     max_vocab_size: PositiveInt | None = None
+    embedding_dim: PositiveInt | None = None
 
     def __post_init__(self) -> None:
         if self.encoding == "hash" and not self.num_buckets:
-            names = self.names
-            shown = ", ".join(names) if len(names) < 4 else f"{names[0]}, ..., {names[-1]}"
-            raise ValueError(f"num_buckets: required with encoding=hash (features {shown})")
+            raise ValueError(f"num_buckets: required with encoding=hash (features {_shown(self.names)})")
+
+
+@checked
+@dataclass
+class ListFeatures:
+    """Columns that hold several ids per row: ``data.features.multi_value`` (EasyRec's TagFeature: a bag of ids,
+    pooled) and ``data.features.sequence`` (EasyRec's SequenceFeature: an ordered history, such as the items a user
+    clicked, which attention models read id by id).
+
+    A cell is a string of ids joined by ``separator`` (``"Action|Comedy"``, as CSV files hold them) or a list
+    (a Parquet list column); an empty cell or an empty list has no id. The first ``max_length`` ids of a cell are
+    kept (write histories most recent first). Ids are encoded as a categorical feature's are (``encoding``,
+    ``num_buckets``, ``min_count``, ``max_vocab_size``: row 0 is an unknown id), and the models that want one
+    vector per field pool each row's embeddings by ``combiner`` (``sum`` or ``mean``; a row with no id gives
+    zeros).
+
+    ``embedding_name``: the categorical feature whose embedding table, and encoding, these features share (a
+    history of items and the target item: ``embedding_name: item``); its ids are then counted into that feature's
+    vocabulary, and ``encoding``, ``num_buckets``, ``min_count``, ``max_vocab_size`` and ``embedding_dim`` are
+    that feature's (setting them here is an error). ``embedding_dim``: as for :class:`CategoricalFeatures`.
+    """
+
+    names: Names
+    separator: Annotated[str, MinLen(1)] = "|"
+    max_length: PositiveInt = 20
+    combiner: Literal["sum", "mean"] = "mean"
+    encoding: Literal["vocab", "hash"] = "vocab"
+    num_buckets: Annotated[int, Gt(1)] | None = None
+    min_count: Annotated[int, Ge(1)] = 1
+    max_vocab_size: PositiveInt | None = None
+    embedding_name: str | None = None
+    embedding_dim: PositiveInt | None = None
+
+    def __post_init__(self) -> None:
+        if self.embedding_name is not None:
+            own = [key for key in ("num_buckets", "max_vocab_size", "embedding_dim") if getattr(self, key) is not None]
+            own += [key for key, default in (("encoding", "vocab"), ("min_count", 1)) if getattr(self, key) != default]
+            if own:
+                raise ValueError(
+                    f"{own[0]}: features {_shown(self.names)} share the table of {self.embedding_name!r} "
+                    "(embedding_name), whose encoding and width they take: set it there"
+                )
+        elif self.encoding == "hash" and not self.num_buckets:
+            raise ValueError(f"num_buckets: required with encoding=hash (features {_shown(self.names)})")
+
+    def as_categorical(self) -> CategoricalFeatures:
+        """The encoding of these features' own ids (without ``embedding_name``), as a categorical group."""
+        return CategoricalFeatures(
+            self.names, self.encoding, self.num_buckets, self.min_count, self.max_vocab_size, self.embedding_dim
+        )
+
+
+def _shown(names: Sequence[str]) -> str:
+    return ", ".join(names) if len(names) < 4 else f"{names[0]}, ..., {names[-1]}"
 
 
 @checked
@@ -94,11 +149,14 @@ class FeatureSpec:
     with several, batches carry ``labels (B, L)`` in this order. The session column (a request, a user visit:
     any id) groups rows into the lists that listwise losses and grouped AUC work on. ``oracle`` maps a binary
     label column to a column of its true probabilities (as ``easyrec generate`` writes them): the eval metrics
-    then include the Bayes-optimal ``oracle_auc`` and ``oracle_logloss``.
+    then include the Bayes-optimal ``oracle_auc`` and ``oracle_logloss``. ``multi_value`` and ``sequence``: the
+    columns of several ids per row (:class:`ListFeatures`).
     """
 
     dense: list[DenseFeatures] = field(default_factory=list)
     categorical: list[CategoricalFeatures] = field(default_factory=list)
+    multi_value: list[ListFeatures] = field(default_factory=list)
+    sequence: list[ListFeatures] = field(default_factory=list)
     label: str | list[str] = "label"
     weight: str | None = None
     session: str | None = None
@@ -113,6 +171,15 @@ class FeatureSpec:
                 f"oracle: {strangers[0]!r} is not a label column (the labels: {', '.join(self.label_names)}); "
                 "map each label column to the column of its true probabilities"
             )
+        for kind, groups in (("multi_value", self.multi_value), ("sequence", self.sequence)):
+            for index, group in enumerate(groups):
+                shared = group.embedding_name
+                if shared is not None and shared not in self.categorical_names:
+                    known = ", ".join(self.categorical_names) or "none"
+                    raise ValueError(
+                        f"{kind}.{index}.embedding_name: {shared!r} is not a categorical feature (the categorical "
+                        f"features: {known})"
+                    )
 
     @classmethod
     def from_config(cls, spec: FeatureSpec | Mapping[str, Any]) -> FeatureSpec:
@@ -122,6 +189,8 @@ class FeatureSpec:
         return cls(
             dense=[DenseFeatures(**group) for group in spec.get("dense") or []],
             categorical=[CategoricalFeatures(**group) for group in spec.get("categorical") or []],
+            multi_value=[ListFeatures(**group) for group in spec.get("multi_value") or []],
+            sequence=[ListFeatures(**group) for group in spec.get("sequence") or []],
             label=spec.get("label", "label"),
             weight=spec.get("weight"),
             session=spec.get("session"),
@@ -137,14 +206,29 @@ class FeatureSpec:
         return [name for group in self.categorical for name in group.names]
 
     @property
+    def list_groups(self) -> list[tuple[str, ListFeatures]]:
+        """``(kind, group)`` of every list group: the multi-value groups, then the sequence groups."""
+        return [("multi_value", g) for g in self.multi_value] + [("sequence", g) for g in self.sequence]
+
+    @property
+    def list_names(self) -> list[str]:
+        """The multi-value and sequence columns, in the order of ``lists``' column blocks (see :class:`InputSpec`)."""
+        return [name for _, group in self.list_groups for name in group.names]
+
+    @property
+    def list_width(self) -> int:
+        """ΣL: the columns of a batch's ``lists`` (see :class:`InputSpec`)."""
+        return sum(group.max_length * len(group.names) for _, group in self.list_groups)
+
+    @property
     def label_names(self) -> list[str]:
         """The label columns, in the order of ``labels (B, L)``."""
         return [self.label] if isinstance(self.label, str) else list(self.label)
 
     @property
     def feature_columns(self) -> list[str]:
-        """The model's input columns: dense, then categorical."""
-        return self.dense_names + self.categorical_names
+        """The model's input columns: dense, categorical, then multi-value and sequence."""
+        return self.dense_names + self.categorical_names + self.list_names
 
     @property
     def columns(self) -> list[str]:
@@ -154,12 +238,54 @@ class FeatureSpec:
 
 
 @dataclass(frozen=True)
+class ListField:
+    """A multi-value or sequence feature as a model sees it: its ids are columns ``start : start + max_length`` of
+    a batch's ``lists (B, ΣL) int32`` (see :class:`InputSpec`).
+
+    Attributes:
+        name: the column.
+        kind: ``multi_value`` (a bag of ids) or ``sequence`` (an ordered history).
+        max_length: L, its columns in ``lists``.
+        combiner: how a model that wants one vector per field pools its embeddings: ``sum`` or ``mean``.
+        start: its first column in ``lists``.
+        cardinality: rows of its table: its own, or that of the categorical field it shares (``table``).
+        table: the categorical field whose table (and rows) it shares (``embedding_name``); None: its own table.
+        embedding_dim: its width where the model allows one per field; None: the model's ``embedding_dim``.
+    """
+
+    name: str
+    kind: Literal["multi_value", "sequence"]
+    max_length: int
+    combiner: Literal["sum", "mean"]
+    start: int
+    cardinality: int
+    table: str | None = None
+    embedding_dim: int | None = None
+
+    @property
+    def columns(self) -> slice:
+        """Its columns in ``lists``."""
+        return slice(self.start, self.start + self.max_length)
+
+
+@dataclass(frozen=True)
 class InputSpec:
-    """What a model needs to know about its inputs: field names, dense width and embedding rows."""
+    """What a model needs to know about its inputs: field names, dense width and embedding rows.
+
+    A batch gives a model ``dense (B, num_dense) float32``, ``sparse (B, num_fields) int32`` (one row per
+    categorical field, 0 = unknown id) and, when the data has multi-value or sequence features (``lists`` is not
+    empty), ``lists (B, list_width) int32``: each :class:`ListField` ``k``'s ids in its columns
+    ``lists[k].columns``, padded after its last id with -1 (a row with no id is all -1).
+
+    ``embedding_dims``: each categorical field's ``embedding_dim`` (None: the model's), aligned with
+    ``categorical_names``; empty: none set.
+    """
 
     dense_names: tuple[str, ...]
     categorical_names: tuple[str, ...]
     cardinalities: tuple[int, ...]
+    lists: tuple[ListField, ...] = ()
+    embedding_dims: tuple[int | None, ...] = ()
 
     @property
     def num_dense(self) -> int:
@@ -168,6 +294,19 @@ class InputSpec:
     @property
     def num_fields(self) -> int:
         return len(self.categorical_names)
+
+    @property
+    def list_width(self) -> int:
+        """ΣL: the columns of ``lists`` (0 without list features)."""
+        return sum(field.max_length for field in self.lists)
+
+    def field_dims(self, default: int) -> tuple[list[int], list[int]]:
+        """The width of each categorical field's and each list field's embedding: its own ``embedding_dim``, that of
+        the field whose table it shares, or ``default``: ``(categorical widths, list widths)``."""
+        own = dict(zip(self.categorical_names, self.embedding_dims or [None] * self.num_fields, strict=True))
+        categorical = [own[name] or default for name in self.categorical_names]
+        lists = [(own[f.table] if f.table else f.embedding_dim) or default for f in self.lists]
+        return categorical, lists
 
 
 @dataclass(frozen=True)
@@ -439,16 +578,30 @@ class FeatureEncoder:
             )
         self.fitted = True
 
+    def _rows(self, name: str, group: CategoricalFeatures) -> int:
+        """Rows of the table of column ``name`` of ``group``: its vocabulary and row 0, or its buckets."""
+        return len(self.vocabularies[name]) + 1 if group.encoding == "vocab" else int(group.num_buckets)
+
     @property
     def input_spec(self) -> InputSpec:
-        cardinalities = []
+        rows, dims = {}, {}
         for group in self.spec.categorical:
             for name in group.names:
-                if group.encoding == "vocab":
-                    cardinalities.append(len(self.vocabularies[name]) + 1)
-                else:
-                    cardinalities.append(int(group.num_buckets))
-        return InputSpec(tuple(self.spec.dense_names), tuple(self.spec.categorical_names), tuple(cardinalities))
+                rows[name], dims[name] = self._rows(name, group), group.embedding_dim
+        lists, start = [], 0
+        for kind, group in self.spec.list_groups:
+            for name in group.names:
+                table = group.embedding_name
+                cardinality = rows[table] if table else self._rows(name, group.as_categorical())
+                lists.append(
+                    ListField(name, kind, group.max_length, group.combiner, start, cardinality, table, group.embedding_dim)
+                )
+                start += group.max_length
+        names = tuple(self.spec.categorical_names)
+        embedding_dims = tuple(dims[n] for n in names) if any(dims.values()) else ()
+        return InputSpec(
+            tuple(self.spec.dense_names), names, tuple(rows[n] for n in names), tuple(lists), embedding_dims
+        )
 
     # ------------------------------------------------------------------ encoding
 

@@ -397,6 +397,7 @@ def empty_batch(spec: FeatureSpec) -> Batch:
         labels=torch.zeros(0) if labels == 1 else torch.zeros(0, labels),
         weights=torch.zeros(0) if spec.weight else None,
         sessions=torch.zeros(0, dtype=torch.int64) if spec.session else None,
+        lists=torch.zeros(0, spec.list_width, dtype=torch.int32) if spec.list_groups else None,
     )
 
 

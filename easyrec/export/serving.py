@@ -220,5 +220,5 @@ def build_serving_module(saved: Any, example_rows: int = 8) -> torch.jit.ScriptM
     with torch.no_grad(), warnings.catch_warnings():
         # the models branch on the number of dense columns and outputs, fixed for a run: constants are right
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced = torch.jit.trace(predictions, (probe.dense, probe.sparse), check_trace=False)
+        traced = torch.jit.trace(predictions, probe.inputs, check_trace=False)
     return torch.jit.script(ServingModule(traced, saved.encoder.state_dict(), saved.source.spec).eval())

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from easyrec.config.arguments import checked
 from easyrec.console import plural
+from easyrec.data.batches import Batch
 from easyrec.losses.base import Loss
 from easyrec.metrics.binary import BINARY_METRICS, binary_keys, binary_metrics
 from easyrec.metrics.grouped_auc import grouped_auc
@@ -253,14 +254,10 @@ def evaluate_model(
     model.eval()
     for batch in workers.in_lockstep(batches) if workers is not None else batches:
         if batch is None:  # the model's lookups are collectives: this worker takes part with no rows
-            spec = evaluation.data.input_spec
-            model(
-                torch.zeros(0, spec.num_dense, device=device),
-                torch.zeros(0, spec.num_fields, dtype=torch.long, device=device),
-            )
+            model(*Batch.of_zeros(evaluation.data.input_spec, 0, device).inputs)
             continue
         batch = batch.to(device)
-        evaluation.update(model(batch.dense, batch.sparse), batch)
+        evaluation.update(model(*batch.inputs), batch)
     if workers is not None and workers.world_size > 1:
         evaluation.gather(workers)
     return evaluation.compute()

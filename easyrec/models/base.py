@@ -19,13 +19,17 @@ OUTPUT_KINDS = ("logits", "pair_embeddings")
 class Model(Protocol):
     """A model: built as ``Model(inputs, num_outputs=K, **options)`` (``num_outputs`` is passed only when the loss
     reads more than one output); ``forward(dense (B, D) float, sparse (B, F) int)`` -> ``(B,)`` when K = 1, else
-    ``(B, K)``. ``output_kind`` is one of :data:`OUTPUT_KINDS` (``logits`` when a model does not say)."""
+    ``(B, K)``. ``output_kind`` is one of :data:`OUTPUT_KINDS` (``logits`` when a model does not say).
+
+    Where the data has multi-value or sequence features (``inputs.lists``), the model is called
+    ``forward(dense, sparse, lists (B, ΣL) int)`` (see :class:`~easyrec.data.features.InputSpec`); a model whose
+    forward takes no third argument is refused for such data (:func:`build`)."""
 
     output_kind: str
 
     def __init__(self, inputs: InputSpec, num_outputs: int = 1) -> None: ...
 
-    def __call__(self, dense: Tensor, sparse: Tensor) -> Tensor: ...
+    def __call__(self, dense: Tensor, sparse: Tensor, lists: Tensor | None = None) -> Tensor: ...
 
 
 class MultiTaskModel(Protocol):
@@ -41,10 +45,26 @@ class MultiTaskModel(Protocol):
 
 def build(factory: Callable[..., nn.Module], inputs: InputSpec, num_outputs: int, task_outputs: Sequence[int]):
     """``factory(inputs)`` with the outputs a loss reads: ``task_outputs`` for a :class:`MultiTaskModel` (one whose
-    constructor takes them), else ``num_outputs`` (passed only when not 1)."""
+    constructor takes them), else ``num_outputs`` (passed only when not 1). ValueError for a model that cannot take
+    the data's multi-value or sequence features."""
     if "task_outputs" in inspect.signature(factory).parameters:
-        return factory(inputs, task_outputs=tuple(task_outputs))
-    return factory(inputs, **({"num_outputs": num_outputs} if num_outputs != 1 else {}))
+        model = factory(inputs, task_outputs=tuple(task_outputs))
+    else:
+        model = factory(inputs, **({"num_outputs": num_outputs} if num_outputs != 1 else {}))
+    if inputs.lists and not takes_lists(model):
+        first = inputs.lists[0]
+        raise ValueError(
+            f"{type(model).__name__} cannot take multi_value or sequence features (data.features.{first.kind}: "
+            f"{first.name}): its forward(dense, sparse) has no third argument for them"
+        )
+    return model
+
+
+def takes_lists(model: nn.Module) -> bool:
+    """Whether ``model.forward`` takes a third argument: ``lists``, the ids of the list features."""
+    parameters = inspect.signature(model.forward).parameters.values()
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in parameters)
 
 
 def output_kind(model: nn.Module) -> str:

@@ -236,9 +236,10 @@ class FileData(TabularData):
         return streams
 
     def encoded_row_bytes(self) -> int:
-        """Bytes of one encoded row: dense and labels float32, ids int32, a weight float32, a session int64."""
+        """Bytes of one encoded row: dense and labels float32, ids (and list ids) int32, a weight float32, a
+        session int64."""
         spec = self.spec
-        return 4 * (len(spec.dense_names) + len(spec.categorical_names) + len(spec.label_names)) + (
+        return 4 * (len(spec.dense_names) + len(spec.categorical_names) + spec.list_width + len(spec.label_names)) + (
             4 * bool(spec.weight) + 8 * bool(spec.session)
         )
 

@@ -87,16 +87,15 @@ def fnv1a64(strings: list[str]) -> Tensor:
 
 class Predictions(nn.Module):
     """The model and its heads' scores: ``dense (B, D) float32, sparse (B, F) int32, lists (B, ΣL) int32 -> (B, K)
-    float32``, one column per prediction (as ``easyrec predict`` writes them); without list features ``lists`` is
-    ``(B, 0)`` and the model is called without it."""
+    float32``, one column per prediction (as ``easyrec predict`` writes them); without list features
+    (``with_lists=False``) ``lists`` is ``(B, 0)`` and the model is called without it."""
 
-    def __init__(self, model: nn.Module, heads: list[Any]) -> None:
+    def __init__(self, model: nn.Module, heads: list[Any], with_lists: bool = False) -> None:
         super().__init__()
-        self.model, self.heads = model, heads
+        self.model, self.heads, self.with_lists = model, heads, with_lists
 
     def forward(self, dense: Tensor, sparse: Tensor, lists: Tensor) -> Tensor:
-        # traced: whether the data has list features is fixed for a run
-        outputs = (self.model(dense, sparse, lists) if lists.shape[1] else self.model(dense, sparse)).float()
+        outputs = (self.model(dense, sparse, lists) if self.with_lists else self.model(dense, sparse)).float()
         columns = [head.scores(head.outputs(outputs)).float() for head in self.heads]
         return torch.cat([c.unsqueeze(1) if c.dim() == 1 else c for c in columns], dim=1)
 
@@ -282,8 +281,8 @@ def build_serving_module(saved: Any, example_rows: int = 8) -> torch.jit.ScriptM
     import warnings
 
     model = copy.deepcopy(saved.model).cpu().eval().requires_grad_(False)
-    predictions = Predictions(model, saved.heads).eval()
     probe = saved.probe(example_rows)
+    predictions = Predictions(model, saved.heads, with_lists=probe.lists is not None).eval()
     with torch.no_grad(), warnings.catch_warnings():
         # the models branch on the number of dense columns and outputs, fixed for a run: constants are right
         warnings.simplefilter("ignore", torch.jit.TracerWarning)

@@ -374,7 +374,8 @@ class FitStatistics:
 
     Attributes:
         rows: the rows seen.
-        counts: vocabulary column -> tables of ``value``, ``count`` (one per part until merged: :meth:`compact`).
+        counts: vocabulary column -> tables of ``value``, ``count`` (one per part until merged: :meth:`compact`); a
+            categorical column's counts include the ids of the list columns that share its table.
         moments: standardized dense column -> the moments of its filled, transformed values.
         kinds: categorical or list column -> ``(kind of its ids, the source that showed it first)``.
         separated: the list columns of strings with a cell that holds their separator.
@@ -484,7 +485,7 @@ class FeatureEncoder:
         table in logs), in one pass that never holds the table: each piece's statistics are computed batch by batch
         on ``threads`` threads and merged as they arrive, so memory grows with the distinct ids, not the rows.
         Only the columns that need statistics are read; with none (``encoding: hash``, no standardized group or
-        all its statistics kept) there is no pass.
+        all its statistics kept, no multi-value or sequence column) there is no pass.
         ``progress``: a bar on stderr while it runs (where stderr is a terminal).
 
         Returns the rows of each piece, counted in the pass (without a pass: those the pieces know).
@@ -874,19 +875,28 @@ def list_ids(
         raise DataError(
             f"{where}: holds {column.type} values, not lists of ids nor strings of ids joined by {separator!r}"
         )
-    ids, rows = pc.list_flatten(column), pc.list_parent_indices(column).to_numpy()
+    if pa.types.is_fixed_size_list(column.type):
+        column = column.cast(pa.list_(column.type.value_type))
+    ids, rows = pc.list_flatten(column), pc.list_parent_indices(column).to_numpy().astype(np.int64)
     element = ids.type
     if not (pa.types.is_integer(element) or is_text(element) or pa.types.is_null(element)):
         raise DataError(f"{where}: holds lists of {element}, not of ids (integers or strings)")
-    present = pc.is_valid(ids)
+    absent = pc.is_null(ids)
     if is_text(element):
-        present = pc.and_(present, pc.greater(pc.utf8_length(ids), 0))
-    present = present.to_numpy(zero_copy_only=False)
-    ids, rows = ids.filter(pa.array(present)), rows[present].astype(np.int64)
-    counts = np.bincount(rows, minlength=len(column))
-    positions = np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]
-    kept = positions < max_length
-    return ids.filter(pa.array(kept)), rows[kept], positions[kept]
+        absent = pc.or_(absent, pc.equal(pc.utf8_length(ids), 0))
+    if pc.any(absent).as_py() or column.null_count:  # each row's first id is not where the offsets say: count
+        present = pc.invert(absent)
+        ids, rows = ids.filter(present), rows[present.to_numpy(zero_copy_only=False)]
+        counts = np.bincount(rows, minlength=len(column))
+        starts = np.cumsum(counts) - counts
+    else:
+        offsets = column.offsets.to_numpy()
+        starts = offsets[:-1] - offsets[0]
+    positions = np.arange(len(rows)) - starts[rows]
+    if len(positions) and positions.max() >= max_length:
+        kept = positions < max_length
+        ids, rows, positions = ids.filter(pa.array(kept)), rows[kept], positions[kept]
+    return ids, rows, positions
 
 
 def as_kind(ids: pa.Array, kind: str, name: str, target: str, source: str) -> pa.Array:

@@ -57,6 +57,9 @@ def test_list_ids_split_drop_empty_ids_and_truncate():
     assert rows.tolist() == [0, 0, 3, 3] and positions.tolist() == [0, 1, 0, 1]
     ids, rows, positions = list_ids(pa.array([[3, None, 4, 5], [], None, [6]]), "|", 2, "t")
     assert ids.to_pylist() == [3, 4, 6] and rows.tolist() == [0, 0, 3] and positions.tolist() == [0, 1, 0]
+    # no empty id: the places come from the offsets (of a slice here)
+    ids, rows, positions = list_ids(pa.array([[9], [1, 2, 3], [4], []]).slice(1), "|", 2, "t")
+    assert ids.to_pylist() == [1, 2, 4] and rows.tolist() == [0, 0, 1] and positions.tolist() == [0, 1, 0]
 
 
 def test_a_hand_computed_encoding_of_multi_value_and_shared_sequence_features():

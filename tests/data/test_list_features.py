@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pv
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -282,3 +283,56 @@ def test_the_config_check_names_the_key_of_a_bad_list_feature(compose_train, ove
     with pytest.raises(ConfigError) as error:
         validate(compose_train(override))
     assert str(error.value).startswith(message)
+
+
+# ---------------------------------------------------------------------------------------------- a run
+
+
+@pytest.mark.slow
+def test_a_run_with_list_features_predicts_and_exports_what_it_trained(tmp_path):
+    """Train a few steps on CSV files with list features, then ``easyrec predict`` on the Parquet files (lists)
+    and the exported pyfunc model on a DataFrame of lists give the trained model's predictions."""
+    from mlflow.pyfunc import load_model
+
+    from easyrec.commands.export import export
+    from easyrec.commands.predict import as_batch, predict_file
+    from easyrec.run import train
+    from easyrec.saved_run import SavedRun
+    from tests.conftest import compose_config
+
+    csv, parquet = write_splits(tmp_path)
+    features = [
+        "data.features.dense=[{names: [x]}]",
+        "data.features.categorical=[{names: [item]}]",
+        "data.features.multi_value=[{names: [tags], max_length: 3}]",
+        "data.features.sequence=[{names: [history], max_length: 4, embedding_name: item}]",
+    ]
+    config = compose_config(
+        "data=csv",
+        f"data.train_path={csv['train']}",
+        f"data.eval_path={csv['eval']}",
+        "data.cache_dir=null",
+        "data.batch_size=8",
+        *features,
+        "model._target_=tests.data.list_model.DeepFMWithListWeights",
+        "model.hidden_units=[8]",
+        "model.embedding_dim=4",
+        "trainer.max_epochs=1",
+        "trainer.progress_bar=false",
+        "trainer.num_threads=1",
+        f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+    )
+    train(config, tmp_path / "run")
+    trust = ["tests.data.list_model"]
+    saved = SavedRun.load(tmp_path / "run", trust=trust)
+    encoded = saved.encoder.encode(pq.read_table(parquet["eval"]), "eval", labels=False)
+    expected = saved.predict(as_batch(encoded))[0].numpy()
+
+    assert predict_file(saved, parquet["eval"], tmp_path / "predictions.csv") == 12
+    written = pv.read_csv(tmp_path / "predictions.csv")["prediction"].to_numpy()
+    np.testing.assert_allclose(written, expected, atol=1e-6)
+
+    exported = export(tmp_path / "run", output=tmp_path / "export", mlflow=False, trust=trust)
+    frame = pq.read_table(parquet["eval"]).to_pandas()  # tags and history: arrays of ids
+    got = load_model(str(exported / "mlflow_model")).predict(frame)["prediction"].to_numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6)

@@ -764,9 +764,9 @@ class FeatureEncoder:
             ids, rows, positions = list_ids(table[name], group.separator, group.max_length, where)
             if group.embedding_name:
                 target, encoding = group.embedding_name, self.spec.categorical_group(group.embedding_name)
-                ids = as_kind(ids, self.kinds[target], name, target, source)
             else:
                 target, encoding = name, group.as_categorical()
+            ids = as_kind(ids, self.kinds[target], name, target, source)  # Parquet lists, CSV text: one encoding
             if encoding.encoding == "vocab":
                 encoded = lookup(ids, self.vocabularies[target], source, name)
             else:
@@ -900,16 +900,16 @@ def list_ids(
 
 
 def as_kind(ids: pa.Array, kind: str, name: str, target: str, source: str) -> pa.Array:
-    """The ids of list column ``name`` as ids of ``kind`` (``int`` or ``string``), that of the categorical column
-    ``target`` whose table they share: an id encodes the same in both."""
+    """The ids of list column ``name`` as ids of ``kind`` (``int`` or ``string``): that of the ids ``target`` was
+    fitted on (``name`` itself, or the categorical column whose table it shares), so that an id encodes the same
+    whether it comes as text or as an integer."""
     if pa.types.is_null(ids.type) or raw_kind(ids.type) == kind:
         return ids
     try:
         return ids.cast(pa.int64() if kind == "int" else pa.string())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         raise DataError(
-            f"{source}: column '{name}' holds ids that are not {kind} ids as those of '{target}', whose table it "
-            "shares (embedding_name)"
+            f"{source}: column '{name}' holds {ids.type} ids that are not {kind} ids, as those of '{target}' are"
         ) from None
 
 

@@ -106,9 +106,13 @@ def test_parquet_lists_of_integers_share_the_integer_vocabulary_of_their_categor
     encoder = FeatureEncoder(SPEC).fit(table, "train")
     assert encoder.kinds == {"item": "int", "tags": "int", "history": "int"}
     assert encoder.vocabularies["item"].to_pylist() == [1, 2, 3, 4]
-    # history given as text at prediction encodes as the integers it names (the item column is int)
+    # lists given as text at prediction encode as the integers they name
     other = table.set_column(2, "history", pa.array(["2|3|1|4|5", "", "1", "|1"]))
+    other = other.set_column(1, "tags", pa.array(["1|2", "2", None, "1|2|3|4"]))
     assert torch.equal(encoder.encode(other, "other").lists, encoder.encode(table, "train").lists)
+    other = other.set_column(2, "history", pa.array(["2|x", "", "1", "1"]))
+    with pytest.raises(DataError, match="^other: column 'history' holds string ids that are not int ids, as those"):
+        encoder.encode(other, "other")
 
 
 def test_hashed_lists_take_the_buckets_of_their_ids():

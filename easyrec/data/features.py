@@ -329,6 +329,13 @@ class InputSpec:
         return len(self.categorical_names)
 
     @property
+    def described(self) -> str:
+        """The inputs in words, for the log: ``13 dense + 26 categorical features`` (``+ 2 list`` before
+        ``features`` with multi-value or sequence features)."""
+        lists = f" + {len(self.lists)} list" if self.lists else ""
+        return f"{self.num_dense} dense + {self.num_fields} categorical{lists} features"
+
+    @property
     def list_width(self) -> int:
         """ΣL: the columns of ``lists`` (0 without list features)."""
         return sum(field.max_length for field in self.lists)

@@ -276,14 +276,13 @@ class FileData(TabularData):
             self.shuffle_buffer,
         )
         log.info(
-            "data: streaming %s (%s), eval %s (%s), %s per loader worker window, %d dense + %d categorical features",
+            "data: streaming %s (%s), eval %s (%s), %s per loader worker window, %s",
             plural(len(pieces), "train piece"),
             train.describe(),
             plural(len(self.streamed.eval_pieces), "piece"),
             eval_.describe(),
             plural(self.shuffle_buffer, "row"),
-            self.input_spec.num_dense,
-            self.input_spec.num_fields,
+            self.input_spec.described,
         )
 
     def train_steps(

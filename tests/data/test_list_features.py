@@ -92,6 +92,7 @@ def test_a_hand_computed_encoding_of_multi_value_and_shared_sequence_features():
     )
     assert (history.kind, history.start, history.cardinality, history.table) == ("sequence", 3, 6, "item")
     assert spec.list_width == 7 and history.columns == slice(3, 7)
+    assert spec.described == "0 dense + 1 categorical + 2 list features"
 
 
 def test_parquet_lists_of_integers_share_the_integer_vocabulary_of_their_categorical_feature():

@@ -146,6 +146,14 @@ def test_the_encoder_state_round_trips_with_list_vocabularies():
     assert torch.equal(again.encode(TRAIN, "t").lists, encoder.encode(TRAIN, "t").lists)
 
 
+def test_a_kept_encoding_keeps_the_rows_of_list_ids_and_appends_new_ones():
+    earlier = FeatureEncoder(SPEC).fit(TRAIN, "train").state_dict()
+    today = lists_table([("n", "q|x", "n|b"), ("a", "q", "m")])
+    encoder = FeatureEncoder(SPEC).fit(today, "today", keep=earlier)
+    assert encoder.vocabularies["tags"].to_pylist() == ["y", "x", "z", "q"]
+    assert encoder.vocabularies["item"].to_pylist() == ["a", "b", "c", "d", "zz", "n", "m"]
+
+
 def test_a_fit_over_pieces_fits_what_one_table_fits(tmp_path):
     paths = []
     for index, part in enumerate((TRAIN.slice(0, 2), TRAIN.slice(2, 2))):

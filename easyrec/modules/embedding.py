@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -112,13 +113,12 @@ class FieldEmbedding(LookupPenalty):
         self.names = names + [f.name for f in own]
         self.cardinalities = [int(c) for c in cardinalities] + [f.cardinality for f in own]
         self.penalty: Tensor | None = None
-        sizes = torch.as_tensor(self.cardinalities, dtype=torch.long)
-        starts = torch.cumsum(sizes, 0) - sizes
-        self.register_buffer("offsets", starts[: len(cardinalities)].to(torch.int32), persistent=False)
+        # rows summed in Python: under torch.device("meta") (the memory check) a tensor holds no values
+        starts = [0, *itertools.accumulate(self.cardinalities)][:-1]
+        self.register_buffer("offsets", torch.tensor(starts[: len(cardinalities)], dtype=torch.int32), persistent=False)
         #: the first row of each block, by name
-        self.block_starts = {name: int(start) for name, start in zip(self.names, starts.tolist(), strict=True)}
+        self.block_starts = dict(zip(self.names, starts, strict=True))
         self._register_bags([self.block_starts[f.name if f in own else f.table] for f in self.lists])
-        # rows summed in Python: under torch.device("meta") (the memory check) sizes holds no values
         device = "meta" if _DEFERRED.get() else None
         self.table = nn.Embedding(sum(self.cardinalities), dim, sparse=sparse, device=device)
         self.reset_parameters()

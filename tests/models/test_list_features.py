@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from easyrec.data.batches import Batch
 from easyrec.data.features import InputSpec, ListField
 from easyrec.models import DIN, DLRM, DSSM, ESMM, PLE, DCNv2, DeepFM, MMoE, WideAndDeep
 from easyrec.models.base import build
@@ -297,3 +298,12 @@ def test_dssm_towers_read_the_list_features_they_name():
     assert not torch.allclose(model.user_embeddings(dense, sparse, changed), out[:, 0])
     out.sum().backward()
     assert model.user_features.embedding.table.weight.grad[6:].abs().sum() > 0  # history's own block of item rows
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_takes_the_zero_row_probe(name):
+    """What evaluation probes a model's outputs with, and a worker with no rows runs: ``Batch.of_zeros``."""
+    model = MODELS[name]().train()
+    for rows in (0, 1):
+        out = model(*Batch.of_zeros(LEARNING, rows).inputs)
+        assert out.shape[0] == rows and torch.isfinite(out).all()

@@ -594,9 +594,7 @@ class FeatureEncoder:
                 table = group.embedding_name
                 cardinality = rows[table] if table else self._rows(name, group.as_categorical())
                 lists.append(
-                    ListField(
-                        name, kind, group.max_length, group.combiner, start, cardinality, table, group.embedding_dim
-                    )
+                    ListField(name, kind, group.max_length, group.combiner, start, cardinality, table, group.embedding_dim)
                 )
                 start += group.max_length
         names = tuple(self.spec.categorical_names)

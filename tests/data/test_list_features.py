@@ -327,7 +327,6 @@ def test_a_run_with_list_features_predicts_and_exports_what_it_trained(tmp_path)
         "data.cache_dir=null",
         "data.batch_size=8",
         *features,
-        "model._target_=tests.data.list_model.DeepFMWithListWeights",
         "model.hidden_units=[8]",
         "model.embedding_dim=4",
         "trainer.max_epochs=1",
@@ -336,8 +335,7 @@ def test_a_run_with_list_features_predicts_and_exports_what_it_trained(tmp_path)
         f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
     )
     train(config, tmp_path / "run")
-    trust = ["tests.data.list_model"]
-    saved = SavedRun.load(tmp_path / "run", trust=trust)
+    saved = SavedRun.load(tmp_path / "run")
     encoded = saved.encoder.encode(pq.read_table(parquet["eval"]), "eval", labels=False)
     expected = saved.predict(as_batch(encoded))[0].numpy()
 
@@ -345,7 +343,7 @@ def test_a_run_with_list_features_predicts_and_exports_what_it_trained(tmp_path)
     written = pv.read_csv(tmp_path / "predictions.csv")["prediction"].to_numpy()
     np.testing.assert_allclose(written, expected, atol=1e-6)
 
-    exported = export(tmp_path / "run", output=tmp_path / "export", mlflow=False, trust=trust)
+    exported = export(tmp_path / "run", output=tmp_path / "export", mlflow=False)
     frame = pq.read_table(parquet["eval"]).to_pandas()  # tags and history: arrays of ids
     got = load_model(str(exported / "mlflow_model")).predict(frame)["prediction"].to_numpy()
     np.testing.assert_allclose(got, expected, atol=1e-6)

@@ -178,7 +178,7 @@ def train(
             if start:
                 if distributed.sharded:  # the checkpoint's tables are whole in memory: each worker keeps its rows
                     fill_deferred_tables(model, cfg.seed)
-                tuned.update(fine_tune(model, start, list(data.input_spec.cardinalities), init))
+                tuned.update(fine_tune(model, start, list(data.input_spec.table_rows), init))
                 tags = {"easyrec.init_from": tuned["path"], "easyrec.init_skipped": str(len(tuned["skipped"]))}
                 logger.set_tags(tags)
             if distributed.sharded:
@@ -211,7 +211,7 @@ def train(
         )
         trainer.run_id = getattr(logger, "run_id", None)
         if tuned and init.optimizer:  # the model on its device now: the slots go where the optimizer keeps them
-            sizes = list(data.input_spec.cardinalities)
+            sizes = list(data.input_spec.table_rows)
             restored = init_optimizer(
                 trainer.optimizer, start, trainer.model, tuned["sources"], sizes, distributed.sharded
             )

@@ -547,7 +547,7 @@ class Trainer:
             "best": self.best,
             "run": {"id": self.run_id},
             "data": self.data.state_dict(),
-            "input_spec": {"cardinalities": list(self.data.input_spec.cardinalities)},
+            "input_spec": {"cardinalities": list(self.data.input_spec.table_rows)},  # rows per block
             "config": self.config,
         }
 

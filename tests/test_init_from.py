@@ -234,3 +234,29 @@ def test_sharded_tables_on_either_side_restore_the_weights_only_with_a_warning(c
     assert init_optimizer(optimizer, {**day1, "sharded": {}}, model, sources, OLD_ROWS) == []
     assert caplog.text.count("not restored to or from sharded tables (distributed=model_parallel)") == 2
     assert init_optimizer(optimizer, day1, model, sources, OLD_ROWS) == ["table.weight", "mlp.weight", "mlp.bias"]
+
+
+def test_a_grown_table_of_fields_and_list_features_keeps_each_blocks_rows():
+    """The fused table of DeepFM & co. holds the categorical fields' rows, then those of each list feature with a
+    table of its own (InputSpec.table_rows, what a checkpoint keeps); when field 0 and the tags' vocabulary both
+    grow, every block's old rows stay those of the same ids. A list feature that shares a field's rows adds none."""
+    from easyrec.data.features import InputSpec, ListField
+    from easyrec.modules import FieldEmbedding
+
+    def spec(item_rows: int, tag_rows: int) -> InputSpec:
+        tags = ListField("tags", "multi_value", 2, "mean", start=0, cardinality=tag_rows)
+        history = ListField("history", "sequence", 3, "mean", start=2, cardinality=item_rows, table="item")
+        return InputSpec((), ("item", "city"), (item_rows, 4), lists=(tags, history))
+
+    old, new = spec(3, 5), spec(6, 7)
+    assert old.table_rows == (3, 4, 5) and new.table_rows == (6, 4, 7)
+    torch.manual_seed(0)
+    day1 = FieldEmbedding.of_fields(old, 2)
+    state = {"model": day1.state_dict(), "input_spec": {"cardinalities": list(old.table_rows)}, "path": "day1.pt"}
+    model = FieldEmbedding.of_fields(new, 2)
+    start = model.table.weight.detach().clone()
+    fine_tune(model, state, list(new.table_rows))
+    was, now = day1.table.weight.detach(), model.table.weight.detach()
+    assert torch.equal(now[0:3], was[0:3]) and torch.equal(now[3:6], start[3:6])  # item: old ids, new ids as built
+    assert torch.equal(now[6:10], was[3:7])  # city, shifted by item's growth
+    assert torch.equal(now[10:15], was[7:12]) and torch.equal(now[15:17], start[15:17])  # tags' own rows

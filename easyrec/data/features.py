@@ -336,6 +336,13 @@ class InputSpec:
         return f"{self.num_dense} dense + {self.num_fields} categorical{lists} features"
 
     @property
+    def table_rows(self) -> tuple[int, ...]:
+        """The rows of each block of a model's fused table of every feature (``FieldEmbedding.of_fields``): each
+        categorical field's, then each list feature's that has a table of its own. A checkpoint keeps them, so that
+        a run starting from it (``trainer.init_from``) moves each block's rows to where its grown table has them."""
+        return self.cardinalities + tuple(f.cardinality for f in self.lists if f.table is None)
+
+    @property
     def list_width(self) -> int:
         """ΣL: the columns of ``lists`` (0 without list features)."""
         return sum(field.max_length for field in self.lists)

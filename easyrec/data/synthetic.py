@@ -54,6 +54,7 @@ BLOCK_STD = {"dense": 0.55, "first_order": 0.95, "field_pairs": 0.75, "dense_by_
 BEHAVIOUR_STD = {"item": 0.4, "history": 1.5, "tags": 0.4}  # the blocks of the optional columns (Behaviour)
 ITEMS_PER_INTEREST = 10  # items of one hidden interest (items alike: a user who wants one wants the others)
 MAX_INTERESTS = 6  # a user's hidden interests: 2 to this many
+STRONG_MATCH = 0.5  # the history's effect: how far the cosine similarity of the strongest match is above this
 LATENT_DIM, ITEM_SPREAD = 8, 0.5  # items' hidden vectors: their interest's plus N(0, spread²) noise, normalised
 
 
@@ -166,10 +167,11 @@ class Behaviour:
     vector of :data:`LATENT_DIM` dimensions: that of its interest (a group of :data:`ITEMS_PER_INTEREST` items)
     plus noise. Each user has 2 to :data:`MAX_INTERESTS` interests (popular ones more often) of uneven weights
     (Dirichlet(0.5)), from which the history is drawn; the target item is any item (popular interests more often).
-    The click logit gains the target's strongest match in the history: the largest cosine similarity between its
-    vector and a history item's. A maximum of per-item similarities is what attention over the history (a weight
-    per item from the pair, then a sum) can compute, and what no function of a mean- or sum-pooled history can:
-    the pool of several interests keeps their average, not how close the nearest item is. The target item also
+    The click logit gains the target's strongest match in the history: how far the largest cosine similarity
+    between its vector and a history item's is above :data:`STRONG_MATCH` (0 if not). A maximum of thresholded
+    per-item similarities is what attention over the history (a weight per item from the pair, then a sum) can
+    compute, and what no function of a mean- or sum-pooled history can: the pool of several interests keeps their
+    average, not how close the nearest item is. The target item also
     has a first-order effect. ``num_tags > 0`` adds ``tags``: 0 to ``max_tags`` ids of ``num_tags`` (Zipf) whose
     mean effect enters the logit: a pooled effect. These columns are drawn from generators of their own: the other
     columns are those drawn without them; labels and probabilities change by these effects.
@@ -240,7 +242,9 @@ def _behaviour(
         effect = rng.normal(0, 1, size=options.num_items)
         columns["item"], columns["history"] = item, _listed(history)
         logit += _rescale(effect[item], BEHAVIOUR_STD["item"], stats, "item")
-        logit += _rescale(match, BEHAVIOUR_STD["history"], stats, "history")
+        strong = np.maximum(match - STRONG_MATCH, 0.0)
+        strong -= _fitted(stats, "history_mean", strong.mean)  # centred: the bias's bisection stays within ±10
+        logit += _rescale(strong, BEHAVIOUR_STD["history"], stats, "history")
     if options.num_tags:
         rng = np.random.default_rng([seed, 8])
         ids = _zipf_ids(rng, options.num_tags, 1.1, num_rows * options.max_tags).reshape(num_rows, -1)

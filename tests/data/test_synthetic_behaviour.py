@@ -81,6 +81,12 @@ def test_the_default_data_is_unchanged():
     assert digest(*explicit) == DEFAULT_DIGEST
 
 
+@pytest.mark.parametrize("max_history", [1, 200])
+def test_the_positive_rate_holds_for_any_history_length(max_history):
+    _, probs = generate_clicks.__wrapped__(5000, 2, 0.1, Behaviour(num_items=100, max_history=max_history))
+    assert probs["label"].mean() == pytest.approx(0.1, abs=1e-3)
+
+
 def test_the_oracle_covers_the_behaviour_blocks():
     rows, seed = 20_000, 5
     _, plain = generate_clicks.__wrapped__(rows, seed)

@@ -218,12 +218,13 @@ def _history(rng: np.random.Generator, num_rows: int, num_items: int, max_histor
     length = rng.integers(1, max_history + 1, size=num_rows)
     history = np.full((num_rows, max_history), -1, dtype=np.int64)
     match = np.full(num_rows, -1.0)
+    rows, target = np.arange(num_rows), vectors[item]
     for position in range(max_history):  # every row's item at this position: memory O(N·LATENT_DIM)
         slot = np.minimum((rng.random((num_rows, 1)) > cumulative).sum(1), count - 1)  # rounding at the top
-        drawn = _interest_items(rng, interests[np.arange(num_rows), slot], num_items)
+        drawn = _interest_items(rng, interests[rows, slot], num_items)
         valid = position < length
         history[:, position] = np.where(valid, drawn, -1)
-        similarity = np.einsum("nk,nk->n", vectors[drawn], vectors[item])
+        similarity = np.einsum("nk,nk->n", vectors[drawn], target)
         match = np.where(valid, np.maximum(match, similarity), match)
     permutation = rng.permutation(num_items).astype(np.int32)  # an id says nothing of its interest
     return permutation[item], np.where(history >= 0, permutation[history], -1), match

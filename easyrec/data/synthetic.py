@@ -19,6 +19,9 @@ Hidden model (logit), each block rescaled to a fixed standard deviation:
          + first-order categorical effects e_f[id]
          + 10 low-rank (k=4) field-pair interactions <U_f[id_f], V_g[id_g]>
          + 2 dense x categorical interactions z_j * a_f[id_f]
+With the optional behaviour columns (:class:`Behaviour`: a target ``item``, the user's ``history`` of items and
+``tags``, off by default), also
+         + a first-order effect of the item + the item's strongest match in the history + the tags' mean effect
 The bias is solved so that the mean click probability is ``positive_rate``; ``label ~ Bernoulli(p)``.
 Since p is known, the Bayes-optimal ("oracle") AUC and logloss of the eval split are exact.
 """
@@ -36,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 from annotated_types import Ge
 
-from easyrec.config.arguments import Probability, checked
+from easyrec.config.arguments import PositiveInt, Probability, checked
 from easyrec.data.features import FeatureSpec
 from easyrec.data.tabular import TabularData
 
@@ -48,6 +51,11 @@ DENSE_BY_CATEGORICAL = [(2, 8), (5, 16)]
 CONVERSION_FIELDS = (1, 4, 8, 13, 21)  # fields with effects of their own on the conversion rate
 CONVERSION_RATE = 0.2  # mean P(conversion | click)
 BLOCK_STD = {"dense": 0.55, "first_order": 0.95, "field_pairs": 0.75, "dense_by_categorical": 0.35}
+BEHAVIOUR_STD = {"item": 0.4, "history": 1.5, "tags": 0.4}  # the blocks of the optional columns (Behaviour)
+ITEMS_PER_INTEREST = 10  # items of one hidden interest (items alike: a user who wants one wants the others)
+MAX_INTERESTS = 6  # a user's hidden interests: 2 to this many
+STRONG_MATCH = 0.5  # the history's effect: how far the cosine similarity of the strongest match is above this
+LATENT_DIM, ITEM_SPREAD = 8, 0.5  # items' hidden vectors: their interest's plus N(0, spread²) noise, normalised
 
 
 #: the column of the true probability of each binary label, in the tables of SyntheticCTRData and easyrec generate
@@ -119,10 +127,17 @@ class Effects:
         crossed = [rng.normal(0, 1, size=int(vocab[f])) for _, f in DENSE_BY_CATEGORICAL]
         return cls(dense, first_order, pairs, crossed)
 
-    def logit(self, z: np.ndarray, cat: np.ndarray, positive_rate: float, stats: dict[str, Any]) -> np.ndarray:
+    def logit(
+        self,
+        z: np.ndarray,
+        cat: np.ndarray,
+        positive_rate: float,
+        stats: dict[str, Any],
+        extra: np.ndarray | None = None,
+    ) -> np.ndarray:
         """``(N,)`` click logit of rows with standardised counts ``z (N, 13)`` and ids ``cat (N, 26)``: each block
-        rescaled, plus the bias that makes the mean click probability ``positive_rate`` (fitted by the first call
-        with these ``stats``)."""
+        rescaled, plus ``extra (N,)`` (the behaviour columns' blocks) and the bias that makes the mean click
+        probability ``positive_rate`` (fitted by the first call with these ``stats``)."""
         num_rows = len(z)
         dense_part = _rescale(z @ self.dense + 0.8 * z[:, 0] * z[:, 1], BLOCK_STD["dense"], stats, "dense")
         first = np.zeros(num_rows)
@@ -138,13 +153,119 @@ class Effects:
             crossed += z[:, j] * table[cat[:, f]]
         crossed = _rescale(crossed, BLOCK_STD["dense_by_categorical"], stats, "dense_by_categorical")
         logit = dense_part + first + pairs + crossed
+        if extra is not None:
+            logit = logit + extra
         return logit + _fitted(stats, "bias", lambda: _bias_for_rate(logit, positive_rate))
 
 
+@dataclass(frozen=True)
+class Behaviour:
+    """The optional columns of :func:`generate_clicks` for sequence models (``data=synthetic`` options; 0 = off).
+
+    ``num_items > 0`` adds ``item`` (the target item's id, ``int32``) and ``history`` (the items the user acted on
+    before, ids of the same space: a list of 1 to ``max_history`` ``int32`` ids). Each item has a hidden unit
+    vector of :data:`LATENT_DIM` dimensions: that of its interest (a group of :data:`ITEMS_PER_INTEREST` items)
+    plus noise. Each user has 2 to :data:`MAX_INTERESTS` interests (popular ones more often) of uneven weights
+    (Dirichlet(0.5)), from which the history is drawn; the target item is any item (popular interests more often).
+    The click logit gains the target's strongest match in the history: how far the largest cosine similarity
+    between its vector and a history item's is above :data:`STRONG_MATCH` (0 if not). A maximum of thresholded
+    per-item similarities is what attention over the history (a weight per item from the pair, then a sum) can
+    compute, and what no function of a mean- or sum-pooled history can: the pool of several interests keeps their
+    average, not how close the nearest item is. The target item also
+    has a first-order effect. ``num_tags > 0`` adds ``tags``: 0 to ``max_tags`` ids of ``num_tags`` (Zipf) whose
+    mean effect enters the logit: a pooled effect. These columns are drawn from generators of their own: the other
+    columns are those drawn without them; labels and probabilities change by these effects.
+    """
+
+    num_items: int = 0
+    max_history: int = 30
+    num_tags: int = 0
+    max_tags: int = 5
+
+
+def _listed(ids: np.ndarray) -> pa.ListArray:
+    """``(N, L)`` ids padded with -1 after each row's last id -> a list<int32> column."""
+    lengths = (ids >= 0).sum(1)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids[ids >= 0].astype(np.int32)))
+
+
+def _interest_items(rng: np.random.Generator, interests: np.ndarray, num_items: int) -> np.ndarray:
+    """A uniform item of each hidden interest in ``interests`` (any shape): item index ``interest + k·clusters``."""
+    clusters = num_items // ITEMS_PER_INTEREST
+    size = (num_items - interests + clusters - 1) // clusters  # items of each interest (the last ones have more)
+    return interests + clusters * np.floor(rng.random(interests.shape) * size).astype(np.int64)
+
+
+def _history(rng: np.random.Generator, num_rows: int, num_items: int, max_history: int) -> tuple[np.ndarray, ...]:
+    """``(item (N,) int32, history (N, max_history) int32 padded with -1, match (N,) float64)``: the target item,
+    the history, and the target's strongest match in the history, max over its items of the cosine similarity of
+    their hidden vectors (see :class:`Behaviour`)."""
+    clusters = num_items // ITEMS_PER_INTEREST
+    centers = rng.normal(size=(clusters, LATENT_DIM))
+    vectors = centers[np.arange(num_items) % clusters] + ITEM_SPREAD * rng.normal(size=(num_items, LATENT_DIM))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    popular = np.cumsum(_zipf_probabilities(clusters, 1.1))
+
+    def interest(shape: Any) -> np.ndarray:  # interests drawn by popularity
+        return np.minimum(np.searchsorted(popular, rng.random(shape) * popular[-1]), clusters - 1)
+
+    interests = interest((num_rows, MAX_INTERESTS))
+    count = rng.integers(2, MAX_INTERESTS + 1, size=num_rows)
+    weights = rng.gamma(0.5, size=(num_rows, MAX_INTERESTS)) * (np.arange(MAX_INTERESTS) < count[:, None])
+    cumulative = np.cumsum(weights, 1) / weights.sum(1, keepdims=True)
+    item = _interest_items(rng, interest(num_rows), num_items)
+    length = rng.integers(1, max_history + 1, size=num_rows)
+    history = np.full((num_rows, max_history), -1, dtype=np.int64)
+    match = np.full(num_rows, -1.0)
+    rows, target = np.arange(num_rows), vectors[item]
+    for position in range(max_history):  # every row's item at this position: memory O(N·LATENT_DIM)
+        slot = np.minimum((rng.random((num_rows, 1)) > cumulative).sum(1), count - 1)  # rounding at the top
+        drawn = _interest_items(rng, interests[rows, slot], num_items)
+        valid = position < length
+        history[:, position] = np.where(valid, drawn, -1)
+        similarity = np.einsum("nk,nk->n", vectors[drawn], target)
+        match = np.where(valid, np.maximum(match, similarity), match)
+    permutation = rng.permutation(num_items).astype(np.int32)  # an id says nothing of its interest
+    return permutation[item], np.where(history >= 0, permutation[history], -1), match
+
+
+def _behaviour(
+    seed: int, num_rows: int, options: Behaviour, stats: dict[str, Any]
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """The columns of ``options`` (see :class:`Behaviour`) and their ``(N,)`` part of the click logit, each block
+    rescaled to :data:`BEHAVIOUR_STD`; drawn from the streams ``[seed, 7]`` (items) and ``[seed, 8]`` (tags)."""
+    columns: dict[str, Any] = {}
+    logit = np.zeros(num_rows)
+    if options.num_items:
+        rng = np.random.default_rng([seed, 7])
+        item, history, match = _history(rng, num_rows, options.num_items, options.max_history)
+        effect = rng.normal(0, 1, size=options.num_items)
+        columns["item"], columns["history"] = item, _listed(history)
+        logit += _rescale(effect[item], BEHAVIOUR_STD["item"], stats, "item")
+        strong = np.maximum(match - STRONG_MATCH, 0.0)
+        strong -= _fitted(stats, "history_mean", strong.mean)  # centred: the bias's bisection stays within ±10
+        logit += _rescale(strong, BEHAVIOUR_STD["history"], stats, "history")
+    if options.num_tags:
+        rng = np.random.default_rng([seed, 8])
+        ids = _zipf_ids(rng, options.num_tags, 1.1, num_rows * options.max_tags).reshape(num_rows, -1)
+        tags = np.where(
+            np.arange(options.max_tags) < rng.integers(0, options.max_tags + 1, size=(num_rows, 1)), ids, -1
+        )
+        effect = rng.normal(0, 1, size=options.num_tags)
+        pooled = (effect[tags] * (tags >= 0)).sum(1) / np.maximum((tags >= 0).sum(1), 1)
+        columns["tags"] = _listed(tags)
+        logit += _rescale(pooled, BEHAVIOUR_STD["tags"], stats, "tags")
+    return columns, (logit if columns else None)
+
+
 @functools.lru_cache(maxsize=1)
-def generate_clicks(num_rows: int, seed: int, positive_rate: float = 0.25) -> tuple[pa.Table, dict[str, np.ndarray]]:
-    """Draw ``num_rows`` rows; return the table (``I1..I13, C1..C26, label, session, conversion, value, action,
-    teacher, weight``) and the true ``(N,)`` probabilities of the binary labels: ``{"label": p, "conversion": p·q}``.
+def generate_clicks(
+    num_rows: int, seed: int, positive_rate: float = 0.25, behaviour: Behaviour = Behaviour()
+) -> tuple[pa.Table, dict[str, np.ndarray]]:
+    """Draw ``num_rows`` rows; return the table (``I1..I13, C1..C26``, the columns of ``behaviour`` if any: ``item,
+    history, tags``, then ``label, session, conversion, value, action, teacher, weight``) and the true ``(N,)``
+    probabilities of the binary labels: ``{"label": p, "conversion": p·q}``.
 
     Every statistic (block scales, bias) is that of these rows; :class:`ClickModel` draws rows in chunks instead.
     The last result is kept (a pure function of its arguments): the jobs of a sweep, which Hydra runs one after
@@ -165,12 +286,14 @@ def generate_clicks(num_rows: int, seed: int, positive_rate: float = 0.25) -> tu
     dense = _counts(raw)
     stats: dict[str, Any] = {}  # every statistic from these rows
     z = _standardized(dense, stats)
-    logit = Effects.draw(rng, vocab).logit(z, cat, positive_rate, stats)
+    behaviour_columns, behaviour_logit = _behaviour(seed, num_rows, behaviour, stats)
+    logit = Effects.draw(rng, vocab).logit(z, cat, positive_rate, stats, behaviour_logit)
     p = _sigmoid(logit)
     label = (rng.random(num_rows) < p).astype(np.float32)
 
-    columns: dict[str, np.ndarray] = {f"I{j + 1}": dense[:, j] for j in range(NUM_DENSE)}
+    columns: dict[str, Any] = {f"I{j + 1}": dense[:, j] for j in range(NUM_DENSE)}
     columns.update({f"C{f + 1}": cat[:, f] for f in range(NUM_CATEGORICAL)})
+    columns.update(behaviour_columns)
     columns["label"] = label
     columns["session"] = _sessions(np.random.default_rng([seed, 1]), num_rows)
     # drawn from their own generator, so the click data stays the same as without them
@@ -297,6 +420,11 @@ class SyntheticCTRData(TabularData):
         num_rows: train + eval rows.
         eval_fraction: share of the rows in the eval split.
         positive_rate: mean click probability.
+        num_items: > 0: the columns ``item`` (a target item of ``num_items`` ids) and ``history`` (a list of up to
+            ``max_history`` items the user acted on), whose match enters the click probability (:class:`Behaviour`).
+        max_history: the most items of a ``history``.
+        num_tags: > 0: the column ``tags`` (a list of up to ``max_tags`` ids of ``num_tags``, a pooled effect).
+        max_tags: the most ids of a ``tags`` cell.
         **kwargs: see :class:`TabularData` (``seed`` also seeds the generator).
     """
 
@@ -307,6 +435,10 @@ class SyntheticCTRData(TabularData):
         num_rows: Annotated[int, Ge(100)] = 500_000,
         eval_fraction: Probability = 0.1,
         positive_rate: Probability = 0.25,
+        num_items: Annotated[int, Ge(0)] = 0,
+        max_history: PositiveInt = 30,
+        num_tags: Annotated[int, Ge(0)] = 0,
+        max_tags: PositiveInt = 5,
         **kwargs: Any,
     ) -> None:
         spec = FeatureSpec.from_config(features)
@@ -315,9 +447,12 @@ class SyntheticCTRData(TabularData):
             spec = dataclasses.replace(spec, oracle=known)
         super().__init__(spec, **kwargs)
         self.num_rows, self.eval_fraction, self.positive_rate = num_rows, eval_fraction, positive_rate
+        if 0 < num_items < ITEMS_PER_INTEREST:
+            raise ValueError(f"num_items={num_items}: 0 (no item columns) or at least {ITEMS_PER_INTEREST}")
+        self.behaviour = Behaviour(num_items, max_history, num_tags, max_tags)
 
     def read_splits(self) -> tuple[tuple[pa.Table, str], tuple[pa.Table, str]]:
-        table, p = generate_clicks(self.num_rows, self.seed, self.positive_rate)
+        table, p = generate_clicks(self.num_rows, self.seed, self.positive_rate, self.behaviour)
         for label, probs in p.items():
             table = table.append_column(PROBABILITY_COLUMNS[label], pa.array(probs))
         num_eval = max(1, int(round(self.num_rows * self.eval_fraction)))

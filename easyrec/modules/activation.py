@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 Activation = Literal["relu", "prelu", "dice"]
@@ -21,7 +22,7 @@ class Dice(nn.Module):
 
     Args:
         num_features: H, the units.
-        eps: added to the variance (1e-8, as the paper).
+        eps: added to the variance (> 0; 1e-8, as the paper).
         momentum: weight of a batch in the running averages.
 
     Example::
@@ -40,14 +41,17 @@ class Dice(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``(..., H) -> (..., H)``."""
         rows = x.reshape(-1, x.shape[-1])
-        if self.training and rows.shape[0] > 1:
-            mean, var = rows.mean(0), rows.var(0, unbiased=False)
-            with torch.no_grad():
-                self.running_mean.lerp_(mean.float(), self.momentum)
-                self.running_var.lerp_(rows.var(0).float(), self.momentum)
-        else:
-            mean, var = self.running_mean, self.running_var
-        p = torch.sigmoid((x - mean) * torch.rsqrt(var + self.eps))
+        # batch norm without scale and shift is (s - E[s]) / sqrt(Var[s] + eps), its running averages kept alike;
+        # one fused kernel (a mean and two variances per unit took a fifth of DIN's step on the CPU)
+        normed = F.batch_norm(
+            rows,
+            self.running_mean,
+            self.running_var,
+            training=self.training and rows.shape[0] > 1,
+            momentum=self.momentum,
+            eps=self.eps,
+        )
+        p = torch.sigmoid(normed).view_as(x)
         return x * (p + (1 - p) * self.alpha)
 
 

@@ -171,7 +171,7 @@ def test_models_of_one_width_refuse_a_feature_of_another_in_one_line(model, inpu
 
 
 def test_dice_by_hand_in_training_and_with_its_running_statistics():
-    dice = Dice(2, eps=0.0)
+    dice = Dice(2, eps=1e-12)
     with torch.no_grad():
         dice.alpha.copy_(torch.tensor([0.5, 0.0]))
     x = torch.tensor([[1.0, 2.0], [3.0, 6.0]])  # mean (2, 4), variance (1, 4): normalised ±1

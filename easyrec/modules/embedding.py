@@ -98,9 +98,11 @@ class FieldEmbedding(LookupPenalty):
         self.reset_parameters()
 
     @classmethod
-    def of_fields(cls, inputs: InputSpec, dim: int, sparse: bool = False, l2: float = 0.0) -> FieldEmbedding:
+    def of_fields(
+        cls, inputs: InputSpec, dim: int, sparse: bool = False, l2: float = 0.0, init_std: float = 1e-4
+    ) -> FieldEmbedding:
         """The table of every categorical field of ``inputs`` (their cardinalities and names), ``dim`` wide."""
-        return cls(inputs.cardinalities, dim, sparse=sparse, l2=l2, names=inputs.categorical_names)
+        return cls(inputs.cardinalities, dim, sparse=sparse, init_std=init_std, l2=l2, names=inputs.categorical_names)
 
     def reset_parameters(self) -> None:
         """Draw the table's initial rows (normal with ``init_std``, or zeros)."""

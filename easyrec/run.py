@@ -164,6 +164,8 @@ def train(
         grown = state if tuned_run else start
         data.setup(keep_encoding=grown["data"]["encoder"] if grown else None)
         check_labels(data, loss)
+        if distributed.sharded:
+            distributed.check_inputs(data.input_spec)
         if memory_check:
             check_memory(cfg, data, loss, distributed, trainer_options.get("device", "auto"))
 

@@ -100,6 +100,7 @@ def write_export(saved: Any, directory: Path) -> dict[str, Any]:
         "dense": list(saved.source.spec.dense_names),
         "int_ids": list(module.int_names),
         "string_ids": list(module.str_names),
+        "lists": dict(zip(module.list_names, module.list_separators, strict=True)),
         "outputs": outputs,
         "easyrec_version": easyrec.__version__,
         "checkpoint": str(saved.path),
@@ -107,7 +108,7 @@ def write_export(saved: Any, directory: Path) -> dict[str, Any]:
         "run_id": saved.run_id,
     }
     (directory / "signature.json").write_text(json.dumps(signature, indent=2) + "\n")
-    save_pyfunc(directory, *input_example(module, signature, saved.encoder.state_dict()))
+    save_pyfunc(directory, *input_example(module, signature, saved.encoder.state_dict()), list(signature["lists"]))
     return signature
 
 
@@ -117,11 +118,12 @@ def check_against_the_model(saved: Any, module: Any, width: int) -> None:
     import torch
 
     from easyrec.errors import CheckpointError
+    from easyrec.export.serving import traced_inputs
 
     probe = saved.probe(5)
     expected = torch.cat([s.reshape(5, -1).float() for s in saved.predict(probe)], 1)
     with torch.no_grad():
-        got = module.predictions(*probe.inputs)
+        got = module.predictions(*traced_inputs(probe))
     if got.shape != (5, width) or not torch.allclose(got, expected, atol=1e-6, rtol=0):
         raise CheckpointError(
             f"{saved.path}: its model does not export to TorchScript faithfully (traced outputs differ)"
@@ -139,22 +141,25 @@ def input_example(module: Any, signature: dict[str, Any], encoding: dict[str, An
         seen = list(encoding["vocabularies"].get(name) or range(1, rows + 1))
         return [seen[row % len(seen)] for row in range(rows)]
 
+    lists = signature["lists"]
     frame = pandas.DataFrame(
         {name: [float(row) for row in range(rows)] for name in signature["dense"]}
         | {name: [int(value) for value in first_ids(name)] for name in signature["int_ids"]}
         | {name: [str(value) for value in first_ids(name)] for name in signature["string_ids"]}
+        | {name: [f"{value}{separator}{value}" for value in first_ids(name)] for name, separator in lists.items()}
     )
     dense = torch.tensor(frame[signature["dense"]].to_numpy(numpy.float64).reshape(rows, -1))
     int_ids = torch.tensor(frame[signature["int_ids"]].to_numpy(numpy.int64).reshape(rows, -1))
+    cells = [frame[name].tolist() for name in lists] if lists else None
     with torch.no_grad():
-        scores = module(dense, int_ids, [frame[name].tolist() for name in signature["string_ids"]])
+        scores = module(dense, int_ids, [frame[name].tolist() for name in signature["string_ids"]], cells)
     return frame, pandas.DataFrame(scores.numpy(), columns=signature["outputs"])
 
 
-def save_pyfunc(directory: Path, example: Any, predictions: Any) -> None:
+def save_pyfunc(directory: Path, example: Any, predictions: Any, lists: Sequence[str] = ()) -> None:
     """``directory/mlflow_model``: the standalone pyfunc file as the model's code, model.pt and signature.json as its
     artifacts; its signature inferred from the DataFrames ``example`` (the input example, kept with the model) and
-    ``predictions``."""
+    ``predictions`` (the list columns ``lists`` of any type: lists of ids, or strings of them)."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow.pyfunc
@@ -174,15 +179,16 @@ def save_pyfunc(directory: Path, example: Any, predictions: Any) -> None:
         python_model=str(code),
         artifacts={"model": str(directory / "model.pt"), "signature": str(directory / "signature.json")},
         pip_requirements=requirements,
-        signature=model_signature(example, predictions),
+        signature=model_signature(example, predictions, lists),
         input_example=example,
     )
 
 
-def model_signature(example: Any, predictions: Any) -> Any:
+def model_signature(example: Any, predictions: Any, lists: Sequence[str] = ()) -> Any:
     """MLflow's signature of the pyfunc model: the columns of ``example`` and ``predictions``, inferred; id columns
     read as text stay ``string``, numeric inputs take ``any`` type (MLflow's ``long`` refuses an empty cell, its
-    ``double`` an int64 column and rounds ids above 2**53; the model reads any number, NaN or None as empty)."""
+    ``double`` an int64 column and rounds ids above 2**53; the model reads any number, NaN or None as empty), and
+    so do the list columns ``lists`` (a cell is a list of ids or a string of them)."""
     import warnings
 
     from mlflow.models import ModelSignature, infer_signature
@@ -191,7 +197,10 @@ def model_signature(example: Any, predictions: Any) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # MLflow's hint on integer columns: they become "any" here
         inferred = infer_signature(example, predictions)
-    columns = [c if c.type == DataType.string else ColSpec(AnyType(), c.name) for c in inferred.inputs.inputs]
+    columns = [
+        c if c.type == DataType.string and c.name not in lists else ColSpec(AnyType(), c.name)
+        for c in inferred.inputs.inputs
+    ]
     return ModelSignature(Schema(columns), inferred.outputs)
 
 

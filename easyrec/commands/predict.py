@@ -153,7 +153,7 @@ def prediction_names(saved: Any) -> list[str]:
 def as_batch(encoded: Any) -> Any:
     from easyrec.data.batches import Batch
 
-    return Batch(encoded.dense, encoded.sparse, None)
+    return Batch(encoded.dense, encoded.sparse, None, lists=encoded.lists)
 
 
 def csv_options(saved: Any, path: Path, delimiter: str | None) -> tuple[str, bool | list[str]]:

@@ -228,7 +228,7 @@ def read_manifest(entry: Path, key: str) -> dict[str, Any]:
 def read_encoder(entry: Path, manifest: Mapping[str, Any], spec: FeatureSpec) -> dict[str, Any]:
     """The encoder state of an entry (vocabularies as Arrow arrays that map its files); :class:`BadEntry` unless
     its vocabularies are those of ``spec``."""
-    vocabulary_names = [name for group in spec.categorical if group.encoding == "vocab" for name in group.names]
+    vocabulary_names = spec.vocabulary_names
     if sorted(manifest["vocabularies"]) != sorted(vocabulary_names):
         raise BadEntry(f"vocabularies of {manifest['vocabularies']}, the spec has {vocabulary_names}")
     vocabularies = {

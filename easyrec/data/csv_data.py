@@ -38,9 +38,10 @@ def csv_header(path: str | Path, delimiter: str, filesystem: pafs.FileSystem | N
 
 def csv_column_types(spec: FeatureSpec, columns: list[str]) -> dict[str, pa.DataType]:
     """How ``columns`` of the spec are read: dense, label and weight as float64, ids as strings (so that an id
-    such as ``007`` keeps its text and encodes the same in training and prediction)."""
+    such as ``007`` keeps its text and encodes the same in training and prediction), and so the cells of
+    multi-value and sequence columns (ids joined by their separator)."""
     types = {name: pa.float64() for name in columns}
-    types.update({name: pa.string() for name in spec.categorical_names if name in types})
+    types.update({name: pa.string() for name in spec.categorical_names + spec.list_names if name in types})
     return types
 
 

@@ -171,6 +171,12 @@ class FeatureSpec:
                 f"oracle: {strangers[0]!r} is not a label column (the labels: {', '.join(self.label_names)}); "
                 "map each label column to the column of its true probabilities"
             )
+        seen: dict[str, str] = {}
+        for key, names in self._feature_groups():
+            for name in names:
+                if name in seen:
+                    raise ValueError(f"{key}.names: {name!r} is also in {seen[name]}.names: a column is one feature")
+                seen[name] = key
         for kind, groups in (("multi_value", self.multi_value), ("sequence", self.sequence)):
             for index, group in enumerate(groups):
                 shared = group.embedding_name
@@ -197,6 +203,11 @@ class FeatureSpec:
             oracle=dict(spec.get("oracle") or {}),
         )
 
+    def _feature_groups(self) -> list[tuple[str, list[str]]]:
+        """``(key, names)`` of every group of feature columns, by its key under ``data.features``."""
+        kinds = ("dense", "categorical", "multi_value", "sequence")
+        return [(f"{kind}.{i}", group.names) for kind in kinds for i, group in enumerate(getattr(self, kind))]
+
     @property
     def dense_names(self) -> list[str]:
         return [name for group in self.dense for name in group.names]
@@ -209,6 +220,28 @@ class FeatureSpec:
     def list_groups(self) -> list[tuple[str, ListFeatures]]:
         """``(kind, group)`` of every list group: the multi-value groups, then the sequence groups."""
         return [("multi_value", g) for g in self.multi_value] + [("sequence", g) for g in self.sequence]
+
+    @property
+    def list_columns(self) -> list[tuple[str, ListFeatures, str]]:
+        """``(key, group, name)`` of every list column in the order of :attr:`list_names`; ``key`` is its group's
+        under ``data.features`` (``sequence.0``)."""
+        kinds = ("multi_value", "sequence")
+        return [(f"{k}.{i}", g, name) for k in kinds for i, g in enumerate(getattr(self, k)) for name in g.names]
+
+    @property
+    def id_groups(self) -> list[CategoricalFeatures]:
+        """The encodings of the columns with a table of their own: the categorical groups, then the list groups
+        without ``embedding_name`` (as categorical groups)."""
+        return self.categorical + [g.as_categorical() for _, g in self.list_groups if g.embedding_name is None]
+
+    @property
+    def vocabulary_names(self) -> list[str]:
+        """The columns with a vocabulary of their own (``encoding: vocab``): an encoder's ``vocabularies``."""
+        return [name for group in self.id_groups if group.encoding == "vocab" for name in group.names]
+
+    def categorical_group(self, name: str) -> CategoricalFeatures:
+        """The categorical group of column ``name``."""
+        return next(group for group in self.categorical if name in group.names)
 
     @property
     def list_names(self) -> list[str]:
@@ -296,6 +329,13 @@ class InputSpec:
         return len(self.categorical_names)
 
     @property
+    def described(self) -> str:
+        """The inputs in words, for the log: ``13 dense + 26 categorical features`` (``+ 2 list`` before
+        ``features`` with multi-value or sequence features)."""
+        lists = f" + {len(self.lists)} list" if self.lists else ""
+        return f"{self.num_dense} dense + {self.num_fields} categorical{lists} features"
+
+    @property
     def list_width(self) -> int:
         """ΣL: the columns of ``lists`` (0 without list features)."""
         return sum(field.max_length for field in self.lists)
@@ -341,24 +381,30 @@ class FitStatistics:
 
     Attributes:
         rows: the rows seen.
-        counts: vocabulary column -> tables of ``value``, ``count`` (one per part until merged: :meth:`compact`).
+        counts: vocabulary column -> tables of ``value``, ``count`` (one per part until merged: :meth:`compact`); a
+            categorical column's counts include the ids of the list columns that share its table.
         moments: standardized dense column -> the moments of its filled, transformed values.
-        kinds: categorical column -> ``(kind of its ids, the source that showed it first)``.
+        kinds: categorical or list column -> ``(kind of its ids, the source that showed it first)``.
+        separated: the list columns of strings with a cell that holds their separator.
+        unseparated: list column of strings -> ``(a cell of it with an id, its source)``: a separator that occurs in
+            no cell of the training split is an error (:meth:`FeatureEncoder.fit`).
     """
 
     rows: int = 0
     counts: dict[str, list[pa.Table]] = field(default_factory=dict)
     moments: dict[str, Moments] = field(default_factory=dict)
     kinds: dict[str, tuple[str, str]] = field(default_factory=dict)
+    separated: set[str] = field(default_factory=set)
+    unseparated: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def add_kinds(self, table: pa.Table, names: Sequence[str], source: str) -> None:
         """The kinds of the columns ``names`` of ``table`` (from ``source``) that it has; a column of type null (no
         id at all) shows none."""
         for name in names:
             if name in table.schema.names and not pa.types.is_null(table.schema.field(name).type):
-                self._add_kind(name, raw_kind(table.schema.field(name).type), source)
+                self.add_kind(name, raw_kind(table.schema.field(name).type), source)
 
-    def _add_kind(self, name: str, kind: str, source: str) -> None:
+    def add_kind(self, name: str, kind: str, source: str) -> None:
         first, first_source = self.kinds.setdefault(name, (kind, source))
         if kind != first:
             raise DataError(
@@ -370,7 +416,10 @@ class FitStatistics:
         """Add ``other``'s statistics (of other rows) to these."""
         self.rows += other.rows
         for name, (kind, source) in other.kinds.items():
-            self._add_kind(name, kind, source)
+            self.add_kind(name, kind, source)
+        self.separated |= other.separated
+        for name, example in other.unseparated.items():
+            self.unseparated.setdefault(name, example)
         for name, moments in other.moments.items():
             self.moments[name] = self.moments.get(name, Moments()).merge(moments)
         for name, tables in other.counts.items():
@@ -443,7 +492,7 @@ class FeatureEncoder:
         table in logs), in one pass that never holds the table: each piece's statistics are computed batch by batch
         on ``threads`` threads and merged as they arrive, so memory grows with the distinct ids, not the rows.
         Only the columns that need statistics are read; with none (``encoding: hash``, no standardized group or
-        all its statistics kept) there is no pass.
+        all its statistics kept, no multi-value or sequence column) there is no pass.
         ``progress``: a bar on stderr while it runs (where stderr is a terminal).
 
         Returns the rows of each piece, counted in the pass (without a pass: those the pieces know).
@@ -481,7 +530,10 @@ class FeatureEncoder:
         """The columns whose statistics a fit needs: the vocabulary columns (a kept vocabulary grows by the new
         ids) and the standardized dense columns that ``keep`` has nothing for."""
         dense = [n for g in self.spec.dense if g.standardize for n in g.names if n not in keep["mean"]]
-        return dense + [n for g in self.spec.categorical if g.encoding == "vocab" for n in g.names]
+        # the list columns always: their separator and the type of their ids are checked
+        return (
+            dense + [n for g in self.spec.categorical if g.encoding == "vocab" for n in g.names] + self.spec.list_names
+        )
 
     def statistics(self, table: pa.Table, source: str, keep: Mapping[str, Any], first_row: int = 0) -> FitStatistics:
         """The statistics of ``table`` (whose first row is row ``first_row + 1`` of ``source``) for the columns
@@ -497,10 +549,46 @@ class FeatureEncoder:
                 ids = table[name].drop_null()
                 if pa.types.is_dictionary(ids.type):  # the pieces' dictionaries differ: count the ids themselves
                     ids = ids.cast(ids.type.value_type)
-                counts = pc.value_counts(ids)
-                statistics.counts[name] = [pa.table({"value": counts.field("values"), "count": counts.field("counts")})]
+                statistics.counts[name] = [id_counts(ids)]
         statistics.add_kinds(table, self.spec.categorical_names, source)
+        for key, group, name in self.spec.list_columns:
+            self._list_statistics(statistics, table, key, group, name, source)
         return statistics
+
+    def _list_statistics(
+        self,
+        statistics: FitStatistics,
+        table: pa.Table,
+        key: str,
+        group: ListFeatures,
+        name: str,
+        source: str,
+    ) -> None:
+        """Add to ``statistics`` the kind of the ids of list column ``name`` (of group ``key``), whether its
+        separator occurs, and the counts of the ids it encodes, into its own vocabulary or that of the categorical
+        feature it shares (``embedding_name``)."""
+        column = table[name]
+        if is_text(column.type):
+            cells = pc.drop_null(column)
+            if pc.any(pc.match_substring(cells, group.separator)).as_py():
+                statistics.separated.add(name)
+            else:
+                filled = pc.filter(cells, pc.greater(pc.utf8_length(cells), 0))
+                if len(filled):
+                    statistics.unseparated.setdefault(name, (filled[0].as_py(), source))
+        ids, _, _ = list_ids(
+            column, group.separator, group.max_length, f"{source}: column '{name}' (data.features.{key})"
+        )
+        if pa.types.is_null(ids.type):
+            return
+        statistics.add_kind(name, raw_kind(ids.type), source)
+        target = group.embedding_name or name
+        if target not in self.spec.vocabulary_names:
+            return
+        if group.embedding_name and target in table.column_names and not pa.types.is_null(table[target].type):
+            ids = as_kind(ids, raw_kind(table[target].type), name, target, source)
+        if len(ids):
+            statistics.counts.setdefault(target, []).append(id_counts(ids))
 
     def _pass(
         self,
@@ -556,11 +644,18 @@ class FeatureEncoder:
                 self.mean[name] = moments.mean if moments.count else 0.0
                 std = math.sqrt(moments.m2 / moments.count) if moments.count else 1.0
                 self.std[name] = std if std > 1e-12 else 1.0
-        for name in self.spec.categorical_names:
+        for key, group, name in self.spec.list_columns:
+            if name in statistics.unseparated and name not in statistics.separated:
+                cell, source = statistics.unseparated[name]
+                raise DataError(
+                    f"data.features.{key}.separator: {group.separator!r} occurs in no cell of column '{name}' of "
+                    f"{source} (such as {cell!r}): set the separator that joins its ids"
+                )
+        for name in self.spec.categorical_names + self.spec.list_names:
             # a column with no ids at all (type null) is taken as text, as raw_kind says
             self.kinds[name] = statistics.kinds[name][0] if name in statistics.kinds else raw_kind(pa.null())
         grown = {}
-        for group in self.spec.categorical:
+        for group in self.spec.id_groups:
             if group.encoding == "vocab":
                 for name in group.names:
                     counts = statistics.merged_counts(name)
@@ -594,7 +689,9 @@ class FeatureEncoder:
                 table = group.embedding_name
                 cardinality = rows[table] if table else self._rows(name, group.as_categorical())
                 lists.append(
-                    ListField(name, kind, group.max_length, group.combiner, start, cardinality, table, group.embedding_dim)
+                    ListField(
+                        name, kind, group.max_length, group.combiner, start, cardinality, table, group.embedding_dim
+                    )
                 )
                 start += group.max_length
         names = tuple(self.spec.categorical_names)
@@ -640,8 +737,9 @@ class FeatureEncoder:
                 else:
                     sparse[:, column] = hash_buckets(table[name], int(group.num_buckets))
                 column += 1
+        lists = torch.from_numpy(self._lists(table, source)) if self.spec.list_groups else None
         if not labels:
-            return EncodedSplit(torch.from_numpy(dense), torch.from_numpy(sparse), None, None, source)
+            return EncodedSplit(torch.from_numpy(dense), torch.from_numpy(sparse), None, None, source, lists=lists)
         values = np.stack(
             [numeric_column(table, name, source, None, first_row) for name in self.spec.label_names], axis=1
         )
@@ -660,7 +758,29 @@ class FeatureEncoder:
             source=source,
             sessions=sessions,
             oracle=oracle,
+            lists=lists,
         )
+
+    def _lists(self, table: pa.Table, source: str) -> np.ndarray:
+        """``(N, ΣL) int32``: the rows of the first ``max_length`` ids of each list column of ``table`` in its block
+        of columns, -1 after its last id (see :class:`InputSpec`)."""
+        lists = np.full((table.num_rows, self.spec.list_width), -1, dtype=np.int32)
+        start = 0
+        for key, group, name in self.spec.list_columns:
+            where = f"{source}: column '{name}' (data.features.{key})"
+            ids, rows, positions = list_ids(table[name], group.separator, group.max_length, where)
+            if group.embedding_name:
+                target, encoding = group.embedding_name, self.spec.categorical_group(group.embedding_name)
+            else:
+                target, encoding = name, group.as_categorical()
+            ids = as_kind(ids, self.kinds[target], name, target, source)  # Parquet lists, CSV text: one encoding
+            if encoding.encoding == "vocab":
+                encoded = lookup(ids, self.vocabularies[target], source, name)
+            else:
+                encoded = hash_buckets(ids, int(encoding.num_buckets))
+            lists[rows, start + positions] = encoded
+            start += group.max_length
+        return lists
 
     def _transformed(
         self,
@@ -715,7 +835,7 @@ class FeatureEncoder:
         self.mean, self.std = dict(state["mean"]), dict(state["std"])
         # checkpoints written before kinds were recorded: a vocabulary's ids tell; hashed ids were most likely text
         kinds = dict(state.get("kinds") or {})
-        for name in self.spec.categorical_names:
+        for name in self.spec.categorical_names + self.spec.list_names:
             if name not in kinds:
                 vocabulary = self.vocabularies.get(name)
                 integer = vocabulary is not None and pa.types.is_integer(vocabulary.type)
@@ -738,6 +858,72 @@ def _label_config(label: str | list[str]) -> str | list[str]:
 def raw_kind(data_type: pa.DataType) -> str:
     """How ids of an arrow type are encoded: ``"int"`` (splitmix64, integer vocabularies) or ``"string"``."""
     return "int" if pa.types.is_integer(data_type) else "string"
+
+
+def is_text(data_type: pa.DataType) -> bool:
+    return pa.types.is_string(data_type) or pa.types.is_large_string(data_type)
+
+
+def list_ids(
+    column: pa.ChunkedArray | pa.Array, separator: str, max_length: int, where: str
+) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """The first ``max_length`` ids of each cell of a list column (lists of ids, or strings of ids joined by
+    ``separator``; empty cells, null and empty ids have none): ``(ids (K,), rows (K,) int64, positions (K,) int64)``,
+    each id with its row and its place in the row's list, rows ascending. ``where`` names the column in errors."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_null(column.type):
+        return pa.array([], pa.null()), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if is_text(column.type):
+        column = pc.split_pattern(column, separator)
+    elif not (
+        pa.types.is_list(column.type) or pa.types.is_large_list(column.type) or pa.types.is_fixed_size_list(column.type)
+    ):
+        raise DataError(
+            f"{where}: holds {column.type} values, not lists of ids nor strings of ids joined by {separator!r}"
+        )
+    if pa.types.is_fixed_size_list(column.type):
+        column = column.cast(pa.list_(column.type.value_type))
+    ids, rows = pc.list_flatten(column), pc.list_parent_indices(column).to_numpy().astype(np.int64)
+    element = ids.type
+    if not (pa.types.is_integer(element) or is_text(element) or pa.types.is_null(element)):
+        raise DataError(f"{where}: holds lists of {element}, not of ids (integers or strings)")
+    absent = pc.is_null(ids)
+    if is_text(element):
+        absent = pc.or_(absent, pc.equal(pc.utf8_length(ids), 0))
+    if pc.any(absent).as_py() or column.null_count:  # each row's first id is not where the offsets say: count
+        present = pc.invert(absent)
+        ids, rows = ids.filter(present), rows[present.to_numpy(zero_copy_only=False)]
+        counts = np.bincount(rows, minlength=len(column))
+        starts = np.cumsum(counts) - counts
+    else:
+        offsets = column.offsets.to_numpy()
+        starts = offsets[:-1] - offsets[0]
+    positions = np.arange(len(rows)) - starts[rows]
+    if len(positions) and positions.max() >= max_length:
+        kept = positions < max_length
+        ids, rows, positions = ids.filter(pa.array(kept)), rows[kept], positions[kept]
+    return ids, rows, positions
+
+
+def as_kind(ids: pa.Array, kind: str, name: str, target: str, source: str) -> pa.Array:
+    """The ids of list column ``name`` as ids of ``kind`` (``int`` or ``string``): that of the ids ``target`` was
+    fitted on (``name`` itself, or the categorical column whose table it shares), so that an id encodes the same
+    whether it comes as text or as an integer."""
+    if pa.types.is_null(ids.type) or raw_kind(ids.type) == kind:
+        return ids
+    try:
+        return ids.cast(pa.int64() if kind == "int" else pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise DataError(
+            f"{source}: column '{name}' holds {ids.type} ids that are not {kind} ids, as those of '{target}' are"
+        ) from None
+
+
+def id_counts(ids: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """The distinct ``value`` of ``ids`` (no nulls) and the ``count`` of each."""
+    counts = pc.value_counts(ids)
+    return pa.table({"value": counts.field("values"), "count": counts.field("counts")})
 
 
 def require_columns(table: pa.Table, columns: list[str], source: str) -> None:

@@ -236,9 +236,10 @@ class FileData(TabularData):
         return streams
 
     def encoded_row_bytes(self) -> int:
-        """Bytes of one encoded row: dense and labels float32, ids int32, a weight float32, a session int64."""
+        """Bytes of one encoded row: dense and labels float32, ids (and list ids) int32, a weight float32, a
+        session int64."""
         spec = self.spec
-        return 4 * (len(spec.dense_names) + len(spec.categorical_names) + len(spec.label_names)) + (
+        return 4 * (len(spec.dense_names) + len(spec.categorical_names) + spec.list_width + len(spec.label_names)) + (
             4 * bool(spec.weight) + 8 * bool(spec.session)
         )
 
@@ -275,14 +276,13 @@ class FileData(TabularData):
             self.shuffle_buffer,
         )
         log.info(
-            "data: streaming %s (%s), eval %s (%s), %s per loader worker window, %d dense + %d categorical features",
+            "data: streaming %s (%s), eval %s (%s), %s per loader worker window, %s",
             plural(len(pieces), "train piece"),
             train.describe(),
             plural(len(self.streamed.eval_pieces), "piece"),
             eval_.describe(),
             plural(self.shuffle_buffer, "row"),
-            self.input_spec.num_dense,
-            self.input_spec.num_fields,
+            self.input_spec.described,
         )
 
     def train_steps(

@@ -122,13 +122,12 @@ class TabularData:
     def log_splits(self) -> None:
         """Log the rows of both splits, where they come from and the model's inputs."""
         log.info(
-            "data: %s (%s), %s (%s), %d dense + %d categorical features, %s",
+            "data: %s (%s), %s (%s), %s, %s",
             plural(len(self.train), "train row"),
             self.train.source,
             plural(len(self.eval), "eval row"),
             self.eval.source,
-            self.input_spec.num_dense,
-            self.input_spec.num_fields,
+            self.input_spec.described,
             plural(sum(self.input_spec.cardinalities), "embedding row"),
         )
 

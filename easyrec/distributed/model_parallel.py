@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -24,6 +24,9 @@ from easyrec.config.arguments import NonNegativeInt, Positive, checked
 from easyrec.distributed.ddp import DDP, Backend
 from easyrec.distributed.single import Count
 from easyrec.errors import ConfigError
+
+if TYPE_CHECKING:
+    from easyrec.data.features import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +178,17 @@ class ModelParallel(DDP):
         self._replicated: list[str] = []
 
     # ------------------------------------------------------------------ sharding the model
+
+    def check_inputs(self, inputs: InputSpec) -> None:
+        """ConfigError, before any table is built, for data the sharded tables cannot take: multi-value and
+        sequence features (their lookups are pooled bags of the fused table, which the sharded collections do not
+        serve yet)."""
+        if inputs.lists:
+            first = inputs.lists[0]
+            raise ConfigError(
+                f"data.features.{first.kind}: distributed=model_parallel does not shard the tables of multi-value and "
+                f"sequence features yet ({first.name}); train them with distributed=ddp or without distributed"
+            )
 
     def shard(
         self, model: nn.Module, fused_params: Mapping[str, Any], seed: int, device: torch.device | None = None

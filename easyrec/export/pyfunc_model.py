@@ -8,6 +8,8 @@ Example::
 
     model = mlflow.pyfunc.load_model("runs:/<run id>/model")
     model.predict(pandas.DataFrame({"I1": [3.0], ..., "C1": ["68fd1e64"], ...}))  # columns "prediction", ...
+    # multi-value and sequence columns: lists of ids, or strings of ids joined by the feature's separator
+    model.predict(pandas.DataFrame({..., "genres": [["Action", "Comedy"]], "history": ["12|7|9"]}))
 """
 
 import json
@@ -38,6 +40,14 @@ def text_of(value: object) -> str:
     return str(value)
 
 
+def cell_text(value: object, separator: str) -> str:
+    """A cell of a multi-value or sequence column as the text a CSV file would hold: a list (or array) of ids
+    joined by ``separator``, a string as it is, ``""`` for an empty cell."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return separator.join(text_of(item) for item in value)
+    return text_of(value)
+
+
 class ExportedModel:
     """Loads ``model.pt`` and ``signature.json``; :meth:`predict` takes the raw columns by name."""
 
@@ -53,7 +63,8 @@ class ExportedModel:
             model_input = pd.DataFrame(model_input)
         signature = self.signature
         dense_names, int_names, str_names = signature["dense"], signature["int_ids"], signature["string_ids"]
-        needed = [*dense_names, *int_names, *str_names]
+        lists = signature.get("lists") or {}  # list column -> its separator (exports before lists have none)
+        needed = [*dense_names, *int_names, *str_names, *lists]
         missing = [name for name in needed if name not in model_input.columns]
         if missing:
             raise MissingColumnsError(
@@ -69,8 +80,11 @@ class ExportedModel:
             empty = column.isna().to_numpy()
             int_ids[:, j] = np.where(empty, INT_NULL, column.fillna(0).astype("int64").to_numpy())
         str_ids = [[text_of(value) for value in model_input[name].tolist()] for name in str_names]
+        cells = [
+            [cell_text(value, separator) for value in model_input[name].tolist()] for name, separator in lists.items()
+        ]
         with torch.no_grad():
-            scores = self.module(torch.from_numpy(dense), torch.from_numpy(int_ids), str_ids)
+            scores = self.module(torch.from_numpy(dense), torch.from_numpy(int_ids), str_ids, cells if lists else None)
         return pd.DataFrame(scores.numpy(), columns=signature["outputs"], index=model_input.index)
 
 

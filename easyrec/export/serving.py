@@ -6,7 +6,7 @@ Example::
 
     serving = build_serving_module(SavedRun.load("outputs/ctr-1"))
     torch.jit.save(serving, "model.pt")
-    # anywhere: torch.jit.load("model.pt")(dense, int_ids, str_ids) -> (B, K) predictions
+    # anywhere: torch.jit.load("model.pt")(dense, int_ids, str_ids, list_cells) -> (B, K) predictions
 """
 
 # No `from __future__ import annotations`: TorchScript reads the annotations of ServingModule as types.
@@ -86,15 +86,16 @@ def fnv1a64(strings: list[str]) -> Tensor:
 
 
 class Predictions(nn.Module):
-    """The model and its heads' scores: ``dense (B, D) float32, sparse (B, F) int32 -> (B, K) float32``, one
-    column per prediction (as ``easyrec predict`` writes them)."""
+    """The model and its heads' scores: ``dense (B, D) float32, sparse (B, F) int32, lists (B, ΣL) int32 -> (B, K)
+    float32``, one column per prediction (as ``easyrec predict`` writes them); without list features
+    (``with_lists=False``) ``lists`` is ``(B, 0)`` and the model is called without it."""
 
-    def __init__(self, model: nn.Module, heads: list[Any]) -> None:
+    def __init__(self, model: nn.Module, heads: list[Any], with_lists: bool = False) -> None:
         super().__init__()
-        self.model, self.heads = model, heads
+        self.model, self.heads, self.with_lists = model, heads, with_lists
 
-    def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
-        outputs = self.model(dense, sparse).float()
+    def forward(self, dense: Tensor, sparse: Tensor, lists: Tensor) -> Tensor:
+        outputs = (self.model(dense, sparse, lists) if self.with_lists else self.model(dense, sparse)).float()
         columns = [head.scores(head.outputs(outputs)).float() for head in self.heads]
         return torch.cat([c.unsqueeze(1) if c.dim() == 1 else c for c in columns], dim=1)
 
@@ -103,9 +104,15 @@ class ServingModule(nn.Module):
     """Raw feature values -> predictions; scriptable with :func:`torch.jit.script`, and its ``forward`` uses only
     torch.
 
+    The ids of every table (a categorical field's, or a list feature's own) are encoded by one of the ``int_*``
+    entries (raw ids read as integers) or ``str_*`` entries (as text): the first ones those of the categorical
+    fields, in ``int_fields`` and ``str_fields``' order, then those of the list features' own tables. A list feature
+    ``k`` reads the entry ``list_tables[k]`` (``list_int[k]``: of the ``int_*`` ones), that of the field whose table
+    it shares.
+
     Args:
-        predictions: ``(dense (B, D) float32, sparse (B, F) int32) -> (B, K)``, a TorchScript module (traced
-            :class:`Predictions`).
+        predictions: ``(dense (B, D) float32, sparse (B, F) int32[, lists (B, ΣL) int32]) -> (B, K)``, a
+            TorchScript module (traced :class:`Predictions`).
         encoder: the run's :meth:`~easyrec.data.features.FeatureEncoder.state_dict`.
         spec: the run's :class:`~easyrec.data.features.FeatureSpec`.
     """
@@ -125,6 +132,12 @@ class ServingModule(nn.Module):
     int_null: int
     int_names: list[str]
     str_names: list[str]
+    list_names: list[str]
+    list_int: list[bool]
+    list_tables: list[int]
+    list_separators: list[str]
+    list_lengths: list[int]
+    list_width: int
 
     def __init__(self, predictions: nn.Module, encoder: dict[str, Any], spec: Any) -> None:
         super().__init__()
@@ -146,37 +159,103 @@ class ServingModule(nn.Module):
         self.int_vocab_keys, self.int_vocab_rows = [], []
         self.str_fields, self.str_hashed, self.str_buckets, self.str_two64, self.str_vocabularies = [], [], [], [], []
         self.int_names, self.str_names = [], []
+        tables: dict[str, tuple[bool, int]] = {}  # column -> (an int_* entry?, which)
         field = 0
         for group in spec.categorical:
             for name in group.names:
-                hashed = group.encoding == "hash"
-                buckets = int(group.num_buckets) if hashed else 0
-                two64 = (1 << 64) % buckets if hashed else 0
-                vocabulary = [] if hashed else list(encoder["vocabularies"][name])
-                if encoder["kinds"][name] == "int":
-                    self.int_names.append(name)
-                    self.int_fields.append(field)
-                    self.int_hashed.append(hashed)
-                    self.int_buckets.append(buckets)
-                    self.int_two64.append(two64)
-                    keys = torch.tensor([int(v) for v in vocabulary], dtype=torch.int64)
-                    order = torch.argsort(keys)
-                    self.int_vocab_keys.append(keys[order])
-                    self.int_vocab_rows.append((order + 1).to(torch.int32))  # row = 1 + position in the vocabulary
-                else:
-                    self.str_names.append(name)
-                    self.str_fields.append(field)
-                    self.str_hashed.append(hashed)
-                    self.str_buckets.append(buckets)
-                    self.str_two64.append(two64)
-                    self.str_vocabularies.append({str(v): row + 1 for row, v in enumerate(vocabulary)})
+                tables[name] = self._add_table(group, encoder, name)
+                (self.int_fields if tables[name][0] else self.str_fields).append(field)
+                (self.int_names if tables[name][0] else self.str_names).append(name)
                 field += 1
         self.num_fields = field
         self.int_null = INT_NULL
+        self.list_names, self.list_int, self.list_tables, self.list_separators, self.list_lengths = [], [], [], [], []
+        for _, group, name in spec.list_columns:
+            shared = group.embedding_name
+            is_int, table = tables[shared] if shared else self._add_table(group.as_categorical(), encoder, name)
+            self.list_names.append(name)
+            self.list_int.append(is_int)
+            self.list_tables.append(table)
+            self.list_separators.append(group.separator)
+            self.list_lengths.append(group.max_length)
+        self.list_width = sum(self.list_lengths)
 
-    def forward(self, dense: Tensor, int_ids: Tensor, str_ids: list[list[str]]) -> Tensor:
+    def _add_table(self, group: Any, encoder: dict[str, Any], name: str) -> tuple[bool, int]:
+        """Add the encoding of column ``name`` of the categorical ``group``: ``(an int_* entry?, its index)``."""
+        hashed = group.encoding == "hash"
+        buckets = int(group.num_buckets) if hashed else 0
+        two64 = (1 << 64) % buckets if hashed else 0
+        vocabulary = [] if hashed else list(encoder["vocabularies"][name])
+        if encoder["kinds"][name] == "int":
+            self.int_hashed.append(hashed)
+            self.int_buckets.append(buckets)
+            self.int_two64.append(two64)
+            keys = torch.tensor([int(v) for v in vocabulary], dtype=torch.int64)
+            order = torch.argsort(keys)
+            self.int_vocab_keys.append(keys[order])
+            self.int_vocab_rows.append((order + 1).to(torch.int32))  # row = 1 + position in the vocabulary
+            return True, len(self.int_hashed) - 1
+        self.str_hashed.append(hashed)
+        self.str_buckets.append(buckets)
+        self.str_two64.append(two64)
+        self.str_vocabularies.append({str(v): row + 1 for row, v in enumerate(vocabulary)})
+        return False, len(self.str_hashed) - 1
+
+    def int_rows(self, j: int, ids: Tensor) -> Tensor:
+        """The rows of raw integer ids ``(N,) int64`` in the table of entry ``j``: ``(N,) int64``."""
+        if self.int_hashed[j]:
+            return unsigned_mod(splitmix64(ids), self.int_buckets[j], self.int_two64[j])
+        keys = self.int_vocab_keys[j]
+        if keys.numel() == 0:
+            return torch.zeros_like(ids)
+        at = torch.searchsorted(keys, ids).clamp_max(keys.numel() - 1)
+        return torch.where(keys[at] == ids, self.int_vocab_rows[j][at].to(torch.int64), 0)
+
+    def str_rows(self, j: int, ids: list[str]) -> Tensor:
+        """The rows of ``N`` raw text ids (``""``: empty, row 0) in the table of entry ``j``: ``(N,) int64``."""
+        if self.str_hashed[j]:
+            rows = unsigned_mod(fnv1a64(ids), self.str_buckets[j], self.str_two64[j])
+            empty = torch.tensor([len(text) == 0 for text in ids], dtype=torch.bool)
+            return torch.where(empty, 0, rows)
+        vocabulary = self.str_vocabularies[j]
+        return torch.tensor([vocabulary.get(text, 0) for text in ids], dtype=torch.int64)
+
+    def encode_lists(self, cells: list[list[str]]) -> Tensor:
+        """``cells``: for each list feature, its ``B`` cells as text (ids joined by its separator) -> ``lists (B,
+        ΣL) int32``: the rows of each cell's first ``max_length`` ids, -1 after them (as the encoder's)."""
+        batch = len(cells[0]) if len(cells) > 0 else 0
+        lists = torch.full((batch, self.list_width), -1, dtype=torch.int32)
+        start = 0
+        for k, column in enumerate(cells):
+            length = self.list_lengths[k]
+            tokens: list[str] = []
+            rows: list[int] = []
+            positions: list[int] = []
+            for row, cell in enumerate(column):
+                kept = 0
+                for token in cell.split(self.list_separators[k]):
+                    if len(token) > 0 and kept < length:  # empty ids are none, as the encoder's
+                        tokens.append(token)
+                        rows.append(row)
+                        positions.append(start + kept)
+                        kept += 1
+            if self.list_int[k]:
+                encoded = self.int_rows(self.list_tables[k], torch.tensor([int(t) for t in tokens], dtype=torch.int64))
+            else:
+                encoded = self.str_rows(self.list_tables[k], tokens)
+            lists[torch.tensor(rows, dtype=torch.int64), torch.tensor(positions, dtype=torch.int64)] = encoded.to(
+                torch.int32
+            )
+            start += length
+        return lists
+
+    def forward(
+        self, dense: Tensor, int_ids: Tensor, str_ids: list[list[str]], list_cells: list[list[str]] | None = None
+    ) -> Tensor:
         """``dense (B, D)`` raw values (NaN: empty), ``int_ids (B, F_int) int64`` raw ids (:data:`INT_NULL`: empty),
-        ``str_ids``: ``F_str`` lists of ``B`` raw ids (``""``: empty) -> ``(B, K)`` predictions."""
+        ``str_ids``: ``F_str`` lists of ``B`` raw ids (``""``: empty), ``list_cells``: for each list feature (in
+        ``list_names``' order), ``B`` cells of ids joined by its separator (required when it has some) -> ``(B, K)``
+        predictions."""
         batch = dense.shape[0]
         values = dense.to(torch.float32)  # the encoder reads numbers as float32, then transforms in float64
         values = torch.where(torch.isnan(values), self.fill.expand_as(values), values).to(torch.float64)
@@ -185,27 +264,14 @@ class ServingModule(nn.Module):
         sparse = torch.zeros(batch, self.num_fields, dtype=torch.int32)
         for j, field in enumerate(self.int_fields):
             ids = int_ids[:, j].to(torch.int64).contiguous()
-            empty = ids == self.int_null
-            if self.int_hashed[j]:
-                rows = unsigned_mod(splitmix64(ids), self.int_buckets[j], self.int_two64[j])
-            else:
-                keys = self.int_vocab_keys[j]
-                if keys.numel() == 0:
-                    rows = torch.zeros_like(ids)
-                else:
-                    at = torch.searchsorted(keys, ids).clamp_max(keys.numel() - 1)
-                    rows = torch.where(keys[at] == ids, self.int_vocab_rows[j][at].to(torch.int64), 0)
-            sparse[:, field] = torch.where(empty, 0, rows).to(torch.int32)
+            sparse[:, field] = torch.where(ids == self.int_null, 0, self.int_rows(j, ids)).to(torch.int32)
         for j, field in enumerate(self.str_fields):
-            ids = str_ids[j]
-            if self.str_hashed[j]:
-                rows = unsigned_mod(fnv1a64(ids), self.str_buckets[j], self.str_two64[j])
-                empty = torch.tensor([len(text) == 0 for text in ids], dtype=torch.bool)
-                sparse[:, field] = torch.where(empty, 0, rows).to(torch.int32)
-            else:
-                vocabulary = self.str_vocabularies[j]
-                sparse[:, field] = torch.tensor([vocabulary.get(text, 0) for text in ids], dtype=torch.int32)
-        return self.predictions(values, sparse)
+            sparse[:, field] = self.str_rows(j, str_ids[j]).to(torch.int32)
+        if len(self.list_names) == 0:
+            return self.predictions(values, sparse, torch.zeros(batch, 0, dtype=torch.int32))
+        if list_cells is None:
+            raise ValueError(f"the model reads list features: pass the cells of {', '.join(self.list_names)}")
+        return self.predictions(values, sparse, self.encode_lists(list_cells))
 
 
 def build_serving_module(saved: Any, example_rows: int = 8) -> torch.jit.ScriptModule:
@@ -215,10 +281,17 @@ def build_serving_module(saved: Any, example_rows: int = 8) -> torch.jit.ScriptM
     import warnings
 
     model = copy.deepcopy(saved.model).cpu().eval().requires_grad_(False)
-    predictions = Predictions(model, saved.heads).eval()
     probe = saved.probe(example_rows)
+    predictions = Predictions(model, saved.heads, with_lists=probe.lists is not None).eval()
     with torch.no_grad(), warnings.catch_warnings():
         # the models branch on the number of dense columns and outputs, fixed for a run: constants are right
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced = torch.jit.trace(predictions, probe.inputs, check_trace=False)
+        traced = torch.jit.trace(predictions, traced_inputs(probe), check_trace=False)
     return torch.jit.script(ServingModule(traced, saved.encoder.state_dict(), saved.source.spec).eval())
+
+
+def traced_inputs(batch: Any) -> tuple[Tensor, Tensor, Tensor]:
+    """What :class:`Predictions` takes for ``batch``: ``(dense, sparse, lists)``, ``lists`` ``(B, 0)`` without list
+    features."""
+    lists = batch.lists if batch.lists is not None else torch.zeros(len(batch), 0, dtype=torch.int32)
+    return batch.dense, batch.sparse, lists

@@ -14,6 +14,7 @@ from easyrec.config.arguments import Fraction, NonNegative, PositiveInt, checked
 from easyrec.data.features import InputSpec
 from easyrec.modules import MLP
 from easyrec.modules.cross import CrossNetwork
+from easyrec.modules.embedding import one_width
 from easyrec.modules.feature_vector import FeatureVector
 
 
@@ -33,7 +34,8 @@ class DCNv2(nn.Module):
     ``cross`` is :class:`~easyrec.modules.cross.CrossNetwork` (``x_{l+1} = x_0 ⊙ (W_l x_l + b_l) + x_l``, W full-rank
     or ``low_rank``); ``deep`` is ``Linear -> ReLU`` per width of ``hidden_units`` (the identity when empty, so
     ``stacked`` with ``hidden_units=[]`` is the paper's cross network alone). Every field has the same embedding
-    width D (``embedding_dim``), as in the paper.
+    width D (``embedding_dim``), as in the paper; a multi-value or sequence feature is one more field, its ids'
+    embeddings pooled by its combiner.
 
     Args:
         inputs: field names and cardinalities (from the data component).
@@ -78,6 +80,7 @@ class DCNv2(nn.Module):
         self.l2_regularization = float(l2_regularization)  # read by the trainer (models.base.l2_regularization)
         if inputs.num_fields == 0:
             raise ValueError("DCNv2 needs at least one categorical feature")
+        one_width(inputs, embedding_dim, "DCNv2")
         self.features = FeatureVector(inputs, embedding_dim, sparse=sparse_embeddings, l2=embedding_regularization)
         width = self.features.out_features
         self.cross = CrossNetwork(width, cross_layers, low_rank)
@@ -85,9 +88,10 @@ class DCNv2(nn.Module):
         self.stacked = structure == "stacked"
         self.output = MLP(self.deep.out_features + (0 if self.stacked else width), [], num_outputs)  # one Linear
 
-    def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
-        """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> logits ``(B,)``, or ``(B, num_outputs)``."""
-        x0 = self.features(dense, sparse)  # (B, d)
+    def forward(self, dense: Tensor, sparse: Tensor, lists: Tensor | None = None) -> Tensor:
+        """``dense (B, D_dense) float``, ``sparse (B, F) int``, ``lists (B, ΣL) int`` or None ->
+        logits ``(B,)``, or ``(B, num_outputs)``."""
+        x0 = self.features(dense, sparse, lists)  # (B, d)
         if self.stacked:
             hidden = self.deep(self.cross(x0))
         else:

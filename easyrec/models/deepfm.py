@@ -16,7 +16,9 @@ class DeepFM(nn.Module):
     """First-order weights + factorization machine + MLP, sharing one set of field embeddings.
 
     ``logit = Σ_f w[id_f] + w_dense·x + FM(e_1..e_F) + MLP([e_1, ..., e_F, x])``, where x are the dense
-    features and e_f the D-wide embedding of field f's id.
+    features and e_f the D-wide embedding of field f's id; a multi-value or sequence feature is one more field,
+    its ids' embeddings (and first-order weights) pooled by its combiner. The FM dots the fields' embeddings, so
+    every field has the model's ``embedding_dim`` (a feature's own ``embedding_dim`` is refused).
 
     Args:
         inputs: field names and cardinalities (from the data component).
@@ -57,20 +59,18 @@ class DeepFM(nn.Module):
         self.l2_regularization = float(l2_regularization)  # read by the trainer (models.base.l2_regularization)
         if inputs.num_fields == 0:
             raise ValueError("DeepFM needs at least one categorical feature")
-        self.embedding = FieldEmbedding.of_fields(inputs, embedding_dim, sparse_embeddings, embedding_regularization)
-        self.linear = LinearTerms(
-            inputs.cardinalities,
-            inputs.num_dense,
-            sparse=sparse_embeddings,
-            l2=embedding_regularization,
-            names=inputs.categorical_names,
+        self.embedding = FieldEmbedding.of_fields(
+            inputs, embedding_dim, sparse_embeddings, embedding_regularization, model="DeepFM"
         )
+        self.linear = LinearTerms.of_fields(inputs, sparse_embeddings, embedding_regularization)
         self.fm = FactorizationMachine()
-        self.mlp = MLP(inputs.num_fields * embedding_dim + inputs.num_dense, hidden_units, num_outputs, dropout)
+        fields = inputs.num_fields + len(inputs.lists)
+        self.mlp = MLP(fields * embedding_dim + inputs.num_dense, hidden_units, num_outputs, dropout)
 
-    def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
-        """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> logits ``(B,)``, or ``(B, num_outputs)``."""
-        embeddings = self.embedding(sparse)  # (B, F, D)
+    def forward(self, dense: Tensor, sparse: Tensor, lists: Tensor | None = None) -> Tensor:
+        """``dense (B, D_dense) float``, ``sparse (B, F) int``, ``lists (B, ΣL) int`` or None -> logits ``(B,)``, or
+        ``(B, num_outputs)``."""
+        embeddings = self.embedding(sparse, lists)  # (B, F + K, D)
         deep_input = torch.cat([embeddings.flatten(1), dense], dim=1) if dense.shape[1] else embeddings.flatten(1)
-        logits = (self.linear(dense, sparse) + self.fm(embeddings)).unsqueeze(1) + self.mlp(deep_input)
+        logits = (self.linear(dense, sparse, lists) + self.fm(embeddings)).unsqueeze(1) + self.mlp(deep_input)
         return logits.squeeze(1) if logits.shape[1] == 1 else logits

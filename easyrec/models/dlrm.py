@@ -86,9 +86,10 @@ class DLRM(nn.Module):
         if inputs.num_fields == 0:
             raise ValueError("DLRM needs at least one categorical feature")
         self.embedding = FieldEmbedding.of_fields(
-            inputs, embedding_dim, sparse_embeddings, embedding_regularization, init_std=EMBEDDING_INIT_STD
+            inputs, embedding_dim, sparse_embeddings, embedding_regularization, "DLRM", init_std=EMBEDDING_INIT_STD
         )
-        num_vectors = inputs.num_fields + (1 if inputs.num_dense else 0)  # the bottom output, then the fields
+        # the bottom output, then the fields and the pooled list features
+        num_vectors = inputs.num_fields + len(inputs.lists) + (1 if inputs.num_dense else 0)
         if num_vectors < 2 and not interaction_self:
             raise ValueError("interaction_self=false: one categorical feature and no dense one make no pair to dot")
         self.bottom = MLP(inputs.num_dense, bottom_units, None, dropout) if inputs.num_dense else None  # (B, D)
@@ -96,9 +97,10 @@ class DLRM(nn.Module):
         top_in = self.interaction.out_features + (embedding_dim if self.bottom is not None else 0)
         self.top = MLP(top_in, top_units, num_outputs, dropout)
 
-    def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
-        """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> logits ``(B,)``, or ``(B, num_outputs)``."""
-        embeddings = self.embedding(sparse)  # (B, F, D)
+    def forward(self, dense: Tensor, sparse: Tensor, lists: Tensor | None = None) -> Tensor:
+        """``dense (B, D_dense) float``, ``sparse (B, F) int``, ``lists (B, ΣL) int`` or None ->
+        logits ``(B,)``, or ``(B, num_outputs)``."""
+        embeddings = self.embedding(sparse, lists)  # (B, F + K, D)
         if self.bottom is None:
             top_input = self.interaction(embeddings)
         else:

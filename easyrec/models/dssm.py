@@ -30,7 +30,7 @@ class DSSM(nn.Module):
 
     Args:
         inputs: field names and cardinalities (from the data component).
-        user_features: dense and categorical feature names the user (query) tower sees.
+        user_features: dense, categorical, multi-value and sequence feature names the user (query) tower sees.
         item_features: feature names the item tower sees; none may be in ``user_features``.
         embedding_dim: D of the field embeddings.
         hidden_units: widths of each tower's hidden layers.
@@ -85,17 +85,21 @@ class DSSM(nn.Module):
         self.item_tower = MLP(self.item_features.out_features, hidden_units, output_dim, dropout)
         self.normalize = normalize
 
-    def user_embeddings(self, dense: Tensor, sparse: Tensor) -> Tensor:
-        """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> ``(B, output_dim)``; reads only the user features."""
-        return self._output(self.user_tower(self.user_features(dense, sparse)))
+    def user_embeddings(self, dense: Tensor, sparse: Tensor, lists: Tensor | None = None) -> Tensor:
+        """``dense (B, D_dense) float``, ``sparse (B, F) int``, ``lists (B, ΣL) int`` or None -> ``(B, output_dim)``;
+        reads only the user features."""
+        return self._output(self.user_tower(self.user_features(dense, sparse, lists)))
 
-    def item_embeddings(self, dense: Tensor, sparse: Tensor) -> Tensor:
-        """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> ``(B, output_dim)``; reads only the item features."""
-        return self._output(self.item_tower(self.item_features(dense, sparse)))
+    def item_embeddings(self, dense: Tensor, sparse: Tensor, lists: Tensor | None = None) -> Tensor:
+        """``dense (B, D_dense) float``, ``sparse (B, F) int``, ``lists (B, ΣL) int`` or None -> ``(B, output_dim)``;
+        reads only the item features."""
+        return self._output(self.item_tower(self.item_features(dense, sparse, lists)))
 
-    def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
-        """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> ``(B, 2, output_dim)``: [user, item]."""
-        return torch.stack([self.user_embeddings(dense, sparse), self.item_embeddings(dense, sparse)], dim=1)
+    def forward(self, dense: Tensor, sparse: Tensor, lists: Tensor | None = None) -> Tensor:
+        """``dense (B, D_dense) float``, ``sparse (B, F) int``, ``lists (B, ΣL) int`` or None ->
+        ``(B, 2, output_dim)``: [user, item]."""
+        inputs = (dense, sparse, lists)
+        return torch.stack([self.user_embeddings(*inputs), self.item_embeddings(*inputs)], dim=1)
 
     def _output(self, embeddings: Tensor) -> Tensor:
         return F.normalize(embeddings, dim=1) if self.normalize else embeddings

@@ -64,15 +64,18 @@ class ESMM(nn.Module):
         self.ctr_tower = MLP(self.features.out_features, tower_units, 1, dropout)
         self.cvr_tower = MLP(self.features.out_features, tower_units, 1, dropout)
 
-    def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
-        """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> ``(B, 2)`` logits ``[ctr, ctcvr]``."""
-        features = self.features(dense, sparse)
+    def forward(self, dense: Tensor, sparse: Tensor, lists: Tensor | None = None) -> Tensor:
+        """``dense (B, D_dense) float``, ``sparse (B, F) int``, ``lists (B, ΣL) int`` or None ->
+        ``(B, 2)`` logits ``[ctr, ctcvr]``."""
+        features = self.features(dense, sparse, lists)
         ctr, cvr = self.ctr_tower(features).squeeze(1), self.cvr_tower(features).squeeze(1)
         return torch.stack([ctr, product_logit(ctr, cvr)], dim=1)
 
-    def cvr_logits(self, dense: Tensor, sparse: Tensor) -> Tensor:
-        """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> ``(B,)`` logits of p(conversion | click)."""
-        return self.cvr_tower(self.features(dense, sparse)).squeeze(1)
+    def cvr_logits(self, dense: Tensor, sparse: Tensor, lists: Tensor | None = None) -> Tensor:
+        """``dense (B, D_dense) float``, ``sparse (B, F) int``, ``lists (B, ΣL) int`` or None ->
+        ``(B,)`` logits of
+        p(conversion | click)."""
+        return self.cvr_tower(self.features(dense, sparse, lists)).squeeze(1)
 
 
 def product_logit(a: Tensor, b: Tensor) -> Tensor:

@@ -71,8 +71,9 @@ class MMoE(nn.Module):
             MLP(self.experts.out_features, tower_units, outputs, dropout) for outputs in task_outputs
         )
 
-    def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
-        """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> ``(B, Σ task_outputs)`` (``(B,)`` if the Σ is 1)."""
-        mixtures = self.experts(self.features(dense, sparse))  # (B, T, H)
+    def forward(self, dense: Tensor, sparse: Tensor, lists: Tensor | None = None) -> Tensor:
+        """``dense (B, D_dense) float``, ``sparse (B, F) int``, ``lists (B, ΣL) int`` or None ->
+        ``(B, Σ task_outputs)`` (``(B,)`` if the Σ is 1)."""
+        mixtures = self.experts(self.features(dense, sparse, lists))  # (B, T, H)
         outputs = torch.cat([tower(mixtures[:, t]) for t, tower in enumerate(self.towers)], dim=1)
         return outputs.squeeze(1) if outputs.shape[1] == 1 else outputs

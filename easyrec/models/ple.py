@@ -85,9 +85,10 @@ class PLE(nn.Module):
         )
         self.towers = nn.ModuleList(MLP(expert_units[-1], tower_units, outputs, dropout) for outputs in task_outputs)
 
-    def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
-        """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> ``(B, Σ task_outputs)`` (``(B,)`` if the Σ is 1)."""
-        x = self.features(dense, sparse)  # (B, V): the first level's input of every task and of the shared experts
+    def forward(self, dense: Tensor, sparse: Tensor, lists: Tensor | None = None) -> Tensor:
+        """``dense (B, D_dense) float``, ``sparse (B, F) int``, ``lists (B, ΣL) int`` or None ->
+        ``(B, Σ task_outputs)`` (``(B,)`` if the Σ is 1)."""
+        x = self.features(dense, sparse, lists)  # (B, V): the first level's input of every task and the shared
         for level in self.levels:
             x = level(x)  # (B, T + 1, H), (B, T, H) after the last level
         outputs = torch.cat([tower(x[:, t]) for t, tower in enumerate(self.towers)], dim=1)

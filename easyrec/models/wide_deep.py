@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from easyrec.config.arguments import Fraction, NonNegative, PositiveInt, checked
 from easyrec.data.features import InputSpec
-from easyrec.modules import MLP, FieldEmbedding, LinearTerms
+from easyrec.modules import MLP, LinearTerms
+from easyrec.modules.feature_vector import FeatureVector
 
 
-class DeepTower(nn.Module):
-    """Field embeddings, concatenated with the dense features, through an MLP to one logit.
+class DeepTower(FeatureVector):
+    """Field embeddings and pooled list features, concatenated with the dense features (the
+    :class:`~easyrec.modules.feature_vector.FeatureVector` it is, so its tables keep their names: ``embedding``),
+    through an MLP to one logit.
 
     Args:
         inputs: field names and cardinalities.
-        embedding_dim: D.
+        embedding_dim: D (of a field that sets no ``embedding_dim``).
         hidden_units: widths of the MLP's hidden layers.
         dropout: MLP dropout.
         sparse: sparse gradients for the embedding table.
@@ -35,20 +37,19 @@ class DeepTower(nn.Module):
         num_outputs: int = 1,
         l2: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.embedding = FieldEmbedding.of_fields(inputs, embedding_dim, sparse, l2)
-        self.mlp = MLP(inputs.num_fields * embedding_dim + inputs.num_dense, hidden_units, num_outputs, dropout)
+        super().__init__(inputs, embedding_dim, sparse=sparse, l2=l2)
+        self.mlp = MLP(self.out_features, hidden_units, num_outputs, dropout)
 
-    def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
-        """``dense (B, D_dense)``, ``sparse (B, F)`` -> ``(B, num_outputs)``."""
-        deep_input = self.embedding(sparse).flatten(1)  # (B, F·D)
-        if dense.shape[1]:
-            deep_input = torch.cat([deep_input, dense], dim=1)
-        return self.mlp(deep_input)
+    def forward(self, dense: Tensor, sparse: Tensor, lists: Tensor | None = None) -> Tensor:
+        """``dense (B, D_dense)``, ``sparse (B, F)``, ``lists (B, ΣL)`` or None -> ``(B, num_outputs)``."""
+        return self.mlp(super().forward(dense, sparse, lists))
 
 
 class WideAndDeep(nn.Module):
     """``logit = wide(x) + deep(x)``: a linear model over the ids and dense features, plus a deep tower.
+
+    A multi-value or sequence feature's ids' weights are pooled by its combiner in the wide part, their embeddings
+    in the deep part; the deep part takes each field's own ``embedding_dim``.
 
     The two parts are the modules ``wide`` and ``deep``, so ``optimizer=wide_deep`` can give each its own
     optimizer (EasyRec trains the wide part with FTRL and the deep part with Adam).
@@ -91,18 +92,13 @@ class WideAndDeep(nn.Module):
         self.l2_regularization = float(l2_regularization)  # read by the trainer (models.base.l2_regularization)
         if inputs.num_fields == 0:
             raise ValueError("WideAndDeep needs at least one categorical feature")
-        self.wide = LinearTerms(
-            inputs.cardinalities,
-            inputs.num_dense,
-            sparse=sparse_embeddings,
-            l2=embedding_regularization,
-            names=inputs.categorical_names,
-        )
+        self.wide = LinearTerms.of_fields(inputs, sparse_embeddings, embedding_regularization)
         self.deep = DeepTower(
             inputs, embedding_dim, hidden_units, dropout, sparse_embeddings, num_outputs, l2=embedding_regularization
         )
 
-    def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
-        """``dense (B, D_dense) float``, ``sparse (B, F) int`` -> logits ``(B,)``, or ``(B, num_outputs)``."""
-        logits = self.wide(dense, sparse).unsqueeze(1) + self.deep(dense, sparse)
+    def forward(self, dense: Tensor, sparse: Tensor, lists: Tensor | None = None) -> Tensor:
+        """``dense (B, D_dense) float``, ``sparse (B, F) int``, ``lists (B, ΣL) int`` or None -> logits ``(B,)``, or
+        ``(B, num_outputs)``."""
+        logits = self.wide(dense, sparse, lists).unsqueeze(1) + self.deep(dense, sparse, lists)
         return logits.squeeze(1) if logits.shape[1] == 1 else logits

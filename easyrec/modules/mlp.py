@@ -6,9 +6,12 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from easyrec.modules.activation import Activation
+from easyrec.modules.activation import activation as activation_of
+
 
 class MLP(nn.Module):
-    """``Linear -> ReLU (-> Dropout)`` per hidden layer, then a linear output layer; Glorot-normal weights, zero
+    """``Linear -> activation (-> Dropout)`` per hidden layer, then a linear output layer; Glorot-normal weights, zero
     biases.
 
     Args:
@@ -18,18 +21,24 @@ class MLP(nn.Module):
             (a tower whose last layer is a hidden layer of what comes after it; the input itself without hidden
             layers).
         dropout: dropout after each hidden activation (0 = none).
+        activation: ``relu``, ``prelu`` or ``dice`` (see :func:`~easyrec.modules.activation.activation`).
 
     ``self.out_features`` is the output width.
     """
 
     def __init__(
-        self, in_features: int, hidden_units: Sequence[int], out_features: int | None = 1, dropout: float = 0.0
+        self,
+        in_features: int,
+        hidden_units: Sequence[int],
+        out_features: int | None = 1,
+        dropout: float = 0.0,
+        activation: Activation = "relu",
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = in_features
         for units in hidden_units:
-            layers += [nn.Linear(width, units), nn.ReLU()]
+            layers += [nn.Linear(width, units), activation_of(activation, units)]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = units
@@ -43,5 +52,5 @@ class MLP(nn.Module):
                 nn.init.zeros_(layer.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(B, in_features) -> (B, out_features)``."""
+        """``(B, in_features) -> (B, out_features)`` (PReLU takes its units on dim 1: keep the input 2-D)."""
         return self.layers(x)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from importlib import resources
 
 import pytest
@@ -11,6 +12,7 @@ from omegaconf import OmegaConf
 
 from easyrec.config import validate
 from easyrec.data import InputSpec
+from easyrec.data.features import ListField
 from easyrec.distributed import DDP
 from easyrec.early_stopping import StopOnPlateau
 from easyrec.errors import ConfigError
@@ -41,6 +43,8 @@ NEEDS = {
 CRITEO_INPUTS = InputSpec(
     tuple(f"I{j}" for j in range(1, 14)), tuple(f"C{f}" for f in range(1, 27)), tuple(range(5, 31))
 )
+# DIN needs a history of a categorical field's ids: C1's here
+HISTORY_INPUTS = replace(CRITEO_INPUTS, lists=(ListField("history", "sequence", 5, "mean", 0, 5, "C1"),))
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
@@ -55,7 +59,7 @@ def test_every_option_composes_validates_and_instantiates(compose_train, group, 
         pytest.importorskip("torchrec")  # the sharding install (nox -s tests has it)
     built = instantiate(node, _convert_="all")
     if group == "model":
-        model = built(CRITEO_INPUTS)
+        model = built(HISTORY_INPUTS if option == "din" else CRITEO_INPUTS)
         assert sum(p.numel() for p in model.parameters()) > 0
     elif group == "optimizer":
         model = WideAndDeep(InputSpec(("d",), ("a", "b"), (5, 7)), embedding_dim=2, hidden_units=[4])

@@ -16,6 +16,7 @@ from torch import nn
 pytest.importorskip("torchrec")
 
 from easyrec.config import validate  # noqa: E402
+from easyrec.data.features import InputSpec, ListField  # noqa: E402
 from easyrec.distributed import ModelParallel  # noqa: E402
 from easyrec.distributed.model_parallel import Sharding  # noqa: E402
 from easyrec.errors import ConfigError  # noqa: E402
@@ -113,6 +114,15 @@ def test_a_sharding_config_reads_sizes_and_refuses_what_it_cannot_read():
 def test_model_parallel_refuses_accumulating_micro_batches():
     with pytest.raises(ConfigError, match=r"accumulate_steps=2: .* \(fused optimizer\)"):
         ModelParallel(accumulate_steps=2)
+
+
+def test_model_parallel_refuses_list_features_in_one_line():
+    history = ListField("history", "sequence", 5, "mean", 0, 30, "c")
+    ModelParallel().check_inputs(InputSpec((), tuple(NAMES), tuple(CARDINALITIES)))  # none: taken
+    with pytest.raises(ConfigError) as refused:
+        ModelParallel().check_inputs(InputSpec((), tuple(NAMES), tuple(CARDINALITIES), lists=(history,)))
+    assert str(refused.value).startswith("data.features.sequence: distributed=model_parallel does not shard")
+    assert "(history)" in str(refused.value) and "\n" not in str(refused.value)
 
 
 def test_without_torchrec_the_error_names_the_install_command(monkeypatch):

@@ -67,7 +67,7 @@ def test_feature_vector_of_dense_features_only():
     [
         ({"features": ["age", "zip"]}, f"unknown feature 'zip'; the features are: {KNOWN}"),
         ({"features": ["item", "item"]}, "feature 'item' is named twice"),
-        ({"features": []}, "no features: needs at least one dense or categorical feature"),
+        ({"features": []}, "no features: needs at least one dense, categorical or list feature"),
         ({"embedding_dim": 0}, "embedding_dim=0: must be > 0"),
     ],
 )

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from easyrec.data.features import InputSpec
-from easyrec.models import DLRM, DSSM, ESMM, PLE, DCNv2, DeepFM, MMoE, WideAndDeep
+from easyrec.data.features import InputSpec, ListField
+from easyrec.models import DIN, DLRM, DSSM, ESMM, PLE, DCNv2, DeepFM, MMoE, WideAndDeep
 from easyrec.models.base import l2_regularization
 from easyrec.modules import MLP, FactorizationMachine, FieldEmbedding
 from easyrec.modules.experts import Experts
@@ -265,7 +265,20 @@ BUILDS = {
     "dcnv2": lambda **kw: DCNv2(spec(), embedding_dim=4, low_rank=2, hidden_units=[8], **kw),
     "dlrm": lambda **kw: DLRM(spec(), embedding_dim=4, bottom_units=[4], top_units=[8], **kw),
     "dssm": lambda **kw: DSSM(spec(), ["I0", "C0"], ["I1", "C1", "C2"], embedding_dim=4, hidden_units=[8], **kw),
+    "din": lambda **kw: DIN(HISTORY_SPEC, embedding_dim=4, attention_units=[4], hidden_units=[8], **kw),
 }
+# DIN reads a history of field C1's ids: 3 columns of ``lists``
+HISTORY_SPEC = InputSpec(
+    ("I0", "I1"), ("C0", "C1", "C2"), CARDINALITIES, (ListField("history", "sequence", 3, "mean", 0, 5, "C1"),)
+)
+
+
+def inputs(option: str, batch: int = 4) -> tuple[torch.Tensor, ...]:
+    """A batch of random inputs of ``BUILDS[option]``: dense, sparse and, for DIN, a history."""
+    dense, sparse = torch.randn(batch, 2), random_ids(batch)
+    if option != "din":
+        return dense, sparse
+    return dense, sparse, torch.tensor([[1, 4, -1], [-1, -1, -1], [0, 0, 0], [2, -1, -1]][:batch], dtype=torch.int32)
 
 
 def test_there_is_a_model_of_each_conf_option(compose_train):
@@ -279,7 +292,7 @@ def test_every_model_regularizes_every_table_it_looks_up(option):
     build = BUILDS[option]
     torch.manual_seed(0)
     model = build(embedding_regularization=0.1)
-    model(torch.randn(4, 2), random_ids(4))
+    model(*inputs(option))
     tables = [m for m in model.modules() if isinstance(m, FieldEmbedding)]
     penalties = [m.take_penalty() for m in tables]
     assert tables and all(p is not None for p in penalties)  # first-order weights start at 0: so do their penalties

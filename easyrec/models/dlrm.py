@@ -41,8 +41,10 @@ class DLRM(nn.Module):
     from 1e-4 the products stay near zero for epochs (measured: the DLRM of 1e-4 trails DeepFM by 0.0028 eval AUC on
     Frappe after 10 epochs and 0.0035 on the 1M synthetic set; see benchmarks/README.md). The reference
     (facebookresearch/dlrm) draws each table uniform in ``±sqrt(1/rows)``; that closes the gap on the synthetic set
-    but not on Frappe, whose 2- to 10-row tables then start at up to ±0.7 and overfit (0.9345). Dense layers are
-    initialised as the reference's kernels (normal(0, sqrt(2/(in+out))), as every easyrec MLP), with zero biases.
+    but not on Frappe, whose 2- to 10-row tables then start at up to ±0.7 and overfit (0.9345). With 0.01: 0.9506
+    on Frappe (DeepFM 0.9402), 0.7346 on the 1M set (DeepFM 0.7364; a seed-sensitive 2-epoch number: another draw
+    gave 0.7411). Dense layers are initialised as the reference's kernels (normal(0, sqrt(2/(in+out))), as every
+    easyrec MLP), with zero biases.
 
     Args:
         inputs: field names and cardinalities (from the data component).

@@ -88,8 +88,7 @@ class PLE(nn.Module):
     def forward(self, dense: Tensor, sparse: Tensor, lists: Tensor | None = None) -> Tensor:
         """``dense (B, D_dense) float``, ``sparse (B, F) int``, ``lists (B, ΣL) int`` or None ->
         ``(B, Σ task_outputs)`` (``(B,)`` if the Σ is 1)."""
-        features = self.features(dense, sparse, lists)  # (B, V)
-        x = features.unsqueeze(1).expand(-1, len(self.towers) + 1, -1)  # (B, T + 1, V): every task's and the shared
+        x = self.features(dense, sparse, lists)  # (B, V): the first level's input of every task and the shared
         for level in self.levels:
             x = level(x)  # (B, T + 1, H), (B, T, H) after the last level
         outputs = torch.cat([tower(x[:, t]) for t, tower in enumerate(self.towers)], dim=1)

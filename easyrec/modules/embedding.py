@@ -139,14 +139,21 @@ class FieldEmbedding(LookupPenalty):
 
     @classmethod
     def of_fields(
-        cls, inputs: InputSpec, dim: int, sparse: bool = False, l2: float = 0.0, model: str | None = None
+        cls,
+        inputs: InputSpec,
+        dim: int,
+        sparse: bool = False,
+        l2: float = 0.0,
+        model: str | None = None,
+        init_std: float = 1e-4,
     ) -> FieldEmbedding:
         """The table of every categorical field and list feature of ``inputs`` (their cardinalities and names),
-        ``dim`` wide. ``model``: the name of a model that needs one width: ValueError for a feature whose
-        ``embedding_dim`` is another."""
+        ``dim`` wide, initial rows normal with ``init_std``. ``model``: the name of a model that needs one width:
+        ValueError for a feature whose ``embedding_dim`` is another."""
         if model is not None:
             one_width(inputs, dim, model)
-        return cls(inputs.cardinalities, dim, sparse=sparse, l2=l2, names=inputs.categorical_names, lists=inputs.lists)
+        names = inputs.categorical_names
+        return cls(inputs.cardinalities, dim, sparse=sparse, init_std=init_std, l2=l2, names=names, lists=inputs.lists)
 
     def reset_parameters(self) -> None:
         """Draw the table's initial rows (normal with ``init_std``, or zeros)."""

@@ -8,25 +8,28 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from easyrec.modules.mlp import MLP
 
+class Experts(nn.Module):
+    """E expert MLPs, each over its own input or one shared input: ``(B, in_features)`` or ``(E, B, in_features)``
+    -> ``(B, E, H)``; every layer of every expert is one batched matrix product (no Python loop over the experts).
 
-class Experts(nn.ModuleList):
-    """E expert MLPs over one input: ``(B, in_features) -> (B, E, H)``.
-
-    Each expert is ``MLP(in_features, units[:-1], units[-1])`` followed by a ReLU (its last layer is a hidden
-    layer of what takes the mixture).
+    Expert e is ``Linear -> ReLU (-> Dropout)`` per width of ``expert_units`` but the last, then ``Linear -> ReLU``
+    to H = ``expert_units[-1]`` (its last layer is a hidden layer of what takes the mixture); Glorot-normal kernels and
+    zero biases, as :class:`~easyrec.modules.MLP`. Parameter layout: layer k's kernels are ``weights[k]`` of shape
+    ``(E, in_k, out_k)`` and its biases ``biases[k]`` of shape ``(E, 1, out_k)``; expert e's layer k is
+    ``h @ weights[k][e] + biases[k][e]`` (``weights[k][e]`` is ``nn.Linear.weight`` transposed).
 
     Args:
         in_features: input width.
         num_experts: E.
         expert_units: widths of each expert's layers; the last is the output width H.
-        dropout: dropout after each hidden activation.
+        dropout: dropout after each hidden activation (not after the output's ReLU).
 
     Example::
 
         experts = Experts(in_features=10, num_experts=3, expert_units=[16, 8])
         experts(torch.randn(4, 10)).shape  # torch.Size([4, 3, 8])
+        experts(torch.randn(3, 4, 10)).shape  # torch.Size([4, 3, 8]): expert e reads row block e
     """
 
     def __init__(self, in_features: int, num_experts: int, expert_units: Sequence[int], dropout: float = 0.0) -> None:
@@ -34,15 +37,28 @@ class Experts(nn.ModuleList):
             raise ValueError(f"num_experts={num_experts}: must be >= 1")
         if not expert_units or min(expert_units) < 1:
             raise ValueError(f"expert_units={list(expert_units)}: must be a non-empty list of widths > 0")
-        super().__init__(
-            nn.Sequential(MLP(in_features, expert_units[:-1], expert_units[-1], dropout), nn.ReLU())
-            for _ in range(num_experts)
+        super().__init__()
+        widths = [in_features, *expert_units]
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.empty(num_experts, width, units))
+            for width, units in zip(widths[:-1], expert_units, strict=True)
         )
-        self.out_features = expert_units[-1]
+        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(num_experts, 1, units)) for units in expert_units)
+        for weight in self.weights:  # Glorot normal per expert, as nn.init.xavier_normal_ on each nn.Linear
+            nn.init.normal_(weight, std=(2.0 / (weight.shape[1] + weight.shape[2])) ** 0.5)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.num_experts, self.out_features = num_experts, expert_units[-1]
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(B, in_features) -> (B, E, H)``: every expert's output."""
-        return torch.stack([expert(x) for expert in self], dim=1)
+        """``(B, in_features)`` read by every expert, or ``(E, B, in_features)`` (expert e reads ``x[e]``) ->
+        ``(B, E, H)``: every expert's output."""
+        h = x.unsqueeze(0) if x.dim() == 2 else x  # (1 or E, B, in)
+        last = len(self.weights) - 1
+        for k, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = torch.baddbmm(bias, h.expand(self.num_experts, -1, -1), weight).relu()  # (E, B, out_k)
+            if k < last:
+                h = self.dropout(h)
+        return h.transpose(0, 1)
 
 
 class MixtureOfExperts(nn.Module):
@@ -92,6 +108,9 @@ class ExtractionLayer(nn.Module):
     a shared output mixes every expert of every task and the shared ones, ``y_s = softmax(W_s x_s) · [experts_1(x_1),
     ..., experts_T(x_T), experts_s(x_s)]``, and feeds the next level's shared experts.
 
+    Every expert of the level is one :class:`Experts` (``self.experts``: one batched matrix product per layer over
+    all of them): experts ``t·E_t .. (t+1)·E_t - 1`` are task t's, the last ``E_s`` the shared ones.
+
     Args:
         in_features: width of each input.
         num_tasks: T.
@@ -106,6 +125,7 @@ class ExtractionLayer(nn.Module):
         level = ExtractionLayer(in_features=10, num_tasks=2, num_task_experts=2, num_shared_experts=1,
                                 expert_units=[16, 8])
         level(torch.randn(4, 3, 10)).shape  # torch.Size([4, 3, 8]): [y_1, y_2, y_s]
+        level(torch.randn(4, 10)).shape  # the same, x_1 = x_2 = x_s
     """
 
     def __init__(
@@ -126,27 +146,39 @@ class ExtractionLayer(nn.Module):
         ):
             if value < 1:
                 raise ValueError(f"{key}={value}: must be >= 1")
-        self.task_experts = nn.ModuleList(
-            Experts(in_features, num_task_experts, expert_units, dropout) for _ in range(num_tasks)
-        )
-        self.shared_experts = Experts(in_features, num_shared_experts, expert_units, dropout)
+        # every expert of the level in one Experts: task 0's, ..., task T-1's, then the shared ones
+        self.experts = Experts(in_features, num_tasks * num_task_experts + num_shared_experts, expert_units, dropout)
         self.task_gates = nn.ModuleList(
             nn.Linear(in_features, num_task_experts + num_shared_experts) for _ in range(num_tasks)
         )
-        num_experts = num_tasks * num_task_experts + num_shared_experts
-        self.shared_gate = nn.Linear(in_features, num_experts) if shared_gate else None
+        self.shared_gate = nn.Linear(in_features, self.experts.num_experts) if shared_gate else None
+        owner = torch.arange(num_tasks + 1).repeat_interleave(
+            torch.tensor([num_task_experts] * num_tasks + [num_shared_experts])
+        )
+        shared = torch.arange(num_tasks * num_task_experts, self.experts.num_experts)
+        mixed = [
+            torch.cat([torch.arange(t * num_task_experts, (t + 1) * num_task_experts), shared])
+            for t in range(num_tasks)
+        ]
+        self.register_buffer("owner", owner, persistent=False)  # (E,): the input each expert reads
+        self.register_buffer("mixed", torch.stack(mixed), persistent=False)  # (T, E_t + E_s): what task t mixes
         self.num_tasks = num_tasks
-        self.out_features = self.shared_experts.out_features
+        self.out_features = self.experts.out_features
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(B, T + 1, in_features) -> (B, T + 1, H)`` with ``shared_gate``, else ``(B, T, H)``: ``[y_1, ..., y_T
-        (, y_s)]`` from ``[x_1, ..., x_T, x_s]``."""
-        shared = self.shared_experts(x[:, -1])  # (B, E_s, H)
-        tasks = [experts(x[:, t]) for t, experts in enumerate(self.task_experts)]  # each (B, E_t, H)
-        outputs = [mix(gate(x[:, t]), torch.cat([tasks[t], shared], dim=1)) for t, gate in enumerate(self.task_gates)]
-        if self.shared_gate is not None:
-            outputs.append(mix(self.shared_gate(x[:, -1]), torch.cat([*tasks, shared], dim=1)))
-        return torch.stack(outputs, dim=1)
+        """``(B, T + 1, in_features)`` -> ``(B, T + 1, H)`` with ``shared_gate``, else ``(B, T, H)``: ``[y_1, ...,
+        y_T (, y_s)]`` from ``[x_1, ..., x_T, x_s]``; ``(B, in_features)``: one input for all (the first level)."""
+        if x.dim() == 2:
+            experts = self.experts(x)  # (B, E, H)
+            inputs = [x] * (self.num_tasks + 1)
+        else:
+            experts = self.experts(x.transpose(0, 1)[self.owner])  # (B, E, H), expert e reading x[:, owner[e]]
+            inputs = x.unbind(1)
+        gates = torch.stack([gate(inputs[t]) for t, gate in enumerate(self.task_gates)], dim=1)  # (B, T, E_t+E_s)
+        outputs = (gates.softmax(dim=-1).unsqueeze(2) @ experts[:, self.mixed]).squeeze(2)  # (B, T, H)
+        if self.shared_gate is None:
+            return outputs
+        return torch.cat([outputs, mix(self.shared_gate(inputs[-1]), experts).unsqueeze(1)], dim=1)
 
 
 def mix(gate_logits: Tensor, experts: Tensor) -> Tensor:

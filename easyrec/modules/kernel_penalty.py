@@ -5,10 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from easyrec.modules.experts import Experts
+
 
 class KernelPenalty:
-    """``l2 · Σ_W ΣW² / 2`` over the weight matrix ``W`` of every ``nn.Linear`` of a model (``tf.nn.l2_loss``, as
-    EasyRec's ``kernel_regularizer`` on its dense layers): not their biases, not norms, not embedding tables.
+    """``l2 · Σ_W ΣW² / 2`` over the weight matrix ``W`` of every ``nn.Linear`` of a model and the stacked kernels of
+    every :class:`~easyrec.modules.experts.Experts` (``tf.nn.l2_loss``, as EasyRec's ``kernel_regularizer`` on its
+    dense layers): not their biases, not norms, not embedding tables.
 
     Unlike :class:`~easyrec.modules.embedding.LookupPenalty`, which sums over a batch's rows, this is a penalty on
     the weights, one per training step: the trainer adds each micro-batch's share of it to the objective, so the
@@ -16,7 +19,7 @@ class KernelPenalty:
     the scalar penalty, on the graph of the kernels.
 
     Args:
-        model: the model; its ``nn.Linear`` modules are found once, here.
+        model: the model; its ``nn.Linear`` and ``Experts`` modules are found once, here.
         l2: the scale, > 0.
 
     Example::
@@ -29,6 +32,9 @@ class KernelPenalty:
         if l2 <= 0:
             raise ValueError(f"l2={l2}: must be > 0")
         self.kernels = [module.weight for module in model.modules() if isinstance(module, nn.Linear)]
+        self.kernels += [
+            weight for module in model.modules() if isinstance(module, Experts) for weight in module.weights
+        ]
         self.l2 = float(l2)
 
     @classmethod

@@ -14,6 +14,7 @@ from easyrec.data import generate_clicks
 from easyrec.data.features import InputSpec
 from easyrec.metrics.binary import auc
 from easyrec.models import DLRM, DCNv2
+from easyrec.models.dlrm import EMBEDDING_INIT_STD
 from easyrec.modules.cross import CrossNetwork
 from easyrec.modules.interaction import DotInteraction
 
@@ -156,6 +157,17 @@ def test_dlrm_without_dense_features_has_no_bottom_mlp():
     products = embeddings @ embeddings.transpose(1, 2)
     rows, columns = torch.triu_indices(3, 3)
     torch.testing.assert_close(model(dense, sparse), model.top(products[:, rows, columns])[:, 0])
+
+
+def test_dlrm_embeddings_start_at_std_0_01():
+    """DLRM's products need embeddings far from zero (see DLRM's docstring): normal(0, 0.01), not easyrec's 1e-4;
+    the dense layers Glorot-normal (the reference's normal(0, sqrt(2/(in+out)))) with zero biases."""
+    torch.manual_seed(0)
+    model = DLRM(InputSpec(("I0",), ("C0", "C1"), (4, 40_000)), embedding_dim=16, bottom_units=[400, 16])
+    assert model.embedding.init_std == EMBEDDING_INIT_STD == 0.01
+    assert model.embedding.table.weight.std().item() == pytest.approx(0.01, rel=0.02)
+    layer = model.top.layers[0]  # 16 + 3 products -> 512
+    assert layer.weight.std().item() == pytest.approx((2 / (19 + 512)) ** 0.5, rel=0.05) and not layer.bias.any()
 
 
 @pytest.mark.parametrize(

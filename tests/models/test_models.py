@@ -12,6 +12,7 @@ from easyrec.data.features import InputSpec, ListField
 from easyrec.models import DIN, DLRM, DSSM, ESMM, PLE, DCNv2, DeepFM, MMoE, WideAndDeep
 from easyrec.models.base import l2_regularization
 from easyrec.modules import MLP, FactorizationMachine, FieldEmbedding
+from easyrec.modules.experts import Experts
 from easyrec.modules.kernel_penalty import KernelPenalty
 from tests.conftest import options
 
@@ -325,6 +326,7 @@ def test_every_model_penalises_the_kernels_of_every_dense_layer_when_asked(optio
     model = build(l2_regularization=0.1)
     penalty = KernelPenalty.of(model, l2_regularization(model))
     linear = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+    linear += [w for m in model.modules() if isinstance(m, Experts) for w in m.weights]  # stacked expert kernels
     assert len(linear) >= 2 and [id(w) for w in penalty.kernels] == [id(w) for w in linear]
     tables = {id(m.table.weight) for m in model.modules() if isinstance(m, FieldEmbedding)}
     assert tables and not tables & {id(w) for w in penalty.kernels}

@@ -14,7 +14,8 @@ from easyrec.data.features import InputSpec
 from easyrec.models.esmm import ESMM, product_logit
 from easyrec.models.mmoe import MMoE
 from easyrec.models.ple import PLE
-from easyrec.modules.experts import ExtractionLayer, MixtureOfExperts
+from easyrec.modules import MLP
+from easyrec.modules.experts import Experts, ExtractionLayer, MixtureOfExperts
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small models: as fast, and not starved beside other jobs
 
@@ -46,12 +47,43 @@ def test_mixture_is_the_gate_weighted_sum_of_the_experts():
     torch.manual_seed(0)
     moe = MixtureOfExperts(in_features=6, num_experts=3, expert_units=[4], num_tasks=2)
     x = torch.randn(4, 6)
-    experts = [expert(x) for expert in moe.experts]  # each (4, 4), after a ReLU
-    assert all((e >= 0).all() for e in experts)
+    experts = moe.experts(x)  # (4, 3, 4), after a ReLU
+    assert (experts >= 0).all()
     gates = moe.gate_weights(x)
     for t in range(2):
-        expected = sum(gates[:, t, e : e + 1] * experts[e] for e in range(3))
+        expected = sum(gates[:, t, e : e + 1] * experts[:, e] for e in range(3))
         torch.testing.assert_close(moe(x)[:, t], expected)
+
+
+def separate_mlps(experts: Experts) -> list[torch.nn.Sequential]:
+    """Expert e of ``experts`` as its own ``MLP -> ReLU`` (the layout before the experts were stacked)."""
+    units = [w.shape[2] for w in experts.weights]
+    mlps = []
+    for e in range(experts.num_experts):
+        mlp = MLP(experts.weights[0].shape[1], units[:-1], units[-1])
+        for linear, weight, bias in zip(mlp.layers[::2], experts.weights, experts.biases, strict=True):
+            set_linear(linear, weight[e].T.tolist(), bias[e, 0].tolist())
+        mlps.append(torch.nn.Sequential(mlp, torch.nn.ReLU()))
+    return mlps
+
+
+def test_stacked_experts_are_separate_mlps():
+    """One batched product per layer computes what E separate ``MLP -> ReLU`` compute, on one shared input and on one
+    input per expert; the kernels start Glorot-normal (std sqrt(2 / (in + out))) and the biases at zero."""
+    torch.manual_seed(0)
+    experts = Experts(in_features=6, num_experts=3, expert_units=[8, 5])
+    with torch.no_grad():
+        for bias in experts.biases:
+            bias.normal_()
+    mlps = separate_mlps(experts)
+    x = torch.randn(4, 6)
+    torch.testing.assert_close(experts(x), torch.stack([mlp(x) for mlp in mlps], dim=1))
+    per_expert = torch.randn(3, 4, 6)
+    torch.testing.assert_close(experts(per_expert), torch.stack([mlp(per_expert[e]) for e, mlp in enumerate(mlps)], 1))
+    assert [tuple(w.shape) for w in experts.weights] == [(3, 6, 8), (3, 8, 5)]
+    wide = Experts(in_features=300, num_experts=8, expert_units=[500])
+    assert wide.weights[0].std().item() == pytest.approx((2 / 800) ** 0.5, rel=0.02)
+    assert not Experts(4, 2, [3]).biases[0].any()
 
 
 @pytest.mark.parametrize(
@@ -83,9 +115,10 @@ def test_extraction_layer_by_hand():
     read x_t, the shared ones x_s; y_t = softmax(W_t x_t)·[E_t(x_t), E_s(x_s)],
     y_s = softmax(W_s x_s)·[E_1(x_1), E_2(x_2), E_s(x_s)]."""
     level = ExtractionLayer(in_features=2, num_tasks=2, num_task_experts=1, num_shared_experts=1, expert_units=[1])
-    set_linear(level.task_experts[0][0][0].layers[0], [[1.0, 0.0]], [0.0])  # E_1(x) = relu(x[0])
-    set_linear(level.task_experts[1][0][0].layers[0], [[0.0, 1.0]], [0.0])  # E_2(x) = relu(x[1])
-    set_linear(level.shared_experts[0][0].layers[0], [[2.0, 4.0]], [0.0])  # E_s(x) = relu(2 x[0] + 4 x[1])
+    with (
+        torch.no_grad()
+    ):  # experts [E_1, E_2, E_s]: E_1(x) = relu(x[0]), E_2(x) = relu(x[1]), E_s(x) = relu(2x[0] + 4x[1])
+        level.experts.weights[0].copy_(torch.tensor([[[1.0], [0.0]], [[0.0], [1.0]], [[2.0], [4.0]]]))
     set_linear(level.task_gates[0], [[1.0, 0.0], [0.0, 1.0]], [0.0, 0.0])  # logits x_1
     set_linear(level.task_gates[1], [[0.0, 0.0], [0.0, 0.0]], [math.log(3), 0.0])  # weights [3/4, 1/4]
     set_linear(level.shared_gate, [[2.0, 0.0], [0.0, 0.0], [0.0, 2.0]], [0.0, 0.0, 0.0])  # logits [2 x[0], 0, 2 x[1]]
@@ -98,6 +131,8 @@ def test_extraction_layer_by_hand():
     torch.testing.assert_close(level(x), torch.tensor([[[y_1], [y_2], [y_s]]]))
     level.shared_gate = None  # the last level: the task outputs only
     torch.testing.assert_close(level(x), torch.tensor([[[y_1], [y_2]]]))
+    same = x[:, 2]  # one input for all (the first level): x_1 = x_2 = x_s
+    torch.testing.assert_close(level(same), level(same.unsqueeze(1).expand(-1, 3, -1)))
 
 
 def test_extraction_layer_shapes_and_gate_widths():
@@ -208,11 +243,16 @@ def test_ple_levels_feed_each_task_its_own_output():
     def untouched(*modules: torch.nn.Module) -> bool:
         return all(p.grad is None or not p.grad.any() for module in modules for p in module.parameters())
 
+    def experts_learn(level: ExtractionLayer) -> list[bool]:
+        """Per expert (task 0's 2, task 1's 2, the 2 shared): whether every stacked parameter of it has a gradient."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in level.experts.parameters()]
+        return [all(g[e].abs().sum() > 0 for g in grads) for e in range(level.experts.num_experts)]
+
     first, last = model.levels
-    assert learns(last.task_experts[0]) and learns(last.shared_experts) and learns(model.towers[0])
-    assert learns(first.task_experts[0]) and learns(first.shared_experts) and learns(first.shared_gate)
-    assert learns(first.task_experts[1])  # through level 1's shared gate into level 2's shared experts
-    assert untouched(last.task_experts[1], last.task_gates[1], first.task_gates[1], model.towers[1])
+    assert experts_learn(last) == [True, True, False, False, True, True] and learns(model.towers[0])
+    # task 1's experts of level 1 learn through level 1's shared gate into level 2's shared experts
+    assert experts_learn(first) == [True] * 6 and learns(first.shared_gate)
+    assert untouched(last.task_gates[1], first.task_gates[1], model.towers[1])
 
 
 @pytest.mark.parametrize(

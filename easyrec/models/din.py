@@ -97,7 +97,8 @@ class DIN(nn.Module):
         for feature, target, attention in zip(self.attended, self.targets, self.attention, strict=True):
             table = self.features.table_of(feature.table)
             history, mask = table.lookup(lists[:, feature.columns], feature.table)  # (B, L, D), (B, L)
-            item, _ = table.lookup(sparse[:, target : target + 1], feature.table)  # (B, 1, D)
+            # the target's embedding, penalised once already by self.features
+            item, _ = table.lookup(sparse[:, target : target + 1], feature.table, penalised=False)  # (B, 1, D)
             parts.append(attention(item.squeeze(1), history, mask))
         logits = self.mlp(torch.cat(parts, dim=1))
         return logits.squeeze(1) if logits.shape[1] == 1 else logits

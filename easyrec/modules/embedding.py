@@ -193,15 +193,17 @@ class FieldEmbedding(LookupPenalty):
         counts = weights.new_zeros(batch, len(self.lists)).index_add_(1, self.bag_of_column, weights)  # (B, K)
         return pooled / torch.where(self.bag_means, counts.clamp(min=1), 1).unsqueeze(2)
 
-    def lookup(self, ids: Tensor, block: str) -> tuple[Tensor, Tensor]:
+    def lookup(self, ids: Tensor, block: str, penalised: bool = True) -> tuple[Tensor, Tensor]:
         """``ids (B, L) int``: local ids of the block named ``block`` (a field, or a list feature with its own
         block), -1 for none -> their embeddings ``(B, L, D)`` (zeros for -1) and the mask ``(B, L) bool`` (True: an
-        id). A sequence feature read id by id (attention), or a field's embedding as its query."""
+        id). A sequence feature read id by id (attention), or a field's embedding as its query. ``penalised=False``:
+        a second lookup of embeddings whose penalty :meth:`forward` kept already (``l2``)."""
         if block not in self.block_starts:
             raise ValueError(f"{block!r}: no block of this table (its blocks: {', '.join(self.names)})")
         mask = ids >= 0
         embeddings = self.table(ids.clamp(min=0).long() + self.block_starts[block]) * mask.unsqueeze(2)
-        self.keep_penalty(embeddings)
+        if penalised:
+            self.keep_penalty(embeddings)
         return embeddings, mask
 
 

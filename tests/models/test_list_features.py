@@ -307,3 +307,18 @@ def test_every_model_takes_the_zero_row_probe(name):
     for rows in (0, 1):
         out = model(*Batch.of_zeros(LEARNING, rows).inputs)
         assert out.shape[0] == rows and torch.isfinite(out).all()
+
+
+def test_din_penalises_each_looked_up_embedding_once():
+    """embedding_regularization over a DIN batch: the fields' embeddings (the target item's once, though DIN looks it
+    up again as the query) and the history's ids, padding excluded."""
+    history = ListField("history", "sequence", 3, "mean", start=0, cardinality=10, table="item")
+    model = DIN(
+        InputSpec((), ("user", "item"), (5, 10), lists=(history,)), embedding_dim=4, embedding_regularization=0.1
+    )
+    sparse, lists = torch.tensor([[1, 7], [2, 3]]), torch.tensor([[4, 9, -1], [-1, -1, -1]])
+    model.train()(torch.zeros(2, 0), sparse, lists)
+    table = model.features.table_of("item")
+    weight = table.table.weight.detach()
+    rows = torch.tensor([1, 2, 5 + 7, 5 + 3, 5 + 4, 5 + 9])  # user's rows, the items', the history's ids
+    assert table.take_penalty().item() == pytest.approx(0.05 * float(weight[rows].square().sum()), rel=1e-5)

@@ -100,8 +100,11 @@ class FieldEmbeddingCollection(LookupPenalty):
         """The (unsharded) weight of table ``name``: ``(rows, D)``."""
         return self.collection.embedding_bags[name].weight
 
-    def forward(self, ids: Tensor) -> Tensor:
-        """``ids (B, F) int`` local row per field -> ``(B, F, D)``."""
+    def forward(self, ids: Tensor, lists: Tensor | None = None) -> Tensor:
+        """``ids (B, F) int`` local row per field -> ``(B, F, D)``. ``lists``: None, as the models pass a
+        FieldEmbedding's (``distributed=model_parallel`` refuses data with list features before sharding)."""
+        if lists is not None:
+            raise ValueError("sharded tables take no multi-value or sequence features")
         rows, fields = ids.shape
         padded = largest_batch(rows, ids.device)
         if padded == 0:  # no worker has a row (torchrec takes no batch of none): nothing to look up

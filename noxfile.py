@@ -19,8 +19,9 @@ TORCHREC = ("torchrec==1.8.0", "fbgemm-gpu-cpu==1.8.0")
 
 
 def install_for_tests(session: nox.Session) -> None:
-    """easyrec with its test and sharding extras, and torchrec with fbgemm, so that the model_parallel tests run."""
-    session.install("-e", ".[test,sharding]")
+    """easyrec with its test, sharding and ray extras, and torchrec with fbgemm, so that the model_parallel and Ray
+    cluster tests run."""
+    session.install("-e", ".[test,sharding,ray]")
     session.install("--no-deps", *TORCHREC)
 
 

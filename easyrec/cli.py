@@ -1,6 +1,7 @@
 """The ``easyrec`` command: dispatches ``easyrec <command> [args]`` to the command's app: a Hydra app
 (``train``) or an argparse front-end (``evaluate``, ``predict``, ``export``: their config comes from a checkpoint;
-``compare``, ``sync``: MLflow runs; ``generate``: a synthetic data set).
+``compare``, ``sync``: MLflow runs; ``generate``: a synthetic data set; ``study-server``: an Optuna study for a
+search on a cluster).
 Each app reads its arguments from ``sys.argv``.
 
 User errors (a bad override, an unknown option, an impossible value, unreadable data) end with one line
@@ -41,6 +42,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": (
         "easyrec.commands.compare:main",
         "compare runs (a sweep's children, an experiment) in a table of differing params and metrics; --plot",
+    ),
+    "study-server": (
+        "easyrec.commands.study_server:main",
+        "serve an Optuna study database to the trials of a search on a cluster (hydra.sweeper.storage=grpc://...)",
     ),
     "sync": (
         "easyrec.commands.sync:main",

@@ -10,11 +10,13 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -25,8 +27,17 @@ from easyrec.config.trust import TrustedTargets, check_stored_config, code_refer
 from easyrec.errors import ConfigError, EasyrecError, sigterm_interrupts
 from easyrec.sweeps.jobs import run_sweep_job
 from easyrec.user_errors import describe, exit_with
+from hydra_plugins.easyrec_launcher.ray_launcher import RayLauncher
+from hydra_plugins.easyrec_sweeper.optuna_sweeper import OptunaSweeper
 
 log = logging.getLogger("easyrec")
+
+# Hydra finds plugins by listing the folders of hydra_plugins, which an editable install does not show it.
+Plugins.instance().register(OptunaSweeper)
+Plugins.instance().register(RayLauncher)
+# conf/hydra/launcher/ray.yaml takes the name of the Ray plugin's own config on purpose (hydra/launcher=ray is
+# easyrec's launcher); Hydra merges the plugin's schema under it, which fits, and would warn at every composition.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema")
 
 
 def entry() -> None:

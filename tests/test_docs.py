@@ -129,7 +129,21 @@ def group_keys() -> tuple[dict[str, dict[str, object]], dict[str, set[str]]]:
         keys.setdefault(root, {}).update({prefix + key: value for key, value in found.items()})
         if sub:  # the subgroup's own mapping (data.features)
             keys[root].setdefault(sub, {})
+    for group in [group for group in options if group.startswith("hydra/")]:
+        options[group] |= plugin_options(group)
     return keys, options
+
+
+def plugin_options(group: str) -> set[str]:
+    """The options of a group of Hydra's own config that Hydra's plugins register (``hydra/launcher=joblib``)."""
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # imports the installed plugins, which register their configs
+    try:
+        return {name.removesuffix(".yaml") for name in ConfigStore.instance().list(group)}
+    except OSError:  # no plugin registers an option of this group
+        return set()
 
 
 def is_key(known: dict[str, object], key: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -10,6 +11,8 @@ from easyrec.early_stopping.base import EarlyStopping, require_metric
 
 #: The trial's user attribute that tells the sweeper a trial was pruned (its value: the step).
 PRUNED_AT = "easyrec.pruned_at_step"
+#: A study server's URL: ``grpc://HOST:PORT`` (``easyrec study-server``).
+GRPC = "grpc://"
 
 
 class PruneTrial(EarlyStopping):
@@ -67,6 +70,35 @@ class PruneTrial(EarlyStopping):
         if self._trial is None:
             import optuna
 
-            study = optuna.load_study(study_name=self.study_name, storage=self.storage, pruner=self.pruner)
+            study = optuna.load_study(
+                study_name=self.study_name, storage=study_storage(self.storage), pruner=self.pruner
+            )
             self._trial = optuna.trial.Trial(study, int(self.trial_id))
         return self._trial
+
+
+def study_storage(url: str, timeout: float = 30.0) -> Any:
+    """The Optuna storage at ``url``: ``grpc://HOST:PORT`` is a study server (``easyrec study-server``: Optuna's gRPC
+    storage proxy in front of a database), which every node of a cluster can reach; anything else is a database
+    URL (``sqlite:///optuna.db``, ``postgresql://...``). A study server that does not answer in ``timeout``
+    seconds is a user error naming it."""
+    import optuna
+
+    from easyrec.errors import ConfigError
+
+    if not url.startswith(GRPC):
+        return optuna.storages.get_storage(url)
+    host, _, port = url[len(GRPC) :].rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"hydra.sweeper.storage={url}: a study server's URL is grpc://HOST:PORT")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # Optuna >= 4.2 has it
+        proxy = optuna.storages.GrpcStorageProxy(host=host, port=int(port))
+    try:
+        proxy.wait_server_ready(timeout=timeout)
+    except ConnectionError:
+        raise ConfigError(
+            f"hydra.sweeper.storage={url}: no study server answers in {timeout:g} s (start one: easyrec study-server "
+            f"--port {port})"
+        ) from None
+    return proxy

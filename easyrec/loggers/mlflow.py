@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shlex
+import socket
 import subprocess
 import tempfile
 import time
@@ -270,7 +271,8 @@ class MLflowLogger(Logger):
             asynchronous, and for :meth:`finish`'s flush.
 
     The run's tags: its command-line overrides (``easyrec.overrides``), the option of each config group
-    (``easyrec.choices``, JSON), the version, the output directory and the git commit.
+    (``easyrec.choices``, JSON), the version, the output directory with the host and process that wrote it, and
+    the git commit.
 
     Calls that an SQLite store refuses because another process holds its lock are retried, so parallel jobs on
     one ``mlflow.db`` lose no run, param or metric. A tracker that does not answer in ``timeout`` seconds, or fails,
@@ -303,6 +305,8 @@ class MLflowLogger(Logger):
             "easyrec.overrides": " ".join(overrides),
             "easyrec.version": __version__,
             "easyrec.output_dir": str(output_dir),
+            "easyrec.host": socket.gethostname(),  # where the output directory is (a node of a cluster)
+            "easyrec.pid": str(os.getpid()),
             **git_tags(Path.cwd()),
         }
         choices = group_choices(output_dir / ".hydra")

@@ -1,12 +1,7 @@
 """Sweeps: ``easyrec train -m`` (a grid, or ``hparams_search=optuna``) with an MLflow parent run per sweep. The
-Optuna sweeper itself is in ``hydra_plugins.easyrec_sweeper``, where Hydra takes sweepers from."""
-
-from hydra.core.plugins import Plugins
+Optuna sweeper and the Ray launcher are in ``hydra_plugins.easyrec_sweeper`` and ``hydra_plugins.easyrec_launcher``,
+where Hydra takes plugins from (:mod:`easyrec.run` registers them)."""
 
 from easyrec.sweeps.parent_run import SweepParentRun
-from hydra_plugins.easyrec_sweeper.optuna_sweeper import OptunaSweeper
 
-# Hydra finds plugins by listing the folders of hydra_plugins, which an editable install does not show it.
-Plugins.instance().register(OptunaSweeper)
-
-__all__ = ["OptunaSweeper", "SweepParentRun"]
+__all__ = ["SweepParentRun"]

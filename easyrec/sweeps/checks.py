@@ -12,11 +12,13 @@ from easyrec.loggers.mlflow import absolute_uri
 from easyrec.sweeps.search_space import PREFIX, SearchSpace
 
 OPTUNA_SWEEPER = "hydra_plugins.easyrec_sweeper.optuna_sweeper.OptunaSweeper"
+RAY_LAUNCHER = "hydra_plugins.easyrec_launcher.ray_launcher.RayLauncher"
 
 
 def check_sweep(config: DictConfig) -> list[str]:
     """Raise a user error if a job of this sweep would not compose (an unknown key or option), or, with the Optuna
-    sweeper, if the search space is invalid or the study was made with another one. Returns the swept keys."""
+    sweeper, if the search space is invalid or the study was made with another one, or, with the Ray launcher, if
+    its jobs could not reach the stores they write to or the cluster does not answer. Returns the swept keys."""
     loader = GlobalHydra.instance().config_loader()
     overrides = list(config.hydra.overrides.task)
     parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
@@ -42,4 +44,8 @@ def check_sweep(config: DictConfig) -> list[str]:
         swept = [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
     for job in jobs:
         loader.load_sweep_config(master_config=config, sweep_overrides=job)
+    if config.hydra.launcher._target_ == RAY_LAUNCHER:
+        from hydra_plugins.easyrec_launcher.ray_launcher import check_cluster
+
+        check_cluster(config)
     return swept

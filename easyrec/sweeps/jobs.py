@@ -34,9 +34,7 @@ def run_sweep_job(
     """``train(cfg, output_dir, overrides)`` as job number ``job`` of a sweep: returns the optimized metric, or NaN
     when the job fails. A failure is logged, its MLflow run ends FAILED with the error (a run is made for a job
     that failed before opening one), and ``sweep_job.json`` records it for the sweep's summary and exit code."""
-    if "run_name" in cfg.logger and cfg.logger.run_name is None:
-        with open_dict(cfg):
-            cfg.logger.run_name = sweep_run_name(overrides, job)
+    name_sweep_run(cfg, overrides, job)
     try:
         value = train(cfg, output_dir, overrides)
     except Exception as error:
@@ -52,6 +50,13 @@ def run_sweep_job(
         return math.nan
     write_result(output_dir, job, overrides, "FINISHED", value=value)
     return value
+
+
+def name_sweep_run(cfg: DictConfig, overrides: Sequence[str], job: int) -> None:
+    """Name the job's run by :func:`sweep_run_name` unless ``logger.run_name`` names it."""
+    if "run_name" in cfg.get("logger", {}) and cfg.logger.run_name is None:
+        with open_dict(cfg):
+            cfg.logger.run_name = sweep_run_name(overrides, job)
 
 
 def sweep_run_name(overrides: Sequence[str], job: int) -> str:
@@ -98,13 +103,25 @@ def read_results(sweep_dir: Path, since: float = 0.0) -> list[dict[str, Any]]:
 
 def record_failed_run(cfg: DictConfig, output_dir: Path, overrides: list[str], message: str) -> None:
     """Make sure the tracker has a FAILED run for this job, with the error: ``train`` ends its run FAILED itself
-    once it opened one; a job that failed before (an impossible value) gets one here, with its params."""
+    once it opened one; a job that failed before (an impossible value) gets one here, with its params; the run of
+    a job whose process died (its Ray node went down) is still RUNNING, and ends FAILED here."""
     from easyrec.loggers import MLflowLogger
     from easyrec.loggers.courier import within
+    from easyrec.loggers.mlflow import open_client
+
+    def end_running(run: Any) -> None:
+        client = open_client(logger.tracking_uri)
+        client.set_tag(run.info.run_id, "easyrec.error", message[:5000])
+        client.set_terminated(run.info.run_id, "FAILED")
 
     try:
         logger = instantiate(cfg.logger)
-        if not isinstance(logger, MLflowLogger) or within(logger.timeout, lambda: has_run(logger, output_dir)):
+        if not isinstance(logger, MLflowLogger):
+            return
+        run = within(logger.timeout, lambda: job_run(logger, output_dir))
+        if run is not None:
+            if run.info.status == "RUNNING":
+                within(logger.timeout, lambda: end_running(run))
             return
         try:
             config = OmegaConf.to_container(cfg, resolve=True)
@@ -117,15 +134,15 @@ def record_failed_run(cfg: DictConfig, output_dir: Path, overrides: list[str], m
         log.warning("could not record the failed job in MLflow: %s", describe(error) or error)
 
 
-def has_run(logger: Any, output_dir: Path) -> bool:
-    """Whether ``logger``'s experiment already has a run of the job in ``output_dir``."""
+def job_run(logger: Any, output_dir: Path) -> Any:
+    """The run of the job in ``output_dir`` in ``logger``'s experiment, None if it has none."""
     from easyrec.loggers.mlflow import open_client
 
     client = open_client(logger.tracking_uri)
     experiment = client.get_experiment_by_name(logger.experiment_name)
     if experiment is None:
-        return False
+        return None
     runs = client.search_runs(
         [experiment.experiment_id], filter_string=f"tags.`easyrec.output_dir` = '{output_dir}'", max_results=1
     )
-    return bool(runs)
+    return runs[0] if runs else None

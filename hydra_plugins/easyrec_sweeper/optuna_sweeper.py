@@ -20,7 +20,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from easyrec.early_stopping.prune_trial import PRUNED_AT
+from easyrec.early_stopping.prune_trial import PRUNED_AT, study_storage
 from easyrec.errors import ConfigError
 from easyrec.loggers.mlflow import absolute_uri
 from easyrec.sweeps.search_space import SearchSpace
@@ -43,7 +43,8 @@ class OptunaSweeper(Sweeper):
     Args:
         params: the search space, ``{key: {type: float|int|categorical, low, high, log, step, choices}}``
             (:class:`~easyrec.sweeps.search_space.SearchSpace`).
-        storage: an Optuna RDB URL; ``sqlite:///optuna.db`` is a file in the launch directory.
+        storage: an Optuna database URL (``sqlite:///optuna.db`` is a file in the launch directory), or a study
+            server's ``grpc://HOST:PORT`` (``easyrec study-server``), which the jobs on a Ray cluster's nodes reach.
         study_name: created on first use, resumed after; resuming with another search space or direction is refused.
         n_trials: trials this command adds to the study.
         n_jobs: trials launched together (they run in parallel with a parallel launcher).
@@ -83,7 +84,7 @@ class OptunaSweeper(Sweeper):
         storage = absolute_uri(self.storage)
         check_study(storage, self.study_name, space, direction)
         study = optuna.create_study(
-            study_name=self.study_name, storage=storage, direction=direction, load_if_exists=True
+            study_name=self.study_name, storage=study_storage(storage), direction=direction, load_if_exists=True
         )
         study.set_user_attr(SPACE_ATTR, space.to_json())
         if self.sampler is not None:  # else Optuna's default
@@ -142,9 +143,7 @@ def study_direction(direction: str | None, config: DictConfig) -> str:
 
 def check_study(storage: str, study_name: str, space: SearchSpace, direction: str) -> None:
     """Refuse to resume study ``study_name`` with another search space or direction than it was made with."""
-    import optuna
-
-    rdb = optuna.storages.RDBStorage(storage)
+    rdb = study_storage(storage)
     try:
         study_id = rdb.get_study_id_from_name(study_name)
     except KeyError:

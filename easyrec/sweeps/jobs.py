@@ -105,6 +105,16 @@ def record_failed_run(cfg: DictConfig, output_dir: Path, overrides: list[str], m
     """Make sure the tracker has a FAILED run for this job, with the error: ``train`` ends its run FAILED itself
     once it opened one; a job that failed before (an impossible value) gets one here, with its params; the run of
     a job whose process died (its Ray node went down) is still RUNNING, and ends FAILED here."""
+    end_job_run(cfg, output_dir, overrides, "FAILED", message, create=True)
+
+
+def end_job_run(
+    cfg: DictConfig, output_dir: Path, overrides: list[str], status: str, message: str, create: bool = False
+) -> None:
+    """End the tracker's run of this job ``status``, with ``message`` in its ``easyrec.error`` tag, when the job's
+    process died and left it RUNNING (a lost Ray node; a sweep cancelled with Ctrl-C: KILLED); with ``create``, a
+    job that never opened one gets one (with its params). A tracker that fails is a warning: the job's log and
+    ``sweep_job.json`` still say what happened."""
     from easyrec.loggers import MLflowLogger
     from easyrec.loggers.courier import within
     from easyrec.loggers.mlflow import open_client
@@ -112,7 +122,7 @@ def record_failed_run(cfg: DictConfig, output_dir: Path, overrides: list[str], m
     def end_running(run: Any) -> None:
         client = open_client(logger.tracking_uri)
         client.set_tag(run.info.run_id, "easyrec.error", message[:5000])
-        client.set_terminated(run.info.run_id, "FAILED")
+        client.set_terminated(run.info.run_id, status)
 
     try:
         logger = instantiate(cfg.logger)
@@ -123,15 +133,17 @@ def record_failed_run(cfg: DictConfig, output_dir: Path, overrides: list[str], m
             if run.info.status == "RUNNING":
                 within(logger.timeout, lambda: end_running(run))
             return
+        if not create:
+            return
         try:
             config = OmegaConf.to_container(cfg, resolve=True)
         except Exception:  # the error may be in an interpolation
             config = OmegaConf.to_container(cfg, resolve=False)
         logger.start(config, overrides, output_dir)
         logger.set_tags({"easyrec.error": message[:5000]})
-        logger.finish("FAILED")
-    except Exception as error:  # the tracker itself is what failed: the job's log and sweep_job.json still say why
-        log.warning("could not record the failed job in MLflow: %s", describe(error) or error)
+        logger.finish(status)
+    except Exception as error:
+        log.warning("could not record the %s job in MLflow: %s", status, describe(error) or error)
 
 
 def job_run(logger: Any, output_dir: Path) -> Any:

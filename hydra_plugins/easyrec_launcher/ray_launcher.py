@@ -32,7 +32,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from easyrec.errors import ConfigError, first_line
 from easyrec.loggers.mlflow import local_store
-from easyrec.sweeps.jobs import RESULT_FILE, SWEPT_KEYS_ENV, name_sweep_run, record_failed_run, write_result
+from easyrec.sweeps.jobs import (
+    RESULT_FILE,
+    SWEPT_KEYS_ENV,
+    end_job_run,
+    name_sweep_run,
+    record_failed_run,
+    write_result,
+)
 from easyrec.sweeps.parent_run import PARENT_RUN_ENV
 
 log = logging.getLogger("easyrec")
@@ -89,13 +96,21 @@ class RayLauncher(Launcher):
                 str(output_dir),
             )
             jobs.append(Job(num, list(overrides), config, output_dir, ref))
+        returns: list[JobReturn] = []
         try:
-            return [self._collect(ray, job) for job in jobs]
-        except KeyboardInterrupt:
             for job in jobs:
+                returns.append(self._collect(ray, job))
+        except KeyboardInterrupt:  # the jobs not collected are cancelled, and the runs they opened end KILLED
+            pending = jobs[len(returns) :]
+            for job in pending:
                 ray.cancel(job.ref, force=True)
-            log.warning("Ray launcher: cancelled the sweep's jobs on the cluster")
+            log.warning("Ray launcher: interrupted; cancelled %d jobs on the cluster", len(pending))
+            for job in pending:
+                end_job_run(
+                    task_config(job), job.output_dir, job.overrides, "KILLED", "cancelled: the sweep was interrupted"
+                )
             raise
+        return returns
 
     def _options(self, config: DictConfig) -> dict[str, Any]:
         """The job's task options: ``ray.remote`` with ``num_cpus`` from its ``trainer.num_threads`` when unset."""
@@ -123,8 +138,7 @@ class RayLauncher(Launcher):
         made if it had not opened one), ``sweep_job.json`` says FAILED, and the sweep goes on."""
         reason = f"lost on the Ray cluster: {type(error).__name__}: {first_line(error)}"
         log.error("job %d failed: %s", job.num, reason)
-        cfg = OmegaConf.masked_copy(job.config, [key for key in job.config if key != "hydra"])
-        name_sweep_run(cfg, job.overrides, job.num)
+        cfg = task_config(job)
         job.output_dir.mkdir(parents=True, exist_ok=True)
         record_failed_run(cfg, job.output_dir, job.overrides, reason)
         write_result(job.output_dir, job.num, job.overrides, "FAILED", error=reason)
@@ -148,6 +162,13 @@ class Job(NamedTuple):
     config: DictConfig
     output_dir: Path
     ref: Any
+
+
+def task_config(job: Job) -> DictConfig:
+    """The job's config as the job sees it (without ``hydra``), its run named as in the sweep."""
+    cfg = OmegaConf.masked_copy(job.config, [key for key in job.config if key != "hydra"])
+    name_sweep_run(cfg, job.overrides, job.num)
+    return cfg
 
 
 def run_in_worker(

@@ -211,6 +211,30 @@ def test_a_job_whose_node_dies_ends_failed_with_the_reason_and_the_sweep_goes_on
 
 
 @pytest.mark.slow
+def test_ctrl_c_cancels_the_jobs_on_the_cluster_and_ends_their_runs_killed(cluster, tmp_path):
+    long = ["data.num_rows=20000", "trainer.max_epochs=20", "trainer.progress_bar=false", "trainer.num_threads=1"]
+    quick = [option for option in QUICK if not option.startswith("data.num_rows")]
+    job = launch(cluster, tmp_path, "logger.experiment_name=stopped", "seed=1,2,3", *quick, *long)
+    client = MlflowClient(cluster["tracking_uri"])
+    for _ in range(240):  # until two jobs train (2 CPUs: the third waits)
+        experiment = client.get_experiment_by_name("stopped")
+        runs = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'") if experiment else []
+        if len([run for run in runs if "easyrec.sweep.dir" not in run.data.tags]) == 2 or job.poll() is not None:
+            break
+        time.sleep(0.5)
+    job.send_signal(signal.SIGINT)
+    log, _ = finish(job, tmp_path)
+    assert job.returncode == 130, log[-3000:]
+    assert "cancelled 3 jobs on the cluster" in log
+    [parent], children = sweep_runs(cluster, "stopped")
+    assert parent.info.status == "KILLED"
+    assert [run.info.status for run in children] == ["KILLED", "KILLED"]
+    assert {run.data.tags["easyrec.error"] for run in children} == {"cancelled: the sweep was interrupted"}
+    time.sleep(3)
+    assert not [line for line in processes_of(cluster["head"]).values() if "run_in_worker" in line]
+
+
+@pytest.mark.slow
 def test_an_optuna_search_runs_two_trials_at_a_time_prunes_through_a_study_server_and_resumes(cluster, tmp_path):
     import optuna
 

@@ -331,3 +331,12 @@ def test_a_private_cluster_takes_any_store_and_a_bad_study_server_url_is_refused
         study_storage("grpc://no-port")
     with pytest.raises(ConfigError, match="no study server answers in 0.5 s"):
         study_storage(f"grpc://127.0.0.1:{free_port()}", timeout=0.5)
+
+
+def test_without_the_ray_extra_the_launcher_names_it(monkeypatch):
+    from easyrec.errors import ConfigError
+    from hydra_plugins.easyrec_launcher.ray_launcher import require_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
+    with pytest.raises(ConfigError, match=r"^hydra/launcher=ray: ray is not installed: pip install 'easyrec\[ray\]'$"):
+        require_ray()

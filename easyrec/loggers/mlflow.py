@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from easyrec import __version__
 from easyrec.config.arguments import Positive, checked
@@ -269,6 +269,10 @@ class MLflowLogger(Logger):
         parent_run_id: nest the run under this one (a sweep's parent run: ``mlflow.parentRunId``).
         timeout: seconds to wait for the tracker, > 0: for :meth:`start`'s records, for each record when not
             asynchronous, and for :meth:`finish`'s flush.
+        log_checkpoint: ``best`` or ``latest``: at the end, the run's checkpoint of that kind (as
+            :func:`~easyrec.checkpoints.find_checkpoint` picks it, with its shards directory) goes to the tracker
+            too, under ``checkpoints/``: the model of a job whose run directory is on a machine you cannot reach (a
+            node of a Ray cluster); ``none``: checkpoints stay in the run directory only.
 
     The run's tags: its command-line overrides (``easyrec.overrides``), the option of each config group
     (``easyrec.choices``, JSON), the version, the output directory with the host and process that wrote it, and
@@ -289,9 +293,11 @@ class MLflowLogger(Logger):
         asynchronous: bool = True,
         parent_run_id: str | None = None,
         timeout: Positive = 30.0,
+        log_checkpoint: Literal["none", "best", "latest"] = "none",
     ) -> None:
         self.tracking_uri, self.experiment_name, self.run_name = tracking_uri, experiment_name, run_name
         self.asynchronous, self.parent_run_id, self.timeout = asynchronous, parent_run_id, timeout
+        self.log_checkpoint = log_checkpoint
         self.client = None
         self.run_id: str | None = None
         self.output_dir: Path | None = None
@@ -377,6 +383,8 @@ class MLflowLogger(Logger):
     def finish(self, status: str) -> None:
         if self.courier is None:
             return
+        if self.log_checkpoint != "none":
+            self._send_checkpoint()
         self.courier.post({"op": "end", "status": status, "end_time": int(time.time() * 1000)})
         if self.courier.flush():
             log.info("MLflow run %s ended %s", self.run_id, status)
@@ -390,6 +398,20 @@ class MLflowLogger(Logger):
             self.courier.journal,
             self.output_dir,
         )
+
+    def _send_checkpoint(self) -> None:
+        """Log the run's ``log_checkpoint`` checkpoint (and its shards) under ``checkpoints/``, if it wrote one."""
+        from easyrec.checkpoints import find_checkpoint
+        from easyrec.errors import CheckpointError
+        from easyrec.sharded_checkpoints import shards_directory
+
+        try:
+            path = find_checkpoint(self.output_dir, self.log_checkpoint)
+        except CheckpointError:  # a run that ended before its first checkpoint
+            return
+        self.log_artifact(path, "checkpoints")
+        if shards_directory(path).is_dir():
+            self.log_artifact(shards_directory(path), f"checkpoints/{shards_directory(path).name}")
 
     def view_commands(self) -> list[str]:
         """MLflow's UI on the store, and ``easyrec compare`` on the experiment's runs (a sweep's: its parent's)."""

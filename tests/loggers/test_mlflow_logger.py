@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,20 @@ def test_a_finished_run_has_params_metrics_tags_and_artifacts(new_store, tmp_pat
     config_file = logger.client.download_artifacts(logger.run_id, "config/resolved.yaml", str(tmp_path))
     assert yaml.safe_load(Path(config_file).read_text()) == CONFIG
     assert (tmp_path / "mlruns").is_dir()  # artifacts went to the working directory, i.e. tmp_path
+
+
+@pytest.mark.parametrize(("kind", "sent"), [("best", "best.pt"), ("latest", "step-000000020.pt"), ("none", None)])
+def test_log_checkpoint_sends_the_runs_checkpoint_of_that_kind_at_the_end(store, tmp_path, kind, sent):
+    output_dir = tmp_path / "run"
+    (output_dir / "checkpoints").mkdir(parents=True)
+    for name in ("step-000000010.pt", "step-000000020.pt", "best.pt"):
+        (output_dir / "checkpoints" / name).write_bytes(name.encode())
+    logger = start_logger(store, output_dir, log_checkpoint=kind)
+    logger.finish("FINISHED")
+    sent_files = [a.path for a in logger.client.list_artifacts(logger.run_id, "checkpoints")]
+    assert sent_files == ([f"checkpoints/{sent}"] if sent else [])
+    host = socket.gethostname()
+    assert logger.client.get_run(logger.run_id).data.tags["easyrec.host"] == host  # where the directory is
 
 
 def test_a_run_without_hydras_files_has_no_choices_tag(store, tmp_path):

@@ -155,7 +155,8 @@ def sweep_runs(cluster: dict, experiment: str) -> tuple[list, list]:
 
 @pytest.mark.slow
 def test_a_grid_runs_in_ray_workers_and_fails_its_impossible_points_only(cluster, tmp_path):
-    job = launch(cluster, tmp_path, "logger.experiment_name=grid", "seed=1,2,3", "optimizer.lr=1e-3,-1", *SWEEP)
+    grid = ["logger.experiment_name=grid", "logger.log_checkpoint=best", "seed=1,2,3", "optimizer.lr=1e-3,-1"]
+    job = launch(cluster, tmp_path, *grid, *SWEEP)
     log, head = finish(job, tmp_path, watch=cluster["head"])
     assert job.returncode == 1, log[-3000:]
     assert (
@@ -172,6 +173,9 @@ def test_a_grid_runs_in_ray_workers_and_fails_its_impossible_points_only(cluster
             assert run.data.tags["easyrec.error"] == "ConfigError: optimizer.lr=-1.0: must be > 0"
         else:
             assert run.info.status == "FINISHED" and run.data.metrics["eval/auc"] > 0
+            # the model came back to the tracking server, wherever the job ran
+            client = MlflowClient(cluster["tracking_uri"])
+            assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/best.pt"]
     # the jobs ran in the cluster's worker processes: not the launcher, each a process the head's raylet started
     pids = {int(run.data.tags["easyrec.pid"]) for run in children}
     assert job.pid not in pids

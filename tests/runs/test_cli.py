@@ -73,7 +73,8 @@ def test_top_level_help_lists_the_commands(easyrec_cli):
     assert unknown.returncode == 2
     assert (
         only_line(unknown.stderr)
-        == "easyrec: unknown command 'fly'; choose one of: train, evaluate, predict, export, generate, compare, sync"
+        == "easyrec: unknown command 'fly'; choose one of: train, evaluate, predict, export, generate, compare, "
+        "study-server, sync"
     )
 
 

@@ -191,15 +191,18 @@ def test_a_job_whose_node_dies_ends_failed_with_the_reason_and_the_sweep_goes_on
     long = ["data.num_rows=20000", "trainer.max_epochs=10", "trainer.progress_bar=false", "trainer.num_threads=1"]
     quick = [option for option in QUICK if not option.startswith("data.num_rows")]
     job = launch(cluster, tmp_path, "logger.experiment_name=node", "seed=1,2,3", *quick, *long)
+    client = MlflowClient(cluster["tracking_uri"])
+    victim = None
     try:
-        for _ in range(240):
-            # the worker running a job (and the processes it forked, which carry its title)
-            victims = [pid for pid, line in processes_of(node).items() if "run_in_worker" in line]
-            if victims or job.poll() is not None:
+        for _ in range(240):  # until a job's run is open and its process is one of the second node's
+            experiment = client.get_experiment_by_name("node")
+            runs = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'") if experiment else []
+            pids = [int(run.data.tags["easyrec.pid"]) for run in runs if "easyrec.pid" in run.data.tags]
+            victim = next((pid for pid in pids if pid in processes_of(node)), None)
+            if victim is not None or job.poll() is not None:
                 break
             time.sleep(0.5)
-        assert victims, f"no job reached the second node: {(tmp_path / 'easyrec.log').read_text()[-3000:]}"
-        time.sleep(2)  # it opened its MLflow run
+        assert victim, f"no job reached the second node: {(tmp_path / 'easyrec.log').read_text()[-3000:]}"
     finally:
         kill_node(node)
     log, _ = finish(job, tmp_path)
@@ -208,7 +211,7 @@ def test_a_job_whose_node_dies_ends_failed_with_the_reason_and_the_sweep_goes_on
     assert last.startswith("easyrec train: error: 1 of 3 jobs failed: #") and "lost on the Ray cluster" in last
     [parent], children = sweep_runs(cluster, "node")
     [lost] = [run for run in children if run.info.status == "FAILED"]
-    assert int(lost.data.tags["easyrec.pid"]) in victims  # the job that ran on the node that died
+    assert int(lost.data.tags["easyrec.pid"]) == victim  # the job that ran on the node that died
     assert lost.data.tags["easyrec.error"].startswith("lost on the Ray cluster: ")
     assert sorted(run.info.status for run in children) == ["FAILED", "FINISHED", "FINISHED"]
     assert parent.info.status == "FINISHED" and parent.data.tags["easyrec.sweep.failed"] == "1"

@@ -79,12 +79,12 @@ def processes_of(node: subprocess.Popen) -> dict[int, str]:
 @pytest.fixture(scope="module")
 def cluster(mlflow_template: Path) -> Iterator[dict]:
     """A Ray head on 127.0.0.1 with 2 CPUs (token authentication on, as a shared cluster should have it) and an
-    ``mlflow server``: ``{"address", "env", "tracking_uri", "head", "temp_dir"}``."""
+    ``mlflow server``: ``{"address", "client" (its Ray Client address), "env", "tracking_uri", "head", "temp_dir"}``."""
     # a short path: Ray's unix sockets live under it, and a socket's path has at most 107 characters
     temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "COLUMNS": "200"}
     env.pop("HYDRA_FULL_ERROR", None)
-    port = free_port()
+    port, client_port = free_port(), free_port()
     head = start_node(
         temp_dir,
         env,
@@ -94,7 +94,7 @@ def cluster(mlflow_template: Path) -> Iterator[dict]:
         "--num-cpus=2",
         "--include-dashboard=false",
         # the fixed default ports, free ones instead: two clusters of two test workers must not collide
-        f"--ray-client-server-port={free_port()}",
+        f"--ray-client-server-port={client_port}",
         f"--dashboard-agent-listen-port={free_port()}",
     )
     copy_mlflow_store(mlflow_template, temp_dir / "tracking")
@@ -103,6 +103,7 @@ def cluster(mlflow_template: Path) -> Iterator[dict]:
         tracking_uri = ready()
         yield {
             "address": f"127.0.0.1:{port}",
+            "client": f"ray://127.0.0.1:{client_port}",
             "env": env,
             "tracking_uri": tracking_uri,
             "head": head,
@@ -114,11 +115,13 @@ def cluster(mlflow_template: Path) -> Iterator[dict]:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def launch(cluster: dict, cwd: Path, *args: str) -> subprocess.Popen:
-    """``easyrec train -m ARGS`` on the cluster, started in ``cwd``; stdout and stderr in ``cwd/easyrec.log``."""
+def launch(cluster: dict, cwd: Path, *args: str, address: str | None = None) -> subprocess.Popen:
+    """``easyrec train -m ARGS`` on the cluster (at ``address``, by default its GCS address), started in ``cwd``;
+    stdout and stderr in ``cwd/easyrec.log``."""
+    address = address or cluster["address"]
     return subprocess.Popen(
         [sys.executable, "-m", "easyrec", "train", "-m", "hydra/launcher=ray"]
-        + [f"hydra.launcher.ray.init.address={cluster['address']}", f"logger.tracking_uri={cluster['tracking_uri']}"]
+        + [f"hydra.launcher.ray.init.address={address}", f"logger.tracking_uri={cluster['tracking_uri']}"]
         + list(args),
         cwd=cwd,
         env=cluster["env"],
@@ -182,6 +185,16 @@ def test_a_grid_runs_in_ray_workers_and_fails_its_impossible_points_only(cluster
     reported = {int(line.split("in Ray worker ")[1].split()[0]) for line in log.splitlines() if "in Ray worker" in line}
     assert pids == reported
     assert all(head.get(pid, "").startswith("ray::") for pid in pids), {pid: head.get(pid) for pid in pids}
+
+
+@pytest.mark.slow
+def test_a_sweep_through_ray_client_runs_on_the_cluster(cluster, tmp_path):
+    job = launch(cluster, tmp_path, "logger.experiment_name=client", "seed=1,2", *SWEEP, address=cluster["client"])
+    log, _ = finish(job, tmp_path)
+    assert job.returncode == 0, log[-3000:]
+    [parent], children = sweep_runs(cluster, "client")
+    assert sorted(run.info.status for run in children) == ["FINISHED", "FINISHED"]
+    assert job.pid not in {int(run.data.tags["easyrec.pid"]) for run in children}
 
 
 @pytest.mark.slow

@@ -39,8 +39,11 @@ def free_port() -> int:
 
 
 def start(command: list[str], log: Path, env: dict[str, str], ready) -> subprocess.Popen:
-    """``command`` in a session of its own, waiting (2 minutes at most) until ``ready()``."""
-    process = subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    """``command`` in a session of its own, in ``log``'s folder (where an mlflow server keeps its artifacts, not the
+    checkout), waiting (2 minutes at most) until ``ready()``."""
+    process = subprocess.Popen(
+        command, cwd=log.parent, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
     for _ in range(240):
         if ready():
             return process

@@ -87,7 +87,7 @@ class RayLauncher(Launcher):
                 config.hydra.job.num = num
                 config.hydra.job.env_set.update(env)
             output_dir = sweep_dir / str(config.hydra.sweep.subdir)
-            ref = remote.options(**self._options(config)).remote(
+            ref = remote.options(**task_options(self.ray_cfg.remote, config)).remote(
                 self.hydra_context,
                 config,
                 self.task_function,
@@ -111,13 +111,6 @@ class RayLauncher(Launcher):
                 )
             raise
         return returns
-
-    def _options(self, config: DictConfig) -> dict[str, Any]:
-        """The job's task options: ``ray.remote`` with ``num_cpus`` from its ``trainer.num_threads`` when unset."""
-        options = {k: v for k, v in OmegaConf.to_container(self.ray_cfg.remote, resolve=True).items() if v is not None}
-        if "num_cpus" not in options:
-            options["num_cpus"] = OmegaConf.select(config, "trainer.num_threads", default=None) or 1
-        return options
 
     def _collect(self, ray: Any, job: Job) -> JobReturn:
         """The job's return once its task ended; a lost task (its worker or node died) as a failed job."""
@@ -151,6 +144,15 @@ class RayLauncher(Launcher):
             status=JobStatus.COMPLETED,  # as a failed job's own return: NaN, the sweep goes on
             _return_value=math.nan,
         )
+
+
+def task_options(remote: DictConfig, config: DictConfig) -> dict[str, Any]:
+    """The task options of the job ``config``: ``remote`` (``hydra.launcher.ray.remote``, None values left out) with
+    ``num_cpus`` from the job's ``trainer.num_threads`` when unset."""
+    options = {k: v for k, v in OmegaConf.to_container(remote, resolve=True).items() if v is not None}
+    if "num_cpus" not in options:
+        options["num_cpus"] = OmegaConf.select(config, "trainer.num_threads", default=None) or 1
+    return options
 
 
 class Job(NamedTuple):
@@ -235,7 +237,8 @@ def cluster(ray: Any) -> str:
 
 def check_cluster(config: DictConfig) -> None:
     """Before a sweep on a Ray cluster: refuse stores that the jobs on other nodes cannot reach (a local MLflow
-    store; an Optuna study in a local file when the trials report to it to be pruned), then connect."""
+    store; an Optuna study in a local file when the trials report to it to be pruned), connect, and refuse task
+    options Ray does not take."""
     init = config.hydra.launcher.ray.init
     address = init.get("address")
     require_ray()
@@ -255,7 +258,11 @@ def check_cluster(config: DictConfig) -> None:
                 "--storage ...) and give hydra.sweeper.storage=grpc://HOST:13000, or a database server "
                 "(postgresql://...)"
             )
-    connect(init)
+    ray = connect(init)
+    try:  # Ray checks the task options here, not when a job is submitted mid-sweep
+        ray.remote(run_in_worker).options(**task_options(config.hydra.launcher.ray.remote, config))
+    except ValueError as error:
+        raise ConfigError(f"hydra.launcher.ray.remote: {first_line(error)}") from None
 
 
 def prunes(node: Any) -> bool:

@@ -23,7 +23,7 @@ from tests.conftest import QUICK, copy_mlflow_store, free_port, start_mlflow_ser
 
 ray = pytest.importorskip("ray", reason="the ray extra (pip install 'easyrec[ray]') is part of the test install")
 
-from hydra_plugins.easyrec_launcher.ray_launcher import RayLauncher, check_cluster, prunes  # noqa: E402
+from hydra_plugins.easyrec_launcher.ray_launcher import check_cluster, prunes, task_options  # noqa: E402
 
 # Small enough that a job takes a few seconds in a Ray worker.
 SWEEP = [*QUICK, "data.num_rows=2000", "trainer.max_steps=4", "trainer.progress_bar=false", "trainer.num_threads=1"]
@@ -318,14 +318,12 @@ def test_a_cluster_with_a_local_tracking_store_or_study_file_is_refused_in_one_l
 
 
 def test_each_job_asks_for_its_trainer_threads_unless_the_task_options_say_otherwise():
-    launcher = RayLauncher(
-        OmegaConf.create({"init": {"address": None}, "remote": {"num_cpus": None, "max_retries": 0}})
-    )
+    remote = OmegaConf.create({"num_cpus": None, "max_retries": 0})
     job = OmegaConf.create({"trainer": {"num_threads": 4}})
-    assert launcher._options(job) == {"num_cpus": 4, "max_retries": 0}
-    assert launcher._options(OmegaConf.create({"trainer": {"num_threads": None}}))["num_cpus"] == 1
-    launcher.ray_cfg.remote.num_cpus = 2
-    assert launcher._options(job)["num_cpus"] == 2
+    assert task_options(remote, job) == {"num_cpus": 4, "max_retries": 0}
+    assert task_options(remote, OmegaConf.create({"trainer": {"num_threads": None}}))["num_cpus"] == 1
+    remote.num_cpus = 2
+    assert task_options(remote, job)["num_cpus"] == 2
 
 
 def test_a_search_prunes_when_a_rule_of_its_early_stopping_reports_to_the_trial():
@@ -341,12 +339,17 @@ def test_a_private_cluster_takes_any_store_and_a_bad_study_server_url_is_refused
     from easyrec.errors import ConfigError
 
     connected = []
-    monkeypatch.setattr("hydra_plugins.easyrec_launcher.ray_launcher.connect", connected.append)
-    config = OmegaConf.create(
-        {"hydra": {"launcher": {"ray": {"init": {"address": None}}}}, "logger": {"tracking_uri": "sqlite:///m.db"}}
+    monkeypatch.setattr(
+        "hydra_plugins.easyrec_launcher.ray_launcher.connect", lambda init: connected.append(init) or ray
     )
+    launcher = {"ray": {"init": {"address": None}, "remote": {"num_cpus": None}}}
+    config = OmegaConf.create({"hydra": {"launcher": launcher}, "logger": {"tracking_uri": "sqlite:///m.db"}})
     check_cluster(config)  # a private cluster runs on this machine only
     assert len(connected) == 1
+    # a task option Ray does not take is refused before the sweep, not when its first job is submitted
+    config.hydra.launcher.ray.remote.num_cpu = 2
+    with pytest.raises(ConfigError, match=r"^hydra.launcher.ray.remote: Invalid option keyword num_cpu for remote"):
+        check_cluster(config)
     with pytest.raises(ConfigError, match="a study server's URL is grpc://HOST:PORT"):
         study_storage("grpc://no-port")
     with pytest.raises(ConfigError, match="no study server answers in 0.5 s"):
